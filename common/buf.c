@@ -1,0 +1,59 @@
+#include "buf.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+void buf_init(struct buf *b, size_t cap)
+{
+	b->data = NULL;
+	b->cap = cap;
+	b->off = 0;
+	b->len = 0;
+}
+
+void buf_release(struct buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->off = 0;
+	b->len = 0;
+}
+
+int buf_append(struct buf *b, const void *p, size_t n)
+{
+	if (n > b->cap - b->len)
+		return -ENOBUFS;
+	if (n == 0)
+		return 0;
+	if (!b->data) {
+		b->data = malloc(b->cap);
+		if (!b->data)
+			return -ENOMEM;
+		b->off = 0;
+	}
+	if (b->off + b->len + n > b->cap) {
+		/* Not enough room at the tail: slide the live bytes down. */
+		memmove(b->data, b->data + b->off, b->len);
+		b->off = 0;
+	}
+	memcpy(b->data + b->off + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+const uint8_t *buf_peek(const struct buf *b, size_t *n)
+{
+	*n = b->len;
+	return b->len ? b->data + b->off : NULL;
+}
+
+void buf_consume(struct buf *b, size_t n)
+{
+	if (n >= b->len) {
+		buf_release(b);
+		return;
+	}
+	b->off += n;
+	b->len -= n;
+}

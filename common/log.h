@@ -1,0 +1,36 @@
+/* Levelled logging to stderr, one write(2) per line, with rate limiting for
+ * messages that a misbehaving peer could otherwise repeat without bound. */
+#ifndef MUXSHIM_LOG_H
+#define MUXSHIM_LOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+
+void log_init(const char *prog, enum log_level level);
+int log_parse_level(const char *s, enum log_level *out);
+bool log_enabled(enum log_level level);
+
+void log_msg(enum log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+#define log_warn(...)  log_msg(LOG_WARN, __VA_ARGS__)
+#define log_info(...)  log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) do { if (log_enabled(LOG_DEBUG)) log_msg(LOG_DEBUG, __VA_ARGS__); } while (0)
+
+/* At most one message per interval; the next one that passes reports how
+ * many were suppressed in between. */
+struct log_ratelimit {
+	uint64_t interval_ms;
+	uint64_t last_ms;
+	unsigned suppressed;
+	bool primed;
+};
+
+/* Returns true if a message may be logged now; *suppressed receives the
+ * number dropped since the last one that passed. Pure: time is an input. */
+bool log_ratelimit_pass(struct log_ratelimit *rl, uint64_t now_ms, unsigned *suppressed);
+
+#endif

@@ -1,0 +1,260 @@
+/* POSIX implementation of plat.h (Linux and macOS). */
+#include "plat.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0 /* macOS: SIGPIPE is ignored process-wide instead */
+#endif
+
+uint64_t plat_monotonic_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+ssize_t plat_read(int fd, void *p, size_t n)
+{
+	for (;;) {
+		ssize_t r = recv(fd, p, n, 0);
+		if (r >= 0)
+			return r;
+		if (errno == EINTR)
+			continue;
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	}
+}
+
+ssize_t plat_write(int fd, const void *p, size_t n)
+{
+	for (;;) {
+		ssize_t r = send(fd, p, n, MSG_NOSIGNAL);
+		if (r >= 0)
+			return r;
+		if (errno == EINTR)
+			continue;
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	}
+}
+
+int plat_shutdown_write(int fd)
+{
+	return shutdown(fd, SHUT_WR) == 0 ? 0 : -errno;
+}
+
+void plat_close(int fd)
+{
+	if (fd >= 0)
+		close(fd);
+}
+
+static int set_flags(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -errno;
+	if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+		return -errno;
+	return 0;
+}
+
+static int unix_sockaddr(const char *path, struct sockaddr_un *sa)
+{
+	size_t n = strlen(path);
+	if (n >= sizeof(sa->sun_path))
+		return -ENAMETOOLONG;
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	memcpy(sa->sun_path, path, n + 1);
+	return 0;
+}
+
+int plat_unix_connect(const char *path, int *fd_out)
+{
+	struct sockaddr_un sa;
+	int rc = unix_sockaddr(path, &sa);
+	if (rc < 0)
+		return rc;
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (fd < 0)
+		return -errno;
+	rc = set_flags(fd);
+	if (rc < 0)
+		goto out_close;
+	/* A UNIX connect completes at once or fails at once; EAGAIN means the
+	 * listener's backlog is full and the caller may retry later. */
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		rc = errno == EWOULDBLOCK ? -EAGAIN : -errno;
+		goto out_close;
+	}
+	*fd_out = fd;
+	return 0;
+out_close:
+	close(fd);
+	return rc;
+}
+
+/* Is something accepting on this socket file right now? */
+static int probe_live(const struct sockaddr_un *sa)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (fd < 0)
+		return -errno;
+	int rc = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0 ? 1 : -errno;
+	close(fd);
+	if (rc == -ECONNREFUSED)
+		return 0;
+	/* EAGAIN: a live listener with a full backlog. */
+	return rc == -EAGAIN ? 1 : rc;
+}
+
+int plat_unix_listen(const char *path, unsigned mode, int backlog, int *fd_out,
+		     bool *replaced, struct plat_file_id *id)
+{
+	struct sockaddr_un sa;
+	struct stat st;
+	int rc = unix_sockaddr(path, &sa);
+	if (rc < 0)
+		return rc;
+	*replaced = false;
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			return -EEXIST;
+		rc = probe_live(&sa);
+		if (rc == 1)
+			return -EADDRINUSE;
+		if (rc < 0)
+			return rc;
+		if (unlink(path) < 0 && errno != ENOENT)
+			return -errno;
+		*replaced = true;
+	} else if (errno != ENOENT) {
+		return -errno;
+	}
+
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (fd < 0)
+		return -errno;
+	rc = set_flags(fd);
+	if (rc < 0)
+		goto out_close;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		rc = -errno;
+		goto out_close;
+	}
+	/* chmod after bind: the mode must not depend on the caller's umask. */
+	if (chmod(path, (mode_t)mode) < 0 || lstat(path, &st) < 0 || listen(fd, backlog) < 0) {
+		rc = -errno;
+		goto out_unlink;
+	}
+	id->dev = (uint64_t)st.st_dev;
+	id->ino = (uint64_t)st.st_ino;
+	*fd_out = fd;
+	return 0;
+out_unlink:
+	unlink(path);
+out_close:
+	close(fd);
+	return rc;
+}
+
+void plat_unix_unlink_if_ours(const char *path, const struct plat_file_id *id)
+{
+	struct stat st;
+	if (lstat(path, &st) == 0 && (uint64_t)st.st_dev == id->dev && (uint64_t)st.st_ino == id->ino)
+		unlink(path);
+}
+
+int plat_accept(int listen_fd, int *fd_out)
+{
+	for (;;) {
+		int fd = accept(listen_fd, NULL, NULL);
+		if (fd >= 0) {
+			int rc = set_flags(fd);
+			if (rc < 0) {
+				close(fd);
+				return rc;
+			}
+			*fd_out = fd;
+			return 0;
+		}
+		if (errno == EINTR)
+			continue;
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	}
+}
+
+static int signal_pipe[2] = { -1, -1 };
+static volatile sig_atomic_t last_signal;
+
+static void on_signal(int sig)
+{
+	int saved = errno;
+	last_signal = sig;
+	ssize_t w = write(signal_pipe[1], "s", 1);
+	(void)w; /* a full pipe already holds a wake-up */
+	errno = saved;
+}
+
+int plat_signals_init(int *fd_out)
+{
+	if (pipe(signal_pipe) < 0)
+		return -errno;
+	for (int i = 0; i < 2; i++) {
+		int rc = set_flags(signal_pipe[i]);
+		if (rc < 0)
+			return rc;
+	}
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0)
+		return -errno;
+	signal(SIGPIPE, SIG_IGN);
+	*fd_out = signal_pipe[0];
+	return 0;
+}
+
+int plat_signals_take(int fd)
+{
+	char drain[64];
+	while (read(fd, drain, sizeof(drain)) > 0)
+		;
+	return last_signal;
+}
+
+int plat_read_file(const char *path, size_t max, char **out)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	char *buf = malloc(max + 1);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	size_t len = 0;
+	while (len < max) {
+		ssize_t r = read(fd, buf + len, max - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+	}
+	close(fd);
+	buf[len] = '\0';
+	*out = buf;
+	return 0;
+}

@@ -1,0 +1,260 @@
+/* muxshim: presents the usbmuxd socket inside a container and relays each
+ * client session to the host's usbmuxd. Setup, options, listener, loop. */
+#include "shim.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef MUXSHIM_VERSION
+#define MUXSHIM_VERSION "0.1.0"
+#endif
+
+#define DEFAULT_LISTEN   "/var/run/usbmuxd"
+#define DEFAULT_UPSTREAM "unix:/run/host/usbmuxd"
+#define LISTEN_BACKLOG   512
+#define ACCEPTS_PER_WAKE 64
+#define EMFILE_PAUSE_MS  1000
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: muxshim [options]\n"
+		"Presents a usbmuxd socket and relays every client session to the host's usbmuxd.\n"
+		"\n"
+		"  --listen PATH           socket to serve (default " DEFAULT_LISTEN ")\n"
+		"  --socket-mode MODE      octal mode of that socket (default 0666)\n"
+		"  --upstream ADDR         where sessions go: unix:PATH\n"
+		"                          (default $MUXSHIM_UPSTREAM, else " DEFAULT_UPSTREAM ")\n"
+		"  --max-sessions N        concurrent client sessions (default 1024); more wait\n"
+		"                          in the listen queue\n"
+		"  --connect-timeout MS    how long a session waits for a busy upstream (default 2000)\n"
+		"  --log-level LEVEL       error, warn, info or debug (default info)\n"
+		"  --help, --version\n");
+}
+
+static int parse_uint(const char *s, unsigned base, unsigned long min, unsigned long max,
+		      unsigned *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, (int)base);
+	if (errno || end == s || *end || s[0] == '-' || v < min || v > max)
+		return -EINVAL;
+	*out = (unsigned)v;
+	return 0;
+}
+
+static void die_usage(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "muxshim: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\nTry 'muxshim --help'.\n");
+	exit(2);
+}
+
+static void parse_args(int argc, char **argv, struct shim_config *cfg)
+{
+	enum { O_LISTEN = 256, O_MODE, O_UPSTREAM, O_MAXSESS, O_CTIMEOUT, O_LOGLEVEL, O_HELP,
+	       O_VERSION };
+	static const struct option opts[] = {
+		{ "listen", required_argument, NULL, O_LISTEN },
+		{ "socket-mode", required_argument, NULL, O_MODE },
+		{ "upstream", required_argument, NULL, O_UPSTREAM },
+		{ "max-sessions", required_argument, NULL, O_MAXSESS },
+		{ "connect-timeout", required_argument, NULL, O_CTIMEOUT },
+		{ "log-level", required_argument, NULL, O_LOGLEVEL },
+		{ "help", no_argument, NULL, O_HELP },
+		{ "version", no_argument, NULL, O_VERSION },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *upstream = getenv("MUXSHIM_UPSTREAM");
+	if (!upstream || !*upstream)
+		upstream = DEFAULT_UPSTREAM;
+
+	cfg->listen_path = DEFAULT_LISTEN;
+	cfg->socket_mode = 0666;
+	cfg->max_sessions = 1024;
+	cfg->connect_timeout_ms = 2000;
+	cfg->log_level = LOG_INFO;
+
+	int c;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case O_LISTEN:
+			if (optarg[0] != '/' || strlen(optarg) >= ADDR_PATH_MAX)
+				die_usage("--listen '%s': need an absolute path shorter than 108 bytes",
+					  optarg);
+			cfg->listen_path = optarg;
+			break;
+		case O_MODE:
+			if (parse_uint(optarg, 8, 0, 0777, &cfg->socket_mode) < 0)
+				die_usage("--socket-mode '%s': need an octal mode such as 0660", optarg);
+			break;
+		case O_UPSTREAM:
+			upstream = optarg;
+			break;
+		case O_MAXSESS:
+			if (parse_uint(optarg, 10, 1, 1000000, &cfg->max_sessions) < 0)
+				die_usage("--max-sessions '%s': need a number from 1 to 1000000", optarg);
+			break;
+		case O_CTIMEOUT:
+			if (parse_uint(optarg, 10, 0, 600000, &cfg->connect_timeout_ms) < 0)
+				die_usage("--connect-timeout '%s': need milliseconds, 0 to 600000", optarg);
+			break;
+		case O_LOGLEVEL:
+			if (log_parse_level(optarg, &cfg->log_level) < 0)
+				die_usage("--log-level '%s': need error, warn, info or debug", optarg);
+			break;
+		case O_HELP:
+			usage(stdout);
+			exit(0);
+		case O_VERSION:
+			printf("muxshim %s\n", MUXSHIM_VERSION);
+			exit(0);
+		default:
+			die_usage("unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		die_usage("unexpected argument '%s'", argv[optind]);
+
+	char err[256];
+	if (addr_parse(upstream, ADDR_UNIX, &cfg->upstream, err, sizeof(err)) < 0)
+		die_usage("--upstream: %s", err);
+}
+
+static void listener_set(struct shim *s)
+{
+	bool on = !s->accept_paused && s->nsessions < s->cfg.max_sessions;
+	int rc = loop_watch_set(s->loop, &s->listener, on ? LOOP_IN : 0);
+	if (rc < 0)
+		log_error("cannot watch the listening socket: %s", strerror(-rc));
+}
+
+static void on_accept_pause_end(struct loop_timer *t)
+{
+	struct shim *s = t->ctx;
+	s->accept_paused = false;
+	listener_set(s);
+}
+
+static void on_listener(struct loop_watch *w, unsigned ev)
+{
+	struct shim *s = w->ctx;
+	(void)ev;
+	for (int i = 0; i < ACCEPTS_PER_WAKE && s->nsessions < s->cfg.max_sessions; i++) {
+		int fd;
+		int rc = plat_accept(s->listen_fd, &fd);
+		if (rc == -EAGAIN)
+			break;
+		if (rc == -ECONNABORTED)
+			continue;
+		if (rc < 0) {
+			unsigned suppressed;
+			/* Out of descriptors (or similar): stop accepting for a
+			 * while instead of spinning on a listener that stays
+			 * readable; pending clients wait in the listen queue. */
+			if (log_ratelimit_pass(&s->rl_accept, loop_now(s->loop), &suppressed))
+				log_warn("accept failed: %s; pausing new sessions for %d ms "
+					 "(%u sessions open)", strerror(-rc), EMFILE_PAUSE_MS,
+					 s->nsessions);
+			s->accept_paused = true;
+			loop_timer_arm(s->loop, &s->accept_pause, EMFILE_PAUSE_MS);
+			break;
+		}
+		session_start(s, fd);
+	}
+	listener_set(s);
+}
+
+void shim_session_ended(struct shim *s)
+{
+	if (s->nsessions + 1 == s->cfg.max_sessions)
+		listener_set(s);
+}
+
+static void on_signal_fd(struct loop_watch *w, unsigned ev)
+{
+	(void)ev;
+	int *stop = w->ctx;
+	*stop = plat_signals_take(w->fd);
+}
+
+int main(int argc, char **argv)
+{
+	static struct shim shim; /* large scratch buffer: not on the stack */
+	struct shim *s = &shim;
+	parse_args(argc, argv, &s->cfg);
+	log_init("muxshim", s->cfg.log_level);
+
+	s->rl_upstream.interval_ms = 10000;
+	s->rl_accept.interval_ms = 10000;
+	int rc = loop_new(&s->loop);
+	if (rc < 0) {
+		log_error("cannot create the event loop: %s", strerror(-rc));
+		return 1;
+	}
+	int sigfd;
+	rc = plat_signals_init(&sigfd);
+	if (rc < 0) {
+		log_error("cannot install signal handlers: %s", strerror(-rc));
+		return 1;
+	}
+
+	bool replaced;
+	rc = plat_unix_listen(s->cfg.listen_path, s->cfg.socket_mode, LISTEN_BACKLOG,
+			      &s->listen_fd, &replaced, &s->listen_id);
+	if (rc == -EADDRINUSE) {
+		log_error("%s is in use: another process (a usbmuxd inside this container?) "
+			  "is accepting connections on it. Refusing to take it over; stop that "
+			  "process or choose another --listen path", s->cfg.listen_path);
+		return 1;
+	}
+	if (rc == -EEXIST) {
+		log_error("%s exists and is not a socket; refusing to replace it",
+			  s->cfg.listen_path);
+		return 1;
+	}
+	if (rc < 0) {
+		log_error("cannot listen on %s: %s", s->cfg.listen_path, strerror(-rc));
+		return 1;
+	}
+	if (replaced)
+		log_info("replaced the stale socket file %s (nothing was listening on it)",
+			 s->cfg.listen_path);
+
+	char up[ADDR_PATH_MAX + 16];
+	addr_format(&s->cfg.upstream, up, sizeof(up));
+	log_info("muxshim %s listening on %s (mode %04o), upstream %s", MUXSHIM_VERSION,
+		 s->cfg.listen_path, s->cfg.socket_mode, up);
+
+	int stop = 0;
+	struct loop_watch sigw;
+	loop_watch_init(&sigw, sigfd, on_signal_fd, &stop);
+	loop_watch_init(&s->listener, s->listen_fd, on_listener, s);
+	loop_timer_init(&s->accept_pause, on_accept_pause_end, s);
+	rc = loop_watch_set(s->loop, &sigw, LOOP_IN);
+	if (rc == 0)
+		listener_set(s);
+
+	while (rc == 0 && !stop) {
+		rc = loop_run_once(s->loop, -1);
+		session_reap(s);
+	}
+	if (rc < 0)
+		log_error("event loop failed: %s", strerror(-rc));
+	else
+		log_info("signal %d: shutting down (%u sessions open, %llu served)", stop,
+			 s->nsessions, (unsigned long long)s->sessions_total);
+
+	loop_watch_remove(s->loop, &s->listener);
+	plat_unix_unlink_if_ours(s->cfg.listen_path, &s->listen_id);
+	plat_close(s->listen_fd);
+	session_close_all(s);
+	loop_free(s->loop);
+	return rc < 0 ? 1 : 0;
+}

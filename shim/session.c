@@ -1,0 +1,258 @@
+/* One client session: connect upstream, then relay bytes both ways.
+ *
+ * Each direction ("half") reads at most one chunk per wake-up into the
+ * shim's scratch buffer and writes it straight on; only what the receiver
+ * would not take is kept, in a bounded per-half buffer, and while anything is
+ * kept the sender is not read. A slow reader therefore slows its own sender
+ * through the kernel's socket buffers, and an idle session holds no memory
+ * beyond this struct. EOF is forwarded as a shutdown of the write side once
+ * the half's buffer is empty, so either direction can finish first. */
+#include "shim.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RETRY_FIRST_MS 5
+#define RETRY_MAX_MS   100
+
+static void session_update(struct session *ss);
+static void session_teardown(struct session *ss, const char *why, int err);
+
+static void half_init(struct half *h)
+{
+	buf_init(&h->pending, SHIM_PENDING_MAX);
+	h->eof = false;
+	h->shut = false;
+	h->bytes = 0;
+}
+
+/* The receiver of this half is gone (it closed its end): nothing more can
+ * be delivered this way, so the half is over, but the other direction may
+ * still have bytes in flight toward the side that is still there. */
+static int half_receiver_gone(struct half *h, ssize_t err)
+{
+	if (err != -EPIPE && err != -ECONNRESET)
+		return (int)err;
+	buf_release(&h->pending);
+	h->eof = true;
+	h->shut = true;
+	return 0;
+}
+
+/* Writes out what is pending; forwards EOF once nothing is. */
+static int half_flush(struct half *h, int dst)
+{
+	size_t n;
+	const uint8_t *p;
+	while ((p = buf_peek(&h->pending, &n)) != NULL) {
+		ssize_t w = plat_write(dst, p, n);
+		if (w == -EAGAIN)
+			return 0;
+		if (w < 0)
+			return half_receiver_gone(h, w);
+		buf_consume(&h->pending, (size_t)w);
+	}
+	if (h->eof && !h->shut) {
+		int rc = plat_shutdown_write(dst);
+		/* The receiver may already be gone entirely; then there is
+		 * nobody left to tell, which is not an error of this half. */
+		if (rc < 0 && rc != -ENOTCONN)
+			return rc;
+		h->shut = true;
+	}
+	return 0;
+}
+
+/* One read from src, passed straight to dst; the remainder is kept. */
+static int half_pump(struct shim *s, struct half *h, int src, int dst)
+{
+	ssize_t r = plat_read(src, s->scratch, sizeof(s->scratch));
+	if (r == -EAGAIN)
+		return 0;
+	if (r < 0)
+		return (int)r;
+	if (r == 0) {
+		h->eof = true;
+		return half_flush(h, dst);
+	}
+	h->bytes += (uint64_t)r;
+	ssize_t w = plat_write(dst, s->scratch, (size_t)r);
+	if (w == -EAGAIN)
+		w = 0;
+	if (w < 0)
+		return half_receiver_gone(h, w);
+	/* Cannot exceed the cap: we only read while nothing is pending. */
+	return buf_append(&h->pending, s->scratch + w, (size_t)(r - w));
+}
+
+static bool half_wants_read(const struct half *h)
+{
+	return !h->eof && buf_len(&h->pending) == 0;
+}
+
+static void on_client(struct loop_watch *w, unsigned ev)
+{
+	struct session *ss = w->ctx;
+	int rc = 0;
+	if ((ev & (LOOP_IN | LOOP_ERR)) && (w->want & LOOP_IN))
+		rc = half_pump(ss->shim, &ss->up, ss->client.fd, ss->upstream.fd);
+	if (rc == 0 && (ev & (LOOP_OUT | LOOP_ERR)) && (w->want & LOOP_OUT))
+		rc = half_flush(&ss->down, ss->client.fd);
+	if (rc < 0)
+		session_teardown(ss, "client side", rc);
+	else
+		session_update(ss);
+}
+
+static void on_upstream(struct loop_watch *w, unsigned ev)
+{
+	struct session *ss = w->ctx;
+	int rc = 0;
+	if ((ev & (LOOP_IN | LOOP_ERR)) && (w->want & LOOP_IN))
+		rc = half_pump(ss->shim, &ss->down, ss->upstream.fd, ss->client.fd);
+	if (rc == 0 && (ev & (LOOP_OUT | LOOP_ERR)) && (w->want & LOOP_OUT))
+		rc = half_flush(&ss->up, ss->upstream.fd);
+	if (rc < 0)
+		session_teardown(ss, "upstream side", rc);
+	else
+		session_update(ss);
+}
+
+/* Interest follows state: read a side only while its half can take data,
+ * write a side only while something waits for it. */
+static void session_update(struct session *ss)
+{
+	if (ss->state != SESSION_RELAY)
+		return;
+	if (ss->up.shut && ss->down.shut) {
+		session_teardown(ss, NULL, 0);
+		return;
+	}
+	struct loop *l = ss->shim->loop;
+	unsigned cw = 0, uw = 0;
+	if (half_wants_read(&ss->up))
+		cw |= LOOP_IN;
+	if (buf_len(&ss->down.pending))
+		cw |= LOOP_OUT;
+	if (half_wants_read(&ss->down))
+		uw |= LOOP_IN;
+	if (buf_len(&ss->up.pending))
+		uw |= LOOP_OUT;
+	int rc = loop_watch_set(l, &ss->client, cw);
+	if (rc == 0)
+		rc = loop_watch_set(l, &ss->upstream, uw);
+	if (rc < 0)
+		session_teardown(ss, "event registration", rc);
+}
+
+static void session_try_connect(struct session *ss)
+{
+	struct shim *s = ss->shim;
+	int fd;
+	int rc = upstream_connect(s, &fd);
+	if (rc == 0) {
+		loop_watch_init(&ss->upstream, fd, on_upstream, ss);
+		ss->state = SESSION_RELAY;
+		log_debug("session %llu: upstream connected", (unsigned long long)ss->id);
+		session_update(ss);
+		return;
+	}
+	uint64_t waited = loop_now(s->loop) - ss->started_ms;
+	if (rc == -EAGAIN && waited < s->cfg.connect_timeout_ms) {
+		/* The upstream's listen queue is full: try again shortly
+		 * rather than fail a client that a busy daemon would serve. */
+		loop_timer_arm(s->loop, &ss->retry, ss->retry_delay_ms);
+		ss->retry_delay_ms = ss->retry_delay_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS
+									  : ss->retry_delay_ms * 2;
+		return;
+	}
+	upstream_report_failure(s, rc);
+	session_teardown(ss, "upstream connect", rc);
+}
+
+static void on_retry(struct loop_timer *t)
+{
+	session_try_connect(t->ctx);
+}
+
+void session_start(struct shim *s, int client_fd)
+{
+	struct session *ss = calloc(1, sizeof(*ss));
+	if (!ss) {
+		log_error("out of memory: refusing a client");
+		plat_close(client_fd);
+		return;
+	}
+	ss->shim = s;
+	ss->id = ++s->next_id;
+	ss->state = SESSION_CONNECTING;
+	ss->started_ms = loop_now(s->loop);
+	ss->retry_delay_ms = RETRY_FIRST_MS;
+	loop_watch_init(&ss->client, client_fd, on_client, ss);
+	loop_watch_init(&ss->upstream, -1, on_upstream, ss);
+	loop_timer_init(&ss->retry, on_retry, ss);
+	half_init(&ss->up);
+	half_init(&ss->down);
+	ss->next = s->live;
+	if (s->live)
+		s->live->prev = ss;
+	s->live = ss;
+	s->nsessions++;
+	s->sessions_total++;
+	log_debug("session %llu: client accepted", (unsigned long long)ss->id);
+	session_try_connect(ss);
+}
+
+/* The one way a session ends: both fds closed, memory queued for release. */
+static void session_teardown(struct session *ss, const char *why, int err)
+{
+	struct shim *s = ss->shim;
+	if (ss->state == SESSION_DEAD)
+		return;
+	if (why)
+		log_debug("session %llu: closed on %s error: %s (%llu bytes up, %llu down)",
+			  (unsigned long long)ss->id, why, strerror(-err),
+			  (unsigned long long)ss->up.bytes, (unsigned long long)ss->down.bytes);
+	else
+		log_debug("session %llu: finished (%llu bytes up, %llu down)",
+			  (unsigned long long)ss->id, (unsigned long long)ss->up.bytes,
+			  (unsigned long long)ss->down.bytes);
+	ss->state = SESSION_DEAD;
+	loop_timer_cancel(s->loop, &ss->retry);
+	int cfd = ss->client.fd, ufd = ss->upstream.fd;
+	loop_watch_remove(s->loop, &ss->client);
+	loop_watch_remove(s->loop, &ss->upstream);
+	plat_close(cfd);
+	plat_close(ufd);
+	buf_release(&ss->up.pending);
+	buf_release(&ss->down.pending);
+
+	if (ss->prev)
+		ss->prev->next = ss->next;
+	else
+		s->live = ss->next;
+	if (ss->next)
+		ss->next->prev = ss->prev;
+	ss->prev = NULL;
+	ss->next = s->dead;
+	s->dead = ss;
+	s->nsessions--;
+	shim_session_ended(s);
+}
+
+void session_close_all(struct shim *s)
+{
+	while (s->live)
+		session_teardown(s->live, NULL, 0);
+	session_reap(s);
+}
+
+void session_reap(struct shim *s)
+{
+	while (s->dead) {
+		struct session *ss = s->dead;
+		s->dead = ss->next;
+		free(ss);
+	}
+}

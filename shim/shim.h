@@ -1,0 +1,83 @@
+/* muxshim: the in-container daemon. One listener on the usbmuxd socket path;
+ * one session per accepted client, each relayed to its own upstream
+ * connection opened afresh. */
+#ifndef MUXSHIM_SHIM_H
+#define MUXSHIM_SHIM_H
+
+#include "addr.h"
+#include "buf.h"
+#include "log.h"
+#include "loop.h"
+#include "plat.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define SHIM_IO_CHUNK    (64 * 1024) /* one read per wake-up, at most */
+#define SHIM_PENDING_MAX SHIM_IO_CHUNK /* per direction, what the reader would not take */
+
+struct shim_config {
+	const char *listen_path;
+	unsigned socket_mode;
+	struct addr upstream;
+	unsigned max_sessions;
+	unsigned connect_timeout_ms;
+	enum log_level log_level;
+};
+
+enum session_state { SESSION_CONNECTING, SESSION_RELAY, SESSION_DEAD };
+
+/* Bytes flowing from one socket to the other. */
+struct half {
+	struct buf pending; /* read from src, not yet taken by dst */
+	bool eof;           /* src reached end of stream */
+	bool shut;          /* dst's write side is shut down */
+	uint64_t bytes;
+};
+
+struct session {
+	struct shim *shim;
+	uint64_t id;
+	enum session_state state;
+	struct loop_watch client;
+	struct loop_watch upstream;
+	struct half up;   /* client -> upstream */
+	struct half down; /* upstream -> client */
+	struct loop_timer retry;
+	uint64_t started_ms;
+	unsigned retry_delay_ms;
+	struct session *prev, *next;
+};
+
+struct shim {
+	struct shim_config cfg;
+	struct loop *loop;
+	int listen_fd;
+	struct plat_file_id listen_id;
+	struct loop_watch listener;
+	struct loop_timer accept_pause;
+	bool accept_paused;
+	struct session *live;
+	struct session *dead; /* freed after each loop iteration */
+	unsigned nsessions;
+	uint64_t next_id;
+	struct log_ratelimit rl_upstream;
+	struct log_ratelimit rl_accept;
+	uint64_t sessions_total;
+	uint64_t upstream_failures;
+	uint8_t scratch[SHIM_IO_CHUNK];
+};
+
+/* session.c */
+void session_start(struct shim *s, int client_fd);
+void session_close_all(struct shim *s);
+void session_reap(struct shim *s);
+
+/* upstream.c: 0 and a connected non-blocking fd, or a negative errno. */
+int upstream_connect(struct shim *s, int *fd);
+void upstream_report_failure(struct shim *s, int err);
+
+/* main.c: a session ended, the listener may resume. */
+void shim_session_ended(struct shim *s);
+
+#endif

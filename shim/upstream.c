@@ -1,0 +1,43 @@
+/* Opening the upstream connection for one session, and explaining failures. */
+#include "diag.h"
+#include "shim.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+
+int upstream_connect(struct shim *s, int *fd)
+{
+	/* Opened afresh by path for every session, so a host usbmuxd that
+	 * recreated its socket in a mounted directory is found again. */
+	return plat_unix_connect(s->cfg.upstream.path, fd);
+}
+
+static bool path_is_mount_point(const char *path)
+{
+	char canon[PATH_MAX];
+	char *mountinfo;
+	if (!realpath(path, canon))
+		return false;
+	if (plat_read_file("/proc/self/mountinfo", 1 << 20, &mountinfo) < 0)
+		return false;
+	bool r = diag_is_mount_point(mountinfo, canon);
+	free(mountinfo);
+	return r;
+}
+
+void upstream_report_failure(struct shim *s, int err)
+{
+	unsigned suppressed;
+	s->upstream_failures++;
+	if (!log_ratelimit_pass(&s->rl_upstream, loop_now(s->loop), &suppressed))
+		return;
+	char why[512];
+	const char *path = s->cfg.upstream.path;
+	diag_unix_connect(why, sizeof(why), path, err, err == -ECONNREFUSED && path_is_mount_point(path));
+	if (suppressed)
+		log_warn("upstream unavailable, client closed: %s (%u more like this suppressed)", why,
+			 suppressed);
+	else
+		log_warn("upstream unavailable, client closed: %s", why);
+}
