@@ -1,0 +1,76 @@
+#include "buf.h"
+#include "unit.h"
+
+#include <errno.h>
+#include <string.h>
+
+static void lazy_alloc_and_release(void)
+{
+	struct buf b;
+	buf_init(&b, 16);
+	CU_ASSERT_PTR_NULL(b.data);
+	CU_ASSERT_EQUAL(buf_space(&b), 16);
+	CU_ASSERT_EQUAL(buf_append(&b, "", 0), 0);
+	CU_ASSERT_PTR_NULL(b.data); /* empty append allocates nothing */
+	CU_ASSERT_EQUAL(buf_append(&b, "abc", 3), 0);
+	CU_ASSERT_PTR_NOT_NULL(b.data);
+	buf_consume(&b, 3);
+	CU_ASSERT_PTR_NULL(b.data); /* drained: storage returned */
+	CU_ASSERT_EQUAL(buf_len(&b), 0);
+	buf_release(&b);
+}
+
+static void fifo_order_and_compaction(void)
+{
+	struct buf b;
+	size_t n;
+	buf_init(&b, 8);
+	CU_ASSERT_EQUAL(buf_append(&b, "abcdef", 6), 0);
+	buf_consume(&b, 4);
+	/* 2 bytes live at offset 4: appending 5 forces a slide to the front. */
+	CU_ASSERT_EQUAL(buf_append(&b, "ghijk", 5), 0);
+	const uint8_t *p = buf_peek(&b, &n);
+	CU_ASSERT_EQUAL(n, 7);
+	CU_ASSERT_EQUAL(memcmp(p, "efghijk", 7), 0);
+	buf_release(&b);
+}
+
+static void cap_is_hard(void)
+{
+	struct buf b;
+	size_t n;
+	buf_init(&b, 4);
+	CU_ASSERT_EQUAL(buf_append(&b, "abc", 3), 0);
+	CU_ASSERT_EQUAL(buf_append(&b, "de", 2), -ENOBUFS);
+	/* all or nothing: the failed append left the contents alone */
+	CU_ASSERT_EQUAL(buf_len(&b), 3);
+	CU_ASSERT_EQUAL(buf_append(&b, "d", 1), 0);
+	CU_ASSERT_EQUAL(buf_space(&b), 0);
+	CU_ASSERT_EQUAL(memcmp(buf_peek(&b, &n), "abcd", 4), 0);
+	CU_ASSERT_EQUAL(buf_append(&b, "e", 1), -ENOBUFS);
+	buf_release(&b);
+}
+
+static void consume_more_than_held(void)
+{
+	struct buf b;
+	size_t n;
+	buf_init(&b, 4);
+	CU_ASSERT_EQUAL(buf_append(&b, "ab", 2), 0);
+	buf_consume(&b, 10);
+	CU_ASSERT_EQUAL(buf_len(&b), 0);
+	CU_ASSERT_PTR_NULL(buf_peek(&b, &n));
+	CU_ASSERT_EQUAL(n, 0);
+}
+
+int unit_buf(void)
+{
+	static const struct unit_test t[] = {
+		{ "lazy allocation and release", lazy_alloc_and_release },
+		{ "fifo order and compaction", fifo_order_and_compaction },
+		{ "cap is hard, append all or nothing", cap_is_hard },
+		{ "consume past the end empties", consume_more_than_held },
+		{ NULL, NULL },
+	};
+	return unit_add_suite("buf", t);
+}

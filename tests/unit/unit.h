@@ -1,0 +1,15 @@
+#ifndef MUXSHIM_UNIT_H
+#define MUXSHIM_UNIT_H
+#include <CUnit/CUnit.h>
+
+/* Each test file exports one suite registration function. */
+int unit_buf(void);
+int unit_addr(void);
+int unit_diag(void);
+int unit_log(void);
+int unit_loop(void);
+
+/* Adds a suite with the given tests; 0 or -1. */
+struct unit_test { const char *name; CU_TestFunc fn; };
+int unit_add_suite(const char *name, const struct unit_test *tests);
+#endif
