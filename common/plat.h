@@ -41,6 +41,13 @@ int plat_signals_init(int *fd_out);
 /* Returns the last signal number noted, 0 if none (drains the fd). */
 int plat_signals_take(int fd);
 
+/* Moving bytes between sockets through a kernel pipe without copying them
+ * to user space (Linux splice). Where the OS has no such call, plat_pipe_open
+ * returns -ENOTSUP and callers keep copying. */
+int plat_pipe_open(int p[2]);
+ssize_t plat_splice_in(int sock, int pipe_w, size_t n);  /* 0 on EOF */
+ssize_t plat_splice_out(int pipe_r, int sock, size_t n);
+
 /* Reads a small text file (e.g. /proc/self/mountinfo) into a malloc'd,
  * NUL-terminated buffer of at most max bytes. */
 int plat_read_file(const char *path, size_t max, char **out);

@@ -32,6 +32,7 @@ static void usage(FILE *f)
 		"                          in the listen queue\n"
 		"  --connect-timeout MS    how long a session waits for a busy upstream (default 2000)\n"
 		"  --log-level LEVEL       error, warn, info or debug (default info)\n"
+		"  --no-splice             always copy through user space (for comparison)\n"
 		"  --help, --version\n");
 }
 
@@ -58,7 +59,7 @@ static void die_usage(const char *fmt, const char *arg)
 static void parse_args(int argc, char **argv, struct shim_config *cfg)
 {
 	enum { O_LISTEN = 256, O_MODE, O_UPSTREAM, O_MAXSESS, O_CTIMEOUT, O_LOGLEVEL, O_HELP,
-	       O_VERSION };
+	       O_VERSION, O_NOSPLICE };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "socket-mode", required_argument, NULL, O_MODE },
@@ -66,6 +67,7 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		{ "max-sessions", required_argument, NULL, O_MAXSESS },
 		{ "connect-timeout", required_argument, NULL, O_CTIMEOUT },
 		{ "log-level", required_argument, NULL, O_LOGLEVEL },
+		{ "no-splice", no_argument, NULL, O_NOSPLICE },
 		{ "help", no_argument, NULL, O_HELP },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
@@ -79,6 +81,7 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 	cfg->max_sessions = 1024;
 	cfg->connect_timeout_ms = 2000;
 	cfg->log_level = LOG_INFO;
+	cfg->splice = true;
 
 	int c;
 	opterr = 0;
@@ -108,6 +111,9 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		case O_LOGLEVEL:
 			if (log_parse_level(optarg, &cfg->log_level) < 0)
 				die_usage("--log-level '%s': need error, warn, info or debug", optarg);
+			break;
+		case O_NOSPLICE:
+			cfg->splice = false;
 			break;
 		case O_HELP:
 			usage(stdout);

@@ -22,6 +22,9 @@ static void session_teardown(struct session *ss, const char *why, int err);
 static void half_init(struct half *h)
 {
 	buf_init(&h->pending, SHIM_PENDING_MAX);
+	h->pipe[0] = h->pipe[1] = -1;
+	h->piped = 0;
+	h->splice_failed = false;
 	h->eof = false;
 	h->shut = false;
 	h->bytes = 0;
@@ -30,11 +33,20 @@ static void half_init(struct half *h)
 /* The receiver of this half is gone (it closed its end): nothing more can
  * be delivered this way, so the half is over, but the other direction may
  * still have bytes in flight toward the side that is still there. */
+static void half_release(struct half *h)
+{
+	buf_release(&h->pending);
+	plat_close(h->pipe[0]);
+	plat_close(h->pipe[1]);
+	h->pipe[0] = h->pipe[1] = -1;
+	h->piped = 0;
+}
+
 static int half_receiver_gone(struct half *h, ssize_t err)
 {
 	if (err != -EPIPE && err != -ECONNRESET)
 		return (int)err;
-	buf_release(&h->pending);
+	half_release(h);
 	h->eof = true;
 	h->shut = true;
 	return 0;
@@ -45,6 +57,14 @@ static int half_flush(struct half *h, int dst)
 {
 	size_t n;
 	const uint8_t *p;
+	while (h->piped) {
+		ssize_t w = plat_splice_out(h->pipe[0], dst, h->piped);
+		if (w == -EAGAIN)
+			return 0;
+		if (w < 0)
+			return half_receiver_gone(h, w);
+		h->piped -= (size_t)w;
+	}
 	while ((p = buf_peek(&h->pending, &n)) != NULL) {
 		ssize_t w = plat_write(dst, p, n);
 		if (w == -EAGAIN)
@@ -64,9 +84,41 @@ static int half_flush(struct half *h, int dst)
 	return 0;
 }
 
+/* Bulk halves move to a pipe once nothing is pending in user space. */
+static void half_maybe_splice(struct shim *s, struct half *h)
+{
+	if (!s->cfg.splice || h->pipe[0] >= 0 || h->splice_failed ||
+	    h->bytes < SHIM_SPLICE_AFTER || buf_len(&h->pending))
+		return;
+	if (plat_pipe_open(h->pipe) < 0) {
+		h->pipe[0] = h->pipe[1] = -1;
+		h->splice_failed = true; /* out of fds or no splice: keep copying */
+	}
+}
+
+/* Splice mode: one splice into the (empty) pipe, then out as far as dst
+ * takes it. The pipe is only filled when empty: a pipe counts buffers, not
+ * bytes, and a "full" pipe with a readable socket would spin the loop. */
+static int half_pump_splice(struct half *h, int src, int dst)
+{
+	ssize_t r = plat_splice_in(src, h->pipe[1], SHIM_PENDING_MAX);
+	if (r == -EAGAIN)
+		return 0;
+	if (r < 0)
+		return (int)r;
+	if (r == 0)
+		h->eof = true;
+	h->piped += (size_t)r;
+	h->bytes += (uint64_t)r;
+	return half_flush(h, dst);
+}
+
 /* One read from src, passed straight to dst; the remainder is kept. */
 static int half_pump(struct shim *s, struct half *h, int src, int dst)
 {
+	half_maybe_splice(s, h);
+	if (h->pipe[0] >= 0)
+		return half_pump_splice(h, src, dst);
 	ssize_t r = plat_read(src, s->scratch, sizeof(s->scratch));
 	if (r == -EAGAIN)
 		return 0;
@@ -88,7 +140,7 @@ static int half_pump(struct shim *s, struct half *h, int src, int dst)
 
 static bool half_wants_read(const struct half *h)
 {
-	return !h->eof && buf_len(&h->pending) == 0;
+	return !h->eof && buf_len(&h->pending) == 0 && h->piped == 0;
 }
 
 static void on_client(struct loop_watch *w, unsigned ev)
@@ -133,11 +185,11 @@ static void session_update(struct session *ss)
 	unsigned cw = 0, uw = 0;
 	if (half_wants_read(&ss->up))
 		cw |= LOOP_IN;
-	if (buf_len(&ss->down.pending))
+	if (buf_len(&ss->down.pending) || ss->down.piped)
 		cw |= LOOP_OUT;
 	if (half_wants_read(&ss->down))
 		uw |= LOOP_IN;
-	if (buf_len(&ss->up.pending))
+	if (buf_len(&ss->up.pending) || ss->up.piped)
 		uw |= LOOP_OUT;
 	int rc = loop_watch_set(l, &ss->client, cw);
 	if (rc == 0)
@@ -225,8 +277,8 @@ static void session_teardown(struct session *ss, const char *why, int err)
 	loop_watch_remove(s->loop, &ss->upstream);
 	plat_close(cfd);
 	plat_close(ufd);
-	buf_release(&ss->up.pending);
-	buf_release(&ss->down.pending);
+	half_release(&ss->up);
+	half_release(&ss->down);
 
 	if (ss->prev)
 		ss->prev->next = ss->next;

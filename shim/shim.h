@@ -23,13 +23,22 @@ struct shim_config {
 	unsigned max_sessions;
 	unsigned connect_timeout_ms;
 	enum log_level log_level;
+	bool splice;
 };
 
 enum session_state { SESSION_CONNECTING, SESSION_RELAY, SESSION_DEAD };
 
+/* A half switches from copying to splice(2) once it has carried this much:
+ * bulk streams (screen mirroring, app installs) gain, request/response
+ * sessions never pay the two extra descriptors of a pipe. */
+#define SHIM_SPLICE_AFTER (256 * 1024)
+
 /* Bytes flowing from one socket to the other. */
 struct half {
 	struct buf pending; /* read from src, not yet taken by dst */
+	int pipe[2];        /* splice mode when pipe[0] >= 0 */
+	size_t piped;       /* bytes in the pipe */
+	bool splice_failed; /* do not try again */
 	bool eof;           /* src reached end of stream */
 	bool shut;          /* dst's write side is shut down */
 	uint64_t bytes;

@@ -1,0 +1,33 @@
+/* Linux: splice(2) between sockets and a pipe (see plat.h). */
+#include "plat.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+int plat_pipe_open(int p[2])
+{
+	return pipe2(p, O_NONBLOCK | O_CLOEXEC) == 0 ? 0 : -errno;
+}
+
+static ssize_t do_splice(int in, int out, size_t n)
+{
+	for (;;) {
+		ssize_t r = splice(in, NULL, out, NULL, n, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+		if (r >= 0)
+			return r;
+		if (errno == EINTR)
+			continue;
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	}
+}
+
+ssize_t plat_splice_in(int sock, int pipe_w, size_t n)
+{
+	return do_splice(sock, pipe_w, n);
+}
+
+ssize_t plat_splice_out(int pipe_r, int sock, size_t n)
+{
+	return do_splice(pipe_r, sock, n);
+}
