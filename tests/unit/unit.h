@@ -8,6 +8,8 @@ int unit_addr(void);
 int unit_diag(void);
 int unit_log(void);
 int unit_loop(void);
+int unit_codec(void);
+int unit_mux(void);
 
 /* Adds a suite with the given tests; 0 or -1. */
 struct unit_test { const char *name; CU_TestFunc fn; };
