@@ -36,7 +36,7 @@ DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev usbmuxd libusbmu
             libusbmuxd-tools libimobiledevice-utils libplist-dev libplist-utils \
             libseccomp-dev libcunit1-dev socat iproute2 procps util-linux python3
 
-.PHONY: all deps tools unit integration check bench demo clean
+.PHONY: all deps tools unit integration fuzz-smoke fuzz check bench demo clean
 
 all: $(B)/muxshim
 
@@ -71,12 +71,34 @@ $(B)/tests/unit: $(UNIT_SRC) $(wildcard tests/unit/*.h) $(COMMON_HDR) $(SHIM_HDR
 unit: $(B)/tests/unit
 	$(B)/tests/unit
 
+# libFuzzer targets, one per decoder; seed corpora live in tests/fuzz/corpus/.
+FUZZERS      := tunnel
+FUZZ_SECONDS ?= 15
+$(B)/fuzz/fuzz_tunnel: tests/fuzz/fuzz_tunnel.c common/tunnel/codec.c common/tunnel/mux.c $(wildcard common/tunnel/*.h) Makefile
+	@mkdir -p $(B)/fuzz
+	$(CLANG) $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -Icommon $(filter %.c,$^) -o $@
+
+# Each fuzzer runs for FUZZ_SECONDS on a scratch copy of its corpus.
+fuzz-smoke: $(addprefix $(B)/fuzz/fuzz_,$(FUZZERS))
+	@for f in $(FUZZERS); do \
+		rm -rf $(B)/fuzz/work-$$f && mkdir -p $(B)/fuzz/work-$$f && \
+		echo "fuzz $$f for $(FUZZ_SECONDS) s" && \
+		if $(B)/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 \
+			$(B)/fuzz/work-$$f tests/fuzz/corpus/$$f > $(B)/fuzz/$$f.log 2>&1; then \
+			grep -E 'stat::number_of_executed_units' $(B)/fuzz/$$f.log; \
+		else tail -40 $(B)/fuzz/$$f.log; echo "fuzz $$f FAILED"; exit 1; fi; \
+	done
+
+fuzz:
+	$(MAKE) fuzz-smoke FUZZ_SECONDS=600
+
 integration: all $(B)/asan/muxshim tools
 	python3 -m unittest discover -s tests/integration -t . -v
 
 check: deps
 	$(MAKE) all tools $(B)/asan/muxshim $(B)/tests/unit
 	$(MAKE) unit
+	$(MAKE) fuzz-smoke
 	$(MAKE) integration
 
 bench: deps
