@@ -14,7 +14,7 @@ B        := build
 
 # Platform code: one backend file per OS, chosen here rather than by #ifdef.
 LOOP_SRC := common/loop_epoll.c
-PLAT_SRC := common/plat_posix.c common/splice_linux.c
+PLAT_SRC := common/plat_posix.c common/plat_linux.c
 
 COMMON_SRC := common/log.c common/buf.c common/addr.c common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC)
 COMMON_HDR := $(wildcard common/*.h)

@@ -41,6 +41,25 @@ int plat_signals_init(int *fd_out);
 /* Returns the last signal number noted, 0 if none (drains the fd). */
 int plat_signals_take(int fd);
 
+/* TCP. Hosts are names or literal addresses (resolution may block briefly).
+ * plat_tcp_connect returns 0 when connected at once, -EINPROGRESS when the
+ * caller must wait for writability and then ask plat_connect_result. */
+int plat_tcp_listen(const char *host, uint16_t port, int backlog, int *fd_out);
+int plat_tcp_connect(const char *host, uint16_t port, int *fd_out);
+int plat_connect_result(int fd);
+int plat_tcp_nodelay(int fd);
+/* Closes with a reset (SO_LINGER 0): no TIME_WAIT is left on this host. Only
+ * for sockets whose peer has everything it needs. */
+void plat_close_abortive(int fd);
+/* Bytes written to a TCP socket that its peer has not acknowledged yet;
+ * -ENOTSUP where the OS cannot tell. */
+int plat_tcp_unacked(int fd);
+/* Is this a loopback address (127.0.0.0/8, ::1, "localhost")? */
+bool plat_is_loopback(const char *host);
+
+/* Cryptographically random bytes (nonces). */
+int plat_random(void *p, size_t n);
+
 /* Moving bytes between sockets through a kernel pipe without copying them
  * to user space (Linux splice). Where the OS has no such call, plat_pipe_open
  * returns -ENOTSUP and callers keep copying. */

@@ -3,6 +3,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,5 +261,145 @@ int plat_read_file(const char *path, size_t max, char **out)
 	close(fd);
 	buf[len] = '\0';
 	*out = buf;
+	return 0;
+}
+
+static int resolve(const char *host, uint16_t port, bool passive, struct addrinfo **res)
+{
+	struct addrinfo hints;
+	char service[8];
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = passive ? AI_PASSIVE : 0;
+	snprintf(service, sizeof(service), "%u", port);
+	int rc = getaddrinfo(host, service, &hints, res);
+	if (rc == 0)
+		return 0;
+	return rc == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
+}
+
+int plat_tcp_listen(const char *host, uint16_t port, int backlog, int *fd_out)
+{
+	struct addrinfo *res;
+	int rc = resolve(host, port, true, &res);
+	if (rc < 0)
+		return rc;
+	rc = -EADDRNOTAVAIL;
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+		if (fd < 0) {
+			rc = -errno;
+			continue;
+		}
+		int one = 1;
+		/* SO_REUSEADDR: a restarted helper must not wait for the old
+		 * listener's TIME_WAIT connections to expire. */
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, backlog) < 0) {
+			rc = -errno;
+			close(fd);
+			continue;
+		}
+		rc = set_flags(fd);
+		if (rc < 0) {
+			close(fd);
+			continue;
+		}
+		*fd_out = fd;
+		rc = 0;
+		break;
+	}
+	freeaddrinfo(res);
+	return rc;
+}
+
+int plat_tcp_connect(const char *host, uint16_t port, int *fd_out)
+{
+	struct addrinfo *res;
+	int rc = resolve(host, port, false, &res);
+	if (rc < 0)
+		return rc;
+	rc = -EHOSTUNREACH;
+	/* First address only: a non-blocking connect cannot walk the list
+	 * without a state machine, and loopback/host.docker.internal have one. */
+	struct addrinfo *ai = res;
+	int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+	if (fd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	rc = set_flags(fd);
+	if (rc < 0) {
+		close(fd);
+		goto out;
+	}
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+		rc = 0;
+	} else if (errno == EINPROGRESS) {
+		rc = -EINPROGRESS;
+	} else {
+		rc = -errno;
+		close(fd);
+		goto out;
+	}
+	*fd_out = fd;
+out:
+	freeaddrinfo(res);
+	return rc;
+}
+
+int plat_connect_result(int fd)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		return -errno;
+	return -err;
+}
+
+int plat_tcp_nodelay(int fd)
+{
+	int one = 1;
+	return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0 ? 0 : -errno;
+}
+
+void plat_close_abortive(int fd)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
+bool plat_is_loopback(const char *host)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+	if (strcmp(host, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6);
+	return false;
+}
+
+int plat_random(void *p, size_t n)
+{
+	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = read(fd, (char *)p + got, n - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			close(fd);
+			return r < 0 ? -errno : -EIO;
+		}
+		got += (size_t)r;
+	}
+	close(fd);
 	return 0;
 }

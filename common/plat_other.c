@@ -1,4 +1,4 @@
-/* Systems without splice(2): callers fall back to copying (see plat.h). */
+/* Portable fallbacks for the Linux-only parts of plat.h (macOS, others). */
 #include "plat.h"
 
 #include <errno.h>
@@ -18,5 +18,11 @@ ssize_t plat_splice_in(int sock, int pipe_w, size_t n)
 ssize_t plat_splice_out(int pipe_r, int sock, size_t n)
 {
 	(void)pipe_r, (void)sock, (void)n;
+	return -ENOTSUP;
+}
+
+int plat_tcp_unacked(int fd)
+{
+	(void)fd;
 	return -ENOTSUP;
 }

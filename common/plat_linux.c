@@ -1,8 +1,10 @@
-/* Linux: splice(2) between sockets and a pipe (see plat.h). */
+/* Linux-only parts of plat.h: splice(2), TCP send-queue inspection. */
 #include "plat.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 int plat_pipe_open(int p[2])
@@ -30,4 +32,10 @@ ssize_t plat_splice_in(int sock, int pipe_w, size_t n)
 ssize_t plat_splice_out(int pipe_r, int sock, size_t n)
 {
 	return do_splice(pipe_r, sock, n);
+}
+
+int plat_tcp_unacked(int fd)
+{
+	int n;
+	return ioctl(fd, SIOCOUTQ, &n) == 0 ? n : -errno;
 }
