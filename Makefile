@@ -16,10 +16,13 @@ B        := build
 LOOP_SRC := common/loop_epoll.c
 PLAT_SRC := common/plat_posix.c common/plat_linux.c
 
-COMMON_SRC := common/log.c common/buf.c common/addr.c common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC)
-COMMON_HDR := $(wildcard common/*.h)
-SHIM_SRC   := shim/main.c shim/session.c shim/upstream.c shim/diag.c
+TUNNEL_SRC := common/tunnel/codec.c common/tunnel/mux.c common/tunnel/link.c common/sha256.c
+COMMON_SRC := common/log.c common/buf.c common/addr.c common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC) \
+              $(TUNNEL_SRC)
+COMMON_HDR := $(wildcard common/*.h common/tunnel/*.h)
+SHIM_SRC   := shim/main.c shim/session.c shim/upstream.c shim/diag.c shim/tunnel.c
 SHIM_HDR   := $(wildcard shim/*.h)
+HELPER_SRC := host-helper/main.c
 
 # Pure modules under unit test (no sockets, no loop).
 UNIT_SRC   := tests/unit/run.c tests/unit/test_buf.c tests/unit/test_addr.c \
@@ -38,11 +41,20 @@ DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev usbmuxd libusbmu
 
 .PHONY: all deps tools unit integration fuzz-smoke fuzz check bench demo clean
 
-all: $(B)/muxshim
+all: $(B)/muxshim $(B)/muxshim-host
 
 $(B)/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 	@mkdir -p $(B)
 	$(CC) $(ALLFLAGS) -Ishim $(SHIM_SRC) $(COMMON_SRC) -o $@
+
+$(B)/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) Makefile
+	@mkdir -p $(B)
+	$(CC) $(ALLFLAGS) $(HELPER_SRC) $(COMMON_SRC) -o $@
+
+$(B)/asan/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) Makefile
+	@mkdir -p $(B)/asan
+	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -DMUXSHIM_VERSION='"$(VERSION)"' \
+		$(HELPER_SRC) $(COMMON_SRC) -o $@
 
 $(B)/asan/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 	@mkdir -p $(B)/asan
@@ -92,11 +104,11 @@ fuzz-smoke: $(addprefix $(B)/fuzz/fuzz_,$(FUZZERS))
 fuzz:
 	$(MAKE) fuzz-smoke FUZZ_SECONDS=600
 
-integration: all $(B)/asan/muxshim tools
+integration: all $(B)/asan/muxshim $(B)/asan/muxshim-host tools
 	python3 -m unittest discover -s tests/integration -t . -v
 
 check: deps
-	$(MAKE) all tools $(B)/asan/muxshim $(B)/tests/unit
+	$(MAKE) all tools $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/tests/unit
 	$(MAKE) unit
 	$(MAKE) fuzz-smoke
 	$(MAKE) integration

@@ -107,6 +107,21 @@ int addr_parse(const char *spec, unsigned allowed, struct addr *out, char *err, 
 	FAIL("'%s': unknown address, expected %s", spec, kinds);
 }
 
+int addr_parse_usbmuxd_env(const char *value, struct addr *out, char *err, size_t errlen)
+{
+	memset(out, 0, sizeof(*out));
+	if (strncmp(value, "UNIX:", 5) == 0) {
+		char spec[ADDR_PATH_MAX + 8];
+		if (strlen(value + 5) >= ADDR_PATH_MAX)
+			FAIL("USBMUXD_SOCKET_ADDRESS: socket path too long");
+		snprintf(spec, sizeof(spec), "unix:%s", value + 5);
+		return addr_parse(spec, ADDR_UNIX, out, err, errlen);
+	}
+	out->kind = ADDR_TCP;
+	int rc = addr_parse_hostport(value, out->host, sizeof(out->host), &out->port, err, errlen);
+	return rc;
+}
+
 void addr_format(const struct addr *a, char *buf, size_t len)
 {
 	switch (a->kind) {

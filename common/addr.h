@@ -27,6 +27,10 @@ int addr_parse(const char *spec, unsigned allowed, struct addr *out, char *err, 
 int addr_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t *port,
 			char *err, size_t errlen);
 
+/* Reads USBMUXD_SOCKET_ADDRESS the way libusbmuxd does: "UNIX:/path",
+ * "host:port" or "[v6]:port". -EINVAL (with err) when it is unusable. */
+int addr_parse_usbmuxd_env(const char *value, struct addr *out, char *err, size_t errlen);
+
 /* Writes the canonical spec back ("tcp:[::1]:27015"). */
 void addr_format(const struct addr *a, char *buf, size_t len);
 

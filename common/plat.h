@@ -13,6 +13,10 @@
 
 uint64_t plat_monotonic_ms(void);
 
+/* Where this OS's usbmuxd listens: "unix:/var/run/usbmuxd" on Linux and
+ * macOS, "tcp:127.0.0.1:27015" on Windows. */
+const char *plat_default_usbmuxd(void);
+
 /* Byte I/O on non-blocking sockets: bytes moved, 0 on EOF (read), or a
  * negative errno (-EAGAIN when the call would block). Never raises SIGPIPE. */
 ssize_t plat_read(int fd, void *p, size_t n);

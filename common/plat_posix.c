@@ -21,6 +21,11 @@
 #define MSG_NOSIGNAL 0 /* macOS: SIGPIPE is ignored process-wide instead */
 #endif
 
+const char *plat_default_usbmuxd(void)
+{
+	return "unix:/var/run/usbmuxd";
+}
+
 uint64_t plat_monotonic_ms(void)
 {
 	struct timespec ts;

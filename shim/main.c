@@ -1,6 +1,7 @@
 /* muxshim: presents the usbmuxd socket inside a container and relays each
  * client session to the host's usbmuxd. Setup, options, listener, loop. */
 #include "shim.h"
+#include "tunnel/link.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -26,8 +27,17 @@ static void usage(FILE *f)
 		"\n"
 		"  --listen PATH           socket to serve (default " DEFAULT_LISTEN ")\n"
 		"  --socket-mode MODE      octal mode of that socket (default 0666)\n"
-		"  --upstream ADDR         where sessions go: unix:PATH\n"
-		"                          (default $MUXSHIM_UPSTREAM, else " DEFAULT_UPSTREAM ")\n"
+		"  --upstream ADDR         where sessions go (default $MUXSHIM_UPSTREAM, else\n"
+		"                          " DEFAULT_UPSTREAM "):\n"
+		"                            unix:PATH          the host's socket, mounted by directory\n"
+		"                            tunnel:HOST:PORT   muxshim-host, all sessions over one TCP\n"
+		"                                               connection (Windows/macOS hosts)\n"
+		"                            tcp:HOST:PORT      one TCP connection per session (legacy:\n"
+		"                                               spends a host port per session)\n"
+		"  --token-file FILE       tunnel: shared secret, the same file as muxshim-host's\n"
+		"  --tunnel-wait MS        tunnel: how long a new client waits for a tunnel that is\n"
+		"                          down before it is closed (default 2000)\n"
+		"  --keepalive MS          tunnel: ping after MS without traffic (default 15000)\n"
 		"  --max-sessions N        concurrent client sessions (default 1024); more wait\n"
 		"                          in the listen queue\n"
 		"  --connect-timeout MS    how long a session waits for a busy upstream (default 2000)\n"
@@ -56,10 +66,30 @@ static void die_usage(const char *fmt, const char *arg)
 	exit(2);
 }
 
+/* A token file holds one secret; trailing newlines are not part of it. */
+static int read_token(const char *path, struct shim_config *cfg)
+{
+	char *text;
+	int rc = plat_read_file(path, sizeof(cfg->token) + 2, &text);
+	if (rc < 0)
+		return rc;
+	size_t n = strlen(text);
+	while (n && (text[n - 1] == '\n' || text[n - 1] == '\r'))
+		n--;
+	rc = n == 0 || n > sizeof(cfg->token) ? -EINVAL : 0;
+	if (rc == 0) {
+		memcpy(cfg->token, text, n);
+		cfg->token_len = n;
+	}
+	memset(text, 0, n);
+	free(text);
+	return rc;
+}
+
 static void parse_args(int argc, char **argv, struct shim_config *cfg)
 {
 	enum { O_LISTEN = 256, O_MODE, O_UPSTREAM, O_MAXSESS, O_CTIMEOUT, O_LOGLEVEL, O_HELP,
-	       O_VERSION, O_NOSPLICE };
+	       O_VERSION, O_NOSPLICE, O_TOKEN, O_TWAIT, O_KEEPALIVE };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "socket-mode", required_argument, NULL, O_MODE },
@@ -68,6 +98,9 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		{ "connect-timeout", required_argument, NULL, O_CTIMEOUT },
 		{ "log-level", required_argument, NULL, O_LOGLEVEL },
 		{ "no-splice", no_argument, NULL, O_NOSPLICE },
+		{ "token-file", required_argument, NULL, O_TOKEN },
+		{ "tunnel-wait", required_argument, NULL, O_TWAIT },
+		{ "keepalive", required_argument, NULL, O_KEEPALIVE },
 		{ "help", no_argument, NULL, O_HELP },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
@@ -82,6 +115,8 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 	cfg->connect_timeout_ms = 2000;
 	cfg->log_level = LOG_INFO;
 	cfg->splice = true;
+	cfg->tunnel_wait_ms = 2000;
+	cfg->keepalive_ms = 15000;
 
 	int c;
 	opterr = 0;
@@ -112,6 +147,18 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 			if (log_parse_level(optarg, &cfg->log_level) < 0)
 				die_usage("--log-level '%s': need error, warn, info or debug", optarg);
 			break;
+		case O_TOKEN:
+			if (read_token(optarg, cfg) < 0)
+				die_usage("--token-file %s: cannot read 1 to 256 bytes from it", optarg);
+			break;
+		case O_TWAIT:
+			if (parse_uint(optarg, 10, 0, 600000, &cfg->tunnel_wait_ms) < 0)
+				die_usage("--tunnel-wait '%s': need milliseconds, 0 to 600000", optarg);
+			break;
+		case O_KEEPALIVE:
+			if (parse_uint(optarg, 10, 100, 3600000, &cfg->keepalive_ms) < 0)
+				die_usage("--keepalive '%s': need 100 to 3600000 ms", optarg);
+			break;
 		case O_NOSPLICE:
 			cfg->splice = false;
 			break;
@@ -129,8 +176,11 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		die_usage("unexpected argument '%s'", argv[optind]);
 
 	char err[256];
-	if (addr_parse(upstream, ADDR_UNIX, &cfg->upstream, err, sizeof(err)) < 0)
+	if (addr_parse(upstream, ADDR_UNIX | ADDR_TCP | ADDR_TUNNEL, &cfg->upstream, err,
+		       sizeof(err)) < 0)
 		die_usage("--upstream: %s", err);
+	if (cfg->token_len && cfg->upstream.kind != ADDR_TUNNEL)
+		die_usage("--token-file applies to tunnel: upstreams only (%s)", upstream);
 }
 
 static void listener_set(struct shim *s)
@@ -172,7 +222,10 @@ static void on_listener(struct loop_watch *w, unsigned ev)
 			loop_timer_arm(s->loop, &s->accept_pause, EMFILE_PAUSE_MS);
 			break;
 		}
-		session_start(s, fd);
+		if (s->cfg.upstream.kind == ADDR_TUNNEL)
+			tunnel_accept(s, fd);
+		else
+			session_start(s, fd);
 	}
 	listener_set(s);
 }
@@ -233,7 +286,7 @@ int main(int argc, char **argv)
 		log_info("replaced the stale socket file %s (nothing was listening on it)",
 			 s->cfg.listen_path);
 
-	char up[ADDR_PATH_MAX + 16];
+	char up[ADDR_HOST_MAX + 16];
 	addr_format(&s->cfg.upstream, up, sizeof(up));
 	log_info("muxshim %s listening on %s (mode %04o), upstream %s", MUXSHIM_VERSION,
 		 s->cfg.listen_path, s->cfg.socket_mode, up);
@@ -247,9 +300,12 @@ int main(int argc, char **argv)
 	if (rc == 0)
 		listener_set(s);
 
+	if (s->cfg.upstream.kind == ADDR_TUNNEL)
+		tunnel_init(s);
 	while (rc == 0 && !stop) {
 		rc = loop_run_once(s->loop, -1);
 		session_reap(s);
+		link_reap();
 	}
 	if (rc < 0)
 		log_error("event loop failed: %s", strerror(-rc));
@@ -261,6 +317,8 @@ int main(int argc, char **argv)
 	plat_unix_unlink_if_ours(s->cfg.listen_path, &s->listen_id);
 	plat_close(s->listen_fd);
 	session_close_all(s);
+	if (s->cfg.upstream.kind == ADDR_TUNNEL)
+		tunnel_shutdown();
 	loop_free(s->loop);
 	return rc < 0 ? 1 : 0;
 }

@@ -157,10 +157,23 @@ static void on_client(struct loop_watch *w, unsigned ev)
 		session_update(ss);
 }
 
+static void session_connected(struct session *ss);
+
 static void on_upstream(struct loop_watch *w, unsigned ev)
 {
 	struct session *ss = w->ctx;
 	int rc = 0;
+	if (ss->state == SESSION_CONNECTING) {
+		/* A TCP upstream finished connecting, one way or the other. */
+		rc = plat_connect_result(w->fd);
+		if (rc < 0) {
+			upstream_report_failure(ss->shim, rc);
+			session_teardown(ss, "upstream connect", rc);
+			return;
+		}
+		session_connected(ss);
+		return;
+	}
 	if ((ev & (LOOP_IN | LOOP_ERR)) && (w->want & LOOP_IN))
 		rc = half_pump(ss->shim, &ss->down, ss->upstream.fd, ss->client.fd);
 	if (rc == 0 && (ev & (LOOP_OUT | LOOP_ERR)) && (w->want & LOOP_OUT))
@@ -205,9 +218,15 @@ static void session_try_connect(struct session *ss)
 	int rc = upstream_connect(s, &fd);
 	if (rc == 0) {
 		loop_watch_init(&ss->upstream, fd, on_upstream, ss);
-		ss->state = SESSION_RELAY;
-		log_debug("session %llu: upstream connected", (unsigned long long)ss->id);
-		session_update(ss);
+		session_connected(ss);
+		return;
+	}
+	if (rc == -EINPROGRESS) {
+		loop_watch_init(&ss->upstream, fd, on_upstream, ss);
+		rc = loop_watch_set(s->loop, &ss->upstream, LOOP_OUT);
+		if (rc == 0)
+			return;
+		session_teardown(ss, "event registration", rc);
 		return;
 	}
 	uint64_t waited = loop_now(s->loop) - ss->started_ms;
@@ -221,6 +240,13 @@ static void session_try_connect(struct session *ss)
 	}
 	upstream_report_failure(s, rc);
 	session_teardown(ss, "upstream connect", rc);
+}
+
+static void session_connected(struct session *ss)
+{
+	ss->state = SESSION_RELAY;
+	log_debug("session %llu: upstream connected", (unsigned long long)ss->id);
+	session_update(ss);
 }
 
 static void on_retry(struct loop_timer *t)

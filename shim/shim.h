@@ -24,6 +24,10 @@ struct shim_config {
 	unsigned connect_timeout_ms;
 	enum log_level log_level;
 	bool splice;
+	unsigned tunnel_wait_ms;
+	unsigned keepalive_ms;
+	uint8_t token[256];
+	size_t token_len;
 };
 
 enum session_state { SESSION_CONNECTING, SESSION_RELAY, SESSION_DEAD };
@@ -85,6 +89,11 @@ void session_reap(struct shim *s);
 /* upstream.c: 0 and a connected non-blocking fd, or a negative errno. */
 int upstream_connect(struct shim *s, int *fd);
 void upstream_report_failure(struct shim *s, int err);
+
+/* tunnel.c: --upstream tunnel:HOST:PORT */
+void tunnel_init(struct shim *s);
+void tunnel_accept(struct shim *s, int client_fd);
+void tunnel_shutdown(void);
 
 /* main.c: a session ended, the listener may resume. */
 void shim_session_ended(struct shim *s);

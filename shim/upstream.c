@@ -4,10 +4,14 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 int upstream_connect(struct shim *s, int *fd)
 {
+	if (s->cfg.upstream.kind == ADDR_TCP)
+		return plat_tcp_connect(s->cfg.upstream.host, s->cfg.upstream.port, fd);
 	/* Opened afresh by path for every session, so a host usbmuxd that
 	 * recreated its socket in a mounted directory is found again. */
 	return plat_unix_connect(s->cfg.upstream.path, fd);
@@ -34,7 +38,12 @@ void upstream_report_failure(struct shim *s, int err)
 		return;
 	char why[512];
 	const char *path = s->cfg.upstream.path;
-	diag_unix_connect(why, sizeof(why), path, err, err == -ECONNREFUSED && path_is_mount_point(path));
+	if (s->cfg.upstream.kind == ADDR_TCP)
+		snprintf(why, sizeof(why), "cannot connect to %s:%u: %s", s->cfg.upstream.host,
+			 s->cfg.upstream.port, strerror(-err));
+	else
+		diag_unix_connect(why, sizeof(why), path, err,
+				  err == -ECONNREFUSED && path_is_mount_point(path));
 	if (suppressed)
 		log_warn("upstream unavailable, client closed: %s (%u more like this suppressed)", why,
 			 suppressed);

@@ -1,0 +1,817 @@
+#include "tunnel/link.h"
+
+#include "log.h"
+#include "plat.h"
+#include "sha256.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LINK_IN_CHUNK   (64 * 1024)
+#define CLOSE_POLL_MS   5
+#define CLOSE_WAIT_MS   2000
+static const char AUTH_LABEL[] = "muxshim-tunnel-v1";
+
+struct link_stream {
+	struct link *link;
+	struct tun_stream ts;
+	struct loop_watch w;       /* the local socket; fd -1 until bound */
+	struct buf inbound;        /* tunnel -> local, bounded by our window */
+	bool local_eof;            /* the local socket said EOF; FIN sent */
+	bool local_shut;           /* our write side of the local socket is done */
+	bool waiting;              /* queued for room in the tunnel */
+	bool abortive;             /* close the local socket with a reset */
+	bool closing;              /* abortive close waits for the peer's ACKs */
+	bool dead;
+	uint64_t close_started_ms;
+	struct loop_timer close_timer;
+	struct link_stream *prev, *next;   /* all streams of the link */
+	struct link_stream *wait_next;     /* streams waiting for room */
+	struct link_stream *reap_next;
+	void *ctx;
+};
+
+struct link {
+	struct loop *loop;
+	struct link_config cfg;
+	const struct link_ops *ops;
+	void *ctx;
+	enum link_state state;
+	struct loop_watch w;
+	struct buf in;
+	struct buf out;
+	struct tun_hello local_hello, peer_hello;
+	bool hello_done, auth_sent, auth_done;
+	struct tun_mux mux;
+	bool mux_ready;
+	struct link_stream *streams;
+	unsigned nstreams;
+	struct link_stream *wait_head, *wait_tail;
+	uint64_t last_rx_ms;
+	bool ping_outstanding;
+	struct loop_timer timer;
+	struct link_stats stats;
+	uint8_t token[LINK_TOKEN_MAX];
+	struct link *reap_next;
+};
+
+static struct link *reap_links;
+static struct link_stream *reap_streams;
+static uint8_t scratch[LINK_IN_CHUNK];
+
+static void link_update(struct link *l);
+static void stream_update(struct link_stream *st);
+static void stream_finish(struct link_stream *st);
+
+enum link_state link_state(const struct link *l) { return l->state; }
+void *link_ctx(const struct link *l) { return l->ctx; }
+unsigned link_stream_count(const struct link *l) { return l->nstreams; }
+const struct link_stats *link_get_stats(const struct link *l) { return &l->stats; }
+void *link_stream_ctx(const struct link_stream *st) { return st->ctx; }
+void link_stream_set_ctx(struct link_stream *st, void *ctx) { st->ctx = ctx; }
+uint32_t link_stream_id(const struct link_stream *st) { return st->ts.id; }
+void link_stream_set_abortive_close(struct link_stream *st, bool on) { st->abortive = on; }
+
+/* ---- output ------------------------------------------------------------ */
+
+/* Control frames always go in; a peer that lets LINK_OUT_MAX pile up is not
+ * reading and loses the tunnel. */
+static int out_append(struct link *l, const void *p, size_t n)
+{
+	int rc = buf_append(&l->out, p, n);
+	if (rc < 0) {
+		link_close(l, TUN_GOAWAY_INTERNAL, "peer is not reading the tunnel");
+		return rc;
+	}
+	return 0;
+}
+
+static int out_ctrl(struct link *l, const uint8_t *frame, size_t n)
+{
+	if (l->state == LINK_DEAD)
+		return -EPIPE;
+	return out_append(l, frame, n);
+}
+
+static bool out_has_room(const struct link *l)
+{
+	return l->state == LINK_UP && buf_len(&l->out) < LINK_OUT_DATA_MAX;
+}
+
+static void flush_out(struct link *l)
+{
+	size_t n;
+	const uint8_t *p;
+	while ((p = buf_peek(&l->out, &n)) != NULL) {
+		ssize_t w = plat_write(l->w.fd, p, n);
+		if (w == -EAGAIN)
+			break;
+		if (w < 0) {
+			link_close(l, TUN_GOAWAY_NORMAL, w == -EPIPE || w == -ECONNRESET
+								 ? "connection closed by peer"
+								 : "write error");
+			return;
+		}
+		buf_consume(&l->out, (size_t)w);
+	}
+	/* Room again: wake the streams that queued for it, oldest first. */
+	while (out_has_room(l) && l->wait_head) {
+		struct link_stream *st = l->wait_head;
+		l->wait_head = st->wait_next;
+		if (!l->wait_head)
+			l->wait_tail = NULL;
+		st->waiting = false;
+		st->wait_next = NULL;
+		stream_update(st);
+	}
+}
+
+/* ---- streams ----------------------------------------------------------- */
+
+static struct link_stream *stream_new(struct link *l, void *ctx)
+{
+	struct link_stream *st = calloc(1, sizeof(*st));
+	if (!st)
+		return NULL;
+	st->link = l;
+	st->ctx = ctx;
+	buf_init(&st->inbound, l->cfg.window);
+	loop_watch_init(&st->w, -1, NULL, st);
+	st->next = l->streams;
+	if (l->streams)
+		l->streams->prev = st;
+	l->streams = st;
+	l->nstreams++;
+	return st;
+}
+
+/* The one teardown path of a stream. */
+static void stream_free(struct link_stream *st, bool abortive)
+{
+	struct link *l = st->link;
+	if (st->dead)
+		return;
+	st->dead = true;
+	loop_timer_cancel(l->loop, &st->close_timer);
+	int fd = st->w.fd;
+	loop_watch_remove(l->loop, &st->w);
+	if (fd >= 0) {
+		if (abortive)
+			plat_close_abortive(fd);
+		else
+			plat_close(fd);
+	}
+	buf_release(&st->inbound);
+	if (st->waiting) {
+		struct link_stream **pp = &l->wait_head, *prev = NULL;
+		while (*pp && *pp != st) {
+			prev = *pp;
+			pp = &(*pp)->wait_next;
+		}
+		if (*pp)
+			*pp = st->wait_next;
+		if (l->wait_tail == st)
+			l->wait_tail = prev;
+		st->waiting = false;
+	}
+	if (l->mux_ready && st->ts.id && tun_mux_find(&l->mux, st->ts.id) == &st->ts)
+		tun_mux_remove(&l->mux, &st->ts);
+	if (st->prev)
+		st->prev->next = st->next;
+	else
+		l->streams = st->next;
+	if (st->next)
+		st->next->prev = st->prev;
+	l->nstreams--;
+	if (l->ops->stream_closed)
+		l->ops->stream_closed(l, st);
+	st->reap_next = reap_streams;
+	reap_streams = st;
+}
+
+void link_stream_reset(struct link_stream *st, uint32_t code, const char *reason)
+{
+	struct link *l = st->link;
+	if (st->dead)
+		return;
+	if (!st->ts.reset && l->state == LINK_UP) {
+		uint8_t f[TUN_CTRL_MAX];
+		st->ts.reset = true;
+		out_ctrl(l, f, tun_encode_reset(f, st->ts.id, code, reason));
+	}
+	stream_free(st, st->abortive);
+	link_update(l);
+}
+
+static void stream_send_fin(struct link_stream *st)
+{
+	uint8_t h[TUN_HDR_LEN];
+	tun_header_encode(h, TUN_DATA, TUN_FLAG_FIN, st->ts.id, 0);
+	if (out_ctrl(st->link, h, sizeof(h)) == 0)
+		tun_stream_sent(&st->ts, 0, true);
+}
+
+/* One read from the local socket into one DATA frame. */
+static int stream_pump_local(struct link_stream *st)
+{
+	struct link *l = st->link;
+	uint32_t can = tun_stream_sendable(&l->mux, &st->ts);
+	if (can > sizeof(scratch))
+		can = sizeof(scratch);
+	if (can == 0)
+		return 0;
+	ssize_t r = plat_read(st->w.fd, scratch, can);
+	if (r == -EAGAIN)
+		return 0;
+	if (r < 0)
+		return (int)r;
+	if (r == 0) {
+		st->local_eof = true;
+		stream_send_fin(st);
+		return 0;
+	}
+	uint8_t h[TUN_HDR_LEN];
+	tun_header_encode(h, TUN_DATA, 0, st->ts.id, (uint32_t)r);
+	if (out_append(l, h, sizeof(h)) < 0 || out_append(l, scratch, (size_t)r) < 0)
+		return -EPIPE;
+	tun_stream_sent(&st->ts, (uint32_t)r, false);
+	l->stats.bytes_out += (uint64_t)r;
+	return 0;
+}
+
+/* Bytes reached the local socket: return credit when it is worth a frame. */
+static void stream_consumed(struct link_stream *st, size_t n)
+{
+	uint32_t inc = tun_stream_consumed(&st->link->mux, &st->ts, (uint32_t)n);
+	if (inc) {
+		uint8_t f[TUN_HDR_LEN + 4];
+		out_ctrl(st->link, f, tun_encode_window(f, st->ts.id, inc));
+	}
+}
+
+static int stream_flush_local(struct link_stream *st)
+{
+	size_t n;
+	const uint8_t *p;
+	while ((p = buf_peek(&st->inbound, &n)) != NULL) {
+		ssize_t w = plat_write(st->w.fd, p, n);
+		if (w == -EAGAIN)
+			return 0;
+		if (w < 0)
+			return (int)w;
+		buf_consume(&st->inbound, (size_t)w);
+		stream_consumed(st, (size_t)w);
+	}
+	return 0;
+}
+
+static void on_close_poll(struct loop_timer *t)
+{
+	struct link_stream *st = t->ctx;
+	stream_update(st);
+}
+
+/* The peer finished sending and everything reached the local socket. */
+static void stream_local_fin(struct link_stream *st)
+{
+	if (!st->abortive) {
+		int rc = plat_shutdown_write(st->w.fd);
+		(void)rc; /* a local peer that is gone entirely changes nothing */
+		st->local_shut = true;
+		return;
+	}
+	/* A TCP upstream: a FIN from us would leave this host's port in
+	 * TIME_WAIT for a minute or more, per session: the very leak this
+	 * project exists to stop. usbmuxd ends a session at the client's EOF
+	 * anyway, so end it with a reset instead, but only once the upstream
+	 * has acknowledged every byte we wrote, so that nothing is lost. */
+	struct link *l = st->link;
+	if (!st->closing) {
+		st->closing = true;
+		st->close_started_ms = loop_now(l->loop);
+	}
+	int unacked = plat_tcp_unacked(st->w.fd);
+	if (unacked > 0 && loop_now(l->loop) - st->close_started_ms < CLOSE_WAIT_MS) {
+		loop_timer_arm(l->loop, &st->close_timer, CLOSE_POLL_MS);
+		return;
+	}
+	if (!st->ts.fin_sent)
+		stream_send_fin(st);
+	stream_free(st, unacked == 0);
+	link_update(l);
+}
+
+/* Interest follows credit and room; a finished stream is torn down here. */
+static void stream_update(struct link_stream *st)
+{
+	struct link *l = st->link;
+	if (st->dead || st->w.fd < 0)
+		return;
+	if (st->ts.fin_recvd && !st->local_shut && buf_len(&st->inbound) == 0) {
+		stream_local_fin(st);
+		if (st->dead || st->closing)
+			return;
+	}
+	if (st->ts.fin_sent && st->local_shut && buf_len(&st->inbound) == 0) {
+		stream_finish(st);
+		return;
+	}
+	unsigned want = 0;
+	if (!st->local_eof && !st->ts.fin_sent && tun_stream_sendable(&l->mux, &st->ts) > 0) {
+		if (out_has_room(l)) {
+			want |= LOOP_IN;
+		} else if (!st->waiting) {
+			st->waiting = true;
+			if (l->wait_tail)
+				l->wait_tail->wait_next = st;
+			else
+				l->wait_head = st;
+			l->wait_tail = st;
+		}
+	}
+	if (buf_len(&st->inbound))
+		want |= LOOP_OUT;
+	if (loop_watch_set(l->loop, &st->w, want) < 0)
+		link_stream_reset(st, TUN_RESET_LOCAL_ERROR, "event registration failed");
+}
+
+static void stream_finish(struct link_stream *st)
+{
+	struct link *l = st->link;
+	stream_free(st, false);
+	link_update(l);
+}
+
+static void on_local(struct loop_watch *w, unsigned ev)
+{
+	struct link_stream *st = w->ctx;
+	struct link *l = st->link;
+	int rc = 0;
+	if ((ev & (LOOP_IN | LOOP_ERR)) && (w->want & LOOP_IN))
+		rc = stream_pump_local(st);
+	if (rc == 0 && (ev & (LOOP_OUT | LOOP_ERR)) && (w->want & LOOP_OUT))
+		rc = stream_flush_local(st);
+	if (l->state == LINK_DEAD || st->dead)
+		return;
+	if (rc < 0) {
+		bool gone = rc == -EPIPE || rc == -ECONNRESET;
+		link_stream_reset(st, gone ? TUN_RESET_CANCEL : TUN_RESET_LOCAL_ERROR,
+				  gone ? "local socket closed" : "local socket error");
+		return;
+	}
+	stream_update(st);
+	link_update(l);
+}
+
+void link_stream_bind(struct link_stream *st, int local_fd)
+{
+	st->w.fd = local_fd;
+	st->w.cb = on_local;
+	/* Whatever arrived while the upstream was connecting goes out first. */
+	if (stream_flush_local(st) < 0) {
+		link_stream_reset(st, TUN_RESET_UPSTREAM, "upstream closed at once");
+		return;
+	}
+	stream_update(st);
+	link_update(st->link);
+}
+
+struct link_stream *link_stream_open(struct link *l, int local_fd, void *ctx, int *err)
+{
+	if (l->state != LINK_UP) {
+		*err = -ENOTCONN;
+		return NULL;
+	}
+	struct link_stream *st = stream_new(l, ctx);
+	if (!st) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	loop_timer_init(&st->close_timer, on_close_poll, st);
+	int rc = tun_mux_open(&l->mux, &st->ts, st);
+	if (rc < 0) {
+		st->w.fd = -1;
+		stream_free(st, false);
+		*err = rc;
+		return NULL;
+	}
+	uint8_t h[TUN_HDR_LEN];
+	tun_header_encode(h, TUN_OPEN, 0, st->ts.id, 0);
+	if (out_ctrl(l, h, sizeof(h)) < 0) {
+		*err = -EPIPE;
+		return NULL;
+	}
+	l->stats.streams_opened++;
+	link_stream_bind(st, local_fd);
+	return st;
+}
+
+/* ---- input ------------------------------------------------------------- */
+
+static void on_data(struct link *l, struct tun_event *ev)
+{
+	struct link_stream *st = ev->stream->owner;
+	l->stats.bytes_in += ev->len;
+	size_t off = 0;
+	/* Straight to the local socket when nothing is queued before it. */
+	if (st->w.fd >= 0 && buf_len(&st->inbound) == 0 && ev->len) {
+		ssize_t w = plat_write(st->w.fd, ev->data, ev->len);
+		if (w < 0 && w != -EAGAIN) {
+			link_stream_reset(st, w == -EPIPE || w == -ECONNRESET ? TUN_RESET_CANCEL
+									      : TUN_RESET_LOCAL_ERROR,
+					  "local socket closed");
+			return;
+		}
+		if (w > 0) {
+			off = (size_t)w;
+			stream_consumed(st, off);
+		}
+	}
+	/* The window bounds this: the peer cannot send more than we granted. */
+	if (buf_append(&st->inbound, ev->data + off, ev->len - off) < 0) {
+		link_stream_reset(st, TUN_RESET_LOCAL_ERROR, "out of memory");
+		return;
+	}
+	stream_update(st);
+}
+
+static void on_open(struct link *l, struct tun_event *ev)
+{
+	struct link_stream *st = stream_new(l, NULL);
+	if (!st) {
+		uint8_t f[TUN_CTRL_MAX];
+		out_ctrl(l, f, tun_encode_reset(f, ev->id, TUN_RESET_LOCAL_ERROR, "out of memory"));
+		return;
+	}
+	loop_timer_init(&st->close_timer, on_close_poll, st);
+	tun_mux_accept(&l->mux, &st->ts, ev, st);
+	l->stats.streams_opened++;
+	if (ev->len && buf_append(&st->inbound, ev->data, ev->len) < 0) {
+		link_stream_reset(st, TUN_RESET_LOCAL_ERROR, "out of memory");
+		return;
+	}
+	l->stats.bytes_in += ev->len;
+	l->ops->open(l, st);
+}
+
+static void send_ping(struct link *l, bool ack, const uint8_t opaque[8])
+{
+	uint8_t f[TUN_HDR_LEN + 8];
+	out_ctrl(l, f, tun_encode_ping(f, ack, opaque));
+}
+
+static void dispatch(struct link *l, const struct tun_frame *f)
+{
+	struct tun_event ev;
+	const char *why;
+	int code = tun_mux_input(&l->mux, f, &ev, &why);
+	if (code) {
+		link_close(l, (uint32_t)code, why);
+		return;
+	}
+	switch (ev.kind) {
+	case TE_IGNORE:
+		return;
+	case TE_OPEN:
+		on_open(l, &ev);
+		return;
+	case TE_REFUSE: {
+		uint8_t fr[TUN_CTRL_MAX];
+		l->stats.streams_refused++;
+		out_ctrl(l, fr, tun_encode_reset(fr, ev.id, TUN_RESET_REFUSED, "too many streams"));
+		return;
+	}
+	case TE_DATA:
+		on_data(l, &ev);
+		return;
+	case TE_WINDOW:
+		stream_update(ev.stream->owner);
+		return;
+	case TE_RESET: {
+		struct link_stream *st = ev.stream->owner;
+		log_debug("tunnel %s: stream %u reset by peer: %s (%.*s)", l->cfg.peer_name,
+			  (unsigned)ev.id, tun_reset_str(ev.code), (int)ev.reason_len,
+			  (const char *)ev.reason);
+		stream_free(st, st->abortive);
+		return;
+	}
+	case TE_PING:
+		send_ping(l, true, ev.data);
+		return;
+	case TE_PONG: {
+		uint64_t sent = 0;
+		for (int i = 0; i < 8; i++)
+			sent = sent << 8 | ev.data[i];
+		l->ping_outstanding = false;
+		uint64_t now = loop_now(l->loop);
+		if (sent <= now) {
+			l->stats.last_rtt_ms = (unsigned)(now - sent);
+			if (l->ops->rtt)
+				l->ops->rtt(l, l->stats.last_rtt_ms);
+		}
+		return;
+	}
+	case TE_GOAWAY: {
+		char why_buf[300];
+		snprintf(why_buf, sizeof(why_buf), "peer going away: %s%s%.*s",
+			 tun_goaway_str(ev.code), ev.reason_len ? ": " : "", (int)ev.reason_len,
+			 (const char *)ev.reason);
+		link_close(l, TUN_GOAWAY_NORMAL, why_buf);
+		return;
+	}
+	}
+}
+
+static void auth_proof(const struct link *l, uint8_t role, const uint8_t *first_nonce,
+		       const uint8_t *second_nonce, uint8_t out[TUN_MAC_LEN])
+{
+	struct hmac_sha256 h;
+	hmac_sha256_init(&h, l->token, l->cfg.token_len);
+	hmac_sha256_update(&h, AUTH_LABEL, sizeof(AUTH_LABEL) - 1);
+	hmac_sha256_update(&h, &role, 1);
+	hmac_sha256_update(&h, first_nonce, TUN_NONCE_LEN);
+	hmac_sha256_update(&h, second_nonce, TUN_NONCE_LEN);
+	hmac_sha256_final(&h, out);
+}
+
+static void become_up(struct link *l)
+{
+	if (tun_mux_init(&l->mux, l->cfg.role, &l->local_hello, &l->peer_hello) < 0) {
+		link_close(l, TUN_GOAWAY_INTERNAL, "out of memory");
+		return;
+	}
+	l->mux_ready = true;
+	l->state = LINK_UP;
+	if (l->ops->up)
+		l->ops->up(l);
+}
+
+/* Hello, then (with tokens) AUTH. Returns bytes consumed, 0 for more, <0 dead. */
+static long handshake_input(struct link *l, const uint8_t *p, size_t n)
+{
+	if (!l->hello_done) {
+		if (n < TUN_HELLO_LEN) {
+			/* Refuse garbage early (HTTP, scanners) without waiting for 36 bytes. */
+			if (n >= 4 && memcmp(p, "MXTN", 4) != 0) {
+				log_warn("tunnel %s: refused: not a muxshim tunnel peer (first bytes %02x %02x %02x %02x)",
+					 l->cfg.peer_name, p[0], p[1], p[2], p[3]);
+				link_close(l, TUN_GOAWAY_PROTOCOL, NULL);
+				return -1;
+			}
+			return 0;
+		}
+		enum tun_role peer_role = l->cfg.role == TUN_ROLE_SHIM ? TUN_ROLE_HELPER : TUN_ROLE_SHIM;
+		int rc = tun_hello_decode(p, peer_role, &l->peer_hello);
+		if (rc < 0) {
+			if (rc == TUN_E_VERSION)
+				log_warn("tunnel %s: refused: peer speaks tunnel version %u, this side speaks %u",
+					 l->cfg.peer_name, p[4], TUN_VERSION);
+			else
+				log_warn("tunnel %s: refused: %s (first bytes %02x %02x %02x %02x)",
+					 l->cfg.peer_name, tun_err_str(rc), p[0], p[1], p[2], p[3]);
+			link_close(l, TUN_GOAWAY_PROTOCOL, NULL);
+			return -1;
+		}
+		l->hello_done = true;
+		bool mine = l->cfg.token != NULL, theirs = l->peer_hello.flags & TUN_HELLO_AUTH;
+		if (mine != theirs) {
+			log_warn("tunnel %s: refused: %s", l->cfg.peer_name,
+				 mine ? "peer has no token (start it with --token-file)"
+				      : "peer requires a token (start this side with --token-file)");
+			link_close(l, TUN_GOAWAY_AUTH, mine ? "peer has no token" : "token required");
+			return -1;
+		}
+		if (mine) {
+			uint8_t mac[TUN_MAC_LEN], f[TUN_HDR_LEN + TUN_MAC_LEN];
+			auth_proof(l, (uint8_t)l->cfg.role, l->local_hello.nonce, l->peer_hello.nonce, mac);
+			out_ctrl(l, f, tun_encode_auth(f, mac));
+			l->auth_sent = true;
+		} else {
+			become_up(l);
+		}
+		return TUN_HELLO_LEN;
+	}
+	/* Waiting for the peer's AUTH. */
+	struct tun_frame f;
+	long n2 = tun_frame_decode(p, n, l->local_hello.max_frame, &f);
+	if (n2 == 0)
+		return 0;
+	if (n2 < 0 || f.type != TUN_AUTH) {
+		log_warn("tunnel %s: refused: expected authentication, got %s", l->cfg.peer_name,
+			 n2 < 0 ? tun_err_str((int)n2) : tun_type_str(f.type));
+		link_close(l, TUN_GOAWAY_AUTH, "authentication expected");
+		return -1;
+	}
+	uint8_t expect[TUN_MAC_LEN];
+	auth_proof(l, l->peer_hello.role, l->peer_hello.nonce, l->local_hello.nonce, expect);
+	if (!ct_equal(expect, f.payload, TUN_MAC_LEN)) {
+		log_warn("tunnel %s: refused: token mismatch (both sides must use the same token file)",
+			 l->cfg.peer_name);
+		link_close(l, TUN_GOAWAY_AUTH, "token mismatch");
+		return -1;
+	}
+	l->auth_done = true;
+	become_up(l);
+	return n2;
+}
+
+static void process_input(struct link *l)
+{
+	for (;;) {
+		size_t n;
+		const uint8_t *p = buf_peek(&l->in, &n);
+		if (!p)
+			return;
+		long used;
+		if (l->state == LINK_HANDSHAKE) {
+			used = handshake_input(l, p, n);
+		} else {
+			struct tun_frame f;
+			used = tun_frame_decode(p, n, l->local_hello.max_frame, &f);
+			if (used < 0) {
+				log_warn("tunnel %s: protocol error: %s", l->cfg.peer_name,
+					 tun_err_str((int)used));
+				link_close(l, TUN_GOAWAY_PROTOCOL, tun_err_str((int)used));
+				return;
+			}
+			if (used > 0)
+				dispatch(l, &f);
+		}
+		if (l->state == LINK_DEAD || used <= 0)
+			return;
+		buf_consume(&l->in, (size_t)used);
+	}
+}
+
+static void on_link(struct loop_watch *w, unsigned ev)
+{
+	struct link *l = w->ctx;
+	if (ev & (LOOP_IN | LOOP_ERR)) {
+		/* Always read: memory is bounded by the windows we granted. */
+		size_t room = buf_space(&l->in);
+		if (room > sizeof(scratch))
+			room = sizeof(scratch);
+		ssize_t r = plat_read(w->fd, scratch, room);
+		if (r == 0 || (r < 0 && r != -EAGAIN)) {
+			link_close(l, TUN_GOAWAY_NORMAL,
+				   r == 0 ? "connection closed by peer" : "connection reset by peer");
+			return;
+		}
+		if (r > 0) {
+			l->last_rx_ms = loop_now(l->loop);
+			buf_append(&l->in, scratch, (size_t)r); /* room was checked */
+			process_input(l);
+			if (l->state == LINK_DEAD)
+				return;
+		}
+	}
+	if (ev & LOOP_OUT)
+		flush_out(l);
+	if (l->state != LINK_DEAD)
+		link_update(l);
+}
+
+static void link_update(struct link *l)
+{
+	if (l->state == LINK_DEAD)
+		return;
+	/* Write what queued up right away: most wake-ups end with an empty
+	 * queue and no need to poll for writability at all. */
+	if (buf_len(&l->out))
+		flush_out(l);
+	if (l->state == LINK_DEAD)
+		return;
+	unsigned want = LOOP_IN | (buf_len(&l->out) ? LOOP_OUT : 0);
+	if (buf_space(&l->in) == 0)
+		want &= ~LOOP_IN; /* cannot happen: a full frame always fits */
+	if (loop_watch_set(l->loop, &l->w, want) < 0)
+		link_close(l, TUN_GOAWAY_INTERNAL, "event registration failed");
+}
+
+static void on_timer(struct loop_timer *t)
+{
+	struct link *l = t->ctx;
+	uint64_t now = loop_now(l->loop);
+	if (l->state == LINK_HANDSHAKE) {
+		log_warn("tunnel %s: no handshake within %u ms", l->cfg.peer_name, l->cfg.handshake_ms);
+		link_close(l, TUN_GOAWAY_TIMEOUT, "handshake timeout");
+		return;
+	}
+	uint64_t idle = now - l->last_rx_ms;
+	/* Any byte received proves the peer alive: a busy tunnel never pings,
+	 * and a ping stuck behind bulk data cannot cause a false alarm. */
+	if (idle >= 3ull * l->cfg.keepalive_ms) {
+		log_warn("tunnel %s: nothing received for %llu ms", l->cfg.peer_name,
+			 (unsigned long long)idle);
+		link_close(l, TUN_GOAWAY_TIMEOUT, "keepalive timeout");
+		return;
+	}
+	if (idle >= l->cfg.keepalive_ms && !l->ping_outstanding) {
+		uint8_t opaque[8];
+		for (int i = 0; i < 8; i++)
+			opaque[i] = (uint8_t)(now >> (56 - 8 * i));
+		send_ping(l, false, opaque);
+		l->ping_outstanding = true;
+		link_update(l);
+	}
+	loop_timer_arm(l->loop, &l->timer, l->cfg.keepalive_ms / 2 ? l->cfg.keepalive_ms / 2 : 1);
+}
+
+int link_new(struct loop *loop, int fd, const struct link_config *cfg,
+	     const struct link_ops *ops, void *ctx, struct link **out)
+{
+	struct link *l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	if (cfg->token && (cfg->token_len == 0 || cfg->token_len > LINK_TOKEN_MAX)) {
+		free(l);
+		return -EINVAL;
+	}
+	l->loop = loop;
+	l->cfg = *cfg;
+	if (cfg->token) {
+		memcpy(l->token, cfg->token, cfg->token_len);
+		l->cfg.token = l->token;
+	}
+	l->ops = ops;
+	l->ctx = ctx;
+	l->state = LINK_HANDSHAKE;
+	/* Input holds at least one whole frame of the size we advertise. */
+	buf_init(&l->in, cfg->max_frame + TUN_HDR_LEN + LINK_IN_CHUNK);
+	buf_init(&l->out, LINK_OUT_MAX);
+	l->local_hello = (struct tun_hello){ .version = TUN_VERSION, .role = (uint8_t)cfg->role,
+					     .flags = cfg->token ? TUN_HELLO_AUTH : 0,
+					     .max_frame = cfg->max_frame, .window = cfg->window,
+					     .max_streams = cfg->max_streams };
+	int rc = plat_random(l->local_hello.nonce, TUN_NONCE_LEN);
+	if (rc < 0) {
+		free(l);
+		return rc;
+	}
+	plat_tcp_nodelay(fd);
+	loop_watch_init(&l->w, fd, on_link, l);
+	loop_timer_init(&l->timer, on_timer, l);
+	l->last_rx_ms = loop_now(loop);
+	uint8_t hello[TUN_HELLO_LEN];
+	tun_hello_encode(&l->local_hello, hello);
+	buf_append(&l->out, hello, sizeof(hello));
+	loop_timer_arm(loop, &l->timer, cfg->handshake_ms);
+	*out = l;
+	link_update(l);
+	if (l->state == LINK_DEAD)
+		return -EPIPE; /* already closed and reported through ops->down */
+	return 0;
+}
+
+void link_close(struct link *l, uint32_t goaway_code, const char *why)
+{
+	if (l->state == LINK_DEAD)
+		return;
+	bool was_up = l->state == LINK_UP;
+	l->state = LINK_DEAD;
+	/* Clients see EOF on every session: never a hang. */
+	while (l->streams)
+		stream_free(l->streams, l->streams->abortive);
+	if (was_up || goaway_code != TUN_GOAWAY_NORMAL) {
+		/* Best effort: one non-blocking write of whatever is queued plus
+		 * the GOAWAY, so the peer can log why. */
+		uint8_t f[TUN_CTRL_MAX];
+		size_t n = tun_encode_goaway(f, l->mux_ready ? l->mux.last_id : 0, goaway_code, why);
+		if (l->hello_done && buf_append(&l->out, f, n) == 0) {
+			size_t len;
+			const uint8_t *p = buf_peek(&l->out, &len);
+			ssize_t w = plat_write(l->w.fd, p, len);
+			(void)w;
+		}
+	}
+	loop_timer_cancel(l->loop, &l->timer);
+	int fd = l->w.fd;
+	loop_watch_remove(l->loop, &l->w);
+	plat_close(fd);
+	buf_release(&l->in);
+	buf_release(&l->out);
+	if (l->mux_ready)
+		tun_mux_free(&l->mux);
+	l->mux_ready = false;
+	if (l->ops->down)
+		l->ops->down(l, why ? why : "closed");
+	l->reap_next = reap_links;
+	reap_links = l;
+}
+
+void link_reap(void)
+{
+	while (reap_streams) {
+		struct link_stream *st = reap_streams;
+		reap_streams = st->reap_next;
+		free(st);
+	}
+	while (reap_links) {
+		struct link *l = reap_links;
+		reap_links = l->reap_next;
+		memset(l->token, 0, sizeof(l->token));
+		free(l);
+	}
+}

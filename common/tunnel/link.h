@@ -1,0 +1,87 @@
+/* One tunnel connection and the streams it carries, on top of the pure
+ * codec (codec.h) and bookkeeping (mux.h). Shared by both daemons: the shim
+ * binds each stream to a client socket, the helper to an upstream socket.
+ *
+ * Rules it keeps (docs/PROTOCOL.md): the tunnel socket is always read;
+ * control frames are queued ahead of bulk data (data is only queued while
+ * less than LINK_OUT_DATA_MAX bytes wait); a local socket is read only while
+ * its stream has credit and the tunnel has room, and streams that wait for
+ * room are served in arrival order; credit is returned when bytes reach the
+ * local socket; FIN follows a stream's queued data. */
+#ifndef MUXSHIM_TUNNEL_LINK_H
+#define MUXSHIM_TUNNEL_LINK_H
+
+#include "buf.h"
+#include "loop.h"
+#include "tunnel/mux.h"
+
+#define LINK_OUT_DATA_MAX (64 * 1024)   /* queue data frames only below this */
+#define LINK_OUT_MAX      (1024 * 1024) /* beyond this the peer is not reading */
+#define LINK_TOKEN_MAX    256
+
+struct link;
+struct link_stream;
+
+enum link_state { LINK_HANDSHAKE, LINK_UP, LINK_DEAD };
+
+struct link_config {
+	enum tun_role role;
+	uint32_t max_frame;
+	uint32_t window;
+	uint32_t max_streams;
+	const uint8_t *token; /* NULL: no authentication */
+	size_t token_len;
+	unsigned keepalive_ms;
+	unsigned handshake_ms;
+	const char *peer_name; /* for log lines */
+};
+
+struct link_ops {
+	void (*up)(struct link *l);
+	/* Helper: the peer opened st. Bind it with link_stream_bind (now or once
+	 * the upstream connects) or refuse it with link_stream_reset. */
+	void (*open)(struct link *l, struct link_stream *st);
+	/* The tunnel is gone; every stream was closed already. */
+	void (*down)(struct link *l, const char *why);
+	/* A stream ended (both ways done, reset, or the link died). */
+	void (*stream_closed)(struct link *l, struct link_stream *st);
+	void (*rtt)(struct link *l, unsigned rtt_ms);
+};
+
+struct link_stats {
+	uint64_t streams_opened;
+	uint64_t streams_refused;
+	uint64_t bytes_in, bytes_out; /* payload through the tunnel */
+	unsigned last_rtt_ms;
+};
+
+/* Takes ownership of the connected, non-blocking fd. 0 or negative errno. */
+int link_new(struct loop *loop, int fd, const struct link_config *cfg,
+	     const struct link_ops *ops, void *ctx, struct link **out);
+/* Closes the tunnel (GOAWAY with code and reason if it can still be sent),
+ * closes every stream's local socket, then calls ops->down. */
+void link_close(struct link *l, uint32_t goaway_code, const char *why);
+enum link_state link_state(const struct link *l);
+void *link_ctx(const struct link *l);
+unsigned link_stream_count(const struct link *l);
+const struct link_stats *link_get_stats(const struct link *l);
+
+/* Shim: opens a stream for a connected local socket (takes the fd).
+ * NULL with *err (-ENOSPC when the helper's limit or the ids ran out). */
+struct link_stream *link_stream_open(struct link *l, int local_fd, void *ctx, int *err);
+/* Helper: attaches the local socket of a stream announced by ops->open. */
+void link_stream_bind(struct link_stream *st, int local_fd);
+/* Aborts a stream: RESET to the peer, local socket closed. */
+void link_stream_reset(struct link_stream *st, uint32_t code, const char *reason);
+void *link_stream_ctx(const struct link_stream *st);
+void link_stream_set_ctx(struct link_stream *st, void *ctx);
+uint32_t link_stream_id(const struct link_stream *st);
+/* Helper: how the local socket should be closed when the stream ends. The
+ * default closes normally; see link_stream_set_abortive_close. */
+void link_stream_set_abortive_close(struct link_stream *st, bool on);
+
+/* Frees links and streams that ended during the last loop iteration. Call
+ * after every loop_run_once. */
+void link_reap(void);
+
+#endif

@@ -1,0 +1,502 @@
+/* muxshim-host: the host side of the tunnel. Accepts one TCP connection per
+ * container (a tunnel), and for every stream a shim opens, connects to the
+ * local usbmuxd. Nothing but the tunnel port is exposed. */
+#include "addr.h"
+#include "log.h"
+#include "loop.h"
+#include "plat.h"
+#include "tunnel/link.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef MUXSHIM_VERSION
+#define MUXSHIM_VERSION "0.1.0"
+#endif
+
+#define ACCEPTS_PER_WAKE 16
+#define EMFILE_PAUSE_MS  1000
+
+struct helper_config {
+	char listen_host[ADDR_HOST_MAX];
+	uint16_t listen_port;
+	struct addr upstream;
+	const char *upstream_source; /* where the upstream came from, for the log */
+	uint8_t token[LINK_TOKEN_MAX];
+	size_t token_len;
+	bool has_token;
+	bool allow_remote;
+	unsigned max_tunnels;
+	uint32_t max_streams;
+	uint32_t window;
+	uint32_t max_frame;
+	unsigned keepalive_ms;
+	unsigned handshake_ms;
+	enum log_level log_level;
+};
+
+struct helper {
+	struct helper_config cfg;
+	struct loop *loop;
+	int listen_fd;
+	struct loop_watch listener;
+	struct loop_timer accept_pause;
+	bool accept_paused;
+	unsigned ntunnels;
+	uint64_t tunnels_total;
+	uint64_t next_tunnel_id;
+	struct log_ratelimit rl_upstream;
+	struct log_ratelimit rl_accept;
+};
+
+struct tunnel {
+	struct helper *h;
+	struct link *link;
+	char name[64];
+	uint64_t upstream_connects;
+	uint64_t upstream_failures;
+};
+
+/* One stream's upstream connection while it is being established. */
+struct upstream {
+	struct tunnel *t;
+	struct link_stream *st;
+	struct loop_watch w;
+};
+
+static struct helper helper;
+
+static void listener_set(struct helper *h);
+
+static void upstream_failed(struct upstream *u, int err)
+{
+	struct helper *h = u->t->h;
+	char up[ADDR_HOST_MAX + 16], reason[600];
+	unsigned suppressed;
+	addr_format(&h->cfg.upstream, up, sizeof(up));
+	snprintf(reason, sizeof(reason), "cannot connect to usbmuxd at %s: %s", up, strerror(-err));
+	u->t->upstream_failures++;
+	if (log_ratelimit_pass(&h->rl_upstream, loop_now(h->loop), &suppressed))
+		log_warn("tunnel %s: %s%s (is usbmuxd / Apple Mobile Device Service running?)%s",
+			 u->t->name, reason, "", suppressed ? " (more suppressed)" : "");
+	link_stream_reset(u->st, TUN_RESET_UPSTREAM, reason);
+}
+
+static void upstream_connected(struct upstream *u, int fd)
+{
+	struct link_stream *st = u->st;
+	u->t->upstream_connects++;
+	link_stream_set_ctx(st, NULL);
+	/* TCP upstreams end with a reset, never a FIN from us: no TIME_WAIT
+	 * port per session on this host (see link.c, stream_local_fin). */
+	link_stream_set_abortive_close(st, u->t->h->cfg.upstream.kind == ADDR_TCP);
+	free(u);
+	link_stream_bind(st, fd);
+}
+
+static void on_upstream_writable(struct loop_watch *w, unsigned ev)
+{
+	struct upstream *u = w->ctx;
+	(void)ev;
+	int fd = w->fd;
+	int rc = plat_connect_result(fd);
+	loop_watch_remove(u->t->h->loop, w);
+	if (rc < 0) {
+		plat_close(fd);
+		upstream_failed(u, rc);
+		return;
+	}
+	upstream_connected(u, fd);
+}
+
+static void tunnel_open(struct link *l, struct link_stream *st)
+{
+	struct tunnel *t = link_ctx(l);
+	struct helper *h = t->h;
+	struct upstream *u = calloc(1, sizeof(*u));
+	if (!u) {
+		link_stream_reset(st, TUN_RESET_LOCAL_ERROR, "helper out of memory");
+		return;
+	}
+	u->t = t;
+	u->st = st;
+	link_stream_set_ctx(st, u);
+	int fd, rc;
+	if (h->cfg.upstream.kind == ADDR_UNIX)
+		rc = plat_unix_connect(h->cfg.upstream.path, &fd);
+	else
+		rc = plat_tcp_connect(h->cfg.upstream.host, h->cfg.upstream.port, &fd);
+	if (rc == 0) {
+		upstream_connected(u, fd);
+		return;
+	}
+	if (rc == -EINPROGRESS) {
+		loop_watch_init(&u->w, fd, on_upstream_writable, u);
+		rc = loop_watch_set(h->loop, &u->w, LOOP_OUT);
+		if (rc == 0)
+			return;
+		plat_close(fd);
+	}
+	link_stream_set_ctx(st, NULL);
+	upstream_failed(u, rc);
+	free(u);
+}
+
+static void tunnel_stream_closed(struct link *l, struct link_stream *st)
+{
+	struct upstream *u = link_stream_ctx(st);
+	(void)l;
+	if (u) { /* closed while its upstream was still connecting */
+		int fd = u->w.fd;
+		loop_watch_remove(u->t->h->loop, &u->w);
+		plat_close(fd);
+		free(u);
+	}
+}
+
+static void tunnel_up(struct link *l)
+{
+	struct tunnel *t = link_ctx(l);
+	log_info("tunnel %s: up", t->name);
+}
+
+static void tunnel_down(struct link *l, const char *why)
+{
+	struct tunnel *t = link_ctx(l);
+	struct helper *h = t->h;
+	const struct link_stats *s = link_get_stats(l);
+	log_info("tunnel %s: closed (%s); %llu streams, %llu upstream connects, %llu failures",
+		 t->name, why, (unsigned long long)s->streams_opened,
+		 (unsigned long long)t->upstream_connects, (unsigned long long)t->upstream_failures);
+	free(t);
+	h->ntunnels--;
+	listener_set(h);
+}
+
+static const struct link_ops tunnel_ops = {
+	.up = tunnel_up,
+	.open = tunnel_open,
+	.down = tunnel_down,
+	.stream_closed = tunnel_stream_closed,
+};
+
+static void tunnel_start(struct helper *h, int fd)
+{
+	struct tunnel *t = calloc(1, sizeof(*t));
+	if (!t) {
+		plat_close(fd);
+		return;
+	}
+	t->h = h;
+	snprintf(t->name, sizeof(t->name), "#%llu", (unsigned long long)++h->next_tunnel_id);
+	struct link_config lc = {
+		.role = TUN_ROLE_HELPER,
+		.max_frame = h->cfg.max_frame,
+		.window = h->cfg.window,
+		.max_streams = h->cfg.max_streams,
+		.token = h->cfg.has_token ? h->cfg.token : NULL,
+		.token_len = h->cfg.token_len,
+		.keepalive_ms = h->cfg.keepalive_ms,
+		.handshake_ms = h->cfg.handshake_ms,
+		.peer_name = t->name,
+	};
+	h->ntunnels++;
+	h->tunnels_total++;
+	log_debug("tunnel %s: connection accepted", t->name);
+	int rc = link_new(h->loop, fd, &lc, &tunnel_ops, t, &t->link);
+	if (rc < 0 && rc != -EPIPE) {
+		log_error("tunnel %s: cannot start: %s", t->name, strerror(-rc));
+		plat_close(fd);
+		free(t);
+		h->ntunnels--;
+	}
+}
+
+static void listener_set(struct helper *h)
+{
+	bool on = !h->accept_paused && h->ntunnels < h->cfg.max_tunnels;
+	if (loop_watch_set(h->loop, &h->listener, on ? LOOP_IN : 0) < 0)
+		log_error("cannot watch the listening socket");
+}
+
+static void on_accept_pause_end(struct loop_timer *t)
+{
+	struct helper *h = t->ctx;
+	h->accept_paused = false;
+	listener_set(h);
+}
+
+static void on_listener(struct loop_watch *w, unsigned ev)
+{
+	struct helper *h = w->ctx;
+	(void)ev;
+	for (int i = 0; i < ACCEPTS_PER_WAKE && h->ntunnels < h->cfg.max_tunnels; i++) {
+		int fd;
+		int rc = plat_accept(h->listen_fd, &fd);
+		if (rc == -EAGAIN)
+			break;
+		if (rc == -ECONNABORTED)
+			continue;
+		if (rc < 0) {
+			unsigned suppressed;
+			if (log_ratelimit_pass(&h->rl_accept, loop_now(h->loop), &suppressed))
+				log_warn("accept failed: %s; pausing for %d ms", strerror(-rc),
+					 EMFILE_PAUSE_MS);
+			h->accept_paused = true;
+			loop_timer_arm(h->loop, &h->accept_pause, EMFILE_PAUSE_MS);
+			break;
+		}
+		tunnel_start(h, fd);
+	}
+	listener_set(h);
+}
+
+static void on_signal_fd(struct loop_watch *w, unsigned ev)
+{
+	(void)ev;
+	int *stop = w->ctx;
+	*stop = plat_signals_take(w->fd);
+}
+
+/* ---- options ----------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: muxshim-host [options]\n"
+		"The host side of muxshim's tunnel: serves containers' shims over TCP and\n"
+		"opens a local usbmuxd connection for each of their sessions.\n"
+		"\n"
+		"  --listen HOST:PORT     tunnel port (default 127.0.0.1:27016)\n"
+		"  --upstream ADDR        usbmuxd: unix:PATH or tcp:HOST:PORT (default\n"
+		"                         $USBMUXD_SOCKET_ADDRESS, else %s)\n"
+		"  --token-file FILE      shared secret; shims must present the same one\n"
+		"  --allow-remote         listen on a non-loopback address without a token\n"
+		"  --max-tunnels N        concurrent tunnels (containers), default 64\n"
+		"  --max-streams N        concurrent streams per tunnel, default 1024\n"
+		"  --window BYTES         per-stream receive window, default 262144\n"
+		"  --keepalive MS         ping an idle tunnel after MS, default 15000\n"
+		"  --log-level LEVEL      error, warn, info or debug (default info)\n"
+		"  --help, --version\n",
+		plat_default_usbmuxd());
+}
+
+static void die_usage(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "muxshim-host: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\nTry 'muxshim-host --help'.\n");
+	exit(2);
+}
+
+static int parse_u32(const char *s, unsigned long min, unsigned long max, uint32_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || v < min || v > max)
+		return -EINVAL;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+/* A token file holds one secret; trailing newlines are not part of it. */
+static int read_token(const char *path, struct helper_config *cfg)
+{
+	char *text;
+	int rc = plat_read_file(path, LINK_TOKEN_MAX + 2, &text);
+	if (rc < 0)
+		return rc;
+	size_t n = strlen(text);
+	while (n && (text[n - 1] == '\n' || text[n - 1] == '\r'))
+		n--;
+	if (n == 0 || n > LINK_TOKEN_MAX) {
+		free(text);
+		return -EINVAL;
+	}
+	memcpy(cfg->token, text, n);
+	cfg->token_len = n;
+	cfg->has_token = true;
+	memset(text, 0, n);
+	free(text);
+	return 0;
+}
+
+static void parse_args(int argc, char **argv, struct helper_config *cfg)
+{
+	enum { O_LISTEN = 256, O_UPSTREAM, O_TOKEN, O_REMOTE, O_TUNNELS, O_STREAMS, O_WINDOW,
+	       O_KEEPALIVE, O_LOGLEVEL, O_HELP, O_VERSION };
+	static const struct option opts[] = {
+		{ "listen", required_argument, NULL, O_LISTEN },
+		{ "upstream", required_argument, NULL, O_UPSTREAM },
+		{ "token-file", required_argument, NULL, O_TOKEN },
+		{ "allow-remote", no_argument, NULL, O_REMOTE },
+		{ "max-tunnels", required_argument, NULL, O_TUNNELS },
+		{ "max-streams", required_argument, NULL, O_STREAMS },
+		{ "window", required_argument, NULL, O_WINDOW },
+		{ "keepalive", required_argument, NULL, O_KEEPALIVE },
+		{ "log-level", required_argument, NULL, O_LOGLEVEL },
+		{ "help", no_argument, NULL, O_HELP },
+		{ "version", no_argument, NULL, O_VERSION },
+		{ NULL, 0, NULL, 0 },
+	};
+	char err[256];
+	const char *listen = "127.0.0.1:27016";
+	const char *upstream = NULL;
+	uint32_t v;
+
+	cfg->max_tunnels = 64;
+	cfg->max_streams = 1024;
+	cfg->window = 256 * 1024;
+	cfg->max_frame = 16 * 1024;
+	cfg->keepalive_ms = 15000;
+	cfg->handshake_ms = 10000;
+	cfg->log_level = LOG_INFO;
+
+	int c;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case O_LISTEN:
+			listen = optarg;
+			break;
+		case O_UPSTREAM:
+			upstream = optarg;
+			break;
+		case O_TOKEN: {
+			int rc = read_token(optarg, cfg);
+			if (rc == -EINVAL)
+				die_usage("--token-file %s: the file must hold 1 to 256 bytes", optarg);
+			if (rc < 0) {
+				snprintf(err, sizeof(err), "--token-file %s: %s", optarg, strerror(-rc));
+				die_usage("%s", err);
+			}
+			break;
+		}
+		case O_REMOTE:
+			cfg->allow_remote = true;
+			break;
+		case O_TUNNELS:
+			if (parse_u32(optarg, 1, 4096, &v) < 0)
+				die_usage("--max-tunnels '%s': need 1 to 4096", optarg);
+			cfg->max_tunnels = v;
+			break;
+		case O_STREAMS:
+			if (parse_u32(optarg, 1, TUN_STREAMS_MAX, &cfg->max_streams) < 0)
+				die_usage("--max-streams '%s': need 1 to 65536", optarg);
+			break;
+		case O_WINDOW:
+			if (parse_u32(optarg, TUN_WINDOW_MIN, TUN_WINDOW_MAX, &cfg->window) < 0)
+				die_usage("--window '%s': need 1024 to 16777216 bytes", optarg);
+			break;
+		case O_KEEPALIVE:
+			if (parse_u32(optarg, 100, 3600000, &v) < 0)
+				die_usage("--keepalive '%s': need 100 to 3600000 ms", optarg);
+			cfg->keepalive_ms = v;
+			break;
+		case O_LOGLEVEL:
+			if (log_parse_level(optarg, &cfg->log_level) < 0)
+				die_usage("--log-level '%s': need error, warn, info or debug", optarg);
+			break;
+		case O_HELP:
+			usage(stdout);
+			exit(0);
+		case O_VERSION:
+			printf("muxshim-host %s\n", MUXSHIM_VERSION);
+			exit(0);
+		default:
+			die_usage("unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		die_usage("unexpected argument '%s'", argv[optind]);
+
+	if (addr_parse_hostport(listen, cfg->listen_host, sizeof(cfg->listen_host),
+				&cfg->listen_port, err, sizeof(err)) < 0)
+		die_usage("--listen: %s", err);
+	if (upstream) {
+		cfg->upstream_source = "--upstream";
+		if (addr_parse(upstream, ADDR_UNIX | ADDR_TCP, &cfg->upstream, err, sizeof(err)) < 0)
+			die_usage("--upstream: %s", err);
+	} else if (getenv("USBMUXD_SOCKET_ADDRESS") && *getenv("USBMUXD_SOCKET_ADDRESS")) {
+		cfg->upstream_source = "USBMUXD_SOCKET_ADDRESS";
+		if (addr_parse_usbmuxd_env(getenv("USBMUXD_SOCKET_ADDRESS"), &cfg->upstream, err,
+					   sizeof(err)) < 0)
+			die_usage("USBMUXD_SOCKET_ADDRESS: %s", err);
+	} else {
+		cfg->upstream_source = "default";
+		if (addr_parse(plat_default_usbmuxd(), ADDR_UNIX | ADDR_TCP, &cfg->upstream, err,
+			       sizeof(err)) < 0)
+			die_usage("%s", err);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct helper *h = &helper;
+	parse_args(argc, argv, &h->cfg);
+	log_init("muxshim-host", h->cfg.log_level);
+
+	bool loopback = plat_is_loopback(h->cfg.listen_host);
+	if (!loopback && !h->cfg.has_token) {
+		if (!h->cfg.allow_remote) {
+			log_error("refusing to listen on %s without a token: anyone who reaches that "
+				  "address could use every iPhone on this host. Use --token-file "
+				  "(and the same file for the shims), or --allow-remote to force it",
+				  h->cfg.listen_host);
+			return 2;
+		}
+		log_warn("listening on %s WITHOUT a token (--allow-remote): anyone who can reach "
+			 "it can pair with, install on and read from the iPhones on this host",
+			 h->cfg.listen_host);
+	}
+
+	h->rl_upstream.interval_ms = 10000;
+	h->rl_accept.interval_ms = 10000;
+	int rc = loop_new(&h->loop);
+	if (rc < 0) {
+		log_error("cannot create the event loop: %s", strerror(-rc));
+		return 1;
+	}
+	int sigfd;
+	rc = plat_signals_init(&sigfd);
+	if (rc < 0) {
+		log_error("cannot install signal handlers: %s", strerror(-rc));
+		return 1;
+	}
+	rc = plat_tcp_listen(h->cfg.listen_host, h->cfg.listen_port, 64, &h->listen_fd);
+	if (rc < 0) {
+		log_error("cannot listen on %s:%u: %s%s", h->cfg.listen_host, h->cfg.listen_port,
+			  strerror(-rc),
+			  rc == -EADDRINUSE ? " (another muxshim-host, or another program, has that "
+					      "port: stop it or choose another --listen port)"
+					    : "");
+		return 1;
+	}
+	char up[ADDR_HOST_MAX + 16];
+	addr_format(&h->cfg.upstream, up, sizeof(up));
+	log_info("muxshim-host %s listening on %s:%u, upstream %s (%s)%s", MUXSHIM_VERSION,
+		 h->cfg.listen_host, h->cfg.listen_port, up, h->cfg.upstream_source,
+		 h->cfg.has_token ? ", token required" : "");
+
+	int stop = 0;
+	struct loop_watch sigw;
+	loop_watch_init(&sigw, sigfd, on_signal_fd, &stop);
+	loop_watch_init(&h->listener, h->listen_fd, on_listener, h);
+	loop_timer_init(&h->accept_pause, on_accept_pause_end, h);
+	rc = loop_watch_set(h->loop, &sigw, LOOP_IN);
+	if (rc == 0)
+		listener_set(h);
+	while (rc == 0 && !stop) {
+		rc = loop_run_once(h->loop, -1);
+		link_reap();
+	}
+	log_info("signal %d: shutting down (%u tunnels open, %llu served)", stop, h->ntunnels,
+		 (unsigned long long)h->tunnels_total);
+	loop_watch_remove(h->loop, &h->listener);
+	plat_close(h->listen_fd);
+	return rc < 0 ? 1 : 0;
+}

@@ -1,0 +1,269 @@
+/* --upstream tunnel:HOST:PORT: every client session becomes a stream of one
+ * persistent TCP connection to muxshim-host. The tunnel is dialled at start
+ * and redialled with capped, jittered exponential backoff whenever it drops;
+ * clients that arrive while it is down wait up to --tunnel-wait, then are
+ * closed with a log line saying why. */
+#include "shim.h"
+#include "tunnel/link.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BACKOFF_FIRST_MS 100
+#define BACKOFF_MAX_MS   5000
+
+struct pending {
+	struct shim *s;
+	int fd;
+	struct loop_timer timer;
+	struct pending *prev, *next;
+};
+
+enum tstate { T_DOWN, T_CONNECTING, T_HANDSHAKE, T_UP };
+
+static struct {
+	struct shim *s;
+	enum tstate state;
+	struct link *link;
+	struct loop_watch connect_w;
+	struct loop_timer retry;
+	unsigned backoff_ms;
+	struct pending *pending;
+	unsigned npending;
+	uint64_t connects;
+	uint64_t last_dial_ms;
+	uint64_t drops;
+	struct log_ratelimit rl_down;
+	struct log_ratelimit rl_wait;
+	char name[ADDR_HOST_MAX + 8];
+} tc;
+
+static void tunnel_dial(void);
+
+static void schedule_redial(void)
+{
+	tc.state = T_DOWN;
+	/* Half fixed, half random: many shims restarted together by a helper
+	 * restart do not all knock at the same instant. */
+	unsigned jitter = 0;
+	plat_random(&jitter, sizeof(jitter));
+	unsigned delay = tc.backoff_ms / 2 + jitter % (tc.backoff_ms / 2 + 1);
+	loop_timer_arm(tc.s->loop, &tc.retry, delay);
+	tc.backoff_ms = tc.backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : tc.backoff_ms * 2;
+}
+
+static void pending_drop(struct pending *p)
+{
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		tc.pending = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+	loop_timer_cancel(tc.s->loop, &p->timer);
+	tc.npending--;
+	free(p);
+}
+
+static void pending_expired(struct loop_timer *t)
+{
+	struct pending *p = t->ctx;
+	struct shim *s = p->s;
+	unsigned suppressed;
+	if (log_ratelimit_pass(&tc.rl_wait, loop_now(s->loop), &suppressed))
+		log_warn("tunnel to %s is down: closed a client after waiting %u ms "
+			 "(is muxshim-host running on the host?)%s",
+			 tc.name, s->cfg.tunnel_wait_ms, suppressed ? " (more suppressed)" : "");
+	s->upstream_failures++;
+	plat_close(p->fd);
+	pending_drop(p);
+	s->nsessions--;
+	shim_session_ended(s);
+}
+
+static void open_stream(struct shim *s, int fd)
+{
+	int err = 0;
+	if (link_stream_open(tc.link, fd, NULL, &err))
+		return;
+	log_warn("tunnel to %s: cannot open a stream: %s", tc.name,
+		 err == -ENOSPC ? "the helper's stream limit is reached" : strerror(-err));
+	s->upstream_failures++;
+	plat_close(fd);
+	s->nsessions--;
+	shim_session_ended(s);
+}
+
+static void link_up(struct link *l)
+{
+	(void)l;
+	tc.state = T_UP;
+	tc.backoff_ms = BACKOFF_FIRST_MS;
+	log_info("tunnel to %s: up", tc.name);
+	while (tc.pending && tc.state == T_UP) {
+		int fd = tc.pending->fd;
+		pending_drop(tc.pending);
+		open_stream(tc.s, fd);
+	}
+}
+
+static void link_down(struct link *l, const char *why)
+{
+	bool was_up = tc.state == T_UP;
+	(void)l;
+	tc.link = NULL;
+	if (was_up)
+		tc.drops++;
+	unsigned suppressed;
+	if (was_up)
+		log_warn("tunnel to %s: lost (%s); open sessions were closed, reconnecting", tc.name, why);
+	else if (log_ratelimit_pass(&tc.rl_down, loop_now(tc.s->loop), &suppressed))
+		log_warn("tunnel to %s: handshake failed (%s)", tc.name, why);
+	schedule_redial();
+}
+
+static void link_stream_closed(struct link *l, struct link_stream *st)
+{
+	(void)l;
+	(void)st;
+	tc.s->nsessions--;
+	shim_session_ended(tc.s);
+}
+
+static const struct link_ops ops = {
+	.up = link_up,
+	.down = link_down,
+	.stream_closed = link_stream_closed,
+};
+
+static void start_link(int fd)
+{
+	struct shim *s = tc.s;
+	struct link_config lc = {
+		.role = TUN_ROLE_SHIM,
+		.max_frame = 16 * 1024,
+		.window = 256 * 1024,
+		.max_streams = 1,
+		.token = s->cfg.token_len ? s->cfg.token : NULL,
+		.token_len = s->cfg.token_len,
+		.keepalive_ms = s->cfg.keepalive_ms,
+		.handshake_ms = 10000,
+		.peer_name = tc.name,
+	};
+	tc.state = T_HANDSHAKE;
+	tc.connects++;
+	int rc = link_new(s->loop, fd, &lc, &ops, NULL, &tc.link);
+	if (rc == -EPIPE)
+		return; /* closed at once; link_down scheduled the redial */
+	if (rc < 0) {
+		log_error("tunnel to %s: %s", tc.name, strerror(-rc));
+		plat_close(fd);
+		schedule_redial();
+	}
+}
+
+static void on_connect(struct loop_watch *w, unsigned ev)
+{
+	(void)ev;
+	int fd = w->fd;
+	int rc = plat_connect_result(fd);
+	loop_watch_remove(tc.s->loop, w);
+	if (rc < 0) {
+		unsigned suppressed;
+		if (log_ratelimit_pass(&tc.rl_down, loop_now(tc.s->loop), &suppressed))
+			log_warn("tunnel to %s: cannot connect: %s (retrying)", tc.name, strerror(-rc));
+		plat_close(fd);
+		schedule_redial();
+		return;
+	}
+	start_link(fd);
+}
+
+static void tunnel_dial(void)
+{
+	struct shim *s = tc.s;
+	int fd;
+	tc.state = T_CONNECTING;
+	tc.last_dial_ms = loop_now(s->loop);
+	int rc = plat_tcp_connect(s->cfg.upstream.host, s->cfg.upstream.port, &fd);
+	if (rc == 0) {
+		start_link(fd);
+		return;
+	}
+	if (rc == -EINPROGRESS) {
+		loop_watch_init(&tc.connect_w, fd, on_connect, NULL);
+		if (loop_watch_set(s->loop, &tc.connect_w, LOOP_OUT) == 0)
+			return;
+		loop_watch_remove(s->loop, &tc.connect_w);
+		plat_close(fd);
+	}
+	unsigned suppressed;
+	if (log_ratelimit_pass(&tc.rl_down, loop_now(s->loop), &suppressed))
+		log_warn("tunnel to %s: cannot connect: %s (retrying)", tc.name, strerror(-rc));
+	schedule_redial();
+}
+
+static void on_retry(struct loop_timer *t)
+{
+	(void)t;
+	tunnel_dial();
+}
+
+void tunnel_init(struct shim *s)
+{
+	tc.s = s;
+	tc.backoff_ms = BACKOFF_FIRST_MS;
+	tc.rl_down.interval_ms = 10000;
+	tc.rl_wait.interval_ms = 10000;
+	addr_format(&s->cfg.upstream, tc.name, sizeof(tc.name));
+	memmove(tc.name, tc.name + strlen("tunnel:"), strlen(tc.name) - strlen("tunnel:") + 1);
+	loop_timer_init(&tc.retry, on_retry, NULL);
+	tunnel_dial();
+}
+
+void tunnel_accept(struct shim *s, int fd)
+{
+	s->nsessions++;
+	s->sessions_total++;
+	if (tc.state == T_UP) {
+		open_stream(s, fd);
+		return;
+	}
+	/* Not up: the client waits (unread) for the tunnel, up to a limit. */
+	struct pending *p = calloc(1, sizeof(*p));
+	if (!p) {
+		plat_close(fd);
+		s->nsessions--;
+		return;
+	}
+	p->s = s;
+	p->fd = fd;
+	loop_timer_init(&p->timer, pending_expired, p);
+	loop_timer_arm(s->loop, &p->timer, s->cfg.tunnel_wait_ms);
+	struct pending **pp = &tc.pending, *prev = NULL;
+	while (*pp) {
+		prev = *pp;
+		pp = &(*pp)->next;
+	}
+	p->prev = prev;
+	*pp = p;
+	tc.npending++;
+	if (tc.state == T_DOWN && loop_now(s->loop) - tc.last_dial_ms >= BACKOFF_FIRST_MS) {
+		/* A client is waiting: do not sit out the rest of a long backoff
+		 * (but do not dial more often than the first backoff step). */
+		loop_timer_cancel(s->loop, &tc.retry);
+		tunnel_dial();
+	}
+}
+
+void tunnel_shutdown(void)
+{
+	while (tc.pending) {
+		plat_close(tc.pending->fd);
+		pending_drop(tc.pending);
+	}
+	if (tc.link)
+		link_close(tc.link, TUN_GOAWAY_NORMAL, "shim shutting down");
+	link_reap();
+}
