@@ -27,8 +27,8 @@ HELPER_SRC := host-helper/main.c
 # Pure modules under unit test (no sockets, no loop).
 UNIT_SRC   := tests/unit/run.c tests/unit/test_buf.c tests/unit/test_addr.c \
               tests/unit/test_diag.c tests/unit/test_log.c \
-              tests/unit/test_loop.c tests/unit/test_codec.c tests/unit/test_mux.c \
-              common/tunnel/codec.c common/tunnel/mux.c common/buf.c common/addr.c common/log.c shim/diag.c \
+              tests/unit/test_loop.c tests/unit/test_codec.c tests/unit/test_mux.c tests/unit/test_sha256.c \
+              common/tunnel/codec.c common/tunnel/mux.c common/sha256.c common/buf.c common/addr.c common/log.c shim/diag.c \
               common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC)
 
 PLIST_LIBS  = $(shell pkg-config --cflags --libs libplist-2.0 2>/dev/null)
