@@ -490,10 +490,19 @@ static void dispatch(struct link *l, const struct tun_frame *f)
 		stream_update(ev.stream->owner);
 		return;
 	case TE_RESET: {
+		static struct log_ratelimit rl = { .interval_ms = 10000 };
 		struct link_stream *st = ev.stream->owner;
-		log_debug("tunnel %s: stream %u reset by peer: %s (%.*s)", l->cfg.peer_name,
-			  (unsigned)ev.id, tun_reset_str(ev.code), (int)ev.reason_len,
-			  (const char *)ev.reason);
+		unsigned suppressed;
+		/* The helper could not reach usbmuxd: the user needs to know. */
+		if (ev.code == TUN_RESET_UPSTREAM &&
+		    log_ratelimit_pass(&rl, loop_now(l->loop), &suppressed))
+			log_warn("tunnel %s: session closed: the host side says: %.*s%s",
+				 l->cfg.peer_name, (int)ev.reason_len, (const char *)ev.reason,
+				 suppressed ? " (more suppressed)" : "");
+		else
+			log_debug("tunnel %s: stream %u reset by peer: %s (%.*s)", l->cfg.peer_name,
+				  (unsigned)ev.id, tun_reset_str(ev.code), (int)ev.reason_len,
+				  (const char *)ev.reason);
 		stream_free(st, st->abortive);
 		return;
 	}
