@@ -1,0 +1,113 @@
+"""Runs inside a fresh network namespace (see test_exhaustion.py), where the
+ephemeral port range is cut to 200 ports and tcp_tw_reuse is 0, as on a
+Windows host. Stands up the real usbmuxd behind a socat TCP listener on
+127.0.0.1:27015 (Apple's usbmuxd on Windows) and drives ListDevices sessions
+through one of two paths, printing one JSON line:
+
+  chain   the incident's setup: a per-session TCP hop (socat) into a host
+          reverse proxy (socat) in front of usbmuxd's TCP port
+  tunnel  muxshim -> one tunnel -> muxshim-host, whose upstream is TCP
+"""
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import harness  # noqa: E402
+
+LIST_DEVICES = (b'<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0"><dict>'
+                b'<key>MessageType</key><string>ListDevices</string>'
+                b'<key>ProgName</key><string>exhaustion</string></dict></plist>')
+
+
+def list_devices(path):
+    """One usbmuxd session: ListDevices, the whole reply, close. True if ok."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    try:
+        s.connect(path)
+        s.sendall(struct.pack("<IIII", 16 + len(LIST_DEVICES), 1, 8, 1) + LIST_DEVICES)
+        hdr = b""
+        while len(hdr) < 16:
+            b = s.recv(16 - len(hdr))
+            if not b:
+                return False
+            hdr += b
+        length = struct.unpack("<I", hdr[:4])[0]
+        got = 16
+        while got < length:
+            b = s.recv(length - got)
+            if not b:
+                return False
+            got += len(b)
+        return b"DeviceList" in hdr or got == length
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def time_wait_by_port():
+    out = subprocess.run(["ss", "-Htan", "state", "time-wait"], capture_output=True,
+                         text=True, check=True).stdout
+    ports = {}
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) < 4:
+            continue
+        peer = f[-1].rsplit(":", 1)[1]
+        ports[peer] = ports.get(peer, 0) + 1
+    return ports
+
+
+def listening(port):
+    return lambda: harness.tcp_listening(port)
+
+
+def main(mode, sessions):
+    mux = harness.PrivateUsbmuxd().start()
+    harness.Proc(["socat", "TCP-LISTEN:27015,bind=127.0.0.1,reuseaddr,fork",
+                  "UNIX-CONNECT:" + mux.socket], name="usbmuxd-tcp",
+                 ready_fn=listening(27015)).start()
+    d = harness.tempdir("exhaustion")
+    path = os.path.join(d, "client.sock")
+    if mode == "chain":
+        harness.Proc(["socat", "TCP-LISTEN:23333,bind=127.0.0.1,reuseaddr,fork",
+                      "TCP:127.0.0.1:27015"], name="reverse-proxy",
+                     ready_fn=listening(23333)).start()
+        harness.Proc(["socat", "UNIX-LISTEN:%s,fork" % path, "TCP:127.0.0.1:23333"],
+                     name="container-hop", ready_socket=path).start()
+        ok = 0
+        first_failure = None
+        for i in range(sessions):
+            if list_devices(path):
+                ok += 1
+            elif first_failure is None:
+                first_failure = i + 1
+                break
+        result = {"mode": mode, "attempted": i + 1, "ok": ok, "first_failure": first_failure}
+    else:
+        helper = harness.Proc([os.path.join(harness.BUILD, "muxshim-host"), "--listen",
+                               "127.0.0.1:27016", "--upstream", "tcp:127.0.0.1:27015",
+                               "--log-level", "warn"], name="muxshim-host",
+                              ready_fn=listening(27016)).start()
+        harness.Shim(path, "tunnel:127.0.0.1:27016", log_level="warn").start()
+        r = harness.muxconn("--list-loop", sessions, socket=path, timeout=600, check=False)
+        result = {"mode": mode, "attempted": sessions, "ok": r.get("list_sessions", 0)
+                  if r.get("ok") else 0, "muxconn": {k: v for k, v in r.items()
+                                                      if not k.startswith("_")},
+                  "helper_alive": helper.alive()}
+    result["time_wait"] = time_wait_by_port()
+    result["port_range"] = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+    result["tw_reuse"] = open("/proc/sys/net/ipv4/tcp_tw_reuse").read().strip()
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1], int(sys.argv[2]))
+    finally:
+        harness.cleanup_all()
