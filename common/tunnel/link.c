@@ -468,6 +468,8 @@ static void dispatch(struct link *l, const struct tun_frame *f)
 	const char *why;
 	int code = tun_mux_input(&l->mux, f, &ev, &why);
 	if (code) {
+		log_warn("tunnel %s: %s: %s; closing the tunnel", l->cfg.peer_name,
+			 tun_goaway_str((uint32_t)code), why);
 		link_close(l, (uint32_t)code, why);
 		return;
 	}

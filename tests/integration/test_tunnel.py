@@ -1,0 +1,438 @@
+"""The tunnel: muxshim --upstream tunnel: -> muxshim-host -> usbmuxd.
+
+Real usbmuxd and real clients where they exist; the fake device for Connect
+data paths. Every daemon runs from build/ (MUXSHIM_BIN / MUXSHIM_HOST_BIN
+select other builds, e.g. the sanitizer ones)."""
+import os
+import random
+import socket
+import struct
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tunnel_util import (CountingService, Helper, connect_device, harness,  # noqa: E402
+                         recv_exact, usbmuxd_request)
+
+MiB = 1 << 20
+
+
+def time_wait_toward(port):
+    out = subprocess.run(["ss", "-Htan", "state", "time-wait"], capture_output=True,
+                         text=True).stdout
+    return sum(1 for l in out.splitlines() if l.split() and
+               (l.split()[-1].endswith(":%d" % port) or l.split()[-2].endswith(":%d" % port)))
+
+
+class RealUsbmuxdThroughTunnel(unittest.TestCase):
+    """Identical answers to direct, with the helper's upstream as the real
+    UNIX socket and as TCP (socat standing in for Apple's 27015 listener)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.mux = harness.PrivateUsbmuxd().start()
+        cls.tcp_port = harness.free_tcp_port()
+        harness.Proc(["socat", "TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork" % cls.tcp_port,
+                      "UNIX-CONNECT:" + cls.mux.socket], name="usbmuxd-tcp",
+                     ready_fn=lambda: harness.tcp_listening(cls.tcp_port)).start()
+        d = harness.tempdir("tunnel-real")
+        cls.paths = {"direct": cls.mux.socket}
+        for kind, up in (("unix", "unix:" + cls.mux.socket),
+                         ("tcp", "tcp:127.0.0.1:%d" % cls.tcp_port)):
+            h = Helper(up).start()
+            path = os.path.join(d, kind + ".sock")
+            harness.Shim(path, h.tunnel).start()
+            cls.paths[kind] = path
+
+    @classmethod
+    def tearDownClass(cls):
+        harness.cleanup_all()
+
+    def test_idevice_id_identical(self):
+        results = {k: harness.run_client(["idevice_id", "-l"], p) for k, p in self.paths.items()}
+        self.assertEqual(results["direct"][0], 0, results["direct"])
+        for k in ("unix", "tcp"):
+            self.assertEqual(results[k][:2], results["direct"][:2], k)
+
+    def test_lmclient_identical(self):
+        lm = harness.tool("lmclient")
+        results = {k: harness.run_client([lm, "all"], p) for k, p in self.paths.items()}
+        self.assertEqual(results["direct"][0], 0, results["direct"])
+        self.assertIn("BUID", results["direct"][1].upper())
+        for k in ("unix", "tcp"):
+            self.assertEqual(results[k][:2], results["direct"][:2], k)
+
+    def test_raw_requests_identical(self):
+        requests = [
+            {"MessageType": "ListDevices"},
+            {"MessageType": "ReadBUID"},
+            {"MessageType": "ListListeners"},
+            {"MessageType": "ReadPairRecord", "PairRecordID": "0000-no-such-device"},
+            {"MessageType": "Connect", "DeviceID": 4242, "PortNumber": socket.htons(62078)},
+            {"MessageType": "NoSuchMessage"},
+        ]
+        for req in requests:
+            direct = usbmuxd_request(self.paths["direct"], req)
+            for k in ("unix", "tcp"):
+                self.assertEqual(usbmuxd_request(self.paths[k], req), direct, (k, req))
+
+    def test_no_time_wait_on_tcp_upstream(self):
+        before = time_wait_toward(self.tcp_port)
+        r = harness.muxconn("--list-loop", 500, socket=self.paths["tcp"])
+        self.assertEqual(r["list_sessions"], 500)
+        after = time_wait_toward(self.tcp_port)
+        print("\nTIME_WAIT toward the TCP upstream: before %d, after 500 sessions %d"
+              % (before, after))
+        self.assertEqual(after, 0)
+
+
+class FakeDevice(unittest.TestCase):
+    """Connect data paths through the tunnel, against the fake device."""
+
+    @classmethod
+    def setUpClass(cls):
+        d = harness.tempdir("tunnel-dev")
+        cls.dev = harness.DevSvc().start()
+        cls.fd = harness.FakeDev(os.path.join(d, "fd.sock")).start()
+        cls.helper = Helper("unix:" + cls.fd.socket).start()
+        cls.shim_path = os.path.join(d, "shim.sock")
+        cls.shim = harness.Shim(cls.shim_path, cls.helper.tunnel, log_level="info").start()
+        # The same chain with a TCP upstream (abortive close policy).
+        cls.tcp_port = harness.free_tcp_port()
+        harness.Proc(["socat", "TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork" % cls.tcp_port,
+                      "UNIX-CONNECT:" + cls.fd.socket], name="fd-tcp",
+                     ready_fn=lambda: harness.tcp_listening(cls.tcp_port)).start()
+        cls.helper_tcp = Helper("tcp:127.0.0.1:%d" % cls.tcp_port).start()
+        cls.shim_tcp_path = os.path.join(d, "shim-tcp.sock")
+        harness.Shim(cls.shim_tcp_path, cls.helper_tcp.tunnel, log_level="info").start()
+
+    @classmethod
+    def tearDownClass(cls):
+        harness.cleanup_all()
+
+    def mc(self, *args, **kw):
+        return harness.muxconn("--port", self.dev.port, *args, socket=self.shim_path, **kw)
+
+    def test_four_concurrent_64mib_both_ways(self):
+        r = self.mc("--parallel", 4, "--both", 64 * MiB, timeout=300)
+        self.assertEqual(r["sessions"], 4)
+        self.assertEqual(r["failed"], 0)
+
+    def test_half_close(self):
+        # SNK: the client sends, shuts down its write side, and must still
+        # receive the device's verdict over the other direction.
+        r = self.mc("--send", 8 * MiB)
+        self.assertEqual(r["verdict"], "OK %d" % (8 * MiB))
+        r = self.mc("--recv", 8 * MiB)
+        self.assertTrue(r["ok"])
+
+    def test_500_concurrent_streams(self):
+        r = self.mc("--parallel", 500, "--echo", 4096, timeout=300)
+        self.assertEqual(r["sessions"], 500)
+        self.assertEqual(r["failed"], 0)
+
+    def test_stalled_stream_does_not_block_others(self):
+        """Head-of-line: a client that stops reading while its device floods
+        must not delay another stream, nor grow either daemon's memory."""
+        rss0 = (self.shim.rss_kib(), self.helper.rss_kib())
+        stall = subprocess.Popen([harness.tool("muxconn"), "--socket", self.shim_path,
+                                  "--port", str(self.dev.port), "--stall", "6"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            time.sleep(1.5)  # the flood fills the stalled stream's window
+            r = self.mc("--rtt", 300, "--size", 1024)
+            rss1 = (self.shim.rss_kib(), self.helper.rss_kib())
+        finally:
+            out, err = stall.communicate(timeout=30)
+        print("\nrtt beside a stalled flood: p50 %.0f us, p99 %.0f us; RSS shim %d->%d KiB, "
+              "helper %d->%d KiB" % (r["p50_us"], r["p99_us"], rss0[0], rss1[0], rss0[1],
+                                    rss1[1]))
+        self.assertEqual(stall.returncode, 0, err)
+        # Generous: the machine is shared; a blocked tunnel would be seconds.
+        self.assertLess(r["p99_us"], 100000)
+        # One stalled stream may hold at most its window (256 KiB) per side.
+        self.assertLess(rss1[0] - rss0[0], 8 * 1024)
+        self.assertLess(rss1[1] - rss0[1], 8 * 1024)
+
+    def test_tcp_upstream_loses_no_client_bytes(self):
+        """TCP upstreams are closed with a reset (no TIME_WAIT). Prove that
+        no byte a client sent is lost: clients write and close at once."""
+        svc = CountingService()
+        try:
+            rnd = random.Random(7)
+            payloads = [bytes(rnd.getrandbits(8) for _ in range(n))
+                        for n in (1, 100, 65536, 300000)] * 10
+            for p in payloads:
+                s = connect_device(self.shim_tcp_path, svc.port)
+                s.sendall(p)
+                s.close()
+            results = svc.wait_results(len(payloads))
+        finally:
+            svc.close()
+        got = sorted(len(d) for d, _ in results)
+        self.assertEqual(got, sorted(len(p) for p in payloads))
+        self.assertEqual(sorted(d for d, _ in results), sorted(payloads))
+        self.assertEqual(time_wait_toward(self.tcp_port), 0)
+
+    def test_tcp_upstream_data_paths(self):
+        r = harness.muxconn("--port", self.dev.port, "--recv", 16 * MiB,
+                            socket=self.shim_tcp_path)
+        self.assertTrue(r["ok"])
+        r = harness.muxconn("--port", self.dev.port, "--parallel", 50, "--rtt", 20,
+                            socket=self.shim_tcp_path)
+        self.assertEqual(r["failed"], 0)
+
+
+class Restarts(unittest.TestCase):
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def wait_session_ok(self, path, port, timeout=20):
+        deadline = time.monotonic() + timeout
+        while True:
+            r = harness.muxconn("--port", port, "--echo", 1024, socket=path, check=False,
+                                timeout=20)
+            if r.get("ok"):
+                return time.monotonic()
+            if time.monotonic() > deadline:
+                self.fail("no session succeeded within %d s: %r" % (timeout, r))
+            time.sleep(0.2)
+
+    def test_helper_killed_and_restarted(self):
+        d = harness.tempdir("tunnel-restart")
+        dev = harness.DevSvc().start()
+        fd = harness.FakeDev(os.path.join(d, "fd.sock")).start()
+        helper = Helper("unix:" + fd.socket).start()
+        path = os.path.join(d, "shim.sock")
+        shim = harness.Shim(path, helper.tunnel).start()
+        s = connect_device(path, dev.port, timeout=15)
+        s.sendall(b"ECHO\nping")
+        self.assertEqual(recv_exact(s, 4), b"ping")
+        helper.kill()
+        t0 = time.monotonic()
+        self.assertEqual(s.recv(100), b"", "open session must end with EOF")
+        self.assertLess(time.monotonic() - t0, 10)
+        s.close()
+        helper2 = Helper("unix:" + fd.socket, port=helper.port).start()
+        self.wait_session_ok(path, dev.port)
+        self.assertTrue(shim.alive())
+        self.assertIn("reconnecting", shim.stderr_text())
+        helper2.stop()
+
+    def test_usbmuxd_restarted_behind_helper(self):
+        mux = harness.PrivateUsbmuxd().start()
+        helper = Helper("unix:" + mux.socket).start()
+        path = os.path.join(harness.tempdir("tunnel-mux-restart"), "shim.sock")
+        harness.Shim(path, helper.tunnel).start()
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(15)
+        s.connect(path)
+        from tunnel_util import plist_msg, recv_msg
+        s.sendall(plist_msg({"MessageType": "Listen"}))
+        self.assertEqual(recv_msg(s)[3].get("Number"), 0)
+        mux.stop()
+        self.assertEqual(s.recv(100), b"", "the Listen session must end with EOF")
+        s.close()
+        mux.start()
+        deadline = time.monotonic() + 15
+        while True:
+            rc, out, err = harness.run_client(["idevice_id", "-l"], path)
+            if rc == 0:
+                break
+            self.assertLess(time.monotonic(), deadline, err)
+            time.sleep(0.2)
+        self.assertTrue(helper.alive())
+
+
+class BadInputOnTunnelPort(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.mux = harness.PrivateUsbmuxd().start()
+        cls.helper = Helper("unix:" + cls.mux.socket).start()
+        cls.path = os.path.join(harness.tempdir("tunnel-bad"), "shim.sock")
+        harness.Shim(cls.path, cls.helper.tunnel).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        harness.cleanup_all()
+
+    @staticmethod
+    def hello(version=1, role=1, flags=0, max_frame=16384, window=262144, streams=64):
+        return (b"MXTN" + bytes([version, role]) + struct.pack(">HIII", flags, max_frame,
+                                                                 window, streams) + bytes(16))
+
+    @staticmethod
+    def frame(t, flags, sid, payload=b"", length=None):
+        return struct.pack(">BBHII", t, flags, 0, sid,
+                           len(payload) if length is None else length) + payload
+
+    def attack(self, data, expect_log, read_hello=True, helper=None):
+        helper = helper or self.helper
+        before = len(helper.stderr_text())
+        s = socket.create_connection(("127.0.0.1", helper.port), timeout=10)
+        try:
+            if read_hello:
+                recv_exact(s, 36)
+            try:
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR)  # then nothing more: the helper decides
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # it may close before reading everything
+            # The helper must close the connection (EOF or reset), not hang.
+            try:
+                while s.recv(65536):
+                    pass
+            except ConnectionResetError:
+                pass
+        finally:
+            s.close()
+        harness.wait_for(lambda: expect_log in helper.stderr_text()[before:], 5,
+                         what="log line %r" % expect_log)
+        # Everyone else is still served.
+        self.assertTrue(helper.alive())
+        rc, out, err = harness.run_client(["idevice_id", "-l"], self.path)
+        self.assertEqual(rc, 0, err)
+
+    def test_http_request(self):
+        self.attack(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "not a muxshim tunnel peer")
+
+    def test_random_bytes(self):
+        self.attack(bytes(random.Random(3).getrandbits(8) for _ in range(4096)),
+                    "not a muxshim tunnel peer")
+
+    def test_other_version(self):
+        self.attack(self.hello(version=2), "peer speaks tunnel version 2")
+
+    def test_wrong_role(self):
+        self.attack(self.hello(role=2), "wrong role")
+
+    def test_oversized_frame(self):
+        self.attack(self.hello() + self.frame(1, 0, 1) + self.frame(0, 0, 1, length=1 << 30),
+                    "larger than the advertised maximum")
+
+    def test_unknown_type(self):
+        self.attack(self.hello() + self.frame(9, 0, 0), "unknown frame type")
+
+    def test_window_violation(self):
+        # An upstream that accepts and never reads: the helper cannot pass
+        # the bytes on, so it grants no credit, and 4 MiB overruns the
+        # 256 KiB window whatever the socket buffers hold.
+        sink_path = os.path.join(harness.tempdir("sink"), "sink.sock")
+        sink = socket.socket(socket.AF_UNIX)
+        sink.bind(sink_path)
+        sink.listen(8)
+        try:
+            h = Helper("unix:" + sink_path).start()
+            chunk = self.frame(0, 0, 1, b"x" * 16384)
+            self.attack(self.hello() + self.frame(1, 0, 1) + chunk * 256, "receive window",
+                        helper=h)
+        finally:
+            sink.close()
+
+    def test_truncated_frame_then_close(self):
+        self.attack(self.hello() + self.frame(1, 0, 1) + self.frame(0, 0, 1, length=100)[:7],
+                    "closed by peer")
+
+    def test_data_for_never_opened_stream(self):
+        self.attack(self.hello() + self.frame(0, 0, 7, b"hi"), "never opened")
+
+
+class AuthAndExposure(unittest.TestCase):
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def setUp(self):
+        self.d = harness.tempdir("tunnel-auth")
+        self.mux = harness.PrivateUsbmuxd().start()
+        for name, text in (("a", "correct horse battery staple\n"), ("b", "another secret\n")):
+            with open(os.path.join(self.d, name), "w") as f:
+                f.write(text)
+
+    def test_matching_tokens(self):
+        h = Helper("unix:" + self.mux.socket, "--token-file", os.path.join(self.d, "a")).start()
+        path = os.path.join(self.d, "shim.sock")
+        harness.Shim(path, h.tunnel, "--token-file", os.path.join(self.d, "a")).start()
+        rc, out, err = harness.run_client(["idevice_id", "-l"], path)
+        self.assertEqual(rc, 0, err)
+
+    def mismatch(self, helper_args, shim_args, helper_says, shim_says):
+        h = Helper("unix:" + self.mux.socket, *helper_args).start()
+        path = os.path.join(self.d, "shim.sock")
+        shim = harness.Shim(path, h.tunnel, "--tunnel-wait", 500, *shim_args).start()
+        t0 = time.monotonic()
+        rc, out, err = harness.run_client(["idevice_id", "-l"], path)
+        self.assertNotEqual(rc, 0, "a refused tunnel must not serve clients")
+        self.assertLess(time.monotonic() - t0, 10)
+        harness.wait_for(lambda: helper_says in h.stderr_text(), 5, what=helper_says)
+        harness.wait_for(lambda: shim_says in shim.stderr_text(), 5, what=shim_says)
+
+    def test_token_mismatch(self):
+        self.mismatch(["--token-file", os.path.join(self.d, "a")],
+                      ["--token-file", os.path.join(self.d, "b")],
+                      "token mismatch", "token mismatch")
+
+    def test_helper_requires_token(self):
+        self.mismatch(["--token-file", os.path.join(self.d, "a")], [],
+                      "peer has no token", "peer requires a token")
+
+    def test_token_never_on_the_wire(self):
+        """Capture the shim's side of the handshake: the token is not in it."""
+        secret = b"correct horse battery staple"
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+        port = lst.getsockname()[1]
+        path = os.path.join(self.d, "shim.sock")
+        harness.Shim(path, "tunnel:127.0.0.1:%d" % port, "--token-file",
+                     os.path.join(self.d, "a")).start()
+        c, _ = lst.accept()
+        c.settimeout(5)
+        hello = recv_exact(c, 36)
+        self.assertEqual(hello[:6], b"MXTN\x01\x01")
+        self.assertEqual(hello[7] & 1, 1, "the hello must announce authentication")
+        # Answer as a helper with a token, then read the shim's proof.
+        c.sendall(b"MXTN\x01\x02" + struct.pack(">HIII", 1, 16384, 262144, 64) + os.urandom(16))
+        auth = recv_exact(c, 12 + 32)
+        self.assertEqual(auth[0], 6)
+        self.assertNotIn(secret, hello + auth)
+        c.close()
+        lst.close()
+
+    def test_non_loopback_needs_token_or_force(self):
+        port = harness.free_tcp_port()
+        p = subprocess.run([os.path.join(harness.BUILD, "muxshim-host"), "--listen",
+                            "0.0.0.0:%d" % port, "--upstream", "unix:" + self.mux.socket],
+                           capture_output=True, text=True, timeout=10)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("without a token", p.stderr)
+        h = harness.Proc([os.path.join(harness.BUILD, "muxshim-host"), "--listen",
+                          "0.0.0.0:%d" % port, "--upstream", "unix:" + self.mux.socket,
+                          "--allow-remote"], ready_fn=lambda: harness.tcp_listening(port)).start()
+        self.assertIn("WITHOUT a token", h.stderr_text())
+
+
+class TunnelDown(unittest.TestCase):
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def test_client_waits_then_is_closed(self):
+        port = harness.free_tcp_port()  # nothing listens there
+        path = os.path.join(harness.tempdir("tunnel-down"), "shim.sock")
+        shim = harness.Shim(path, "tunnel:127.0.0.1:%d" % port, "--tunnel-wait", 700).start()
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect(path)
+        t0 = time.monotonic()
+        self.assertEqual(s.recv(10), b"")
+        waited = time.monotonic() - t0
+        s.close()
+        self.assertGreater(waited, 0.5)
+        self.assertLess(waited, 5)
+        harness.wait_for(lambda: "is down: closed a client after waiting 700 ms"
+                         in shim.stderr_text(), 5, what="the tunnel-down log line")
+
+
+if __name__ == "__main__":
+    unittest.main()
