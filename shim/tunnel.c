@@ -33,6 +33,7 @@ static struct {
 	unsigned npending;
 	uint64_t connects;
 	uint64_t last_dial_ms;
+	bool stopping;
 	uint64_t drops;
 	struct log_ratelimit rl_down;
 	struct log_ratelimit rl_wait;
@@ -113,6 +114,8 @@ static void link_down(struct link *l, const char *why)
 	bool was_up = tc.state == T_UP;
 	(void)l;
 	tc.link = NULL;
+	if (tc.stopping)
+		return;
 	if (was_up)
 		tc.drops++;
 	unsigned suppressed;
@@ -259,6 +262,8 @@ void tunnel_accept(struct shim *s, int fd)
 
 void tunnel_shutdown(void)
 {
+	tc.stopping = true;
+	loop_timer_cancel(tc.s->loop, &tc.retry);
 	while (tc.pending) {
 		plat_close(tc.pending->fd);
 		pending_drop(tc.pending);
