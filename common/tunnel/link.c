@@ -555,6 +555,8 @@ static void become_up(struct link *l)
 	}
 	l->mux_ready = true;
 	l->state = LINK_UP;
+	/* From now on the timer watches liveness, not the handshake. */
+	loop_timer_arm(l->loop, &l->timer, l->cfg.keepalive_ms / 2 ? l->cfg.keepalive_ms / 2 : 1);
 	if (l->ops->up)
 		l->ops->up(l);
 }

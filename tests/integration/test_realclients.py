@@ -194,8 +194,11 @@ class RealClients(unittest.TestCase):
         svc = self.start_proc(h.DevSvc())
         dev = self.start_proc(h.FakeDev(os.path.join(h.tempdir("fakedev"), "usbmuxd"), 1))
         shim = self.start_shim(dev.socket)
-        ip = self.start_proc(h.Iproxy(shim.listen, svc.port))
         for i in range(3):                      # one usbmuxd session per TCP client
+            # A fresh iproxy per round: iproxy 2.0.2 select()s with nfds taken
+            # from its usbmuxd fd, so once a client's fd is the higher one it
+            # never reads that client (its bug, seen straight to fakedev too).
+            ip = self.start_proc(h.Iproxy(shim.listen, svc.port))
             got = echo_through(ip.lport, ECHO_PAYLOAD)
             self.assertEqual(len(got), len(ECHO_PAYLOAD),
                              "round %d\n%s" % (i, self.context(shim, ip, dev, svc)))

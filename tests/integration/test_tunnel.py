@@ -5,6 +5,7 @@ data paths. Every daemon runs from build/ (MUXSHIM_BIN / MUXSHIM_HOST_BIN
 select other builds, e.g. the sanitizer ones)."""
 import os
 import random
+import signal
 import socket
 import struct
 import subprocess
@@ -411,6 +412,48 @@ class AuthAndExposure(unittest.TestCase):
                           "0.0.0.0:%d" % port, "--upstream", "unix:" + self.mux.socket,
                           "--allow-remote"], ready_fn=lambda: harness.tcp_listening(port)).start()
         self.assertIn("WITHOUT a token", h.stderr_text())
+
+
+class Keepalive(unittest.TestCase):
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def setUp(self):
+        d = harness.tempdir("tunnel-ka")
+        self.dev = harness.DevSvc().start()
+        self.fd = harness.FakeDev(os.path.join(d, "fd.sock")).start()
+        self.helper = Helper("unix:" + self.fd.socket, "--keepalive", 200).start()
+        self.path = os.path.join(d, "shim.sock")
+        self.shim = harness.Shim(self.path, self.helper.tunnel, "--keepalive", 200).start()
+
+    def test_no_false_alarm_under_load(self):
+        """A 200 ms keepalive, and bulk traffic that keeps the tunnel's send
+        queue full for seconds: the tunnel must stay up."""
+        r = harness.muxconn("--port", self.dev.port, "--parallel", 4, "--both", 128 * MiB,
+                            socket=self.path, timeout=300)
+        self.assertEqual(r["failed"], 0)
+        time.sleep(1)  # idle: pings now flow and are answered
+        r = harness.muxconn("--port", self.dev.port, "--echo", 1024, socket=self.path)
+        self.assertTrue(r["ok"])
+        self.assertNotIn("lost", self.shim.stderr_text())
+        self.assertNotIn("keepalive timeout", self.helper.stderr_text())
+
+    def test_silent_helper_is_detected(self):
+        s = connect_device(self.path, self.dev.port, timeout=15)
+        s.sendall(b"ECHO\nping")
+        self.assertEqual(recv_exact(s, 4), b"ping")
+        self.helper.send_signal(signal.SIGSTOP)  # alive, connected, silent
+        try:
+            t0 = time.monotonic()
+            self.assertEqual(s.recv(100), b"", "the open session must end with EOF")
+            waited = time.monotonic() - t0
+        finally:
+            self.helper.send_signal(signal.SIGCONT)
+        s.close()
+        print("\nsilent helper detected after %.2f s (keepalive 200 ms)" % waited)
+        self.assertLess(waited, 5)
+        harness.wait_for(lambda: "keepalive timeout" in self.shim.stderr_text(), 5,
+                         what="the keepalive log line")
 
 
 class TunnelDown(unittest.TestCase):
