@@ -17,7 +17,7 @@ LOOP_SRC := common/loop_epoll.c
 PLAT_SRC := common/plat_posix.c common/plat_linux.c
 
 TUNNEL_SRC := common/tunnel/codec.c common/tunnel/mux.c common/tunnel/link.c common/sha256.c
-COMMON_SRC := common/log.c common/buf.c common/addr.c common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC) \
+COMMON_SRC := common/log.c common/buf.c common/addr.c common/daemon.c common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC) \
               $(TUNNEL_SRC)
 COMMON_HDR := $(wildcard common/*.h common/tunnel/*.h)
 SHIM_SRC   := shim/main.c shim/session.c shim/upstream.c shim/diag.c shim/tunnel.c

@@ -2,6 +2,7 @@
  * container (a tunnel), and for every stream a shim opens, connects to the
  * local usbmuxd. Nothing but the tunnel port is exposed. */
 #include "addr.h"
+#include "daemon.h"
 #include "log.h"
 #include "loop.h"
 #include "plat.h"
@@ -18,7 +19,6 @@
 #endif
 
 #define ACCEPTS_PER_WAKE 16
-#define EMFILE_PAUSE_MS  1000
 
 struct helper_config {
 	char listen_host[ADDR_HOST_MAX];
@@ -42,14 +42,11 @@ struct helper {
 	struct helper_config cfg;
 	struct loop *loop;
 	int listen_fd;
-	struct loop_watch listener;
-	struct loop_timer accept_pause;
-	bool accept_paused;
+	struct acceptor acceptor;
 	unsigned ntunnels;
 	uint64_t tunnels_total;
 	uint64_t next_tunnel_id;
 	struct log_ratelimit rl_upstream;
-	struct log_ratelimit rl_accept;
 };
 
 struct tunnel {
@@ -69,7 +66,6 @@ struct upstream {
 
 static struct helper helper;
 
-static void listener_set(struct helper *h);
 
 static void upstream_failed(struct upstream *u, int err)
 {
@@ -173,7 +169,7 @@ static void tunnel_down(struct link *l, const char *why)
 		 (unsigned long long)t->upstream_connects, (unsigned long long)t->upstream_failures);
 	free(t);
 	h->ntunnels--;
-	listener_set(h);
+	acceptor_update(&h->acceptor);
 }
 
 static const struct link_ops tunnel_ops = {
@@ -215,50 +211,15 @@ static void tunnel_start(struct helper *h, int fd)
 	}
 }
 
-static void listener_set(struct helper *h)
+static bool helper_has_room(void *ctx)
 {
-	bool on = !h->accept_paused && h->ntunnels < h->cfg.max_tunnels;
-	if (loop_watch_set(h->loop, &h->listener, on ? LOOP_IN : 0) < 0)
-		log_error("cannot watch the listening socket");
+	struct helper *h = ctx;
+	return h->ntunnels < h->cfg.max_tunnels;
 }
 
-static void on_accept_pause_end(struct loop_timer *t)
+static void helper_accepted(void *ctx, int fd)
 {
-	struct helper *h = t->ctx;
-	h->accept_paused = false;
-	listener_set(h);
-}
-
-static void on_listener(struct loop_watch *w, unsigned ev)
-{
-	struct helper *h = w->ctx;
-	(void)ev;
-	for (int i = 0; i < ACCEPTS_PER_WAKE && h->ntunnels < h->cfg.max_tunnels; i++) {
-		int fd;
-		int rc = plat_accept(h->listen_fd, &fd);
-		if (rc == -EAGAIN)
-			break;
-		if (rc == -ECONNABORTED)
-			continue;
-		if (rc < 0) {
-			unsigned suppressed;
-			if (log_ratelimit_pass(&h->rl_accept, loop_now(h->loop), &suppressed))
-				log_warn("accept failed: %s; pausing for %d ms", strerror(-rc),
-					 EMFILE_PAUSE_MS);
-			h->accept_paused = true;
-			loop_timer_arm(h->loop, &h->accept_pause, EMFILE_PAUSE_MS);
-			break;
-		}
-		tunnel_start(h, fd);
-	}
-	listener_set(h);
-}
-
-static void on_signal_fd(struct loop_watch *w, unsigned ev)
-{
-	(void)ev;
-	int *stop = w->ctx;
-	*stop = plat_signals_take(w->fd);
+	tunnel_start(ctx, fd);
 }
 
 /* ---- options ----------------------------------------------------------- */
@@ -300,28 +261,6 @@ static int parse_u32(const char *s, unsigned long min, unsigned long max, uint32
 	if (errno || end == s || *end || s[0] == '-' || v < min || v > max)
 		return -EINVAL;
 	*out = (uint32_t)v;
-	return 0;
-}
-
-/* A token file holds one secret; trailing newlines are not part of it. */
-static int read_token(const char *path, struct helper_config *cfg)
-{
-	char *text;
-	int rc = plat_read_file(path, LINK_TOKEN_MAX + 2, &text);
-	if (rc < 0)
-		return rc;
-	size_t n = strlen(text);
-	while (n && (text[n - 1] == '\n' || text[n - 1] == '\r'))
-		n--;
-	if (n == 0 || n > LINK_TOKEN_MAX) {
-		free(text);
-		return -EINVAL;
-	}
-	memcpy(cfg->token, text, n);
-	cfg->token_len = n;
-	cfg->has_token = true;
-	memset(text, 0, n);
-	free(text);
 	return 0;
 }
 
@@ -367,7 +306,9 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 			upstream = optarg;
 			break;
 		case O_TOKEN: {
-			int rc = read_token(optarg, cfg);
+			int rc = daemon_read_token(optarg, cfg->token, sizeof(cfg->token),
+						   &cfg->token_len);
+			cfg->has_token = rc == 0;
 			if (rc == -EINVAL)
 				die_usage("--token-file %s: the file must hold 1 to 256 bytes", optarg);
 			if (rc < 0) {
@@ -455,14 +396,14 @@ int main(int argc, char **argv)
 	}
 
 	h->rl_upstream.interval_ms = 10000;
-	h->rl_accept.interval_ms = 10000;
 	int rc = loop_new(&h->loop);
 	if (rc < 0) {
 		log_error("cannot create the event loop: %s", strerror(-rc));
 		return 1;
 	}
-	int sigfd;
-	rc = plat_signals_init(&sigfd);
+	int stop = 0;
+	struct loop_watch sigw;
+	rc = daemon_watch_signals(h->loop, &sigw, &stop);
 	if (rc < 0) {
 		log_error("cannot install signal handlers: %s", strerror(-rc));
 		return 1;
@@ -482,21 +423,15 @@ int main(int argc, char **argv)
 		 h->cfg.listen_host, h->cfg.listen_port, up, h->cfg.upstream_source,
 		 h->cfg.has_token ? ", token required" : "");
 
-	int stop = 0;
-	struct loop_watch sigw;
-	loop_watch_init(&sigw, sigfd, on_signal_fd, &stop);
-	loop_watch_init(&h->listener, h->listen_fd, on_listener, h);
-	loop_timer_init(&h->accept_pause, on_accept_pause_end, h);
-	rc = loop_watch_set(h->loop, &sigw, LOOP_IN);
-	if (rc == 0)
-		listener_set(h);
+	acceptor_start(&h->acceptor, h->loop, h->listen_fd, ACCEPTS_PER_WAKE, helper_has_room,
+		       helper_accepted, h);
 	while (rc == 0 && !stop) {
 		rc = loop_run_once(h->loop, -1);
 		link_reap();
 	}
 	log_info("signal %d: shutting down (%u tunnels open, %llu served)", stop, h->ntunnels,
 		 (unsigned long long)h->tunnels_total);
-	loop_watch_remove(h->loop, &h->listener);
+	acceptor_stop(&h->acceptor);
 	plat_close(h->listen_fd);
 	return rc < 0 ? 1 : 0;
 }

@@ -1,6 +1,7 @@
 /* muxshim: presents the usbmuxd socket inside a container and relays each
  * client session to the host's usbmuxd. Setup, options, listener, loop. */
 #include "shim.h"
+#include "daemon.h"
 #include "tunnel/link.h"
 
 #include <errno.h>
@@ -17,7 +18,6 @@
 #define DEFAULT_UPSTREAM "unix:/run/host/usbmuxd"
 #define LISTEN_BACKLOG   512
 #define ACCEPTS_PER_WAKE 64
-#define EMFILE_PAUSE_MS  1000
 
 static void usage(FILE *f)
 {
@@ -64,26 +64,6 @@ static void die_usage(const char *fmt, const char *arg)
 	fprintf(stderr, fmt, arg);
 	fprintf(stderr, "\nTry 'muxshim --help'.\n");
 	exit(2);
-}
-
-/* A token file holds one secret; trailing newlines are not part of it. */
-static int read_token(const char *path, struct shim_config *cfg)
-{
-	char *text;
-	int rc = plat_read_file(path, sizeof(cfg->token) + 2, &text);
-	if (rc < 0)
-		return rc;
-	size_t n = strlen(text);
-	while (n && (text[n - 1] == '\n' || text[n - 1] == '\r'))
-		n--;
-	rc = n == 0 || n > sizeof(cfg->token) ? -EINVAL : 0;
-	if (rc == 0) {
-		memcpy(cfg->token, text, n);
-		cfg->token_len = n;
-	}
-	memset(text, 0, n);
-	free(text);
-	return rc;
 }
 
 static void parse_args(int argc, char **argv, struct shim_config *cfg)
@@ -148,7 +128,8 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 				die_usage("--log-level '%s': need error, warn, info or debug", optarg);
 			break;
 		case O_TOKEN:
-			if (read_token(optarg, cfg) < 0)
+			if (daemon_read_token(optarg, cfg->token, sizeof(cfg->token),
+					      &cfg->token_len) < 0)
 				die_usage("--token-file %s: cannot read 1 to 256 bytes from it", optarg);
 			break;
 		case O_TWAIT:
@@ -183,64 +164,25 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		die_usage("--token-file applies to tunnel: upstreams only (%s)", upstream);
 }
 
-static void listener_set(struct shim *s)
+static bool shim_has_room(void *ctx)
 {
-	bool on = !s->accept_paused && s->nsessions < s->cfg.max_sessions;
-	int rc = loop_watch_set(s->loop, &s->listener, on ? LOOP_IN : 0);
-	if (rc < 0)
-		log_error("cannot watch the listening socket: %s", strerror(-rc));
+	struct shim *s = ctx;
+	return s->nsessions < s->cfg.max_sessions;
 }
 
-static void on_accept_pause_end(struct loop_timer *t)
+static void shim_accepted(void *ctx, int fd)
 {
-	struct shim *s = t->ctx;
-	s->accept_paused = false;
-	listener_set(s);
-}
-
-static void on_listener(struct loop_watch *w, unsigned ev)
-{
-	struct shim *s = w->ctx;
-	(void)ev;
-	for (int i = 0; i < ACCEPTS_PER_WAKE && s->nsessions < s->cfg.max_sessions; i++) {
-		int fd;
-		int rc = plat_accept(s->listen_fd, &fd);
-		if (rc == -EAGAIN)
-			break;
-		if (rc == -ECONNABORTED)
-			continue;
-		if (rc < 0) {
-			unsigned suppressed;
-			/* Out of descriptors (or similar): stop accepting for a
-			 * while instead of spinning on a listener that stays
-			 * readable; pending clients wait in the listen queue. */
-			if (log_ratelimit_pass(&s->rl_accept, loop_now(s->loop), &suppressed))
-				log_warn("accept failed: %s; pausing new sessions for %d ms "
-					 "(%u sessions open)", strerror(-rc), EMFILE_PAUSE_MS,
-					 s->nsessions);
-			s->accept_paused = true;
-			loop_timer_arm(s->loop, &s->accept_pause, EMFILE_PAUSE_MS);
-			break;
-		}
-		if (s->cfg.upstream.kind == ADDR_TUNNEL)
-			tunnel_accept(s, fd);
-		else
-			session_start(s, fd);
-	}
-	listener_set(s);
+	struct shim *s = ctx;
+	if (s->cfg.upstream.kind == ADDR_TUNNEL)
+		tunnel_accept(s, fd);
+	else
+		session_start(s, fd);
 }
 
 void shim_session_ended(struct shim *s)
 {
 	if (s->nsessions + 1 == s->cfg.max_sessions)
-		listener_set(s);
-}
-
-static void on_signal_fd(struct loop_watch *w, unsigned ev)
-{
-	(void)ev;
-	int *stop = w->ctx;
-	*stop = plat_signals_take(w->fd);
+		acceptor_update(&s->acceptor);
 }
 
 int main(int argc, char **argv)
@@ -251,14 +193,14 @@ int main(int argc, char **argv)
 	log_init("muxshim", s->cfg.log_level);
 
 	s->rl_upstream.interval_ms = 10000;
-	s->rl_accept.interval_ms = 10000;
 	int rc = loop_new(&s->loop);
 	if (rc < 0) {
 		log_error("cannot create the event loop: %s", strerror(-rc));
 		return 1;
 	}
-	int sigfd;
-	rc = plat_signals_init(&sigfd);
+	int stop = 0;
+	struct loop_watch sigw;
+	rc = daemon_watch_signals(s->loop, &sigw, &stop);
 	if (rc < 0) {
 		log_error("cannot install signal handlers: %s", strerror(-rc));
 		return 1;
@@ -291,14 +233,8 @@ int main(int argc, char **argv)
 	log_info("muxshim %s listening on %s (mode %04o), upstream %s", MUXSHIM_VERSION,
 		 s->cfg.listen_path, s->cfg.socket_mode, up);
 
-	int stop = 0;
-	struct loop_watch sigw;
-	loop_watch_init(&sigw, sigfd, on_signal_fd, &stop);
-	loop_watch_init(&s->listener, s->listen_fd, on_listener, s);
-	loop_timer_init(&s->accept_pause, on_accept_pause_end, s);
-	rc = loop_watch_set(s->loop, &sigw, LOOP_IN);
-	if (rc == 0)
-		listener_set(s);
+	acceptor_start(&s->acceptor, s->loop, s->listen_fd, ACCEPTS_PER_WAKE, shim_has_room,
+		       shim_accepted, s);
 
 	if (s->cfg.upstream.kind == ADDR_TUNNEL)
 		tunnel_init(s);
@@ -313,7 +249,7 @@ int main(int argc, char **argv)
 		log_info("signal %d: shutting down (%u sessions open, %llu served)", stop,
 			 s->nsessions, (unsigned long long)s->sessions_total);
 
-	loop_watch_remove(s->loop, &s->listener);
+	acceptor_stop(&s->acceptor);
 	plat_unix_unlink_if_ours(s->cfg.listen_path, &s->listen_id);
 	plat_close(s->listen_fd);
 	session_close_all(s);

@@ -230,9 +230,13 @@ static void session_try_connect(struct session *ss)
 		return;
 	}
 	uint64_t waited = loop_now(s->loop) - ss->started_ms;
-	if (rc == -EAGAIN && waited < s->cfg.connect_timeout_ms) {
-		/* The upstream's listen queue is full: try again shortly
-		 * rather than fail a client that a busy daemon would serve. */
+	bool no_fds = rc == -EMFILE || rc == -ENFILE;
+	if (no_fds)
+		acceptor_pause(&s->acceptor, rc); /* take no more clients for now */
+	if ((rc == -EAGAIN || no_fds) && waited < s->cfg.connect_timeout_ms) {
+		/* The upstream's listen queue is full, or we are out of
+		 * descriptors: try again shortly rather than fail a client
+		 * that a moment later can be served. */
 		loop_timer_arm(s->loop, &ss->retry, ss->retry_delay_ms);
 		ss->retry_delay_ms = ss->retry_delay_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS
 									  : ss->retry_delay_ms * 2;

@@ -5,6 +5,7 @@
 #define MUXSHIM_SHIM_H
 
 #include "addr.h"
+#include "daemon.h"
 #include "buf.h"
 #include "log.h"
 #include "loop.h"
@@ -67,15 +68,12 @@ struct shim {
 	struct loop *loop;
 	int listen_fd;
 	struct plat_file_id listen_id;
-	struct loop_watch listener;
-	struct loop_timer accept_pause;
-	bool accept_paused;
+	struct acceptor acceptor;
 	struct session *live;
 	struct session *dead; /* freed after each loop iteration */
 	unsigned nsessions;
 	uint64_t next_id;
 	struct log_ratelimit rl_upstream;
-	struct log_ratelimit rl_accept;
 	uint64_t sessions_total;
 	uint64_t upstream_failures;
 	uint8_t scratch[SHIM_IO_CHUNK];

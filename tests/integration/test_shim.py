@@ -302,6 +302,39 @@ class NoGrowth(unittest.TestCase):
         assert_rss_bound(self, rss1 - rss0, 256)
 
 
+class OutOfDescriptors(unittest.TestCase):
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def test_emfile_pauses_accept_and_recovers(self):
+        mux = harness.PrivateUsbmuxd().start()
+        path = os.path.join(harness.tempdir("emfile"), "shim.sock")
+        shim = harness.Proc(["prlimit", "--nofile=24:24", SHIM, "--listen", path, "--upstream",
+                             "unix:" + mux.socket], name="muxshim", ready_socket=path).start()
+        idle = []
+        for _ in range(40):  # far more than the shim has descriptors for
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(path)  # completes in the listen queue
+            idle.append(s)
+        harness.wait_for(lambda: "out of file descriptors (Too many open files): not accepting"
+                         in shim.stderr_text(), 10, what="the EMFILE log line")
+        cpu0 = open("/proc/%d/stat" % shim.pid).read().split()[13:15]
+        time.sleep(1.0)
+        cpu1 = open("/proc/%d/stat" % shim.pid).read().split()[13:15]
+        spent = sum(int(b) - int(a) for a, b in zip(cpu0, cpu1))
+        self.assertLess(spent, 20, "the shim spins while out of descriptors (%d ticks/s)" % spent)
+        for s in idle:
+            s.close()
+        deadline = time.monotonic() + 15
+        while True:
+            rc, out, err = harness.run_client(["idevice_id", "-l"], path)
+            if rc == 0:
+                break
+            self.assertLess(time.monotonic(), deadline, "no recovery: " + shim.log_tail())
+            time.sleep(0.2)
+        self.assertTrue(shim.alive())
+
+
 class BadClients(unittest.TestCase):
     def tearDown(self):
         harness.cleanup_all()

@@ -1,0 +1,118 @@
+#include "daemon.h"
+
+#include "plat.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void acceptor_set(struct acceptor *a)
+{
+	bool on = !a->paused && a->has_room(a->ctx);
+	int rc = loop_watch_set(a->loop, &a->w, on ? LOOP_IN : 0);
+	if (rc < 0)
+		log_error("cannot watch the listening socket: %s", strerror(-rc));
+}
+
+static void on_pause_end(struct loop_timer *t)
+{
+	struct acceptor *a = t->ctx;
+	a->paused = false;
+	acceptor_set(a);
+}
+
+void acceptor_pause(struct acceptor *a, int err)
+{
+	unsigned suppressed;
+	if (a->paused)
+		return;
+	if (log_ratelimit_pass(&a->rl, loop_now(a->loop), &suppressed))
+		log_warn("out of file descriptors (%s): not accepting for %d ms%s", strerror(-err),
+			 ACCEPT_PAUSE_MS, suppressed ? " (again)" : "");
+	a->paused = true;
+	loop_timer_arm(a->loop, &a->pause, ACCEPT_PAUSE_MS);
+	acceptor_set(a);
+}
+
+static void on_readable(struct loop_watch *w, unsigned ev)
+{
+	struct acceptor *a = w->ctx;
+	(void)ev;
+	for (unsigned i = 0; i < a->per_wake && a->has_room(a->ctx); i++) {
+		int fd;
+		int rc = plat_accept(w->fd, &fd);
+		if (rc == -EAGAIN)
+			break;
+		if (rc == -ECONNABORTED)
+			continue;
+		if (rc < 0) {
+			acceptor_pause(a, rc);
+			break;
+		}
+		a->accepted(a->ctx, fd);
+	}
+	acceptor_set(a);
+}
+
+void acceptor_start(struct acceptor *a, struct loop *l, int fd, unsigned per_wake,
+		    bool (*has_room)(void *ctx), void (*accepted)(void *ctx, int fd), void *ctx)
+{
+	a->loop = l;
+	a->paused = false;
+	a->per_wake = per_wake;
+	a->rl = (struct log_ratelimit){ .interval_ms = 10000 };
+	a->has_room = has_room;
+	a->accepted = accepted;
+	a->ctx = ctx;
+	loop_watch_init(&a->w, fd, on_readable, a);
+	loop_timer_init(&a->pause, on_pause_end, a);
+	acceptor_set(a);
+}
+
+void acceptor_update(struct acceptor *a)
+{
+	if (a->w.fd >= 0)
+		acceptor_set(a);
+}
+
+void acceptor_stop(struct acceptor *a)
+{
+	loop_timer_cancel(a->loop, &a->pause);
+	loop_watch_remove(a->loop, &a->w);
+}
+
+int daemon_read_token(const char *path, uint8_t *out, size_t cap, size_t *len)
+{
+	char *text;
+	int rc = plat_read_file(path, cap + 2, &text);
+	if (rc < 0)
+		return rc;
+	size_t n = strlen(text);
+	while (n && (text[n - 1] == '\n' || text[n - 1] == '\r'))
+		n--;
+	rc = n == 0 || n > cap ? -EINVAL : 0;
+	if (rc == 0) {
+		memcpy(out, text, n);
+		*len = n;
+	}
+	memset(text, 0, n);
+	free(text);
+	return rc;
+}
+
+static void on_signal(struct loop_watch *w, unsigned ev)
+{
+	(void)ev;
+	int *stop = w->ctx;
+	*stop = plat_signals_take(w->fd);
+}
+
+int daemon_watch_signals(struct loop *l, struct loop_watch *w, int *stop)
+{
+	int fd;
+	int rc = plat_signals_init(&fd);
+	if (rc < 0)
+		return rc;
+	loop_watch_init(w, fd, on_signal, stop);
+	return loop_watch_set(l, w, LOOP_IN);
+}

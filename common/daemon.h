@@ -1,0 +1,46 @@
+/* Pieces both daemons need around their loop: an accepting listener that
+ * survives descriptor exhaustion, the token file, and signals as events. */
+#ifndef MUXSHIM_DAEMON_H
+#define MUXSHIM_DAEMON_H
+
+#include "log.h"
+#include "loop.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ACCEPT_PAUSE_MS 1000
+
+/* Accepts while its owner has room; when accept fails (EMFILE, ENFILE, ...)
+ * it stops for ACCEPT_PAUSE_MS instead of spinning on a listener that stays
+ * readable: pending peers wait in the listen queue meanwhile. */
+struct acceptor {
+	struct loop *loop;
+	struct loop_watch w;
+	struct loop_timer pause;
+	bool paused;
+	unsigned per_wake;
+	struct log_ratelimit rl;
+	bool (*has_room)(void *ctx);
+	void (*accepted)(void *ctx, int fd);
+	void *ctx;
+};
+
+void acceptor_start(struct acceptor *a, struct loop *l, int fd, unsigned per_wake,
+		    bool (*has_room)(void *ctx), void (*accepted)(void *ctx, int fd), void *ctx);
+/* The owner ran out of descriptors elsewhere (e.g. opening an upstream
+ * connection): stop accepting for ACCEPT_PAUSE_MS, with a log line. */
+void acceptor_pause(struct acceptor *a, int err);
+/* Call when the owner's room changed (a session ended). */
+void acceptor_update(struct acceptor *a);
+void acceptor_stop(struct acceptor *a);
+
+/* A token file holds one secret of 1..cap bytes; trailing newlines are not
+ * part of it. 0, -EINVAL (empty or too long) or a read error. */
+int daemon_read_token(const char *path, uint8_t *out, size_t cap, size_t *len);
+
+/* SIGTERM/SIGINT set *stop to the signal number from within the loop. */
+int daemon_watch_signals(struct loop *l, struct loop_watch *w, int *stop);
+
+#endif
