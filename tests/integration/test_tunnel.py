@@ -89,6 +89,48 @@ class RealUsbmuxdThroughTunnel(unittest.TestCase):
         self.assertEqual(after, 0)
 
 
+class SeveralShimsAndLegacyTcp(unittest.TestCase):
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def test_one_helper_serves_several_containers(self):
+        mux = harness.PrivateUsbmuxd().start()
+        helper = Helper("unix:" + mux.socket).start()
+        d = harness.tempdir("tunnel-multi")
+        paths = [os.path.join(d, "shim%d.sock" % i) for i in range(3)]
+        for p in paths:
+            harness.Shim(p, helper.tunnel).start()
+        procs = [subprocess.Popen([harness.tool("muxconn"), "--socket", p, "--list-loop", "300"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for p in paths]
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            self.assertEqual(p.returncode, 0, err)
+        log = helper.stderr_text()
+        for i in (1, 2, 3):
+            self.assertIn("tunnel #%d: up" % i, log)
+        self.assertNotIn("tunnel #4", log)  # one tunnel per shim, not per session
+
+    def test_legacy_tcp_upstream(self):
+        mux = harness.PrivateUsbmuxd().start()
+        port = harness.free_tcp_port()
+        harness.Proc(["socat", "TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork" % port,
+                      "UNIX-CONNECT:" + mux.socket], name="usbmuxd-tcp",
+                     ready_fn=lambda: harness.tcp_listening(port)).start()
+        path = os.path.join(harness.tempdir("legacy"), "shim.sock")
+        harness.Shim(path, "tcp:127.0.0.1:%d" % port).start()
+        rc, out, err = harness.run_client(["idevice_id", "-l"], path)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(usbmuxd_request(path, {"MessageType": "ReadBUID"}),
+                         usbmuxd_request(mux.socket, {"MessageType": "ReadBUID"}))
+        # and it fails cleanly when nothing listens there
+        path2 = os.path.join(harness.tempdir("legacy2"), "shim.sock")
+        shim2 = harness.Shim(path2, "tcp:127.0.0.1:%d" % harness.free_tcp_port()).start()
+        rc, out, err = harness.run_client(["idevice_id", "-l"], path2)
+        self.assertNotEqual(rc, 0)
+        harness.wait_for(lambda: "Connection refused" in shim2.stderr_text(), 5,
+                         what="the refused log line")
+
+
 class FakeDevice(unittest.TestCase):
     """Connect data paths through the tunnel, against the fake device."""
 
