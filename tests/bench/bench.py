@@ -1,0 +1,867 @@
+#!/usr/bin/env python3
+"""muxshim benchmarks (`make bench`), Python 3.11 stdlib only.
+
+All paths are measured side by side in one run. A run is ROUNDS rounds
+(--reps, default 7); in each round every path is measured once per metric,
+the paths back to back, so that load from elsewhere on a shared machine hits
+them alike. A figure is the MEDIAN of its rounds; a ratio or difference
+between two paths is that of their medians.
+
+A. The real usbmuxd (a private instance, see tests/lib/harness.py):
+   ListDevices sessions/s, sequential and with 8 parallel clients
+   (muxconn --list-loop), and the TIME_WAIT sockets a path leaves per 1,000
+   sessions. Each path runs in a network namespace of its own, the client
+   and every process of the path inside it, so that the TIME_WAIT count
+   (`ss -tan state time-wait` before and after) is exactly that path's.
+     direct          client -> usbmuxd
+     muxshim         client -> muxshim -> usbmuxd
+     socat           client -> socat UNIX-LISTEN,fork UNIX-CONNECT -> usbmuxd
+     tunnel          client -> muxshim tunnel: -> muxshim-host unix: -> usbmuxd
+     tunnel, TCP up  as tunnel, but muxshim-host's upstream is usbmuxd's TCP
+                     listener (the Windows shape: a socat on :27015 stands in)
+     (stand-in)      client -> socat TCP-LISTEN:27015 -> usbmuxd, for reference:
+                     the ceiling of the two rows that use the stand-in
+     seed chain      client -> socat UNIX-LISTEN,fork TCP:23333 (the container
+                     hop) -> socat reverse proxy :23333 -> :27015 -> socat
+                     TCP-LISTEN:27015 UNIX-CONNECT (Apple's TCP listener)
+B. A fake device (fakedev + devsvc): bulk MB/s through one Connect session
+   (--recv: device to client, --send: client to device) and the round trip
+   of a 1 KiB request/response (--rtt); then the round trip while another
+   stream of the same path runs a saturating bulk transfer.
+C. Idle RSS (VmRSS) of every muxshim and muxshim-host after start-up and
+   after the runs.
+
+Prints the tables and PASS/MISS against the targets and writes the same as
+markdown to build/bench-results.md. Exit status 0 when everything could be
+measured (a MISS does not fail the bench), 1 when something could not.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import harness  # noqa: E402
+
+MIB = 1 << 20
+RESULTS_MD = os.path.join(harness.BUILD, "bench-results.md")
+
+# Ports inside each path's private network namespace (the real numbers).
+P_USBMUXD_TCP = 27015      # Apple's usbmuxd TCP listener on Windows
+P_REVERSE_PROXY = 23333    # the seed's host reverse proxy
+P_TUNNEL = 27016           # muxshim-host
+HOP_NAMES = {P_USBMUXD_TCP: ":27015", P_REVERSE_PROXY: ":23333", P_TUNNEL: ":27016"}
+
+
+class BenchError(Exception):
+    pass
+
+
+class Deadline(BaseException):   # not caught by the per-measurement handlers
+    pass
+
+
+# --------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------
+
+def log(msg):
+    print("bench: " + msg, file=sys.stderr, flush=True)
+
+
+def killpg(pgid):
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run(argv, timeout):
+    """Run argv in its own session; kill its group on timeout. (rc, out, err)."""
+    p = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        killpg(p.pid)
+        out, err = p.communicate()
+        raise BenchError("%s timed out after %.0f s; stderr: %s"
+                         % (" ".join(map(str, argv)), timeout,
+                            err.decode("utf-8", "replace")[-1000:]))
+    finally:
+        killpg(p.pid)
+    return p.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+class NetNS:
+    """A fresh network namespace with lo up, held open by a sleeping process.
+    wrap(argv) runs argv inside it (nsenter execs, so the pid is the
+    program's own)."""
+
+    def __init__(self, name, logdir):
+        self.name = name
+        self.holder = harness.Proc(
+            ["unshare", "--net", "sh", "-c",
+             "ip link set lo up && echo netns ready && exec sleep infinity"],
+            name=name + "-netns", logdir=logdir, ready_line=r"^netns ready$")
+
+    def start(self):
+        self.holder.start()
+        self.pid = self.holder.pid
+        return self
+
+    def wrap(self, argv):
+        return ["nsenter", "--net=/proc/%d/ns/net" % self.pid, "--"] + [str(a) for a in argv]
+
+    def listening(self, port):
+        for table in ("tcp", "tcp6"):
+            try:
+                with open("/proc/%d/net/%s" % (self.pid, table)) as f:
+                    next(f)
+                    for line in f:
+                        fields = line.split()
+                        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                            return True
+            except (OSError, StopIteration):
+                continue
+        return False
+
+    def time_wait(self):
+        """TIME_WAIT sockets in this namespace: (total, {port of a hop: count})."""
+        rc, out, err = run(self.wrap(["ss", "-Htan", "state", "time-wait"]), 30)
+        if rc != 0:
+            raise BenchError("ss failed in %s: %s" % (self.name, err))
+        total, by_port = 0, {}
+        for line in out.splitlines():
+            f = line.split()
+            if len(f) < 4:
+                continue
+            total += 1
+            local, peer = int(f[-2].rsplit(":", 1)[1]), int(f[-1].rsplit(":", 1)[1])
+            for port in (local, peer):
+                if port in HOP_NAMES:
+                    by_port[port] = by_port.get(port, 0) + 1
+                    break
+        return total, by_port
+
+    def stop(self):
+        self.holder.stop(timeout=2)
+
+
+def muxconn(args, ns=None, timeout=90):
+    argv = [harness.tool("muxconn")] + [str(a) for a in args]
+    if ns is not None:
+        argv = ns.wrap(argv)
+    rc, out, err = run(argv, timeout)
+    lines = [l for l in out.splitlines() if l.strip()]
+    try:
+        r = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise BenchError("muxconn %s: rc=%d, no JSON line; stderr: %s"
+                         % (" ".join(map(str, args)), rc, err.strip()[-800:]))
+    if rc != 0 or not r.get("ok"):
+        raise BenchError("muxconn %s failed (rc=%d): %s"
+                         % (" ".join(map(str, args)), rc,
+                            r.get("error") or err.strip()[-800:] or "no reason given"))
+    return r
+
+
+class Path:
+    """One way from a client to the server side, with the daemons it needs."""
+
+    def __init__(self, key, label, logdir, netns=False):
+        self.key = key
+        self.label = label
+        self.logdir = logdir
+        self.ns = NetNS(key, logdir) if netns else None
+        self.socket = None     # the client connects here (a UNIX socket) ...
+        self.tcp = None        # ... or here (HOST:PORT)
+        self.procs = []
+        self.daemons = {}      # display name -> Proc, for RSS
+        self.error = None
+        self.sessions = 0      # usbmuxd sessions run through it
+
+    def spawn(self, argv, name, **ready):
+        if self.ns is not None:
+            argv = self.ns.wrap(argv)
+        p = harness.Proc(argv, name=self.key + "-" + name, logdir=self.logdir, **ready)
+        self.procs.append(p)
+        p.start()
+        return p
+
+    def shim(self, listen, upstream, *extra, name="muxshim"):
+        argv = [harness.shim_binary(), "--listen", listen, "--upstream", upstream,
+                "--log-level", "warn"] + list(extra)
+        return self.spawn(argv, name, ready_socket=listen)
+
+    def helper(self, port, upstream):
+        argv = [os.path.join(harness.BUILD, "muxshim-host"), "--listen", "127.0.0.1:%d" % port,
+                "--upstream", upstream, "--log-level", "warn"]
+        return self.spawn(argv, "muxshim-host", ready_fn=self.tcp_ready(port))
+
+    def tcp_ready(self, port):
+        if self.ns is not None:
+            return lambda: self.ns.listening(port)
+        return lambda: harness.tcp_listening(port)
+
+    def logs(self, lines=12):
+        return "\n".join(p.log_tail(lines) for p in self.procs)
+
+    def last_warning(self):
+        """The newest warn/error line any daemon of the path logged."""
+        best = None
+        for p in self.procs:
+            for line in p.stderr_text().splitlines():
+                if " warn: " in line or " error: " in line:
+                    if best is None or line[:24] > best[:24]:
+                        best = line
+        if best is None:
+            return None
+        m = best.split("]", 1)     # drop the timestamp and "name[pid]"
+        return (best.split(" ", 1)[1].split("[")[0] + ":" + m[1])[:300] if len(m) == 2 else best
+
+    def dead(self):
+        return [p.name for p in self.procs if not p.alive()]
+
+    def fail(self, what, exc, res, metric=None):
+        """Record a failed measurement. The path is given up only when one of
+        its daemons is gone; otherwise only `metric` is not measured again."""
+        dead = self.dead()
+        full = str(exc).strip()
+        first = full.split("\n--- ")[0].split("\n")[0][:400]   # before any log tail
+        msg = "%s: %s: %s" % (self.label, what, first)
+        if dead:
+            msg += " [not running any more: %s]" % ", ".join(dead)
+            self.error = msg
+        said = self.last_warning()
+        res["errors"].append(msg + (" — %s" % said if said else "") + " (details on stderr)")
+        if metric is not None:
+            res["failed"][(self.key,) + tuple(metric)] = msg
+        log("ERROR %s: %s: %s\n%s" % (self.label, what, full, self.logs()))
+
+    def stop(self):
+        for p in reversed(self.procs):
+            try:
+                p.stop(timeout=2)
+            except Exception as e:  # cleanup goes on
+                log("stopping %s: %s" % (p.name, e))
+        if self.ns is not None:
+            self.ns.stop()
+
+
+def rss(proc):
+    try:
+        return harness.proc_rss_kib(proc.pid)
+    except (OSError, TypeError):
+        return None
+
+
+class Samples:
+    """metric key -> {round: value}; medians and comparisons of medians."""
+
+    def __init__(self):
+        self.d = {}
+
+    def add(self, key, rnd, value):
+        self.d.setdefault(key, {})[rnd] = value
+
+    def get(self, key):
+        v = list(self.d.get(key, {}).values())
+        return statistics.median(v) if v else None
+
+    def ratio(self, key, base):
+        """Ratio of the medians (so that it matches the figures shown)."""
+        a, b = self.get(key), self.get(base)
+        return None if a is None or not b else a / b
+
+    def diff(self, key, base):
+        a, b = self.get(key), self.get(base)
+        return None if a is None or b is None else a - b
+
+    def best(self, key):
+        """The lowest value (for latencies on a noisy machine, where load
+        from elsewhere only ever adds)."""
+        v = list(self.d.get(key, {}).values())
+        return min(v) if v else None
+
+    def diff_best(self, key, base):
+        a, b = self.best(key), self.best(base)
+        return None if a is None or b is None else a - b
+
+
+# --------------------------------------------------------------------------
+# Part A: the real usbmuxd
+# --------------------------------------------------------------------------
+
+def build_paths_a(mux, logdir, res):
+    paths = []
+
+    def make(key, label, setup):
+        p = Path(key, label, os.path.join(logdir, key), netns=True)
+        os.makedirs(p.logdir, exist_ok=True)
+        paths.append(p)
+        try:
+            p.ns.start()
+            setup(p)
+        except Exception as e:
+            p.fail("start-up", e, res)
+            p.error = p.error or "start-up failed"
+
+    def direct(p):
+        p.socket = mux.socket
+
+    def shim(p):
+        p.socket = os.path.join(p.logdir, "client.sock")
+        p.daemons["muxshim (unix:)"] = p.shim(p.socket, "unix:" + mux.socket)
+
+    def socat(p):
+        p.socket = os.path.join(p.logdir, "client.sock")
+        p.spawn(["socat", "UNIX-LISTEN:%s,fork" % p.socket, "UNIX-CONNECT:" + mux.socket],
+                "socat", ready_socket=p.socket)
+
+    def usbmuxd_tcp(p):
+        p.spawn(["socat", "TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork" % P_USBMUXD_TCP,
+                 "UNIX-CONNECT:" + mux.socket], "usbmuxd-tcp", ready_fn=p.tcp_ready(P_USBMUXD_TCP))
+
+    def tunnel(p):
+        p.daemons["muxshim-host (unix: upstream)"] = p.helper(P_TUNNEL, "unix:" + mux.socket)
+        p.socket = os.path.join(p.logdir, "client.sock")
+        p.daemons["muxshim (tunnel:)"] = p.shim(p.socket, "tunnel:127.0.0.1:%d" % P_TUNNEL)
+
+    def tunnel_tcp(p):
+        usbmuxd_tcp(p)
+        p.daemons["muxshim-host (tcp: upstream)"] = p.helper(
+            P_TUNNEL, "tcp:127.0.0.1:%d" % P_USBMUXD_TCP)
+        p.socket = os.path.join(p.logdir, "client.sock")
+        p.daemons["muxshim (tunnel:, for tcp: upstream)"] = p.shim(
+            p.socket, "tunnel:127.0.0.1:%d" % P_TUNNEL)
+
+    def standin(p):
+        usbmuxd_tcp(p)
+        p.tcp = "127.0.0.1:%d" % P_USBMUXD_TCP
+
+    def chain(p):
+        usbmuxd_tcp(p)
+        p.spawn(["socat", "TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork" % P_REVERSE_PROXY,
+                 "TCP:127.0.0.1:%d" % P_USBMUXD_TCP], "reverse-proxy",
+                ready_fn=p.tcp_ready(P_REVERSE_PROXY))
+        p.socket = os.path.join(p.logdir, "client.sock")
+        p.spawn(["socat", "UNIX-LISTEN:%s,fork" % p.socket, "TCP:127.0.0.1:%d" % P_REVERSE_PROXY],
+                "container-hop", ready_socket=p.socket)
+
+    make("direct", "direct", direct)
+    make("muxshim", "muxshim", shim)
+    make("socat", "socat", socat)
+    make("tunnel", "muxshim tunnel", tunnel)
+    make("tunnel_tcp", "muxshim tunnel, TCP upstream", tunnel_tcp)
+    make("standin", "(TCP stand-in alone: client -> socat :27015)", standin)
+    make("chain", "seed chain", chain)
+    return paths
+
+
+def list_loop(p, count, parallel):
+    args = (["--tcp", p.tcp] if p.tcp else ["--socket", p.socket])
+    args += ["--list-loop", count, "--timeout", 60]
+    if parallel > 1:
+        args += ["--parallel", parallel]
+    r = muxconn(args, ns=p.ns, timeout=75)
+    if r.get("list_sessions") != count:
+        raise BenchError("ran %s of %d sessions" % (r.get("list_sessions"), count))
+    p.sessions += count
+    return r["sessions_per_s"]
+
+
+def part_a(paths, args, res):
+    S, failed = res["samples"], res["failed"]
+    live = [p for p in paths if p.error is None]
+    # 1. TIME_WAIT per 1,000 sessions, in each path's own namespace, before
+    #    anything else ran through it (except the start-up checks, which the
+    #    before/after difference takes out).
+    n = args.tw_sessions
+    for p in live:
+        try:
+            before, hop_before = p.ns.time_wait()
+            list_loop(p, n, 1)
+            time.sleep(0.3)         # let the last closes complete
+            after, hop_after = p.ns.time_wait()
+            res["tw"][p.key] = {
+                "total": (after - before) * 1000.0 / n,
+                "hops": {port: (hop_after.get(port, 0) - hop_before.get(port, 0)) * 1000.0 / n
+                         for port in set(hop_after) | set(hop_before)}}
+        except Exception as e:
+            p.fail("TIME_WAIT run (%d sequential sessions)" % n, e, res, ("tw",))
+    # 2. Warm up, and size each path's samples to take about --sample-seconds.
+    counts = {}
+    for p in live:
+        for par in (1, 8):
+            if p.error:
+                break
+            try:
+                rate = list_loop(p, 400, par)
+                counts[(p.key, par)] = max(400, min(40000,
+                                                    int(rate * args.sample_seconds / 100) * 100))
+            except Exception as e:
+                p.fail("warm-up, 400 sessions, parallel %d" % par, e, res, ("list", par))
+    # 3. The rounds.
+    for rnd in range(args.reps):
+        for par in (1, 8):
+            for p in live:
+                if p.error or (p.key, "list", par) in failed:
+                    continue
+                n = counts[(p.key, par)]
+                try:
+                    S.add(("list", p.key, par), rnd, list_loop(p, n, par))
+                except Exception as e:
+                    p.fail("%d sessions, parallel %d" % (n, par), e, res, ("list", par))
+        log("part A round %d/%d done" % (rnd + 1, args.reps))
+    # 4. TIME_WAIT on each hop after everything that ran through the path.
+    for p in live:
+        if p.key in res["tw"]:
+            try:
+                total, hops = p.ns.time_wait()
+                res["tw_end"][p.key] = {"total": total, "hops": hops, "sessions": p.sessions}
+            except Exception as e:
+                log("TIME_WAIT count for %s: %s" % (p.label, e))
+
+
+# --------------------------------------------------------------------------
+# Part B: a fake device
+# --------------------------------------------------------------------------
+
+def build_paths_b(fd, logdir, res):
+    paths = []
+
+    def make(key, label, setup):
+        p = Path(key, label, os.path.join(logdir, key))
+        os.makedirs(p.logdir, exist_ok=True)
+        paths.append(p)
+        try:
+            setup(p)
+        except Exception as e:
+            p.fail("start-up", e, res)
+            p.error = p.error or "start-up failed"
+
+    def direct(p):
+        p.socket = fd.socket
+
+    def shim(p):
+        p.socket = os.path.join(p.logdir, "client.sock")
+        p.daemons["muxshim (unix:) [B]"] = p.shim(p.socket, "unix:" + fd.socket)
+
+    def shim_nosplice(p):
+        p.socket = os.path.join(p.logdir, "client.sock")
+        p.daemons["muxshim --no-splice [B]"] = p.shim(p.socket, "unix:" + fd.socket,
+                                                      "--no-splice")
+
+    def socat(p):
+        p.socket = os.path.join(p.logdir, "client.sock")
+        p.spawn(["socat", "UNIX-LISTEN:%s,fork" % p.socket, "UNIX-CONNECT:" + fd.socket],
+                "socat", ready_socket=p.socket)
+
+    def tunnel(p):
+        port = harness.free_tcp_port()
+        p.daemons["muxshim-host [B]"] = p.helper(port, "unix:" + fd.socket)
+        p.socket = os.path.join(p.logdir, "client.sock")
+        p.daemons["muxshim (tunnel:) [B]"] = p.shim(p.socket, "tunnel:127.0.0.1:%d" % port)
+
+    make("direct", "direct", direct)
+    make("muxshim", "muxshim (splice)", shim)
+    make("nosplice", "muxshim --no-splice", shim_nosplice)
+    make("socat", "socat", socat)
+    make("tunnel", "muxshim tunnel", tunnel)
+    return paths
+
+
+def rtt(p, port, count, size=1024):
+    r = muxconn(["--socket", p.socket, "--port", port, "--rtt", count, "--size", size,
+                 "--timeout", 60], timeout=75)
+    return r["p50_us"], r["p99_us"]
+
+
+def part_b(paths, devport, args, res):
+    S, failed = res["samples"], res["failed"]
+    live = [p for p in paths if p.error is None]
+
+    def bulk(p, mode, n, seed):
+        r = muxconn(["--socket", p.socket, "--port", devport, "--" + mode, n, "--seed", seed,
+                     "--timeout", 60], timeout=75)
+        return r["mbps"]
+
+    def measure(p, mode, rnd, fn):
+        if p.error or (p.key, mode) in failed:
+            return
+        try:
+            fn()
+        except Exception as e:
+            p.fail("--%s" % mode if rnd is not None else "warm-up --%s" % mode, e, res, (mode,))
+
+    for p in live:      # warm-up: a small transfer each way and a few round trips
+        measure(p, "recv", None, lambda: bulk(p, "recv", 4 * MIB, 99))
+        measure(p, "send", None, lambda: bulk(p, "send", 4 * MIB, 99))
+        measure(p, "rtt", None, lambda: rtt(p, devport, 200))
+    nbytes = args.bulk_mib * MIB
+    for rnd in range(args.reps):
+        for mode in ("recv", "send"):
+            for p in live:
+                measure(p, mode, rnd, lambda: S.add((mode, p.key), rnd,
+                                                    bulk(p, mode, nbytes, rnd + 1)))
+        for p in live:
+            def one():
+                p50, p99 = rtt(p, devport, args.rtt)
+                S.add(("p50", p.key), rnd, p50)
+                S.add(("p99", p.key), rnd, p99)
+            measure(p, "rtt", rnd, one)
+        log("part B round %d/%d done" % (rnd + 1, args.reps))
+    # Round trips while another stream of the same path saturates it.
+    for p in live:
+        if p.error or p.key not in args.load_paths:
+            continue
+        load = harness.Proc([harness.tool("muxconn"), "--socket", p.socket, "--port", devport,
+                             "--recv", 1 << 42, "--timeout", 120],
+                            name=p.key + "-bulk", logdir=p.logdir, ready_fn=lambda: True)
+        try:
+            load.start()
+            time.sleep(0.5)                 # let the transfer ramp up
+            for rnd in range(args.reps):
+                if not load.alive():
+                    raise BenchError("the background bulk transfer ended early: "
+                                     + load.log_tail(5))
+                p50, p99 = rtt(p, devport, args.load_rtt)
+                S.add(("p50_load", p.key), rnd, p50)
+                S.add(("p99_load", p.key), rnd, p99)
+            if not load.alive():
+                raise BenchError("the background bulk transfer ended during the round trips: "
+                                 + load.log_tail(5))
+        except Exception as e:
+            p.fail("round trips under bulk load", e, res, ("rtt_load",))
+        finally:
+            load.kill()
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+def table(header, rows):
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+
+    def fmt(r):
+        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                 for i, (c, w) in enumerate(zip(r, widths))) + " |"
+    sep = "|" + "|".join(("-" * (w + 1) + ":") if i else (":" + "-" * (w + 1))
+                         for i, w in enumerate(widths)) + "|"
+    return "\n".join([fmt(cells[0]), sep] + [fmt(r) for r in cells[1:]])
+
+
+def f0(x):
+    return "FAIL" if x is None else "{:,.0f}".format(x)
+
+
+def f1(x):
+    return "FAIL" if x is None else "{:,.1f}".format(x)
+
+
+def fx(r):
+    return "—" if r is None else "%.2fx" % r
+
+
+def fdiff(d):
+    return "FAIL" if d is None else "%+.0f" % d
+
+
+def verdict(ok):
+    """None: the figure could not be measured (see Errors)."""
+    return "FAIL" if ok is None else ("PASS" if ok else "MISS")
+
+
+def report(env, paths_a, paths_b, res, rss_start, rss_end, args, elapsed):
+    S = res["samples"]
+    out = []
+
+    # A
+    out.append("## A. Real usbmuxd: ListDevices sessions\n")
+    rows = []
+    for p in paths_a:
+        tw, te = res["tw"].get(p.key), res["tw_end"].get(p.key)
+        if tw is None:
+            twc = "FAIL"
+        else:
+            twc = f0(tw["total"])
+            hops = {k: v for k, v in tw["hops"].items() if v}
+            if hops:
+                twc += " (" + ", ".join("%s %s" % (HOP_NAMES[k], f0(v))
+                                        for k, v in sorted(hops.items())) + ")"
+        end = "—"
+        if te is not None and p.key.startswith("tunnel"):
+            end = "%d on :27016, %d on :27015 after %s sessions" % (
+                te["hops"].get(P_TUNNEL, 0), te["hops"].get(P_USBMUXD_TCP, 0),
+                "{:,}".format(te["sessions"]))
+        row = [p.label]
+        for par in (1, 8):
+            k = ("list", p.key, par)
+            row += [f0(S.get(k)), fx(S.ratio(k, ("list", "direct", par)))]
+        rows.append(row + [twc, end])
+    out.append(table(["path", "sessions/s", "vs direct", "8 parallel: sessions/s", "vs direct",
+                      "TIME_WAIT / 1,000 sessions (by hop)", "TIME_WAIT on tunnel hops, end"],
+                     rows))
+
+    # B
+    out.append("\n## B. Fake device: one Connect session\n")
+    rows = []
+    for p in paths_b:
+        row = [p.label]
+        for mode in ("recv", "send"):
+            row += [f0(S.get((mode, p.key))), fx(S.ratio((mode, p.key), (mode, "direct")))]
+        rows.append(row)
+    out.append(table(["path", "recv MB/s", "vs direct", "send MB/s", "vs direct"], rows))
+    out.append("\nBulk: %d MiB per transfer, MB = 10^6 bytes.\n" % args.bulk_mib)
+    rows = []
+    for p in paths_b:
+        k = ("p99", p.key)
+        direct = p.key == "direct"
+        rows.append([p.label, f0(S.get(("p50", p.key))), f0(S.get(k)),
+                     "—" if direct else fdiff(S.diff(k, ("p99", "direct"))),
+                     f0(S.best(k)), "—" if direct else fdiff(S.diff_best(k, ("p99", "direct")))])
+    out.append(table(["path", "RTT p50 us", "RTT p99 us", "p99 added us", "best p99 us",
+                      "best p99 added us"], rows))
+    out.append("\nRTT: %d round trips of a 1 KiB request/response per sample; \"best\" is the "
+               "lowest of the %d rounds." % (args.rtt, args.reps))
+    rows = []
+    for p in paths_b:
+        if p.key in args.load_paths:
+            rows.append([p.label + ", under bulk", f0(S.get(("p50_load", p.key))),
+                         f0(S.get(("p99_load", p.key))), f0(S.best(("p99_load", p.key)))])
+    out.append("\nRTT while another stream of the same path runs a saturating `--recv` "
+               "(%d round trips per sample):\n" % args.load_rtt)
+    out.append(table(["path", "RTT p50 us", "RTT p99 us", "best p99 us"], rows))
+
+    # C
+    out.append("\n## C. Idle RSS (VmRSS, KiB)\n")
+    rows = [[name, f0(rss_start.get(name)), f0(rss_end.get(name))] for name in rss_start]
+    out.append(table(["process", "after start-up", "after the runs"], rows))
+
+    # Targets
+    tg = []
+
+    def target(what, value, ok):
+        tg.append([what, value, verdict(ok)])
+
+    def ge(r, t):
+        return None if r is None else r >= t
+
+    def fx3(r):     # the targets table shows one more digit
+        return "—" if r is None else "%.3fx" % r
+
+    for par, lbl in ((1, "sequential"), (8, "8 parallel")):
+        r = S.ratio(("list", "muxshim", par), ("list", "direct", par))
+        target("muxshim sessions/s >= 0.5x direct, %s" % lbl, fx3(r), ge(r, 0.5))
+        r = S.ratio(("list", "muxshim", par), ("list", "socat", par))
+        target("muxshim sessions/s >= 3x socat, %s" % lbl, fx3(r), ge(r, 3))
+    for key, lbl in (("muxshim", "muxshim"), ("nosplice", "muxshim --no-splice")):
+        for mode in ("recv", "send"):
+            r = S.ratio((mode, key), (mode, "direct"))
+            target("%s bulk >= 0.7x direct, --%s" % (lbl, mode), fx3(r), ge(r, 0.7))
+    for key, lbl in (("muxshim", "muxshim"), ("nosplice", "muxshim --no-splice")):
+        d = S.diff(("p99", key), ("p99", "direct"))
+        db = S.diff_best(("p99", key), ("p99", "direct"))
+        target("%s added p99 RTT <= 100 us" % lbl,
+               "FAIL" if d is None else "%s us (best of rounds: %s us)" % (fdiff(d), fdiff(db)),
+               None if d is None else d <= 100)
+    for name in rss_start:
+        vals = [v for v in (rss_start.get(name), rss_end.get(name)) if v is not None]
+        target("idle RSS <= 4 MiB: %s" % name, "%s KiB" % f0(max(vals)) if vals else "FAIL",
+               (max(vals) <= 4096) if vals else None)
+    for par, lbl in ((1, "sequential"), (8, "8 parallel")):
+        r = S.ratio(("list", "tunnel", par), ("list", "direct", par))
+        target("tunnel sessions/s >= 0.4x direct, %s" % lbl, fx3(r), ge(r, 0.4))
+        r = S.ratio(("list", "tunnel", par), ("list", "chain", par))
+        target("tunnel sessions/s >= 5x seed chain, %s" % lbl, fx3(r), ge(r, 5))
+    for mode in ("recv", "send"):
+        r = S.ratio((mode, "tunnel"), (mode, "direct"))
+        target("tunnel bulk >= 0.5x direct, --%s" % mode, fx3(r), ge(r, 0.5))
+    v = S.get(("p99_load", "tunnel"))
+    target("tunnel p99 RTT under saturating bulk <= 5 ms",
+           "FAIL" if v is None else "%.2f ms" % (v / 1000), None if v is None else v <= 5000)
+    for key, lbl in (("tunnel", "unix: upstream"), ("tunnel_tcp", "TCP upstream")):
+        te = res["tw_end"].get(key)
+        n = None if te is None else te["hops"].get(P_TUNNEL, 0)
+        target("zero TIME_WAIT on the tunnel hop (%s)" % lbl,
+               "FAIL" if te is None
+               else "%d after %s sessions" % (n, "{:,}".format(te["sessions"])),
+               None if te is None else n == 0)
+    te, tw = res["tw_end"].get("tunnel_tcp"), res["tw"].get("tunnel_tcp")
+    if te is None or tw is None:
+        target("no TIME_WAIT per session on the tunnel's upstream hop (TCP upstream)", "FAIL", None)
+    else:
+        per = tw["hops"].get(P_USBMUXD_TCP, 0)
+        n = te["hops"].get(P_USBMUXD_TCP, 0)
+        target("no TIME_WAIT per session on the tunnel's upstream hop (TCP upstream)",
+               "%s per 1,000; %d after %s sessions" % (f0(per), n, "{:,}".format(te["sessions"])),
+               per < 1 and n < 10)
+    out.append("\n## Targets\n")
+    out.append(table(["target", "measured", ""], tg))
+    out.append("\nFAIL = could not be measured (see Errors).")
+
+    errors = res["errors"]
+    if errors:
+        out.append("\n## Errors\n")
+        out.extend("- " + " ".join(e.split()) for e in errors)
+    body = "\n".join(out) + "\n"
+
+    header = ("# muxshim benchmark results\n\n"
+              "- date: %s\n- kernel: %s\n- CPU: %s, %s CPUs (nproc)\n- commit: %s\n"
+              "- load average (1, 5, 15 min) at start: %s; at end: %s\n"
+              "- statistic: median of %d rounds (all paths measured back to back in each "
+              "round); ratios and differences are those of the medians\n"
+              "- bench wall time: %.0f s\n\n"
+              % (env["date"], env["kernel"], env["cpu"], env["nproc"], env["commit"],
+                 env["load_start"], loadavg(), args.reps, elapsed))
+    raw = ["\n## Raw samples (one per round)\n", "```"]
+    for key in sorted(S.d, key=str):
+        vals = S.d[key]
+        raw.append("%-20s %s" % (" ".join(map(str, key)),
+                                 " ".join("%9s" % f1(vals[r]) for r in sorted(vals))))
+    raw.append("```")
+    md = header + body + "\n".join(raw) + "\n"
+    misses = [r for r in tg if r[2] != "PASS"]
+    return body, md, misses, errors
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def environment():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "-C", harness.ROOT, "describe", "--always", "--dirty"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+            "kernel": platform.release(), "cpu": cpu, "nproc": os.cpu_count(),
+            "commit": commit or "unknown", "load_start": loadavg()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description="muxshim benchmarks (see the module docstring)")
+    ap.add_argument("--reps", type=int, default=7, help="rounds; figures are their median")
+    ap.add_argument("--sample-seconds", type=float, default=0.5,
+                    help="about how long one ListDevices sample runs")
+    ap.add_argument("--tw-sessions", type=int, default=1000,
+                    help="sequential sessions of the TIME_WAIT count (reported per 1,000)")
+    ap.add_argument("--bulk-mib", type=int, default=256, help="size of one bulk transfer")
+    ap.add_argument("--rtt", type=int, default=5000, help="round trips per RTT sample")
+    ap.add_argument("--load-rtt", type=int, default=2000,
+                    help="round trips per sample under bulk load")
+    ap.add_argument("--time-limit", type=int, default=420, help="abort after this many seconds")
+    ap.add_argument("--out", default=RESULTS_MD, help="markdown results (default %(default)s)")
+    args = ap.parse_args()
+    args.load_paths = ("direct", "tunnel")
+
+    if os.geteuid() != 0:
+        sys.exit("bench: needs root (namespaces, a private usbmuxd)")
+    try:
+        for b in (harness.shim_binary(), os.path.join(harness.BUILD, "muxshim-host")):
+            harness.require_binary(b, "run `make all tools`")
+        for t in ("muxconn", "fakedev", "devsvc"):
+            harness.tool(t)
+    except harness.HarnessError as e:
+        sys.exit("bench: %s" % e)
+    for cmd in ("socat", "ss", "nsenter", "unshare", "ip"):
+        if not shutil.which(cmd):
+            sys.exit("bench: %s not found (`make deps` installs it)" % cmd)
+
+    def on_alarm(signum, frame):
+        raise Deadline("the bench ran longer than %d s (--time-limit)" % args.time_limit)
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(args.time_limit)
+
+    t0 = time.monotonic()
+    env = environment()
+    logdir = harness.tempdir("bench")
+    res = {"samples": Samples(), "tw": {}, "tw_end": {}, "failed": {}, "errors": []}
+    paths_a, paths_b = [], []
+    rss_start, rss_end = {}, {}
+    fatal = None
+    try:
+        log("part A: a private usbmuxd; 7 paths, each in its own network namespace")
+        mux = harness.PrivateUsbmuxd(os.path.join(logdir, "usbmuxd"), verbose=0).start()
+        paths_a = build_paths_a(mux, os.path.join(logdir, "a"), res)
+        for p in paths_a:
+            rss_start.update({n: rss(d) for n, d in p.daemons.items()})
+        part_a(paths_a, args, res)
+        time.sleep(0.5)
+        for p in paths_a:
+            rss_end.update({n: rss(d) if d.alive() else None for n, d in p.daemons.items()})
+            p.stop()
+        mux.stop()
+
+        log("part B: fakedev + devsvc; 5 paths")
+        fdev = harness.FakeDev(os.path.join(logdir, "fakedev.sock"), logdir=logdir).start()
+        dsvc = harness.DevSvc(logdir=logdir).start()
+        paths_b = build_paths_b(fdev, os.path.join(logdir, "b"), res)
+        for p in paths_b:
+            rss_start.update({n: rss(d) for n, d in p.daemons.items()})
+        part_b(paths_b, dsvc.port, args, res)
+        time.sleep(0.5)
+        for p in paths_b:
+            rss_end.update({n: rss(d) if d.alive() else None for n, d in p.daemons.items()})
+        if not fdev.alive() or not dsvc.alive():
+            raise BenchError("fakedev or devsvc died during the runs\n%s\n%s"
+                             % (fdev.log_tail(10), dsvc.log_tail(10)))
+    except (Deadline, harness.HarnessError, BenchError) as e:
+        fatal = str(e)
+        log("FATAL: " + fatal)
+    except KeyboardInterrupt:
+        fatal = "interrupted"
+        log("interrupted")
+    finally:
+        signal.alarm(0)
+        for p in paths_a + paths_b:
+            p.stop()
+        harness.cleanup_all()
+
+    body, md, misses, errors = report(env, paths_a, paths_b, res, rss_start, rss_end, args,
+                                      time.monotonic() - t0)
+    if fatal:
+        body += "\nFATAL: %s\n" % fatal
+        md += "\nFATAL: %s\n" % fatal
+    print()
+    print("muxshim benchmarks — %s — kernel %s — %s x%s — load %s (start), %s (end) — "
+          "median of %d rounds" % (env["date"], env["kernel"], env["cpu"], env["nproc"],
+                                   env["load_start"], loadavg(), args.reps))
+    print()
+    print(body)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(md)
+    print("written to %s; %d target(s) not met; %.0f s"
+          % (os.path.relpath(args.out, harness.ROOT), len(misses), time.monotonic() - t0))
+    return 1 if (fatal or errors) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
