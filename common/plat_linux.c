@@ -1,10 +1,12 @@
 /* Linux-only parts of plat.h: splice(2), TCP send-queue inspection. */
 #include "plat.h"
+#include "plat_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 int plat_pipe_open(int p[2])
@@ -38,4 +40,17 @@ int plat_tcp_unacked(int fd)
 {
 	int n;
 	return ioctl(fd, SIOCOUTQ, &n) == 0 ? n : -errno;
+}
+
+/* One system call where other systems need three (socket, fcntl, fcntl). */
+int plat_socket_nb(int domain, int type, int protocol)
+{
+	int fd = socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+	return fd >= 0 ? fd : -errno;
+}
+
+int plat_accept_nb(int listen_fd)
+{
+	int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	return fd >= 0 ? fd : -errno;
 }

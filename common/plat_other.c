@@ -1,7 +1,10 @@
 /* Portable fallbacks for the Linux-only parts of plat.h (macOS, others). */
 #include "plat.h"
+#include "plat_internal.h"
 
 #include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 int plat_pipe_open(int p[2])
 {
@@ -25,4 +28,30 @@ int plat_tcp_unacked(int fd)
 {
 	(void)fd;
 	return -ENOTSUP;
+}
+
+int plat_socket_nb(int domain, int type, int protocol)
+{
+	int fd = socket(domain, type, protocol);
+	if (fd < 0)
+		return -errno;
+	int rc = plat_set_nb_cloexec(fd);
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+int plat_accept_nb(int listen_fd)
+{
+	int fd = accept(listen_fd, NULL, NULL);
+	if (fd < 0)
+		return -errno;
+	int rc = plat_set_nb_cloexec(fd);
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
+	return fd;
 }

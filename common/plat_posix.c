@@ -1,5 +1,6 @@
 /* POSIX implementation of plat.h (Linux and macOS). */
 #include "plat.h"
+#include "plat_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -68,7 +69,7 @@ void plat_close(int fd)
 		close(fd);
 }
 
-static int set_flags(int fd)
+int plat_set_nb_cloexec(int fd)
 {
 	int fl = fcntl(fd, F_GETFL);
 	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
@@ -95,12 +96,9 @@ int plat_unix_connect(const char *path, int *fd_out)
 	int rc = unix_sockaddr(path, &sa);
 	if (rc < 0)
 		return rc;
-	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	int fd = plat_socket_nb(AF_UNIX, SOCK_STREAM, 0);
 	if (fd < 0)
-		return -errno;
-	rc = set_flags(fd);
-	if (rc < 0)
-		goto out_close;
+		return fd;
 	/* A UNIX connect completes at once or fails at once; EAGAIN means the
 	 * listener's backlog is full and the caller may retry later. */
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
@@ -155,7 +153,7 @@ int plat_unix_listen(const char *path, unsigned mode, int backlog, int *fd_out,
 	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	if (fd < 0)
 		return -errno;
-	rc = set_flags(fd);
+	rc = plat_set_nb_cloexec(fd);
 	if (rc < 0)
 		goto out_close;
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
@@ -188,19 +186,14 @@ void plat_unix_unlink_if_ours(const char *path, const struct plat_file_id *id)
 int plat_accept(int listen_fd, int *fd_out)
 {
 	for (;;) {
-		int fd = accept(listen_fd, NULL, NULL);
+		int fd = plat_accept_nb(listen_fd);
 		if (fd >= 0) {
-			int rc = set_flags(fd);
-			if (rc < 0) {
-				close(fd);
-				return rc;
-			}
 			*fd_out = fd;
 			return 0;
 		}
-		if (errno == EINTR)
+		if (fd == -EINTR)
 			continue;
-		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+		return fd == -EWOULDBLOCK ? -EAGAIN : fd;
 	}
 }
 
@@ -221,7 +214,7 @@ int plat_signals_init(int *fd_out)
 	if (pipe(signal_pipe) < 0)
 		return -errno;
 	for (int i = 0; i < 2; i++) {
-		int rc = set_flags(signal_pipe[i]);
+		int rc = plat_set_nb_cloexec(signal_pipe[i]);
 		if (rc < 0)
 			return rc;
 	}
@@ -306,7 +299,7 @@ int plat_tcp_listen(const char *host, uint16_t port, int backlog, int *fd_out)
 			close(fd);
 			continue;
 		}
-		rc = set_flags(fd);
+		rc = plat_set_nb_cloexec(fd);
 		if (rc < 0) {
 			close(fd);
 			continue;
@@ -329,14 +322,9 @@ int plat_tcp_connect(const char *host, uint16_t port, int *fd_out)
 	/* First address only: a non-blocking connect cannot walk the list
 	 * without a state machine, and loopback/host.docker.internal have one. */
 	struct addrinfo *ai = res;
-	int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+	int fd = plat_socket_nb(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
 	if (fd < 0) {
-		rc = -errno;
-		goto out;
-	}
-	rc = set_flags(fd);
-	if (rc < 0) {
-		close(fd);
+		rc = fd;
 		goto out;
 	}
 	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
