@@ -62,7 +62,16 @@ struct upstream {
 	struct tunnel *t;
 	struct link_stream *st;
 	struct loop_watch w;
+	struct loop_timer retry;
+	uint64_t started_ms;
+	unsigned delay_ms;
 };
+
+#define RETRY_FIRST_MS   5
+#define RETRY_MAX_MS     100
+#define RETRY_WINDOW_MS  2000
+
+static void upstream_try(struct upstream *u);
 
 static struct helper helper;
 
@@ -108,18 +117,14 @@ static void on_upstream_writable(struct loop_watch *w, unsigned ev)
 	upstream_connected(u, fd);
 }
 
-static void tunnel_open(struct link *l, struct link_stream *st)
+static void on_upstream_retry(struct loop_timer *t)
 {
-	struct tunnel *t = link_ctx(l);
-	struct helper *h = t->h;
-	struct upstream *u = calloc(1, sizeof(*u));
-	if (!u) {
-		link_stream_reset(st, TUN_RESET_LOCAL_ERROR, "helper out of memory");
-		return;
-	}
-	u->t = t;
-	u->st = st;
-	link_stream_set_ctx(st, u);
+	upstream_try(t->ctx);
+}
+
+static void upstream_try(struct upstream *u)
+{
+	struct helper *h = u->t->h;
 	int fd, rc;
 	if (h->cfg.upstream.kind == ADDR_UNIX)
 		rc = plat_unix_connect(h->cfg.upstream.path, &fd);
@@ -134,11 +139,42 @@ static void tunnel_open(struct link *l, struct link_stream *st)
 		rc = loop_watch_set(h->loop, &u->w, LOOP_OUT);
 		if (rc == 0)
 			return;
+		loop_watch_remove(h->loop, &u->w);
 		plat_close(fd);
 	}
+	/* usbmuxd listens with a backlog of 5: a burst of sessions meets a
+	 * full queue (EAGAIN), which a moment later has room again. So does
+	 * a helper briefly out of descriptors. Retry those, briefly. */
+	bool transient = rc == -EAGAIN || rc == -EMFILE || rc == -ENFILE;
+	if (transient && loop_now(h->loop) - u->started_ms < RETRY_WINDOW_MS) {
+		if (rc != -EAGAIN)
+			acceptor_pause(&h->acceptor, rc);
+		loop_timer_arm(h->loop, &u->retry, u->delay_ms);
+		u->delay_ms = u->delay_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : u->delay_ms * 2;
+		return;
+	}
+	struct link_stream *st = u->st;
 	link_stream_set_ctx(st, NULL);
 	upstream_failed(u, rc);
 	free(u);
+}
+
+static void tunnel_open(struct link *l, struct link_stream *st)
+{
+	struct tunnel *t = link_ctx(l);
+	struct upstream *u = calloc(1, sizeof(*u));
+	if (!u) {
+		link_stream_reset(st, TUN_RESET_LOCAL_ERROR, "helper out of memory");
+		return;
+	}
+	u->t = t;
+	u->st = st;
+	u->started_ms = loop_now(t->h->loop);
+	u->delay_ms = RETRY_FIRST_MS;
+	loop_watch_init(&u->w, -1, on_upstream_writable, u);
+	loop_timer_init(&u->retry, on_upstream_retry, u);
+	link_stream_set_ctx(st, u);
+	upstream_try(u);
 }
 
 static void tunnel_stream_closed(struct link *l, struct link_stream *st)
@@ -147,6 +183,7 @@ static void tunnel_stream_closed(struct link *l, struct link_stream *st)
 	(void)l;
 	if (u) { /* closed while its upstream was still connecting */
 		int fd = u->w.fd;
+		loop_timer_cancel(u->t->h->loop, &u->retry);
 		loop_watch_remove(u->t->h->loop, &u->w);
 		plat_close(fd);
 		free(u);

@@ -213,31 +213,39 @@ static void stream_send_fin(struct link_stream *st)
 		tun_stream_sent(&st->ts, 0, true);
 }
 
-/* One read from the local socket into one DATA frame. */
+/* Reads the local socket into DATA frames: up to LINK_IN_CHUNK bytes per
+ * wake-up (several frames of at most the peer's max_frame), as far as the
+ * stream's credit and the tunnel's room allow. */
 static int stream_pump_local(struct link_stream *st)
 {
 	struct link *l = st->link;
-	uint32_t can = tun_stream_sendable(&l->mux, &st->ts);
-	if (can > sizeof(scratch))
-		can = sizeof(scratch);
-	if (can == 0)
-		return 0;
-	ssize_t r = plat_read(st->w.fd, scratch, can);
-	if (r == -EAGAIN)
-		return 0;
-	if (r < 0)
-		return (int)r;
-	if (r == 0) {
-		st->local_eof = true;
-		stream_send_fin(st);
-		return 0;
+	size_t budget = LINK_IN_CHUNK;
+	while (budget && out_has_room(l)) {
+		uint32_t can = tun_stream_sendable(&l->mux, &st->ts);
+		if (can > budget)
+			can = (uint32_t)budget;
+		if (can == 0)
+			return 0;
+		ssize_t r = plat_read(st->w.fd, scratch, can);
+		if (r == -EAGAIN)
+			return 0;
+		if (r < 0)
+			return (int)r;
+		if (r == 0) {
+			st->local_eof = true;
+			stream_send_fin(st);
+			return 0;
+		}
+		uint8_t h[TUN_HDR_LEN];
+		tun_header_encode(h, TUN_DATA, 0, st->ts.id, (uint32_t)r);
+		if (out_append(l, h, sizeof(h)) < 0 || out_append(l, scratch, (size_t)r) < 0)
+			return -EPIPE;
+		tun_stream_sent(&st->ts, (uint32_t)r, false);
+		l->stats.bytes_out += (uint64_t)r;
+		budget -= (size_t)r;
+		if ((uint32_t)r < can)
+			return 0; /* drained for now */
 	}
-	uint8_t h[TUN_HDR_LEN];
-	tun_header_encode(h, TUN_DATA, 0, st->ts.id, (uint32_t)r);
-	if (out_append(l, h, sizeof(h)) < 0 || out_append(l, scratch, (size_t)r) < 0)
-		return -EPIPE;
-	tun_stream_sent(&st->ts, (uint32_t)r, false);
-	l->stats.bytes_out += (uint64_t)r;
 	return 0;
 }
 

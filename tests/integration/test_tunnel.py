@@ -79,6 +79,14 @@ class RealUsbmuxdThroughTunnel(unittest.TestCase):
             for k in ("unix", "tcp"):
                 self.assertEqual(usbmuxd_request(self.paths[k], req), direct, (k, req))
 
+    def test_parallel_bursts_meet_usbmuxd_backlog(self):
+        """usbmuxd listens with a backlog of 5; 8 parallel clients overflow it
+        and the helper must retry (EAGAIN), not refuse the sessions."""
+        r = harness.muxconn("--list-loop", 3000, "--parallel", 8, socket=self.paths["unix"],
+                            timeout=300)
+        self.assertEqual(r["list_sessions"], 3000)
+        self.assertEqual(r["failed"], 0)
+
     def test_no_time_wait_on_tcp_upstream(self):
         before = time_wait_toward(self.tcp_port)
         r = harness.muxconn("--list-loop", 500, socket=self.paths["tcp"])
