@@ -27,8 +27,8 @@ HELPER_SRC := host-helper/main.c
 # Pure modules under unit test (no sockets, no loop).
 UNIT_SRC   := tests/unit/run.c tests/unit/test_buf.c tests/unit/test_addr.c \
               tests/unit/test_diag.c tests/unit/test_log.c \
-              tests/unit/test_loop.c tests/unit/test_codec.c tests/unit/test_mux.c tests/unit/test_sha256.c \
-              common/tunnel/codec.c common/tunnel/mux.c common/sha256.c common/buf.c common/addr.c common/log.c shim/diag.c \
+              tests/unit/test_loop.c tests/unit/test_codec.c tests/unit/test_mux.c tests/unit/test_sha256.c tests/unit/test_inspect.c \
+              common/tunnel/codec.c common/tunnel/mux.c common/sha256.c common/buf.c common/addr.c common/log.c shim/diag.c shim/inspect.c \
               common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC)
 
 PLIST_LIBS  = $(shell pkg-config --cflags --libs libplist-2.0 2>/dev/null)
@@ -78,17 +78,21 @@ tools: $(addprefix $(B)/tests/,$(TOOLS))
 
 $(B)/tests/unit: $(UNIT_SRC) $(wildcard tests/unit/*.h) $(COMMON_HDR) $(SHIM_HDR) Makefile
 	@mkdir -p $(B)/tests
-	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim $(UNIT_SRC) -o $@ -lcunit
+	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim $(UNIT_SRC) -o $@ -lcunit $(PLIST_LIBS)
 
 unit: $(B)/tests/unit
 	$(B)/tests/unit
 
 # libFuzzer targets, one per decoder; seed corpora live in tests/fuzz/corpus/.
-FUZZERS      := tunnel
+FUZZERS      := tunnel inspect
 FUZZ_SECONDS ?= 15
 $(B)/fuzz/fuzz_tunnel: tests/fuzz/fuzz_tunnel.c common/tunnel/codec.c common/tunnel/mux.c $(wildcard common/tunnel/*.h) Makefile
 	@mkdir -p $(B)/fuzz
 	$(CLANG) $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -Icommon $(filter %.c,$^) -o $@
+
+$(B)/fuzz/fuzz_inspect: tests/fuzz/fuzz_inspect.c shim/inspect.c shim/inspect.h Makefile
+	@mkdir -p $(B)/fuzz
+	$(CLANG) $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -Ishim $(filter %.c,$^) -o $@ $(PLIST_LIBS)
 
 # Each fuzzer runs for FUZZ_SECONDS on a scratch copy of its corpus.
 fuzz-smoke: $(addprefix $(B)/fuzz/fuzz_,$(FUZZERS))

@@ -11,6 +11,7 @@ int unit_loop(void);
 int unit_codec(void);
 int unit_mux(void);
 int unit_sha256(void);
+int unit_inspect(void);
 
 /* Adds a suite with the given tests; 0 or -1. */
 struct unit_test { const char *name; CU_TestFunc fn; };
