@@ -20,7 +20,8 @@ TUNNEL_SRC := common/tunnel/codec.c common/tunnel/mux.c common/tunnel/link.c com
 COMMON_SRC := common/log.c common/buf.c common/addr.c common/daemon.c common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC) \
               $(TUNNEL_SRC)
 COMMON_HDR := $(wildcard common/*.h common/tunnel/*.h)
-SHIM_SRC   := shim/main.c shim/session.c shim/upstream.c shim/diag.c shim/tunnel.c
+SHIM_SRC   := shim/main.c shim/session.c shim/upstream.c shim/diag.c shim/tunnel.c \
+              shim/inspect.c shim/stats.c shim/control.c
 SHIM_HDR   := $(wildcard shim/*.h)
 HELPER_SRC := host-helper/main.c
 
@@ -45,7 +46,7 @@ all: $(B)/muxshim $(B)/muxshim-host
 
 $(B)/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 	@mkdir -p $(B)
-	$(CC) $(ALLFLAGS) -Ishim $(SHIM_SRC) $(COMMON_SRC) -o $@
+	$(CC) $(ALLFLAGS) -Ishim $(SHIM_SRC) $(COMMON_SRC) -o $@ $(PLIST_LIBS)
 
 $(B)/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) Makefile
 	@mkdir -p $(B)
@@ -59,7 +60,7 @@ $(B)/asan/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) Makefile
 $(B)/asan/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 	@mkdir -p $(B)/asan
 	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim -DMUXSHIM_VERSION='"$(VERSION)"' \
-		$(SHIM_SRC) $(COMMON_SRC) -o $@
+		$(SHIM_SRC) $(COMMON_SRC) -o $@ $(PLIST_LIBS)
 
 # Installs only what is missing; `apt-get update` runs once, if at all.
 deps:

@@ -36,6 +36,9 @@ int plat_unix_listen(const char *path, unsigned mode, int backlog, int *fd_out,
 		     bool *replaced, struct plat_file_id *id);
 /* Removes path only if it is still the socket file we created. */
 void plat_unix_unlink_if_ours(const char *path, const struct plat_file_id *id);
+/* The process at the other end of a UNIX socket: pid (0 when it is not
+ * visible from this pid namespace) and uid. -ENOTSUP where unknown. */
+int plat_peer_cred(int fd, pid_t *pid, uid_t *uid);
 /* Accepts one connection as a non-blocking fd. */
 int plat_accept(int listen_fd, int *fd_out);
 

@@ -54,3 +54,14 @@ int plat_accept_nb(int listen_fd)
 	int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	return fd >= 0 ? fd : -errno;
 }
+
+int plat_peer_cred(int fd, pid_t *pid, uid_t *uid)
+{
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+		return -errno;
+	*pid = cr.pid;
+	*uid = cr.uid;
+	return 0;
+}

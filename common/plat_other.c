@@ -55,3 +55,11 @@ int plat_accept_nb(int listen_fd)
 	}
 	return fd;
 }
+
+int plat_peer_cred(int fd, pid_t *pid, uid_t *uid)
+{
+	(void)fd;
+	*pid = 0;
+	*uid = (uid_t)-1;
+	return -ENOTSUP;
+}

@@ -43,6 +43,16 @@ static void usage(FILE *f)
 		"  --connect-timeout MS    how long a session waits for a busy upstream (default 2000)\n"
 		"  --log-level LEVEL       error, warn, info or debug (default info)\n"
 		"  --no-splice             always copy through user space (for comparison)\n"
+		"  --control PATH          statistics socket for `muxshim stats` (default LISTEN.ctl;\n"
+		"                          \"none\" disables it)\n"
+		"  --metrics HOST:PORT     serve Prometheus metrics over HTTP (default: off)\n"
+		"  --stats-interval S      log a one-line summary every S seconds (default 300; 0 off)\n"
+		"  --warn-rate N           warn when one process opens more than N sessions/s over\n"
+		"                          10 s (default 5; 0 off)\n"
+		"  --no-inspect            do not look at usbmuxd requests (counts stay per process)\n"
+		"\n"
+		"muxshim stats [--json] [--control PATH | --listen PATH]\n"
+		"  asks a running muxshim who is using usbmuxd, how often and for what\n"
 		"  --help, --version\n");
 }
 
@@ -69,7 +79,8 @@ static void die_usage(const char *fmt, const char *arg)
 static void parse_args(int argc, char **argv, struct shim_config *cfg)
 {
 	enum { O_LISTEN = 256, O_MODE, O_UPSTREAM, O_MAXSESS, O_CTIMEOUT, O_LOGLEVEL, O_HELP,
-	       O_VERSION, O_NOSPLICE, O_TOKEN, O_TWAIT, O_KEEPALIVE };
+	       O_VERSION, O_NOSPLICE, O_TOKEN, O_TWAIT, O_KEEPALIVE, O_CONTROL, O_METRICS,
+	       O_INTERVAL, O_WARNRATE, O_NOINSPECT };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "socket-mode", required_argument, NULL, O_MODE },
@@ -81,6 +92,11 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		{ "token-file", required_argument, NULL, O_TOKEN },
 		{ "tunnel-wait", required_argument, NULL, O_TWAIT },
 		{ "keepalive", required_argument, NULL, O_KEEPALIVE },
+		{ "control", required_argument, NULL, O_CONTROL },
+		{ "metrics", required_argument, NULL, O_METRICS },
+		{ "stats-interval", required_argument, NULL, O_INTERVAL },
+		{ "warn-rate", required_argument, NULL, O_WARNRATE },
+		{ "no-inspect", no_argument, NULL, O_NOINSPECT },
 		{ "help", no_argument, NULL, O_HELP },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
@@ -97,6 +113,10 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 	cfg->splice = true;
 	cfg->tunnel_wait_ms = 2000;
 	cfg->keepalive_ms = 15000;
+	cfg->inspect = true;
+	cfg->warn_rate = 5.0;
+	cfg->stats_interval_s = 300;
+	const char *control = NULL;
 
 	int c;
 	opterr = 0;
@@ -140,6 +160,31 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 			if (parse_uint(optarg, 10, 100, 3600000, &cfg->keepalive_ms) < 0)
 				die_usage("--keepalive '%s': need 100 to 3600000 ms", optarg);
 			break;
+		case O_CONTROL:
+			control = optarg;
+			break;
+		case O_METRICS: {
+			char err[256];
+			if (addr_parse_hostport(optarg, cfg->metrics_host, sizeof(cfg->metrics_host),
+						&cfg->metrics_port, err, sizeof(err)) < 0)
+				die_usage("--metrics: %s", err);
+			break;
+		}
+		case O_INTERVAL:
+			if (parse_uint(optarg, 10, 0, 86400, &cfg->stats_interval_s) < 0)
+				die_usage("--stats-interval '%s': need seconds, 0 to 86400", optarg);
+			break;
+		case O_WARNRATE: {
+			char *end;
+			errno = 0;
+			cfg->warn_rate = strtod(optarg, &end);
+			if (errno || end == optarg || *end || cfg->warn_rate < 0 || cfg->warn_rate > 1e6)
+				die_usage("--warn-rate '%s': need sessions per second, 0 to 1000000", optarg);
+			break;
+		}
+		case O_NOINSPECT:
+			cfg->inspect = false;
+			break;
 		case O_NOSPLICE:
 			cfg->splice = false;
 			break;
@@ -162,6 +207,59 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		die_usage("--upstream: %s", err);
 	if (cfg->token_len && cfg->upstream.kind != ADDR_TUNNEL)
 		die_usage("--token-file applies to tunnel: upstreams only (%s)", upstream);
+
+	static char control_default[ADDR_PATH_MAX + 8];
+	if (!control) {
+		snprintf(control_default, sizeof(control_default), "%s.ctl", cfg->listen_path);
+		control = control_default;
+	}
+	if (strcmp(control, "none") == 0)
+		cfg->control_path = NULL;
+	else if (control[0] != '/' || strlen(control) >= ADDR_PATH_MAX)
+		die_usage("--control '%s': need an absolute path shorter than 108 bytes, or none",
+			  control);
+	else
+		cfg->control_path = control;
+}
+
+/* `muxshim stats [--json] [--control PATH | --listen PATH]` */
+static int stats_main(int argc, char **argv)
+{
+	const char *format = "table", *control = NULL;
+	static char derived[ADDR_PATH_MAX + 8];
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0) {
+			format = "json";
+		} else if (strcmp(argv[i], "--control") == 0 && i + 1 < argc) {
+			control = argv[++i];
+		} else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
+			snprintf(derived, sizeof(derived), "%s.ctl", argv[++i]);
+			control = derived;
+		} else {
+			fprintf(stderr, "usage: muxshim stats [--json] [--control PATH | --listen PATH]\n");
+			return 2;
+		}
+	}
+	if (!control)
+		control = DEFAULT_LISTEN ".ctl";
+	return control_query(control, format);
+}
+
+void shim_attribute(struct shim *s, struct stats_session *ss, int client_fd)
+{
+	pid_t pid = 0;
+	uid_t uid = (uid_t)-1;
+	plat_peer_cred(client_fd, &pid, &uid); /* unknown stays pid 0 */
+	stats_session_open(&s->stats, ss, pid, uid, loop_now(s->loop));
+}
+
+static void on_summary(struct loop_timer *t)
+{
+	struct shim *s = t->ctx;
+	char line[512];
+	stats_summary(&s->stats, loop_now(s->loop), line, sizeof(line));
+	log_info("%s", line);
+	loop_timer_arm(s->loop, t, (uint64_t)s->cfg.stats_interval_s * 1000);
 }
 
 static bool shim_has_room(void *ctx)
@@ -189,6 +287,8 @@ int main(int argc, char **argv)
 {
 	static struct shim shim; /* large scratch buffer: not on the stack */
 	struct shim *s = &shim;
+	if (argc >= 2 && strcmp(argv[1], "stats") == 0)
+		return stats_main(argc, argv);
 	parse_args(argc, argv, &s->cfg);
 	log_init("muxshim", s->cfg.log_level);
 
@@ -235,6 +335,15 @@ int main(int argc, char **argv)
 
 	acceptor_start(&s->acceptor, s->loop, s->listen_fd, ACCEPTS_PER_WAKE, shim_has_room,
 		       shim_accepted, s);
+	stats_init(&s->stats, s->cfg.inspect, s->cfg.warn_rate, loop_now(s->loop));
+	s->stats.tunnel = s->cfg.upstream.kind == ADDR_TUNNEL;
+	if (control_start(s) < 0) {
+		plat_unix_unlink_if_ours(s->cfg.listen_path, &s->listen_id);
+		return 1;
+	}
+	loop_timer_init(&s->summary, on_summary, s);
+	if (s->cfg.stats_interval_s)
+		loop_timer_arm(s->loop, &s->summary, (uint64_t)s->cfg.stats_interval_s * 1000);
 
 	if (s->cfg.upstream.kind == ADDR_TUNNEL)
 		tunnel_init(s);
@@ -242,6 +351,7 @@ int main(int argc, char **argv)
 		rc = loop_run_once(s->loop, -1);
 		session_reap(s);
 		link_reap();
+		control_reap();
 	}
 	if (rc < 0)
 		log_error("event loop failed: %s", strerror(-rc));
@@ -250,6 +360,7 @@ int main(int argc, char **argv)
 			 s->nsessions, (unsigned long long)s->sessions_total);
 
 	acceptor_stop(&s->acceptor);
+	control_stop(s);
 	plat_unix_unlink_if_ours(s->cfg.listen_path, &s->listen_id);
 	plat_close(s->listen_fd);
 	session_close_all(s);

@@ -85,10 +85,13 @@ static int half_flush(struct half *h, int dst)
 }
 
 /* Bulk halves move to a pipe once nothing is pending in user space. */
-static void half_maybe_splice(struct shim *s, struct half *h)
+static void half_maybe_splice(struct shim *s, struct session *ss, struct half *h)
 {
+	/* Bytes spliced never pass through here: not while the inspector
+	 * still reads them (it stops once a Connect pipe is up). */
 	if (!s->cfg.splice || h->pipe[0] >= 0 || h->splice_failed ||
-	    h->bytes < SHIM_SPLICE_AFTER || buf_len(&h->pending))
+	    h->bytes < SHIM_SPLICE_AFTER || buf_len(&h->pending) ||
+	    (s->stats.inspect && !insp_done(&ss->stats.insp)))
 		return;
 	if (plat_pipe_open(h->pipe) < 0) {
 		h->pipe[0] = h->pipe[1] = -1;
@@ -99,7 +102,8 @@ static void half_maybe_splice(struct shim *s, struct half *h)
 /* Splice mode: one splice into the (empty) pipe, then out as far as dst
  * takes it. The pipe is only filled when empty: a pipe counts buffers, not
  * bytes, and a "full" pipe with a readable socket would spin the loop. */
-static int half_pump_splice(struct half *h, int src, int dst)
+static int half_pump_splice(struct shim *s, struct session *ss, struct half *h, int src,
+			    int dst)
 {
 	ssize_t r = plat_splice_in(src, h->pipe[1], SHIM_PENDING_MAX);
 	if (r == -EAGAIN)
@@ -110,15 +114,23 @@ static int half_pump_splice(struct half *h, int src, int dst)
 		h->eof = true;
 	h->piped += (size_t)r;
 	h->bytes += (uint64_t)r;
+	/* Counted, not inspected: the inspector finished before splicing. */
+	if (h == &ss->up) {
+		ss->stats.bytes_up += (uint64_t)r;
+		s->stats.bytes_up += (uint64_t)r;
+	} else {
+		ss->stats.bytes_down += (uint64_t)r;
+		s->stats.bytes_down += (uint64_t)r;
+	}
 	return half_flush(h, dst);
 }
 
 /* One read from src, passed straight to dst; the remainder is kept. */
-static int half_pump(struct shim *s, struct half *h, int src, int dst)
+static int half_pump(struct shim *s, struct session *ss, struct half *h, int src, int dst)
 {
-	half_maybe_splice(s, h);
+	half_maybe_splice(s, ss, h);
 	if (h->pipe[0] >= 0)
-		return half_pump_splice(h, src, dst);
+		return half_pump_splice(s, ss, h, src, dst);
 	ssize_t r = plat_read(src, s->scratch, sizeof(s->scratch));
 	if (r == -EAGAIN)
 		return 0;
@@ -129,6 +141,11 @@ static int half_pump(struct shim *s, struct half *h, int src, int dst)
 		return half_flush(h, dst);
 	}
 	h->bytes += (uint64_t)r;
+	/* The inspector sees a copy before the bytes move on, unchanged. */
+	if (h == &ss->up)
+		stats_client_bytes(&s->stats, &ss->stats, s->scratch, (size_t)r);
+	else
+		stats_upstream_bytes(&s->stats, &ss->stats, s->scratch, (size_t)r);
 	ssize_t w = plat_write(dst, s->scratch, (size_t)r);
 	if (w == -EAGAIN)
 		w = 0;
@@ -148,7 +165,7 @@ static void on_client(struct loop_watch *w, unsigned ev)
 	struct session *ss = w->ctx;
 	int rc = 0;
 	if ((ev & (LOOP_IN | LOOP_ERR)) && (w->want & LOOP_IN))
-		rc = half_pump(ss->shim, &ss->up, ss->client.fd, ss->upstream.fd);
+		rc = half_pump(ss->shim, ss, &ss->up, ss->client.fd, ss->upstream.fd);
 	if (rc == 0 && (ev & (LOOP_OUT | LOOP_ERR)) && (w->want & LOOP_OUT))
 		rc = half_flush(&ss->down, ss->client.fd);
 	if (rc < 0)
@@ -175,7 +192,7 @@ static void on_upstream(struct loop_watch *w, unsigned ev)
 		return;
 	}
 	if ((ev & (LOOP_IN | LOOP_ERR)) && (w->want & LOOP_IN))
-		rc = half_pump(ss->shim, &ss->down, ss->upstream.fd, ss->client.fd);
+		rc = half_pump(ss->shim, ss, &ss->down, ss->upstream.fd, ss->client.fd);
 	if (rc == 0 && (ev & (LOOP_OUT | LOOP_ERR)) && (w->want & LOOP_OUT))
 		rc = half_flush(&ss->up, ss->upstream.fd);
 	if (rc < 0)
@@ -282,6 +299,7 @@ void session_start(struct shim *s, int client_fd)
 	s->live = ss;
 	s->nsessions++;
 	s->sessions_total++;
+	shim_attribute(s, &ss->stats, client_fd);
 	log_debug("session %llu: client accepted", (unsigned long long)ss->id);
 	session_try_connect(ss);
 }
@@ -309,6 +327,7 @@ static void session_teardown(struct session *ss, const char *why, int err)
 	plat_close(ufd);
 	half_release(&ss->up);
 	half_release(&ss->down);
+	stats_session_close(&s->stats, &ss->stats);
 
 	if (ss->prev)
 		ss->prev->next = ss->next;

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "loop.h"
 #include "plat.h"
+#include "stats.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -29,6 +30,12 @@ struct shim_config {
 	unsigned keepalive_ms;
 	uint8_t token[256];
 	size_t token_len;
+	bool inspect;
+	double warn_rate;
+	unsigned stats_interval_s;
+	const char *control_path;   /* NULL: no control socket */
+	char metrics_host[ADDR_HOST_MAX];
+	uint16_t metrics_port;      /* 0: no Prometheus endpoint */
 };
 
 enum session_state { SESSION_CONNECTING, SESSION_RELAY, SESSION_DEAD };
@@ -60,6 +67,7 @@ struct session {
 	struct loop_timer retry;
 	uint64_t started_ms;
 	unsigned retry_delay_ms;
+	struct stats_session stats;
 	struct session *prev, *next;
 };
 
@@ -74,6 +82,11 @@ struct shim {
 	unsigned nsessions;
 	uint64_t next_id;
 	struct log_ratelimit rl_upstream;
+	struct stats stats;
+	struct acceptor control, metrics;
+	int control_fd, metrics_fd;
+	struct plat_file_id control_id;
+	struct loop_timer summary;
 	uint64_t sessions_total;
 	uint64_t upstream_failures;
 	uint8_t scratch[SHIM_IO_CHUNK];
@@ -92,6 +105,15 @@ void upstream_report_failure(struct shim *s, int err);
 void tunnel_init(struct shim *s);
 void tunnel_accept(struct shim *s, int client_fd);
 void tunnel_shutdown(void);
+
+/* control.c: `muxshim stats` and the Prometheus endpoint */
+int control_start(struct shim *s);
+void control_stop(struct shim *s);
+void control_reap(void);
+int control_query(const char *path, const char *format);
+
+/* Attribution of a newly accepted client (SO_PEERCRED). */
+void shim_attribute(struct shim *s, struct stats_session *ss, int client_fd);
 
 /* main.c: a session ended, the listener may resume. */
 void shim_session_ended(struct shim *s);

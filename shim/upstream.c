@@ -34,6 +34,7 @@ void upstream_report_failure(struct shim *s, int err)
 {
 	unsigned suppressed;
 	s->upstream_failures++;
+	stats_upstream_failure(&s->stats, err);
 	if (!log_ratelimit_pass(&s->rl_upstream, loop_now(s->loop), &suppressed))
 		return;
 	char why[512];

@@ -1,0 +1,472 @@
+#include "stats.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Windows facts for the warning (docs/deploy-tunnel.md). */
+#define WIN_DYNAMIC_PORTS 16384
+#define WIN_TIME_WAIT_S   120
+#define SEED_TCP_HOPS     2
+#define WARN_EVERY_MS     60000
+
+static const int fail_errnos[8] = { ENOENT, ECONNREFUSED, EACCES, EAGAIN, EMFILE,
+				    ECONNRESET, ETIMEDOUT, 0 /* other */ };
+
+void stats_init(struct stats *st, bool inspect, double warn_rate, uint64_t now_ms)
+{
+	memset(st, 0, sizeof(*st));
+	st->started_ms = now_ms;
+	st->inspect = inspect;
+	st->warn_rate = warn_rate;
+}
+
+bool stats_read_comm(pid_t pid, char *out, size_t len)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%ld/comm", (long)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return false;
+	bool ok = fgets(out, (int)len, f) != NULL;
+	fclose(f);
+	if (ok)
+		out[strcspn(out, "\n")] = '\0';
+	return ok;
+}
+
+/* Advances a process's ring to the current second, zeroing skipped ones. */
+static void window_advance(struct stats_proc *p, uint64_t sec)
+{
+	if (sec <= p->window_sec)
+		return;
+	uint64_t gap = sec - p->window_sec;
+	for (uint64_t i = 1; i <= gap && i <= STATS_RATE_WINDOW; i++) {
+		unsigned slot = (unsigned)((p->window_sec + i) % STATS_RATE_WINDOW);
+		p->window[slot] = 0;
+		memset(p->window_types[slot], 0, sizeof(p->window_types[slot]));
+	}
+	p->window_sec = sec;
+}
+
+double stats_proc_rate(const struct stats_proc *p, uint64_t now_ms)
+{
+	uint64_t sec = now_ms / 1000;
+	uint64_t total = 0;
+	for (unsigned i = 0; i < STATS_RATE_WINDOW; i++) {
+		uint64_t s = sec - i;
+		if (s > p->window_sec || p->window_sec - s >= STATS_RATE_WINDOW)
+			continue;
+		total += p->window[s % STATS_RATE_WINDOW];
+	}
+	return (double)total / STATS_RATE_WINDOW;
+}
+
+static struct stats_proc *proc_get(struct stats *st, pid_t pid, uid_t uid, uint64_t now_ms)
+{
+	struct stats_proc **pp = &st->procs, *p;
+	for (p = st->procs; p; pp = &p->next, p = p->next) {
+		if (p->pid == pid && p->uid == uid) {
+			*pp = p->next; /* move to front: most recently seen first */
+			p->next = st->procs;
+			st->procs = p;
+			return p;
+		}
+	}
+	if (st->nprocs >= STATS_MAX_PROCS) {
+		/* Forget the least recently seen: memory stays bounded however
+		 * many short-lived processes come and go. */
+		struct stats_proc **last = &st->procs;
+		while ((*last)->next)
+			last = &(*last)->next;
+		free(*last);
+		*last = NULL;
+		st->nprocs--;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->pid = pid;
+	p->uid = uid;
+	p->window_sec = now_ms / 1000;
+	if (pid > 0 && stats_read_comm(pid, p->comm, sizeof(p->comm)))
+		p->comm_visible = true;
+	else
+		snprintf(p->comm, sizeof(p->comm), "?");
+	p->next = st->procs;
+	st->procs = p;
+	st->nprocs++;
+	return p;
+}
+
+static void mix(const struct stats_proc *p, char *out, size_t len)
+{
+	uint64_t t[INSP_NTYPES] = { 0 }, total = 0;
+	for (unsigned i = 0; i < STATS_RATE_WINDOW; i++)
+		for (unsigned k = 0; k < INSP_NTYPES; k++)
+			t[k] += p->window_types[i][k];
+	for (unsigned k = 0; k < INSP_NTYPES; k++)
+		total += t[k];
+	size_t used = 0;
+	out[0] = '\0';
+	for (unsigned k = 0; k < INSP_NTYPES && total; k++) {
+		if (!t[k])
+			continue;
+		int n = snprintf(out + used, len - used, "%s%s %.0f%%", used ? ", " : "",
+				 insp_type_name((enum insp_type)k), 100.0 * (double)t[k] / (double)total);
+		if (n < 0 || (size_t)n >= len - used)
+			break;
+		used += (size_t)n;
+	}
+	if (!total)
+		snprintf(out, len, "no requests inspected");
+}
+
+static void maybe_warn(struct stats *st, struct stats_proc *p, uint64_t now_ms)
+{
+	double rate = stats_proc_rate(p, now_ms);
+	if (st->warn_rate <= 0 || rate <= st->warn_rate)
+		return;
+	if (p->warned && now_ms - p->last_warn_ms < WARN_EVERY_MS)
+		return;
+	p->warned = true;
+	p->last_warn_ms = now_ms;
+	char m[256];
+	mix(p, m, sizeof(m));
+	double ports = rate * WIN_TIME_WAIT_S * SEED_TCP_HOPS;
+	log_warn("busy client: pid %ld (%s%s) uid %ld opens %.1f usbmuxd sessions/s (threshold %.1f; "
+		 "last %d s: %s). Over per-session TCP on a Windows host that would hold about %.0f "
+		 "ports in TIME_WAIT (%.1f/s x %d s x %d hops), %.0f%% of the %d dynamic ports",
+		 (long)p->pid, p->comm, p->comm_visible ? "" : ": command not visible from here",
+		 (long)p->uid, rate, st->warn_rate, STATS_RATE_WINDOW, m, ports, rate,
+		 WIN_TIME_WAIT_S, SEED_TCP_HOPS, 100.0 * ports / WIN_DYNAMIC_PORTS,
+		 WIN_DYNAMIC_PORTS);
+}
+
+void stats_session_open(struct stats *st, struct stats_session *ss, pid_t pid, uid_t uid,
+			uint64_t now_ms)
+{
+	memset(ss, 0, sizeof(*ss));
+	st->sessions_total++;
+	st->sessions_open++;
+	ss->proc = proc_get(st, pid, uid, now_ms);
+	if (ss->proc) {
+		struct stats_proc *p = ss->proc;
+		p->sessions++;
+		p->last_seen_ms = now_ms;
+		window_advance(p, now_ms / 1000);
+		p->window[p->window_sec % STATS_RATE_WINDOW]++;
+		maybe_warn(st, p, now_ms);
+	}
+}
+
+struct insp_ctx {
+	struct stats *st;
+	struct stats_session *ss;
+};
+
+static struct stats_port *port_slot(struct stats *st, uint16_t port)
+{
+	for (unsigned i = 0; i < st->nports; i++)
+		if (st->ports[i].port == port)
+			return &st->ports[i];
+	if (st->nports == STATS_MAX_PORTS)
+		return NULL; /* bounded: later ports are only in the totals */
+	st->ports[st->nports].port = port;
+	return &st->ports[st->nports++];
+}
+
+static void on_insp(void *ctx, const struct insp_event *ev)
+{
+	struct insp_ctx *c = ctx;
+	struct stats *st = c->st;
+	struct stats_proc *p = c->ss->proc;
+	switch (ev->kind) {
+	case INSP_EV_REQUEST:
+		st->by_type[ev->type]++;
+		st->by_version[ev->version ? 1 : 0]++;
+		if (p) {
+			p->by_type[ev->type]++;
+			p->window_types[p->window_sec % STATS_RATE_WINDOW][ev->type]++;
+		}
+		if (ev->type == INSP_CONNECT)
+			c->ss->pending_port = ev->port;
+		return;
+	case INSP_EV_CONNECT_RESULT: {
+		struct stats_port *sp = port_slot(st, c->ss->pending_port);
+		if (sp) {
+			if (ev->result == 0)
+				sp->ok++;
+			else
+				sp->failed++;
+		}
+		return;
+	}
+	case INSP_EV_PARSE_ERROR:
+		st->parse_errors++;
+		return;
+	}
+}
+
+void stats_client_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p, size_t n)
+{
+	ss->bytes_up += n;
+	st->bytes_up += n;
+	if (!st->inspect || insp_done(&ss->insp))
+		return;
+	struct insp_ctx c = { st, ss };
+	if (!ss->insp.cb)
+		insp_init(&ss->insp, on_insp, NULL);
+	ss->insp.ctx = &c;
+	insp_client_bytes(&ss->insp, p, n);
+	ss->insp.ctx = NULL;
+}
+
+void stats_upstream_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p,
+			  size_t n)
+{
+	ss->bytes_down += n;
+	st->bytes_down += n;
+	if (!st->inspect || !ss->insp.cb || insp_done(&ss->insp))
+		return;
+	struct insp_ctx c = { st, ss };
+	ss->insp.ctx = &c;
+	insp_upstream_bytes(&ss->insp, p, n);
+	ss->insp.ctx = NULL;
+}
+
+void stats_session_close(struct stats *st, struct stats_session *ss)
+{
+	st->sessions_open--;
+	if (!st->inspect)
+		st->uninspected++;
+	insp_free(&ss->insp);
+}
+
+void stats_upstream_failure(struct stats *st, int err)
+{
+	unsigned i;
+	st->upstream_failures++;
+	for (i = 0; i < 7 && fail_errnos[i] != -err; i++)
+		;
+	st->upstream_fail_by_errno[i]++;
+}
+
+/* ---- rendering ------------------------------------------------------------ */
+
+struct out {
+	char *buf;
+	size_t len, cap;
+	bool failed;
+};
+
+__attribute__((format(printf, 2, 3))) static void put(struct out *o, const char *fmt, ...)
+{
+	for (;;) {
+		va_list ap;
+		va_start(ap, fmt);
+		int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			o->failed = true;
+			return;
+		}
+		if ((size_t)n < o->cap - o->len) {
+			o->len += (size_t)n;
+			return;
+		}
+		size_t cap = o->cap * 2 + (size_t)n;
+		char *b = realloc(o->buf, cap);
+		if (!b) {
+			o->failed = true;
+			return;
+		}
+		o->buf = b;
+		o->cap = cap;
+	}
+}
+
+/* Command names come from processes: escape them for JSON and Prometheus. */
+static void put_escaped(struct out *o, const char *s)
+{
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			put(o, "\\%c", c);
+		else if (c < 0x20 || c > 0x7e)
+			put(o, "\\u%04x", c);
+		else
+			put(o, "%c", c);
+	}
+}
+
+static const char *errno_label(unsigned i)
+{
+	static const char *const l[8] = { "no_socket", "refused", "permission", "busy",
+					  "out_of_fds", "reset", "timeout", "other" };
+	return l[i];
+}
+
+static void render_json(const struct stats *st, struct out *o, uint64_t now_ms)
+{
+	put(o, "{\"uptime_s\":%.1f,\"sessions_total\":%llu,\"sessions_open\":%llu,"
+	       "\"inspection\":%s,\"parse_errors\":%llu,\"bytes_up\":%llu,\"bytes_down\":%llu,",
+	    (double)(now_ms - st->started_ms) / 1000.0, (unsigned long long)st->sessions_total,
+	    (unsigned long long)st->sessions_open, st->inspect ? "true" : "false",
+	    (unsigned long long)st->parse_errors, (unsigned long long)st->bytes_up,
+	    (unsigned long long)st->bytes_down);
+	put(o, "\"requests\":{");
+	for (unsigned k = 0; k < INSP_NTYPES; k++)
+		put(o, "%s\"%s\":%llu", k ? "," : "", insp_type_name((enum insp_type)k),
+		    (unsigned long long)st->by_type[k]);
+	put(o, "},\"versions\":{\"binary\":%llu,\"plist\":%llu},\"connect_ports\":[",
+	    (unsigned long long)st->by_version[0], (unsigned long long)st->by_version[1]);
+	for (unsigned i = 0; i < st->nports; i++)
+		put(o, "%s{\"port\":%u,\"ok\":%llu,\"failed\":%llu}", i ? "," : "", st->ports[i].port,
+		    (unsigned long long)st->ports[i].ok, (unsigned long long)st->ports[i].failed);
+	put(o, "],\"upstream_failures\":{\"total\":%llu", (unsigned long long)st->upstream_failures);
+	for (unsigned i = 0; i < 8; i++)
+		if (st->upstream_fail_by_errno[i])
+			put(o, ",\"%s\":%llu", errno_label(i),
+			    (unsigned long long)st->upstream_fail_by_errno[i]);
+	put(o, "}");
+	if (st->tunnel)
+		put(o, ",\"tunnel\":{\"up\":%s,\"connects\":%llu,\"drops\":%llu,\"rtt_ms\":%u}",
+		    st->tunnel_up ? "true" : "false", (unsigned long long)st->tunnel_connects,
+		    (unsigned long long)st->tunnel_drops, st->tunnel_rtt_ms);
+	put(o, ",\"warn_rate\":%.2f,\"processes\":[", st->warn_rate);
+	unsigned i = 0;
+	for (const struct stats_proc *p = st->procs; p; p = p->next, i++) {
+		put(o, "%s{\"pid\":%ld,\"uid\":%ld,\"comm\":\"", i ? "," : "", (long)p->pid,
+		    (long)p->uid);
+		put_escaped(o, p->comm);
+		put(o, "\",\"comm_visible\":%s,\"sessions\":%llu,\"rate_per_s\":%.2f,\"warned\":%s,"
+		       "\"requests\":{",
+		    p->comm_visible ? "true" : "false", (unsigned long long)p->sessions,
+		    stats_proc_rate(p, now_ms), p->warned ? "true" : "false");
+		for (unsigned k = 0; k < INSP_NTYPES; k++)
+			put(o, "%s\"%s\":%llu", k ? "," : "", insp_type_name((enum insp_type)k),
+			    (unsigned long long)p->by_type[k]);
+		put(o, "}}");
+	}
+	put(o, "]}\n");
+}
+
+static void render_table(const struct stats *st, struct out *o, uint64_t now_ms)
+{
+	put(o, "sessions: %llu total, %llu open, %.1f/s since start; inspection %s, %llu "
+	       "unparseable\n",
+	    (unsigned long long)st->sessions_total, (unsigned long long)st->sessions_open,
+	    (double)st->sessions_total * 1000.0 / (double)(now_ms - st->started_ms + 1),
+	    st->inspect ? "on" : "off", (unsigned long long)st->parse_errors);
+	if (st->tunnel)
+		put(o, "tunnel: %s, %llu connects, %llu drops, rtt %u ms\n",
+		    st->tunnel_up ? "up" : "DOWN", (unsigned long long)st->tunnel_connects,
+		    (unsigned long long)st->tunnel_drops, st->tunnel_rtt_ms);
+	put(o, "upstream failures: %llu\n", (unsigned long long)st->upstream_failures);
+	put(o, "\n%8s %6s %-16s %10s %10s  %s\n", "PID", "UID", "COMMAND", "SESSIONS", "RATE/s",
+	    "REQUESTS");
+	for (const struct stats_proc *p = st->procs; p; p = p->next) {
+		put(o, "%8ld %6ld %-16s %10llu %10.1f ", (long)p->pid, (long)p->uid, p->comm,
+		    (unsigned long long)p->sessions, stats_proc_rate(p, now_ms));
+		bool any = false;
+		for (unsigned k = 0; k < INSP_NTYPES; k++) {
+			if (!p->by_type[k])
+				continue;
+			put(o, " %s=%llu", insp_type_name((enum insp_type)k),
+			    (unsigned long long)p->by_type[k]);
+			any = true;
+		}
+		put(o, "%s%s\n", any ? "" : " -", p->warned ? "  (warned)" : "");
+	}
+	if (st->nports) {
+		put(o, "\n%8s %10s %10s\n", "PORT", "CONNECTED", "REFUSED");
+		for (unsigned i = 0; i < st->nports; i++)
+			put(o, "%8u %10llu %10llu\n", st->ports[i].port,
+			    (unsigned long long)st->ports[i].ok, (unsigned long long)st->ports[i].failed);
+	}
+}
+
+static void render_prometheus(const struct stats *st, struct out *o, uint64_t now_ms)
+{
+	put(o, "# TYPE muxshim_sessions_total counter\nmuxshim_sessions_total %llu\n"
+	       "# TYPE muxshim_sessions_open gauge\nmuxshim_sessions_open %llu\n"
+	       "# TYPE muxshim_bytes_total counter\nmuxshim_bytes_total{direction=\"up\"} %llu\n"
+	       "muxshim_bytes_total{direction=\"down\"} %llu\n"
+	       "# TYPE muxshim_parse_errors_total counter\nmuxshim_parse_errors_total %llu\n",
+	    (unsigned long long)st->sessions_total, (unsigned long long)st->sessions_open,
+	    (unsigned long long)st->bytes_up, (unsigned long long)st->bytes_down,
+	    (unsigned long long)st->parse_errors);
+	put(o, "# TYPE muxshim_requests_total counter\n");
+	for (unsigned k = 0; k < INSP_NTYPES; k++)
+		put(o, "muxshim_requests_total{type=\"%s\"} %llu\n", insp_type_name((enum insp_type)k),
+		    (unsigned long long)st->by_type[k]);
+	put(o, "# TYPE muxshim_connects_total counter\n");
+	for (unsigned i = 0; i < st->nports; i++)
+		put(o, "muxshim_connects_total{port=\"%u\",result=\"ok\"} %llu\n"
+		       "muxshim_connects_total{port=\"%u\",result=\"refused\"} %llu\n",
+		    st->ports[i].port, (unsigned long long)st->ports[i].ok, st->ports[i].port,
+		    (unsigned long long)st->ports[i].failed);
+	put(o, "# TYPE muxshim_upstream_failures_total counter\n");
+	for (unsigned i = 0; i < 8; i++)
+		put(o, "muxshim_upstream_failures_total{reason=\"%s\"} %llu\n", errno_label(i),
+		    (unsigned long long)st->upstream_fail_by_errno[i]);
+	if (st->tunnel)
+		put(o, "# TYPE muxshim_tunnel_up gauge\nmuxshim_tunnel_up %d\n"
+		       "# TYPE muxshim_tunnel_connects_total counter\nmuxshim_tunnel_connects_total %llu\n"
+		       "# TYPE muxshim_tunnel_rtt_seconds gauge\nmuxshim_tunnel_rtt_seconds %.3f\n",
+		    st->tunnel_up ? 1 : 0, (unsigned long long)st->tunnel_connects,
+		    st->tunnel_rtt_ms / 1000.0);
+	put(o, "# TYPE muxshim_client_sessions_total counter\n"
+	       "# TYPE muxshim_client_session_rate gauge\n");
+	for (const struct stats_proc *p = st->procs; p; p = p->next) {
+		put(o, "muxshim_client_sessions_total{pid=\"%ld\",comm=\"", (long)p->pid);
+		put_escaped(o, p->comm);
+		put(o, "\"} %llu\nmuxshim_client_session_rate{pid=\"%ld\",comm=\"",
+		    (unsigned long long)p->sessions, (long)p->pid);
+		put_escaped(o, p->comm);
+		put(o, "\"} %.2f\n", stats_proc_rate(p, now_ms));
+	}
+}
+
+char *stats_render(const struct stats *st, const char *format, uint64_t now_ms)
+{
+	struct out o = { .buf = malloc(4096), .cap = 4096 };
+	if (!o.buf)
+		return NULL;
+	o.buf[0] = '\0';
+	if (strcmp(format, "json") == 0)
+		render_json(st, &o, now_ms);
+	else if (strcmp(format, "prometheus") == 0)
+		render_prometheus(st, &o, now_ms);
+	else
+		render_table(st, &o, now_ms);
+	if (o.failed) {
+		free(o.buf);
+		return NULL;
+	}
+	return o.buf;
+}
+
+void stats_summary(const struct stats *st, uint64_t now_ms, char *out, size_t len)
+{
+	const struct stats_proc *top = NULL;
+	double top_rate = 0;
+	for (const struct stats_proc *p = st->procs; p; p = p->next) {
+		double r = stats_proc_rate(p, now_ms);
+		if (r > top_rate) {
+			top_rate = r;
+			top = p;
+		}
+	}
+	int n = snprintf(out, len, "stats: %llu sessions (%llu open), %llu upstream failures",
+			 (unsigned long long)st->sessions_total, (unsigned long long)st->sessions_open,
+			 (unsigned long long)st->upstream_failures);
+	if (top && n > 0 && (size_t)n < len)
+		snprintf(out + n, len - (size_t)n, "; busiest now: pid %ld (%s) %.1f sessions/s",
+			 (long)top->pid, top->comm, top_rate);
+}

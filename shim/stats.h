@@ -1,0 +1,93 @@
+/* Who is using usbmuxd, how often, for what: per client process (pid, uid,
+ * command) and in total. Fed by the sessions and their inspectors; read by
+ * `muxshim stats`, the Prometheus endpoint and the periodic log line. */
+#ifndef MUXSHIM_STATS_H
+#define MUXSHIM_STATS_H
+
+#include "inspect.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define STATS_RATE_WINDOW 10    /* seconds the per-process rate looks back */
+#define STATS_MAX_PROCS   1024  /* least recently seen processes are forgotten beyond */
+#define STATS_MAX_PORTS   64
+
+struct stats_proc {
+	pid_t pid;                /* 0: not visible from here */
+	uid_t uid;
+	char comm[32];
+	bool comm_visible;
+	uint64_t sessions;
+	uint64_t by_type[INSP_NTYPES];
+	uint32_t window[STATS_RATE_WINDOW]; /* sessions per second, ring */
+	uint32_t window_types[STATS_RATE_WINDOW][INSP_NTYPES];
+	uint64_t window_sec;      /* the second window[window_sec % N] counts */
+	uint64_t last_seen_ms;
+	uint64_t last_warn_ms;
+	bool warned;
+	struct stats_proc *next;
+};
+
+/* One session's view, embedded in the session. */
+struct stats_session {
+	struct stats_proc *proc;
+	struct inspector insp;
+	uint16_t pending_port;    /* the Connect awaiting its result */
+	uint64_t bytes_up, bytes_down;
+};
+
+struct stats_port {
+	uint16_t port;
+	uint64_t ok, failed;
+};
+
+struct stats {
+	uint64_t started_ms;
+	uint64_t sessions_total;
+	uint64_t sessions_open;
+	uint64_t by_type[INSP_NTYPES];
+	uint64_t by_version[2];
+	uint64_t parse_errors;
+	uint64_t uninspected;     /* sessions with inspection off */
+	uint64_t bytes_up, bytes_down;
+	struct stats_port ports[STATS_MAX_PORTS];
+	unsigned nports;
+	uint64_t upstream_failures;
+	uint64_t upstream_fail_by_errno[8]; /* see stats.c: ENOENT, ECONNREFUSED, ... */
+	/* tunnel */
+	bool tunnel;
+	bool tunnel_up;
+	uint64_t tunnel_connects, tunnel_drops;
+	unsigned tunnel_rtt_ms;
+	/* configuration */
+	bool inspect;
+	double warn_rate;
+	unsigned nprocs;
+	struct stats_proc *procs;
+};
+
+void stats_init(struct stats *st, bool inspect, double warn_rate, uint64_t now_ms);
+/* A client connected: attribute it (SO_PEERCRED pid/uid, /proc comm). */
+void stats_session_open(struct stats *st, struct stats_session *ss, pid_t pid, uid_t uid,
+			uint64_t now_ms);
+void stats_session_close(struct stats *st, struct stats_session *ss);
+/* Bytes as relayed, each direction; inspection happens here. */
+void stats_client_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p, size_t n);
+void stats_upstream_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p,
+			  size_t n);
+void stats_upstream_failure(struct stats *st, int err);
+
+/* Sessions per second of a process over the window ending now. */
+double stats_proc_rate(const struct stats_proc *p, uint64_t now_ms);
+
+/* Renders into a malloc'd string: "json", "table" or "prometheus". */
+char *stats_render(const struct stats *st, const char *format, uint64_t now_ms);
+/* One line for the log. */
+void stats_summary(const struct stats *st, uint64_t now_ms, char *out, size_t len);
+
+/* Reads a process's command name the way /proc shows it. Exposed for tests. */
+bool stats_read_comm(pid_t pid, char *out, size_t len);
+
+#endif
