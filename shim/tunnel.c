@@ -16,6 +16,7 @@
 struct pending {
 	struct shim *s;
 	int fd;
+	struct stats_session *ss;
 	struct loop_timer timer;
 	struct pending *prev, *next;
 };
@@ -77,17 +78,22 @@ static void pending_expired(struct loop_timer *t)
 			 "(is muxshim-host running on the host?)%s",
 			 tc.name, s->cfg.tunnel_wait_ms, suppressed ? " (more suppressed)" : "");
 	s->upstream_failures++;
+	stats_upstream_failure(&s->stats, -ENOTCONN);
+	stats_session_close(&s->stats, p->ss);
+	free(p->ss);
 	plat_close(p->fd);
 	pending_drop(p);
 	s->nsessions--;
 	shim_session_ended(s);
 }
 
-static void open_stream(struct shim *s, int fd)
+static void open_stream(struct shim *s, int fd, struct stats_session *ss)
 {
 	int err = 0;
-	if (link_stream_open(tc.link, fd, NULL, &err))
+	if (link_stream_open(tc.link, fd, ss, &err))
 		return;
+	stats_session_close(&s->stats, ss);
+	free(ss);
 	log_warn("tunnel to %s: cannot open a stream: %s", tc.name,
 		 err == -ENOSPC ? "the helper's stream limit is reached" : strerror(-err));
 	s->upstream_failures++;
@@ -102,10 +108,13 @@ static void link_up(struct link *l)
 	tc.state = T_UP;
 	tc.backoff_ms = BACKOFF_FIRST_MS;
 	log_info("tunnel to %s: up", tc.name);
+	tc.s->stats.tunnel_up = true;
+	tc.s->stats.tunnel_connects++;
 	while (tc.pending && tc.state == T_UP) {
 		int fd = tc.pending->fd;
+		struct stats_session *ss = tc.pending->ss;
 		pending_drop(tc.pending);
-		open_stream(tc.s, fd);
+		open_stream(tc.s, fd, ss);
 	}
 }
 
@@ -114,10 +123,13 @@ static void link_down(struct link *l, const char *why)
 	bool was_up = tc.state == T_UP;
 	(void)l;
 	tc.link = NULL;
+	tc.s->stats.tunnel_up = false;
 	if (tc.stopping)
 		return;
-	if (was_up)
+	if (was_up) {
 		tc.drops++;
+		tc.s->stats.tunnel_drops++;
+	}
 	unsigned suppressed;
 	if (was_up)
 		log_warn("tunnel to %s: lost (%s); open sessions were closed, reconnecting", tc.name, why);
@@ -128,16 +140,37 @@ static void link_down(struct link *l, const char *why)
 
 static void link_stream_closed(struct link *l, struct link_stream *st)
 {
+	struct stats_session *ss = link_stream_ctx(st);
 	(void)l;
-	(void)st;
+	stats_session_close(&tc.s->stats, ss);
+	free(ss);
 	tc.s->nsessions--;
 	shim_session_ended(tc.s);
+}
+
+static void link_rtt(struct link *l, unsigned ms)
+{
+	(void)l;
+	tc.s->stats.tunnel_rtt_ms = ms;
+}
+
+static void client_bytes(struct link_stream *st, const uint8_t *p, size_t n)
+{
+	stats_client_bytes(&tc.s->stats, link_stream_ctx(st), p, n);
+}
+
+static void upstream_bytes(struct link_stream *st, const uint8_t *p, size_t n)
+{
+	stats_upstream_bytes(&tc.s->stats, link_stream_ctx(st), p, n);
 }
 
 static const struct link_ops ops = {
 	.up = link_up,
 	.down = link_down,
 	.stream_closed = link_stream_closed,
+	.rtt = link_rtt,
+	.local_bytes = client_bytes,
+	.remote_bytes = upstream_bytes,
 };
 
 static void start_link(int fd)
@@ -227,21 +260,24 @@ void tunnel_init(struct shim *s)
 
 void tunnel_accept(struct shim *s, int fd)
 {
+	struct stats_session *ss = calloc(1, sizeof(*ss));
+	struct pending *p = NULL;
+	if (!ss || (tc.state != T_UP && !(p = calloc(1, sizeof(*p))))) {
+		free(ss);
+		plat_close(fd);
+		return;
+	}
 	s->nsessions++;
 	s->sessions_total++;
+	shim_attribute(s, ss, fd);
 	if (tc.state == T_UP) {
-		open_stream(s, fd);
+		open_stream(s, fd, ss);
 		return;
 	}
 	/* Not up: the client waits (unread) for the tunnel, up to a limit. */
-	struct pending *p = calloc(1, sizeof(*p));
-	if (!p) {
-		plat_close(fd);
-		s->nsessions--;
-		return;
-	}
 	p->s = s;
 	p->fd = fd;
+	p->ss = ss;
 	loop_timer_init(&p->timer, pending_expired, p);
 	loop_timer_arm(s->loop, &p->timer, s->cfg.tunnel_wait_ms);
 	struct pending **pp = &tc.pending, *prev = NULL;
@@ -266,6 +302,8 @@ void tunnel_shutdown(void)
 	loop_timer_cancel(tc.s->loop, &tc.retry);
 	while (tc.pending) {
 		plat_close(tc.pending->fd);
+		stats_session_close(&tc.s->stats, tc.pending->ss);
+		free(tc.pending->ss);
 		pending_drop(tc.pending);
 	}
 	if (tc.link)

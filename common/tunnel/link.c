@@ -25,6 +25,7 @@ struct link_stream {
 	bool abortive;             /* close the local socket with a reset */
 	bool closing;              /* abortive close waits for the peer's ACKs */
 	bool dead;
+	bool silent;               /* never announced: no stream_closed callback */
 	uint64_t close_started_ms;
 	struct loop_timer close_timer;
 	struct link_stream *prev, *next;   /* all streams of the link */
@@ -185,7 +186,7 @@ static void stream_free(struct link_stream *st, bool abortive)
 	if (st->next)
 		st->next->prev = st->prev;
 	l->nstreams--;
-	if (l->ops->stream_closed)
+	if (l->ops->stream_closed && !st->silent)
 		l->ops->stream_closed(l, st);
 	st->reap_next = reap_streams;
 	reap_streams = st;
@@ -236,6 +237,8 @@ static int stream_pump_local(struct link_stream *st)
 			stream_send_fin(st);
 			return 0;
 		}
+		if (l->ops->local_bytes)
+			l->ops->local_bytes(st, scratch, (size_t)r);
 		uint8_t h[TUN_HDR_LEN];
 		tun_header_encode(h, TUN_DATA, 0, st->ts.id, (uint32_t)r);
 		if (out_append(l, h, sizeof(h)) < 0 || out_append(l, scratch, (size_t)r) < 0)
@@ -392,15 +395,17 @@ struct link_stream *link_stream_open(struct link *l, int local_fd, void *ctx, in
 		*err = -ENOTCONN;
 		return NULL;
 	}
-	struct link_stream *st = stream_new(l, ctx);
+	struct link_stream *st = stream_new(l, NULL);
 	if (!st) {
 		*err = -ENOMEM;
 		return NULL;
 	}
+	/* Until it is fully open the stream is silent: a failure here leaves
+	 * the fd and ctx with the caller, with no stream_closed callback. */
+	st->silent = true;
 	loop_timer_init(&st->close_timer, on_close_poll, st);
 	int rc = tun_mux_open(&l->mux, &st->ts, st);
 	if (rc < 0) {
-		st->w.fd = -1;
 		stream_free(st, false);
 		*err = rc;
 		return NULL;
@@ -408,9 +413,11 @@ struct link_stream *link_stream_open(struct link *l, int local_fd, void *ctx, in
 	uint8_t h[TUN_HDR_LEN];
 	tun_header_encode(h, TUN_OPEN, 0, st->ts.id, 0);
 	if (out_ctrl(l, h, sizeof(h)) < 0) {
-		*err = -EPIPE;
+		*err = -EPIPE; /* the link closed; st went with it, silently */
 		return NULL;
 	}
+	st->silent = false;
+	st->ctx = ctx;
 	l->stats.streams_opened++;
 	link_stream_bind(st, local_fd);
 	return st;
@@ -422,6 +429,8 @@ static void on_data(struct link *l, struct tun_event *ev)
 {
 	struct link_stream *st = ev->stream->owner;
 	l->stats.bytes_in += ev->len;
+	if (l->ops->remote_bytes && ev->len)
+		l->ops->remote_bytes(st, ev->data, ev->len);
 	size_t off = 0;
 	/* Straight to the local socket when nothing is queued before it. */
 	if (st->w.fd >= 0 && buf_len(&st->inbound) == 0 && ev->len) {

@@ -46,6 +46,10 @@ struct link_ops {
 	/* A stream ended (both ways done, reset, or the link died). */
 	void (*stream_closed)(struct link *l, struct link_stream *st);
 	void (*rtt)(struct link *l, unsigned rtt_ms);
+	/* Optional: a stream's bytes as they pass, read from its local socket
+	 * and received for it from the peer (the shim inspects them). */
+	void (*local_bytes)(struct link_stream *st, const uint8_t *p, size_t n);
+	void (*remote_bytes)(struct link_stream *st, const uint8_t *p, size_t n);
 };
 
 struct link_stats {
@@ -66,8 +70,10 @@ void *link_ctx(const struct link *l);
 unsigned link_stream_count(const struct link *l);
 const struct link_stats *link_get_stats(const struct link *l);
 
-/* Shim: opens a stream for a connected local socket (takes the fd).
- * NULL with *err (-ENOSPC when the helper's limit or the ids ran out). */
+/* Shim: opens a stream for a connected local socket. On success the link
+ * owns the fd and will call ops->stream_closed once for it; on failure (NULL,
+ * *err: -ENOSPC when the helper's limit or the ids ran out) the caller keeps
+ * both the fd and ctx, and no callback is made. */
 struct link_stream *link_stream_open(struct link *l, int local_fd, void *ctx, int *err);
 /* Helper: attaches the local socket of a stream announced by ops->open. */
 void link_stream_bind(struct link_stream *st, int local_fd);
