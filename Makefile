@@ -115,7 +115,8 @@ integration: all tools
 # The daemon-facing suites again with the ASan+UBSan builds of both daemons.
 # Any sanitizer report kills the daemon (-fno-sanitize-recover), which the
 # tests see as a failure; logs are kept in the test's temp dir.
-ASAN_SUITES := tests.integration.test_shim tests.integration.test_tunnel tests.integration.test_realclients
+ASAN_SUITES := tests.integration.test_shim tests.integration.test_tunnel tests.integration.test_realclients \
+               tests.integration.test_stats
 integration-asan: $(B)/asan/muxshim $(B)/asan/muxshim-host tools
 	MUXSHIM_SANITIZED=1 MUXSHIM_BIN=$(CURDIR)/$(B)/asan/muxshim \
 	MUXSHIM_HOST_BIN=$(CURDIR)/$(B)/asan/muxshim-host \
