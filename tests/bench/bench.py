@@ -358,8 +358,14 @@ def build_paths_a(mux, logdir, res):
         p.spawn(["socat", "UNIX-LISTEN:%s,fork" % p.socket, "TCP:127.0.0.1:%d" % P_REVERSE_PROXY],
                 "container-hop", ready_socket=p.socket)
 
+    def shim_noinspect(p):
+        p.socket = os.path.join(p.logdir, "client.sock")
+        p.daemons["muxshim --no-inspect"] = p.shim(p.socket, "unix:" + mux.socket,
+                                                   "--no-inspect")
+
     make("direct", "direct", direct)
     make("muxshim", "muxshim", shim)
+    make("noinspect", "muxshim --no-inspect", shim_noinspect)
     make("socat", "socat", socat)
     make("tunnel", "muxshim tunnel", tunnel)
     make("tunnel_tcp", "muxshim tunnel, TCP upstream", tunnel_tcp)
@@ -667,6 +673,10 @@ def report(env, paths_a, paths_b, res, rss_start, rss_end, args, elapsed):
         target("muxshim sessions/s >= 0.5x direct, %s" % lbl, fx3(r), ge(r, 0.5))
         r = S.ratio(("list", "muxshim", par), ("list", "socat", par))
         target("muxshim sessions/s >= 3x socat, %s" % lbl, fx3(r), ge(r, 3))
+    for par, lbl in ((1, "sequential"), (8, "8 parallel")):
+        r = S.ratio(("list", "muxshim", par), ("list", "noinspect", par))
+        target("cost of request inspection <= 10%% (inspecting vs --no-inspect), %s" % lbl,
+               "—" if r is None else "%.1f%%" % (100 * (1 - r)), None if r is None else r >= 0.9)
     for key, lbl in (("muxshim", "muxshim"), ("nosplice", "muxshim --no-splice")):
         for mode in ("recv", "send"):
             r = S.ratio((mode, key), (mode, "direct"))
