@@ -7,6 +7,7 @@
    unmodified; the host's usbmuxd is restarted under them.
 3. The Windows/macOS shape: muxshim -> one tunnel -> muxshim-host -> usbmuxd
    over TCP, many sessions, and the TIME_WAIT count on the host.
+4. `muxshim stats`: which process opened how many sessions of which kind.
 Everything is stopped at the end."""
 import os
 import subprocess
@@ -83,6 +84,11 @@ def main():
     print("   2,000 ListDevices sessions through the tunnel: %.0f sessions/s" % r["sessions_per_s"])
     print("   TIME_WAIT sockets toward usbmuxd's TCP port afterwards: %d" % time_wait(tcp_port))
     print("   TIME_WAIT sockets on the tunnel port: %d" % time_wait(hport))
+    say("who used usbmuxd through that shim: muxshim stats")
+    p = subprocess.run([os.path.join(harness.BUILD, "muxshim"), "stats", "--listen", path],
+                       capture_output=True, text=True, timeout=10)
+    for line in p.stdout.rstrip().splitlines():
+        print("     | " + line)
     tshim.stop()
     helper.stop()
     for name, p in (("muxshim (tunnel)", tshim), ("muxshim-host", helper)):
