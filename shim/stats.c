@@ -363,10 +363,18 @@ static void render_table(const struct stats *st, struct out *o, uint64_t now_ms)
 	    (unsigned long long)st->sessions_total, (unsigned long long)st->sessions_open,
 	    (double)st->sessions_total * 1000.0 / (double)(now_ms - st->started_ms + 1),
 	    st->inspect ? "on" : "off", (unsigned long long)st->parse_errors);
-	if (st->tunnel)
-		put(o, "tunnel: %s, %llu connects, %llu drops, rtt %u ms\n",
+	if (st->tunnel) {
+		char rtt[32];
+		if (!st->tunnel_rtt_known)
+			snprintf(rtt, sizeof(rtt), "not measured yet");
+		else if (st->tunnel_rtt_ms == 0)
+			snprintf(rtt, sizeof(rtt), "< 1 ms");
+		else
+			snprintf(rtt, sizeof(rtt), "%u ms", st->tunnel_rtt_ms);
+		put(o, "tunnel: %s, %llu connects, %llu drops, rtt %s\n",
 		    st->tunnel_up ? "up" : "DOWN", (unsigned long long)st->tunnel_connects,
-		    (unsigned long long)st->tunnel_drops, st->tunnel_rtt_ms);
+		    (unsigned long long)st->tunnel_drops, rtt);
+	}
 	put(o, "upstream failures: %llu\n", (unsigned long long)st->upstream_failures);
 	put(o, "\n%8s %6s %-16s %10s %10s  %s\n", "PID", "UID", "COMMAND", "SESSIONS", "RATE/s",
 	    "REQUESTS");

@@ -61,6 +61,7 @@ struct stats {
 	bool tunnel_up;
 	uint64_t tunnel_connects, tunnel_drops;
 	unsigned tunnel_rtt_ms;
+	bool tunnel_rtt_known;
 	/* configuration */
 	bool inspect;
 	double warn_rate;

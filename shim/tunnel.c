@@ -152,6 +152,7 @@ static void link_rtt(struct link *l, unsigned ms)
 {
 	(void)l;
 	tc.s->stats.tunnel_rtt_ms = ms;
+	tc.s->stats.tunnel_rtt_known = true;
 }
 
 static void client_bytes(struct link_stream *st, const uint8_t *p, size_t n)

@@ -574,6 +574,15 @@ static void become_up(struct link *l)
 	l->state = LINK_UP;
 	/* From now on the timer watches liveness, not the handshake. */
 	loop_timer_arm(l->loop, &l->timer, l->cfg.keepalive_ms / 2 ? l->cfg.keepalive_ms / 2 : 1);
+	if (l->cfg.role == TUN_ROLE_SHIM) {
+		/* One ping at once, so the round-trip time is known from the start. */
+		uint8_t opaque[8];
+		uint64_t now = loop_now(l->loop);
+		for (int i = 0; i < 8; i++)
+			opaque[i] = (uint8_t)(now >> (56 - 8 * i));
+		send_ping(l, false, opaque);
+		l->ping_outstanding = true;
+	}
 	if (l->ops->up)
 		l->ops->up(l);
 }
