@@ -25,7 +25,7 @@ struct link_stream {
 	bool abortive;             /* close the local socket with a reset */
 	bool closing;              /* abortive close waits for the peer's ACKs */
 	bool dead;
-	bool silent;               /* never announced: no stream_closed callback */
+	bool open_pending;         /* shim: OPEN goes out with the first bytes */
 	uint64_t close_started_ms;
 	struct loop_timer close_timer;
 	struct link_stream *prev, *next;   /* all streams of the link */
@@ -186,7 +186,7 @@ static void stream_free(struct link_stream *st, bool abortive)
 	if (st->next)
 		st->next->prev = st->prev;
 	l->nstreams--;
-	if (l->ops->stream_closed && !st->silent)
+	if (l->ops->stream_closed)
 		l->ops->stream_closed(l, st);
 	st->reap_next = reap_streams;
 	reap_streams = st;
@@ -197,7 +197,8 @@ void link_stream_reset(struct link_stream *st, uint32_t code, const char *reason
 	struct link *l = st->link;
 	if (st->dead)
 		return;
-	if (!st->ts.reset && l->state == LINK_UP) {
+	/* A stream the peer never heard of needs no RESET. */
+	if (!st->ts.reset && !st->open_pending && l->state == LINK_UP) {
 		uint8_t f[TUN_CTRL_MAX];
 		st->ts.reset = true;
 		out_ctrl(l, f, tun_encode_reset(f, st->ts.id, code, reason));
@@ -206,12 +207,40 @@ void link_stream_reset(struct link_stream *st, uint32_t code, const char *reason
 	link_update(l);
 }
 
-static void stream_send_fin(struct link_stream *st)
+/* Shim: the stream's first frame is an OPEN carrying the client's first
+ * bytes (or its FIN), which saves a frame per session. The id is taken
+ * now, so ids rise in the order OPENs go out, as the protocol requires. */
+static int stream_announce(struct link_stream *st, uint8_t *type)
 {
-	uint8_t h[TUN_HDR_LEN];
-	tun_header_encode(h, TUN_DATA, TUN_FLAG_FIN, st->ts.id, 0);
+	struct link *l = st->link;
+	*type = TUN_DATA;
+	if (!st->open_pending)
+		return 0;
+	int rc = tun_mux_open(&l->mux, &st->ts, st);
+	if (rc < 0) {
+		static struct log_ratelimit rl = { .interval_ms = 10000 };
+		unsigned suppressed;
+		if (log_ratelimit_pass(&rl, loop_now(l->loop), &suppressed))
+			log_warn("tunnel %s: cannot open a stream: the helper's limit of %u streams is "
+				 "reached", l->cfg.peer_name, l->peer_hello.max_streams);
+		return rc;
+	}
+	st->open_pending = false;
+	l->stats.streams_opened++;
+	*type = TUN_OPEN;
+	return 0;
+}
+
+static int stream_send_fin(struct link_stream *st)
+{
+	uint8_t h[TUN_HDR_LEN], type;
+	int rc = stream_announce(st, &type);
+	if (rc < 0)
+		return rc;
+	tun_header_encode(h, type, TUN_FLAG_FIN, st->ts.id, 0);
 	if (out_ctrl(st->link, h, sizeof(h)) == 0)
 		tun_stream_sent(&st->ts, 0, true);
+	return 0;
 }
 
 /* Reads the local socket into DATA frames: up to LINK_IN_CHUNK bytes per
@@ -234,13 +263,15 @@ static int stream_pump_local(struct link_stream *st)
 			return (int)r;
 		if (r == 0) {
 			st->local_eof = true;
-			stream_send_fin(st);
-			return 0;
+			return stream_send_fin(st);
 		}
 		if (l->ops->local_bytes)
 			l->ops->local_bytes(st, scratch, (size_t)r);
-		uint8_t h[TUN_HDR_LEN];
-		tun_header_encode(h, TUN_DATA, 0, st->ts.id, (uint32_t)r);
+		uint8_t h[TUN_HDR_LEN], type;
+		int rc = stream_announce(st, &type);
+		if (rc < 0)
+			return rc;
+		tun_header_encode(h, type, 0, st->ts.id, (uint32_t)r);
 		if (out_append(l, h, sizeof(h)) < 0 || out_append(l, scratch, (size_t)r) < 0)
 			return -EPIPE;
 		tun_stream_sent(&st->ts, (uint32_t)r, false);
@@ -395,30 +426,16 @@ struct link_stream *link_stream_open(struct link *l, int local_fd, void *ctx, in
 		*err = -ENOTCONN;
 		return NULL;
 	}
-	struct link_stream *st = stream_new(l, NULL);
+	struct link_stream *st = stream_new(l, ctx);
 	if (!st) {
 		*err = -ENOMEM;
 		return NULL;
 	}
-	/* Until it is fully open the stream is silent: a failure here leaves
-	 * the fd and ctx with the caller, with no stream_closed callback. */
-	st->silent = true;
 	loop_timer_init(&st->close_timer, on_close_poll, st);
-	int rc = tun_mux_open(&l->mux, &st->ts, st);
-	if (rc < 0) {
-		stream_free(st, false);
-		*err = rc;
-		return NULL;
-	}
-	uint8_t h[TUN_HDR_LEN];
-	tun_header_encode(h, TUN_OPEN, 0, st->ts.id, 0);
-	if (out_ctrl(l, h, sizeof(h)) < 0) {
-		*err = -EPIPE; /* the link closed; st went with it, silently */
-		return NULL;
-	}
-	st->silent = false;
-	st->ctx = ctx;
-	l->stats.streams_opened++;
+	/* Not on the wire yet (see stream_announce): the credit it may use
+	 * for its first frame is the peer's initial window. */
+	st->open_pending = true;
+	st->ts.send_window = l->peer_hello.window;
 	link_stream_bind(st, local_fd);
 	return st;
 }

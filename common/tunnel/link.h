@@ -70,10 +70,11 @@ void *link_ctx(const struct link *l);
 unsigned link_stream_count(const struct link *l);
 const struct link_stats *link_get_stats(const struct link *l);
 
-/* Shim: opens a stream for a connected local socket. On success the link
- * owns the fd and will call ops->stream_closed once for it; on failure (NULL,
- * *err: -ENOSPC when the helper's limit or the ids ran out) the caller keeps
- * both the fd and ctx, and no callback is made. */
+/* Shim: opens a stream for a connected local socket; its OPEN goes out with
+ * the client's first bytes. On success the link owns the fd and calls
+ * ops->stream_closed once for it (also when the helper's stream limit turns
+ * it away at that first frame); on failure (NULL, *err) the caller keeps both
+ * the fd and ctx, and no callback is made. */
 struct link_stream *link_stream_open(struct link *l, int local_fd, void *ctx, int *err);
 /* Helper: attaches the local socket of a stream announced by ops->open. */
 void link_stream_bind(struct link_stream *st, int local_fd);
