@@ -15,6 +15,14 @@ B        := build
 # Platform code: one backend file per OS, chosen here rather than by #ifdef.
 LOOP_SRC := common/loop_epoll.c
 PLAT_SRC := common/plat_posix.c common/plat_linux.c
+# macOS (and other POSIX systems without epoll): poll(2), and the fallbacks
+# for Linux-only calls. `make unit` runs the unit suites on this set too.
+PORTABLE_LOOP_SRC := common/loop_poll.c
+PORTABLE_PLAT_SRC := common/plat_posix.c common/plat_other.c
+ifeq ($(shell uname -s),Darwin)
+LOOP_SRC := $(PORTABLE_LOOP_SRC)
+PLAT_SRC := $(PORTABLE_PLAT_SRC)
+endif
 
 TUNNEL_SRC := common/tunnel/codec.c common/tunnel/mux.c common/tunnel/link.c common/sha256.c
 COMMON_SRC := common/log.c common/buf.c common/addr.c common/daemon.c common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC) \
@@ -23,7 +31,8 @@ COMMON_HDR := $(wildcard common/*.h common/tunnel/*.h)
 SHIM_SRC   := shim/main.c shim/session.c shim/upstream.c shim/diag.c shim/tunnel.c \
               shim/inspect.c shim/stats.c shim/control.c
 SHIM_HDR   := $(wildcard shim/*.h)
-HELPER_SRC := host-helper/main.c
+HELPER_SRC := host-helper/main.c host-helper/service_posix.c
+HELPER_HDR := $(wildcard host-helper/*.h)
 
 # Pure modules under unit test (no sockets, no loop).
 UNIT_SRC   := tests/unit/run.c tests/unit/test_buf.c tests/unit/test_addr.c \
@@ -38,9 +47,11 @@ TOOLS      := fakedev devsvc muxconn lmclient
 
 DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev usbmuxd libusbmuxd-dev \
             libusbmuxd-tools libimobiledevice-utils libplist-dev libplist-utils \
-            libseccomp-dev libcunit1-dev socat iproute2 procps util-linux python3
+            libseccomp-dev libcunit1-dev socat iproute2 procps util-linux python3 \
+            gcc-mingw-w64-x86-64 wine64 wine
 
-.PHONY: all deps tools unit integration integration-asan fuzz-smoke fuzz check bench demo clean
+.PHONY: all deps tools unit integration integration-asan integration-windows windows fuzz-smoke fuzz \
+        check bench demo clean
 
 all: $(B)/muxshim $(B)/muxshim-host
 
@@ -48,11 +59,11 @@ $(B)/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 	@mkdir -p $(B)
 	$(CC) $(ALLFLAGS) -Ishim $(SHIM_SRC) $(COMMON_SRC) -o $@ $(PLIST_LIBS)
 
-$(B)/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) Makefile
+$(B)/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)
 	$(CC) $(ALLFLAGS) $(HELPER_SRC) $(COMMON_SRC) -o $@
 
-$(B)/asan/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) Makefile
+$(B)/asan/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)/asan
 	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -DMUXSHIM_VERSION='"$(VERSION)"' \
 		$(HELPER_SRC) $(COMMON_SRC) -o $@
@@ -61,6 +72,25 @@ $(B)/asan/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 	@mkdir -p $(B)/asan
 	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim -DMUXSHIM_VERSION='"$(VERSION)"' \
 		$(SHIM_SRC) $(COMMON_SRC) -o $@ $(PLIST_LIBS)
+
+# Windows: muxshim-host.exe, cross-built with mingw-w64 from the same sources.
+# Only the platform files differ: plat_win.c (Winsock), loop_poll.c over
+# WSAPoll, service_win.c. Static, so it imports only Windows' own DLLs
+# (KERNEL32, msvcrt, WS2_32, bcrypt, ADVAPI32). _POSIX_C_SOURCE gives mingw's
+# gmtime_r; NTDDI_VERSION 10.0.15063 (1703) declares SIO_TCP_INFO, which is
+# asked for at run time, so older Windows still runs it.
+WIN_CC    := x86_64-w64-mingw32-gcc
+WIN_FLAGS := -std=c17 -D_POSIX_C_SOURCE=200809L -D_WIN32_WINNT=0x0A00 -DNTDDI_VERSION=0x0A000003 \
+             -include common/plat_win_types.h $(WARN) -O2 -Icommon -DMUXSHIM_VERSION='"$(VERSION)"'
+WIN_SRC   := host-helper/main.c host-helper/service_win.c common/log.c common/buf.c common/addr.c \
+             common/daemon.c common/loop_timer.c common/loop_poll.c common/plat_win.c $(TUNNEL_SRC)
+
+$(B)/muxshim-host.exe: $(WIN_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
+	@mkdir -p $(B)
+	$(WIN_CC) $(WIN_FLAGS) $(WIN_SRC) -o $@ -static -lws2_32 -lbcrypt -lwinpthread
+
+windows: deps
+	$(MAKE) $(B)/muxshim-host.exe
 
 # Installs only what is missing; `apt-get update` runs once, if at all.
 deps:
@@ -81,8 +111,16 @@ $(B)/tests/unit: $(UNIT_SRC) $(wildcard tests/unit/*.h) $(COMMON_HDR) $(SHIM_HDR
 	@mkdir -p $(B)/tests
 	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim $(UNIT_SRC) -o $@ -lcunit $(PLIST_LIBS)
 
-unit: $(B)/tests/unit
+# The same suites on the portable platform set (poll backend, plat_other.c).
+$(B)/tests/unit-poll: $(UNIT_SRC) $(PORTABLE_LOOP_SRC) $(PORTABLE_PLAT_SRC) $(wildcard tests/unit/*.h) $(COMMON_HDR) $(SHIM_HDR) Makefile
+	@mkdir -p $(B)/tests
+	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim \
+		$(filter-out $(LOOP_SRC) $(PLAT_SRC),$(UNIT_SRC)) $(PORTABLE_LOOP_SRC) $(PORTABLE_PLAT_SRC) \
+		-o $@ -lcunit $(PLIST_LIBS)
+
+unit: $(B)/tests/unit $(B)/tests/unit-poll
 	$(B)/tests/unit
+	$(B)/tests/unit-poll
 
 # libFuzzer targets, one per decoder; seed corpora live in tests/fuzz/corpus/.
 FUZZERS      := tunnel inspect
@@ -123,12 +161,17 @@ integration-asan: $(B)/asan/muxshim $(B)/asan/muxshim-host tools
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		python3 -m unittest $(ASAN_SUITES)
 
+# muxshim-host.exe under wine, behind the Linux shim (tests/integration/test_windows.py).
+integration-windows: all tools $(B)/muxshim-host.exe
+	MUXSHIM_WINE_SUITE=1 python3 -m unittest -v tests.integration.test_windows
+
 check: deps
-	$(MAKE) all tools $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/tests/unit
+	$(MAKE) all tools $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/tests/unit $(B)/muxshim-host.exe
 	$(MAKE) unit
 	$(MAKE) fuzz-smoke
 	$(MAKE) integration
 	$(MAKE) integration-asan
+	$(MAKE) integration-windows
 
 bench: deps
 	$(MAKE) all tools

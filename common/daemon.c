@@ -11,7 +11,7 @@ static void acceptor_set(struct acceptor *a)
 	bool on = !a->paused && a->has_room(a->ctx);
 	int rc = loop_watch_set(a->loop, &a->w, on ? LOOP_IN : 0);
 	if (rc < 0)
-		log_error("cannot watch the listening socket: %s", strerror(-rc));
+		log_error("cannot watch the listening socket: %s", plat_strerror(-rc));
 }
 
 static void on_pause_end(struct loop_timer *t)
@@ -27,8 +27,8 @@ void acceptor_pause(struct acceptor *a, int err)
 	if (a->paused)
 		return;
 	if (log_ratelimit_pass(&a->rl, loop_now(a->loop), &suppressed))
-		log_warn("out of file descriptors (%s): not accepting for %d ms%s", strerror(-err),
-			 ACCEPT_PAUSE_MS, suppressed ? " (again)" : "");
+		log_warn("out of file descriptors (%s): not accepting for %d ms%s",
+			 plat_strerror(-err), ACCEPT_PAUSE_MS, suppressed ? " (again)" : "");
 	a->paused = true;
 	loop_timer_arm(a->loop, &a->pause, ACCEPT_PAUSE_MS);
 	acceptor_set(a);

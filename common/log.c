@@ -1,5 +1,6 @@
 #include "log.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 
 static const char *log_prog = "muxshim";
 static enum log_level log_level = LOG_INFO;
+static int log_fd = STDERR_FILENO;
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
@@ -16,6 +18,17 @@ void log_init(const char *prog, enum log_level level)
 {
 	log_prog = prog;
 	log_level = level;
+}
+
+int log_open_file(const char *path)
+{
+	/* stdio only to open: "a" means append on every system (O_APPEND),
+	 * and text mode on Windows, so lines end in CRLF there. */
+	FILE *f = fopen(path, "a");
+	if (!f)
+		return -errno;
+	log_fd = fileno(f);
+	return 0;
 }
 
 int log_parse_level(const char *s, enum log_level *out)
@@ -60,7 +73,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	line[len++] = '\n';
 	/* A full disk or a closed stderr must never take the daemon down:
 	 * the message is dropped, the daemon goes on. */
-	ssize_t w = write(STDERR_FILENO, line, len);
+	ssize_t w = write(log_fd, line, len);
 	(void)w;
 }
 

@@ -1,5 +1,6 @@
-/* Levelled logging to stderr, one write(2) per line, with rate limiting for
- * messages that a misbehaving peer could otherwise repeat without bound. */
+/* Levelled logging to stderr (or a file), one write(2) per line, with rate
+ * limiting for messages that a misbehaving peer could otherwise repeat
+ * without bound. */
 #ifndef MUXSHIM_LOG_H
 #define MUXSHIM_LOG_H
 
@@ -9,6 +10,9 @@
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 void log_init(const char *prog, enum log_level level);
+/* From now on, lines are appended to this file instead of stderr (a Windows
+ * service has no console). 0 or -errno; stderr stays on failure. */
+int log_open_file(const char *path);
 int log_parse_level(const char *s, enum log_level *out);
 bool log_enabled(enum log_level level);
 

@@ -28,6 +28,7 @@ struct loop_watch {
 	int fd;
 	unsigned want;        /* LOOP_IN | LOOP_OUT, as last set */
 	bool registered;      /* known to the backend */
+	unsigned slot;        /* poll backends: index in their fd array */
 	loop_watch_cb cb;
 	void *ctx;
 };

@@ -1,8 +1,8 @@
 /* The one narrow header behind which the operating system lives. Everything
  * the daemons need from the OS beyond the event loop is here; each OS gets
- * its own implementation file (plat_posix.c today). All functions that act
- * return 0 (or a non-negative value) on success and a negative errno on
- * failure; callers never read errno. */
+ * its own implementation files (plat_posix.c and friends, plat_win.c). All
+ * functions that act return 0 (or a non-negative value) on success and a
+ * negative errno on failure; callers never read errno. */
 #ifndef MUXSHIM_PLAT_H
 #define MUXSHIM_PLAT_H
 
@@ -77,5 +77,21 @@ ssize_t plat_splice_out(int pipe_r, int sock, size_t n);
 /* Reads a small text file (e.g. /proc/self/mountinfo) into a malloc'd,
  * NUL-terminated buffer of at most max bytes. */
 int plat_read_file(const char *path, size_t max, char **out);
+
+/* strerror() for the errno values these functions return (pass -rc), with
+ * texts for the socket errors that Windows' C runtime has none for. */
+const char *plat_strerror(int err);
+/* False where UNIX-domain sockets are not available (the Windows build). */
+bool plat_has_unix_sockets(void);
+
+/* poll(2), or WSAPoll on Windows: for the poll backend of the loop. */
+enum { PLAT_POLL_IN = 1, PLAT_POLL_OUT = 2, PLAT_POLL_ERR = 4 /* error or hang-up */ };
+struct plat_pollfd {
+	int fd;
+	unsigned events;   /* PLAT_POLL_IN | PLAT_POLL_OUT */
+	unsigned revents;  /* set by plat_poll */
+};
+/* Entries with revents set, 0 on timeout (timeout_ms < 0: none), or -errno. */
+int plat_poll(struct plat_pollfd *fds, size_t n, int timeout_ms);
 
 #endif

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <poll.h>
 #include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -395,4 +396,45 @@ int plat_random(void *p, size_t n)
 	}
 	close(fd);
 	return 0;
+}
+
+const char *plat_strerror(int err)
+{
+	return strerror(err);
+}
+
+bool plat_has_unix_sockets(void)
+{
+	return true;
+}
+
+/* For loop_poll.c (systems without epoll). The caller's array is translated
+ * into a scratch one that grows with the largest set seen. */
+int plat_poll(struct plat_pollfd *fds, size_t n, int timeout_ms)
+{
+	static struct pollfd *scratch;
+	static size_t cap;
+	if (n > cap) {
+		struct pollfd *p = realloc(scratch, n * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		scratch = p;
+		cap = n;
+	}
+	for (size_t i = 0; i < n; i++) {
+		scratch[i].fd = fds[i].fd;
+		scratch[i].events = (short)(((fds[i].events & PLAT_POLL_IN) ? POLLIN : 0) |
+					    ((fds[i].events & PLAT_POLL_OUT) ? POLLOUT : 0));
+		scratch[i].revents = 0;
+	}
+	int r = poll(scratch, (nfds_t)n, timeout_ms);
+	if (r < 0)
+		return -errno;
+	for (size_t i = 0; i < n; i++) {
+		short re = scratch[i].revents;
+		fds[i].revents = ((re & POLLIN) ? PLAT_POLL_IN : 0) |
+				 ((re & POLLOUT) ? PLAT_POLL_OUT : 0) |
+				 ((re & (POLLERR | POLLHUP | POLLNVAL)) ? PLAT_POLL_ERR : 0);
+	}
+	return r;
 }

@@ -6,6 +6,7 @@
 #include "log.h"
 #include "loop.h"
 #include "plat.h"
+#include "service.h"
 #include "tunnel/link.h"
 
 #include <errno.h>
@@ -36,6 +37,9 @@ struct helper_config {
 	unsigned keepalive_ms;
 	unsigned handshake_ms;
 	enum log_level log_level;
+	const char *log_file;        /* NULL: stderr */
+	bool service;                /* --service: under the Service Control Manager */
+	enum { RUN, INSTALL_SERVICE, UNINSTALL_SERVICE } action;
 };
 
 struct helper {
@@ -76,17 +80,40 @@ static void upstream_try(struct upstream *u);
 static struct helper helper;
 
 
+/* What an operator can do about a failed usbmuxd connection. */
+static const char *upstream_hint(int err)
+{
+	switch (err) {
+	case -ECONNREFUSED:
+	case -ENOENT:
+		return "is usbmuxd (on Windows: the Apple Mobile Device Service, part of iTunes "
+		       "or Apple Devices) running?";
+	case -EACCES:
+	case -EPERM:
+	case -ETIMEDOUT:
+		return "refused or dropped: a firewall or security software may block it";
+	case -EADDRINUSE:
+	case -EADDRNOTAVAIL:
+	case -ENOBUFS:
+		return "this host is out of ephemeral ports or sockets: count TIME_WAIT with "
+		       "netstat -ano";
+	default:
+		return "is usbmuxd running, and is this its address?";
+	}
+}
+
 static void upstream_failed(struct upstream *u, int err)
 {
 	struct helper *h = u->t->h;
 	char up[ADDR_HOST_MAX + 16], reason[600];
 	unsigned suppressed;
 	addr_format(&h->cfg.upstream, up, sizeof(up));
-	snprintf(reason, sizeof(reason), "cannot connect to usbmuxd at %s: %s", up, strerror(-err));
+	snprintf(reason, sizeof(reason), "cannot connect to usbmuxd at %s: %s", up,
+		 plat_strerror(-err));
 	u->t->upstream_failures++;
 	if (log_ratelimit_pass(&h->rl_upstream, loop_now(h->loop), &suppressed))
-		log_warn("tunnel %s: %s%s (is usbmuxd / Apple Mobile Device Service running?)%s",
-			 u->t->name, reason, "", suppressed ? " (more suppressed)" : "");
+		log_warn("tunnel %s: %s (%s); retried with the next session%s", u->t->name, reason,
+			 upstream_hint(err), suppressed ? " (more suppressed)" : "");
 	link_stream_reset(u->st, TUN_RESET_UPSTREAM, reason);
 }
 
@@ -241,7 +268,7 @@ static void tunnel_start(struct helper *h, int fd)
 	log_debug("tunnel %s: connection accepted", t->name);
 	int rc = link_new(h->loop, fd, &lc, &tunnel_ops, t, &t->link);
 	if (rc < 0 && rc != -EPIPE) {
-		log_error("tunnel %s: cannot start: %s", t->name, strerror(-rc));
+		log_error("tunnel %s: cannot start: %s", t->name, plat_strerror(-rc));
 		plat_close(fd);
 		free(t);
 		h->ntunnels--;
@@ -278,6 +305,11 @@ static void usage(FILE *f)
 		"  --window BYTES         per-stream receive window, default 262144\n"
 		"  --keepalive MS         ping an idle tunnel after MS, default 15000\n"
 		"  --log-level LEVEL      error, warn, info or debug (default info)\n"
+		"  --log-file PATH        append log lines to PATH instead of stderr\n"
+		"  --service              run under the Windows Service Control Manager\n"
+		"  --install-service      install a Windows service running this program\n"
+		"                         with the other options given; --uninstall-service\n"
+		"                         stops and removes it\n"
 		"  --help, --version\n",
 		plat_default_usbmuxd());
 }
@@ -304,7 +336,8 @@ static int parse_u32(const char *s, unsigned long min, unsigned long max, uint32
 static void parse_args(int argc, char **argv, struct helper_config *cfg)
 {
 	enum { O_LISTEN = 256, O_UPSTREAM, O_TOKEN, O_REMOTE, O_TUNNELS, O_STREAMS, O_WINDOW,
-	       O_KEEPALIVE, O_LOGLEVEL, O_HELP, O_VERSION };
+	       O_KEEPALIVE, O_LOGLEVEL, O_LOGFILE, O_SERVICE, O_INSTALL, O_UNINSTALL, O_HELP,
+	       O_VERSION };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "upstream", required_argument, NULL, O_UPSTREAM },
@@ -315,6 +348,10 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 		{ "window", required_argument, NULL, O_WINDOW },
 		{ "keepalive", required_argument, NULL, O_KEEPALIVE },
 		{ "log-level", required_argument, NULL, O_LOGLEVEL },
+		{ "log-file", required_argument, NULL, O_LOGFILE },
+		{ "service", no_argument, NULL, O_SERVICE },
+		{ "install-service", no_argument, NULL, O_INSTALL },
+		{ "uninstall-service", no_argument, NULL, O_UNINSTALL },
 		{ "help", no_argument, NULL, O_HELP },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
@@ -349,7 +386,8 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 			if (rc == -EINVAL)
 				die_usage("--token-file %s: the file must hold 1 to 256 bytes", optarg);
 			if (rc < 0) {
-				snprintf(err, sizeof(err), "--token-file %s: %s", optarg, strerror(-rc));
+				snprintf(err, sizeof(err), "--token-file %s: %s", optarg,
+					 plat_strerror(-rc));
 				die_usage("%s", err);
 			}
 			break;
@@ -378,6 +416,18 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 		case O_LOGLEVEL:
 			if (log_parse_level(optarg, &cfg->log_level) < 0)
 				die_usage("--log-level '%s': need error, warn, info or debug", optarg);
+			break;
+		case O_LOGFILE:
+			cfg->log_file = optarg;
+			break;
+		case O_SERVICE:
+			cfg->service = true;
+			break;
+		case O_INSTALL:
+			cfg->action = INSTALL_SERVICE;
+			break;
+		case O_UNINSTALL:
+			cfg->action = UNINSTALL_SERVICE;
 			break;
 		case O_HELP:
 			usage(stdout);
@@ -410,13 +460,40 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 			       sizeof(err)) < 0)
 			die_usage("%s", err);
 	}
+	if (cfg->upstream.kind == ADDR_UNIX && !plat_has_unix_sockets())
+		die_usage("%s: UNIX-domain sockets are not supported by this build; usbmuxd "
+			  "(Apple Mobile Device Service) listens on tcp:127.0.0.1:27015",
+			  cfg->upstream_source);
+	if (cfg->service && !cfg->log_file)
+		cfg->log_file = service_default_log_file(); /* a service has no console */
 }
 
-int main(int argc, char **argv)
+static const char *listen_hint(int err)
+{
+	if (err == -EADDRINUSE)
+		return " (another muxshim-host, or another program, has that port: stop it or "
+		       "choose another --listen port)";
+	if (err == -EACCES)
+		return " (the port is reserved or blocked: on Windows see `netsh int ipv4 show "
+		       "excludedportrange protocol=tcp`, where Hyper-V, WSL and Docker reserve "
+		       "ranges; choose another --listen port)";
+	return "";
+}
+
+/* The helper itself: from the options to a clean exit (status 0), in a
+ * console or as a service. */
+static int helper_run(void)
 {
 	struct helper *h = &helper;
-	parse_args(argc, argv, &h->cfg);
 	log_init("muxshim-host", h->cfg.log_level);
+	if (h->cfg.log_file) {
+		int rc = log_open_file(h->cfg.log_file);
+		if (rc < 0) {
+			log_error("cannot open the log file %s: %s", h->cfg.log_file,
+				  plat_strerror(-rc));
+			return 1;
+		}
+	}
 
 	bool loopback = plat_is_loopback(h->cfg.listen_host);
 	if (!loopback && !h->cfg.has_token) {
@@ -435,23 +512,20 @@ int main(int argc, char **argv)
 	h->rl_upstream.interval_ms = 10000;
 	int rc = loop_new(&h->loop);
 	if (rc < 0) {
-		log_error("cannot create the event loop: %s", strerror(-rc));
+		log_error("cannot create the event loop: %s", plat_strerror(-rc));
 		return 1;
 	}
 	int stop = 0;
 	struct loop_watch sigw;
 	rc = daemon_watch_signals(h->loop, &sigw, &stop);
 	if (rc < 0) {
-		log_error("cannot install signal handlers: %s", strerror(-rc));
+		log_error("cannot install signal handlers: %s", plat_strerror(-rc));
 		return 1;
 	}
 	rc = plat_tcp_listen(h->cfg.listen_host, h->cfg.listen_port, 64, &h->listen_fd);
 	if (rc < 0) {
 		log_error("cannot listen on %s:%u: %s%s", h->cfg.listen_host, h->cfg.listen_port,
-			  strerror(-rc),
-			  rc == -EADDRINUSE ? " (another muxshim-host, or another program, has that "
-					      "port: stop it or choose another --listen port)"
-					    : "");
+			  plat_strerror(-rc), listen_hint(rc));
 		return 1;
 	}
 	char up[ADDR_HOST_MAX + 16];
@@ -462,6 +536,7 @@ int main(int argc, char **argv)
 
 	acceptor_start(&h->acceptor, h->loop, h->listen_fd, ACCEPTS_PER_WAKE, helper_has_room,
 		       helper_accepted, h);
+	service_ready();
 	while (rc == 0 && !stop) {
 		rc = loop_run_once(h->loop, -1);
 		link_reap();
@@ -471,4 +546,32 @@ int main(int argc, char **argv)
 	acceptor_stop(&h->acceptor);
 	plat_close(h->listen_fd);
 	return rc < 0 ? 1 : 0;
+}
+
+/* Is arg this long option, possibly abbreviated as getopt_long allows? */
+static bool is_option(const char *arg, const char *name)
+{
+	size_t n = strlen(arg);
+	return n > 2 && n <= strlen(name) && strncmp(arg, name, n) == 0;
+}
+
+int main(int argc, char **argv)
+{
+	parse_args(argc, argv, &helper.cfg);
+	if (helper.cfg.action == UNINSTALL_SERVICE)
+		return service_uninstall();
+	if (helper.cfg.action == INSTALL_SERVICE) {
+		/* The service runs with the options given here, minus this one. */
+		char **args = calloc((size_t)argc, sizeof(*args));
+		int n = 0;
+		if (!args)
+			return 1;
+		for (int i = 1; i < argc; i++)
+			if (!is_option(argv[i], "--install-service") && !is_option(argv[i], "--service"))
+				args[n++] = argv[i];
+		int rc = service_install(n, args);
+		free(args);
+		return rc;
+	}
+	return helper.cfg.service ? service_run(helper_run) : helper_run();
 }

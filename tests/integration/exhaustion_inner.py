@@ -7,6 +7,9 @@ through one of two paths, printing one JSON line:
   chain   the incident's setup: a per-session TCP hop (socat) into a host
           reverse proxy (socat) in front of usbmuxd's TCP port
   tunnel  muxshim -> one tunnel -> muxshim-host, whose upstream is TCP
+  tunnel-wine  the same with build/muxshim-host.exe under wine (see
+          test_windows.py): SESSIONS is the minimum; batches go on until
+          MUXSHIM_WINE_BUDGET_S seconds (default 120) have passed, or 20,000
 """
 import json
 import os
@@ -14,6 +17,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import harness  # noqa: E402
@@ -21,6 +25,9 @@ import harness  # noqa: E402
 LIST_DEVICES = (b'<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0"><dict>'
                 b'<key>MessageType</key><string>ListDevices</string>'
                 b'<key>ProgName</key><string>exhaustion</string></dict></plist>')
+
+
+WINE_ENV = {"WINEDEBUG": "-all", "WINEDLLOVERRIDES": "mscoree,mshtml="}
 
 
 def list_devices(path):
@@ -67,6 +74,33 @@ def listening(port):
     return lambda: harness.tcp_listening(port)
 
 
+def run_wine(path, min_sessions):
+    """The helper under wine, with a wineserver of this namespace's own: one
+    from outside would create the helper's sockets in its own namespace."""
+    harness.Proc(["wineserver", "-f", "-p"], name="wineserver", env=WINE_ENV).start()
+    exe = os.environ.get("MUXSHIM_HOST_EXE", os.path.join(harness.BUILD, "muxshim-host.exe"))
+    helper = harness.Proc(["wine", exe,
+                           "--listen", "127.0.0.1:27016", "--upstream", "tcp:127.0.0.1:27015",
+                           "--log-level", "warn"],
+                          name="muxshim-host-wine", env=WINE_ENV, ready_fn=listening(27016),
+                          ready_timeout=120).start()
+    harness.Shim(path, "tunnel:127.0.0.1:27016", log_level="warn").start()
+    budget = float(os.environ.get("MUXSHIM_WINE_BUDGET_S", "120"))
+    t0 = time.monotonic()
+    done = ok = 0
+    failed = None
+    while done < 20000 and (done < min_sessions or time.monotonic() - t0 < budget):
+        r = harness.muxconn("--list-loop", 500, socket=path, timeout=600, check=False)
+        done += 500
+        ok += r.get("list_sessions", 0) if r.get("ok") else 0
+        if not r.get("ok"):
+            failed = {k: v for k, v in r.items() if k != "_stderr"}
+            break
+    return {"mode": "tunnel-wine", "attempted": done, "ok": ok,
+            "seconds": round(time.monotonic() - t0, 1), "failed_batch": failed,
+            "helper_alive": helper.alive(), "helper_log": helper.stderr_text()[-2000:]}
+
+
 def main(mode, sessions):
     mux = harness.PrivateUsbmuxd().start()
     harness.Proc(["socat", "TCP-LISTEN:27015,bind=127.0.0.1,reuseaddr,fork",
@@ -89,6 +123,8 @@ def main(mode, sessions):
                 first_failure = i + 1
                 break
         result = {"mode": mode, "attempted": i + 1, "ok": ok, "first_failure": first_failure}
+    elif mode == "tunnel-wine":
+        result = run_wine(path, sessions)
     else:
         helper = harness.Proc([os.path.join(harness.BUILD, "muxshim-host"), "--listen",
                                "127.0.0.1:27016", "--upstream", "tcp:127.0.0.1:27015",
@@ -110,4 +146,6 @@ if __name__ == "__main__":
     try:
         main(sys.argv[1], int(sys.argv[2]))
     finally:
+        if sys.argv[1] == "tunnel-wine":
+            subprocess.run(["wineserver", "-k"], env=dict(os.environ, **WINE_ENV), timeout=30)
         harness.cleanup_all()
