@@ -35,6 +35,7 @@ struct helper_config {
 	uint32_t window;
 	uint32_t max_frame;
 	unsigned keepalive_ms;
+	unsigned stats_interval_s;
 	unsigned handshake_ms;
 	enum log_level log_level;
 	const char *log_file;        /* NULL: stderr */
@@ -48,6 +49,8 @@ struct helper {
 	int listen_fd;
 	struct acceptor acceptor;
 	unsigned ntunnels;
+	struct tunnel *tunnels;
+	struct loop_timer summary;
 	uint64_t tunnels_total;
 	uint64_t next_tunnel_id;
 	struct log_ratelimit rl_upstream;
@@ -59,6 +62,7 @@ struct tunnel {
 	char name[64];
 	uint64_t upstream_connects;
 	uint64_t upstream_failures;
+	struct tunnel *prev, *next;  /* all open tunnels, for the summary */
 };
 
 /* One stream's upstream connection while it is being established. */
@@ -223,6 +227,34 @@ static void tunnel_up(struct link *l)
 	log_info("tunnel %s: up", t->name);
 }
 
+static void tunnel_unlink(struct tunnel *t)
+{
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		t->h->tunnels = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+}
+
+/* Per-tunnel counters in the log, every --stats-interval seconds. */
+static void on_summary(struct loop_timer *tm)
+{
+	struct helper *h = tm->ctx;
+	log_info("stats: %u tunnels open, %llu served", h->ntunnels,
+		 (unsigned long long)h->tunnels_total);
+	for (struct tunnel *t = h->tunnels; t; t = t->next) {
+		const struct link_stats *s = link_get_stats(t->link);
+		log_info("stats: tunnel %s: %u streams open, %llu opened, %llu refused, "
+			 "%llu upstream connects, %llu upstream failures, rtt %u ms", t->name,
+			 link_stream_count(t->link), (unsigned long long)s->streams_opened,
+			 (unsigned long long)s->streams_refused,
+			 (unsigned long long)t->upstream_connects,
+			 (unsigned long long)t->upstream_failures, s->last_rtt_ms);
+	}
+	loop_timer_arm(h->loop, tm, (uint64_t)h->cfg.stats_interval_s * 1000);
+}
+
 static void tunnel_down(struct link *l, const char *why)
 {
 	struct tunnel *t = link_ctx(l);
@@ -231,6 +263,7 @@ static void tunnel_down(struct link *l, const char *why)
 	log_info("tunnel %s: closed (%s); %llu streams, %llu upstream connects, %llu failures",
 		 t->name, why, (unsigned long long)s->streams_opened,
 		 (unsigned long long)t->upstream_connects, (unsigned long long)t->upstream_failures);
+	tunnel_unlink(t);
 	free(t);
 	h->ntunnels--;
 	acceptor_update(&h->acceptor);
@@ -265,11 +298,16 @@ static void tunnel_start(struct helper *h, int fd)
 	};
 	h->ntunnels++;
 	h->tunnels_total++;
+	t->next = h->tunnels;
+	if (h->tunnels)
+		h->tunnels->prev = t;
+	h->tunnels = t;
 	log_debug("tunnel %s: connection accepted", t->name);
 	int rc = link_new(h->loop, fd, &lc, &tunnel_ops, t, &t->link);
 	if (rc < 0 && rc != -EPIPE) {
 		log_error("tunnel %s: cannot start: %s", t->name, plat_strerror(-rc));
 		plat_close(fd);
+		tunnel_unlink(t);
 		free(t);
 		h->ntunnels--;
 	}
@@ -304,6 +342,7 @@ static void usage(FILE *f)
 		"  --max-streams N        concurrent streams per tunnel, default 1024\n"
 		"  --window BYTES         per-stream receive window, default 262144\n"
 		"  --keepalive MS         ping an idle tunnel after MS, default 15000\n"
+		"  --stats-interval S     log per-tunnel counters every S seconds (default 300; 0 off)\n"
 		"  --log-level LEVEL      error, warn, info or debug (default info)\n"
 		"  --log-file PATH        append log lines to PATH instead of stderr\n"
 		"  --service              run under the Windows Service Control Manager\n"
@@ -336,7 +375,7 @@ static int parse_u32(const char *s, unsigned long min, unsigned long max, uint32
 static void parse_args(int argc, char **argv, struct helper_config *cfg)
 {
 	enum { O_LISTEN = 256, O_UPSTREAM, O_TOKEN, O_REMOTE, O_TUNNELS, O_STREAMS, O_WINDOW,
-	       O_KEEPALIVE, O_LOGLEVEL, O_LOGFILE, O_SERVICE, O_INSTALL, O_UNINSTALL, O_HELP,
+	       O_KEEPALIVE, O_INTERVAL, O_LOGLEVEL, O_LOGFILE, O_SERVICE, O_INSTALL, O_UNINSTALL, O_HELP,
 	       O_VERSION };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
@@ -347,6 +386,7 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 		{ "max-streams", required_argument, NULL, O_STREAMS },
 		{ "window", required_argument, NULL, O_WINDOW },
 		{ "keepalive", required_argument, NULL, O_KEEPALIVE },
+		{ "stats-interval", required_argument, NULL, O_INTERVAL },
 		{ "log-level", required_argument, NULL, O_LOGLEVEL },
 		{ "log-file", required_argument, NULL, O_LOGFILE },
 		{ "service", no_argument, NULL, O_SERVICE },
@@ -366,6 +406,7 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 	cfg->window = 256 * 1024;
 	cfg->max_frame = 16 * 1024;
 	cfg->keepalive_ms = 15000;
+	cfg->stats_interval_s = 300;
 	cfg->handshake_ms = 10000;
 	cfg->log_level = LOG_INFO;
 
@@ -412,6 +453,11 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 			if (parse_u32(optarg, 100, 3600000, &v) < 0)
 				die_usage("--keepalive '%s': need 100 to 3600000 ms", optarg);
 			cfg->keepalive_ms = v;
+			break;
+		case O_INTERVAL:
+			if (parse_u32(optarg, 0, 86400, &v) < 0)
+				die_usage("--stats-interval '%s': need seconds, 0 to 86400", optarg);
+			cfg->stats_interval_s = v;
 			break;
 		case O_LOGLEVEL:
 			if (log_parse_level(optarg, &cfg->log_level) < 0)
@@ -536,6 +582,9 @@ static int helper_run(void)
 
 	acceptor_start(&h->acceptor, h->loop, h->listen_fd, ACCEPTS_PER_WAKE, helper_has_room,
 		       helper_accepted, h);
+	loop_timer_init(&h->summary, on_summary, h);
+	if (h->cfg.stats_interval_s)
+		loop_timer_arm(h->loop, &h->summary, (uint64_t)h->cfg.stats_interval_s * 1000);
 	service_ready();
 	while (rc == 0 && !stop) {
 		rc = loop_run_once(h->loop, -1);

@@ -118,6 +118,18 @@ class SeveralShimsAndLegacyTcp(unittest.TestCase):
             self.assertIn("tunnel #%d: up" % i, log)
         self.assertNotIn("tunnel #4", log)  # one tunnel per shim, not per session
 
+    def test_helper_per_tunnel_counters(self):
+        mux = harness.PrivateUsbmuxd().start()
+        helper = Helper("unix:" + mux.socket, "--stats-interval", 1, log_level="info").start()
+        path = os.path.join(harness.tempdir("tunnel-counters"), "shim.sock")
+        harness.Shim(path, helper.tunnel).start()
+        harness.muxconn("--list-loop", 50, socket=path)
+        harness.wait_for(lambda: "50 opened" in helper.stderr_text() or
+                         "51 opened" in helper.stderr_text(), 5, what="the counters line")
+        line = [l for l in helper.stderr_text().splitlines() if "opened" in l][-1]
+        self.assertRegex(line, r"tunnel #1: 0 streams open, 5\d opened, 0 refused, 5\d upstream "
+                               r"connects, 0 upstream failures")
+
     def test_legacy_tcp_upstream(self):
         mux = harness.PrivateUsbmuxd().start()
         port = harness.free_tcp_port()
