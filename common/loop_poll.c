@@ -129,15 +129,6 @@ int loop_watch_set(struct loop *l, struct loop_watch *w, unsigned want)
 	return 0;
 }
 
-void loop_watch_remove(struct loop *l, struct loop_watch *w)
-{
-	if (w->fd >= 0 && w->registered)
-		loop_watch_set(l, w, 0);
-	w->fd = -1;
-	w->want = 0;
-	w->registered = false;
-}
-
 int loop_run_once(struct loop *l, int max_wait_ms)
 {
 	struct poll_backend *b = l->backend;

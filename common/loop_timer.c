@@ -1,6 +1,7 @@
-/* The backend-independent half of the loop: timers, kept in a list sorted by
- * deadline. Daemons arm a handful (backoff, pauses, per-session connect
- * retries), so a list beats a heap on simplicity at no measurable cost. */
+/* The backend-independent half of the loop: forgetting a watch, and timers,
+ * kept in a list sorted by deadline. Daemons arm a handful (backoff, pauses,
+ * per-session connect retries), so a list beats a heap on simplicity at no
+ * measurable cost. */
 #include "loop_internal.h"
 
 #include <stddef.h>
@@ -75,4 +76,13 @@ void loop_timer_dispatch(struct loop *l)
 uint64_t loop_now(struct loop *l)
 {
 	return l->now_ms;
+}
+
+void loop_watch_remove(struct loop *l, struct loop_watch *w)
+{
+	if (w->fd >= 0 && w->registered)
+		loop_watch_set(l, w, 0);
+	w->fd = -1;
+	w->want = 0;
+	w->registered = false;
 }
