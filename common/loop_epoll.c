@@ -47,15 +47,6 @@ void loop_free(struct loop *l)
 	free(l);
 }
 
-void loop_watch_init(struct loop_watch *w, int fd, loop_watch_cb cb, void *ctx)
-{
-	w->fd = fd;
-	w->want = 0;
-	w->registered = false;
-	w->cb = cb;
-	w->ctx = ctx;
-}
-
 int loop_watch_set(struct loop *l, struct loop_watch *w, unsigned want)
 {
 	struct epoll_backend *b = l->backend;

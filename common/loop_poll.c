@@ -60,16 +60,6 @@ void loop_free(struct loop *l)
 	free(l);
 }
 
-void loop_watch_init(struct loop_watch *w, int fd, loop_watch_cb cb, void *ctx)
-{
-	w->fd = fd;
-	w->want = 0;
-	w->registered = false;
-	w->slot = 0;
-	w->cb = cb;
-	w->ctx = ctx;
-}
-
 static int grow(struct poll_backend *b)
 {
 	size_t cap = b->cap ? b->cap * 2 : 64;

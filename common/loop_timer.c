@@ -1,7 +1,7 @@
-/* The backend-independent half of the loop: forgetting a watch, and timers,
- * kept in a list sorted by deadline. Daemons arm a handful (backoff, pauses,
- * per-session connect retries), so a list beats a heap on simplicity at no
- * measurable cost. */
+/* The backend-independent half of the loop: starting and forgetting a watch,
+ * and timers, kept in a list sorted by deadline. Daemons arm a handful
+ * (backoff, pauses, per-session connect retries), so a list beats a heap on
+ * simplicity at no measurable cost. */
 #include "loop_internal.h"
 
 #include <stddef.h>
@@ -85,4 +85,14 @@ void loop_watch_remove(struct loop *l, struct loop_watch *w)
 	w->fd = -1;
 	w->want = 0;
 	w->registered = false;
+}
+
+void loop_watch_init(struct loop_watch *w, int fd, loop_watch_cb cb, void *ctx)
+{
+	w->fd = fd;
+	w->want = 0;
+	w->registered = false;
+	w->slot = 0;
+	w->cb = cb;
+	w->ctx = ctx;
 }
