@@ -9,12 +9,13 @@ CSTD     := -std=c17 -D_GNU_SOURCE
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
 ALLFLAGS  = $(CSTD) $(WARN) $(CFLAGS) -Icommon -DMUXSHIM_VERSION='"$(VERSION)"'
-SANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+SANFLAGS := -DMUXSHIM_SANITIZED -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 B        := build
 
 # Platform code: one backend file per OS, chosen here rather than by #ifdef.
 LOOP_SRC := common/loop_epoll.c
-PLAT_SRC := common/plat_posix.c common/plat_linux.c
+PLAT_SRC := common/plat_posix.c common/plat_linux.c common/sandbox_linux.c
+PLAT_LIBS := -lseccomp
 # macOS (and other POSIX systems without epoll): poll(2), and the fallbacks
 # for Linux-only calls. `make unit` runs the unit suites on this set too.
 PORTABLE_LOOP_SRC := common/loop_poll.c
@@ -22,6 +23,7 @@ PORTABLE_PLAT_SRC := common/plat_posix.c common/plat_other.c
 ifeq ($(shell uname -s),Darwin)
 LOOP_SRC := $(PORTABLE_LOOP_SRC)
 PLAT_SRC := $(PORTABLE_PLAT_SRC)
+PLAT_LIBS :=
 endif
 
 TUNNEL_SRC := common/tunnel/codec.c common/tunnel/mux.c common/tunnel/link.c common/sha256.c
@@ -57,21 +59,21 @@ all: $(B)/muxshim $(B)/muxshim-host
 
 $(B)/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 	@mkdir -p $(B)
-	$(CC) $(ALLFLAGS) -Ishim $(SHIM_SRC) $(COMMON_SRC) -o $@ $(PLIST_LIBS)
+	$(CC) $(ALLFLAGS) -Ishim $(SHIM_SRC) $(COMMON_SRC) -o $@ $(PLIST_LIBS) $(PLAT_LIBS)
 
 $(B)/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)
-	$(CC) $(ALLFLAGS) $(HELPER_SRC) $(COMMON_SRC) -o $@
+	$(CC) $(ALLFLAGS) $(HELPER_SRC) $(COMMON_SRC) -o $@ $(PLAT_LIBS)
 
 $(B)/asan/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)/asan
 	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -DMUXSHIM_VERSION='"$(VERSION)"' \
-		$(HELPER_SRC) $(COMMON_SRC) -o $@
+		$(HELPER_SRC) $(COMMON_SRC) -o $@ $(PLAT_LIBS)
 
 $(B)/asan/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 	@mkdir -p $(B)/asan
 	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim -DMUXSHIM_VERSION='"$(VERSION)"' \
-		$(SHIM_SRC) $(COMMON_SRC) -o $@ $(PLIST_LIBS)
+		$(SHIM_SRC) $(COMMON_SRC) -o $@ $(PLIST_LIBS) $(PLAT_LIBS)
 
 # Windows: muxshim-host.exe, cross-built with mingw-w64 from the same sources.
 # Only the platform files differ: plat_win.c (Winsock), loop_poll.c over
@@ -109,7 +111,7 @@ tools: $(addprefix $(B)/tests/,$(TOOLS))
 
 $(B)/tests/unit: $(UNIT_SRC) $(wildcard tests/unit/*.h) $(COMMON_HDR) $(SHIM_HDR) Makefile
 	@mkdir -p $(B)/tests
-	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim $(UNIT_SRC) -o $@ -lcunit $(PLIST_LIBS)
+	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim $(UNIT_SRC) -o $@ -lcunit $(PLIST_LIBS) $(PLAT_LIBS)
 
 # The same suites on the portable platform set (poll backend, plat_other.c).
 $(B)/tests/unit-poll: $(UNIT_SRC) $(PORTABLE_LOOP_SRC) $(PORTABLE_PLAT_SRC) $(wildcard tests/unit/*.h) $(COMMON_HDR) $(SHIM_HDR) Makefile
@@ -154,7 +156,7 @@ integration: all tools
 # Any sanitizer report kills the daemon (-fno-sanitize-recover), which the
 # tests see as a failure; logs are kept in the test's temp dir.
 ASAN_SUITES := tests.integration.test_shim tests.integration.test_tunnel tests.integration.test_realclients \
-               tests.integration.test_stats
+               tests.integration.test_stats tests.integration.test_hardening
 integration-asan: $(B)/asan/muxshim $(B)/asan/muxshim-host tools
 	MUXSHIM_SANITIZED=1 MUXSHIM_BIN=$(CURDIR)/$(B)/asan/muxshim \
 	MUXSHIM_HOST_BIN=$(CURDIR)/$(B)/asan/muxshim-host \

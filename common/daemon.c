@@ -116,3 +116,44 @@ int daemon_watch_signals(struct loop *l, struct loop_watch *w, int *stop)
 	loop_watch_init(w, fd, on_signal, stop);
 	return loop_watch_set(l, w, LOOP_IN);
 }
+
+int daemon_harden(const char *user, bool seccomp)
+{
+	if (user) {
+		int rc = plat_drop_user(user);
+		if (rc < 0) {
+			log_error("--user %s: %s", user,
+				  rc == -ESRCH   ? "no such user" :
+				  rc == -ENOTSUP ? "not supported on this platform (run the service "
+						   "under the account it should use)" :
+				  rc == -EPERM   ? "only root can become another user" :
+						   plat_strerror(-rc));
+			return rc;
+		}
+		log_info("running as user %s", user);
+	}
+	const char *strict_env = getenv("MUXSHIM_SECCOMP_STRICT");
+	bool strict = strict_env && strcmp(strict_env, "1") == 0;
+	if (seccomp) {
+		int rc = plat_sandbox_enter(strict);
+		if (rc == -ENOTSUP) {
+			log_debug("no seccomp sandbox on this platform");
+		} else if (rc < 0) {
+			log_error("cannot enter the seccomp sandbox: %s (--no-seccomp runs without it)",
+				  plat_strerror(-rc));
+			return rc;
+		} else {
+			log_info("seccomp sandbox on: calls outside the allow-list %s",
+				 strict ? "kill the process (strict)" : "fail with EPERM");
+		}
+	} else {
+		log_warn("seccomp sandbox off (--no-seccomp)");
+	}
+	const char *probe = getenv("MUXSHIM_SECCOMP_PROBE");
+	if (probe && strcmp(probe, "1") == 0) {
+		int rc = plat_sandbox_probe();
+		log_info("seccomp probe: execve %s (%s)", rc == -EPERM ? "was denied" : "was NOT denied",
+			 plat_strerror(-rc));
+	}
+	return 0;
+}

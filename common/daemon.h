@@ -43,4 +43,11 @@ int daemon_read_token(const char *path, uint8_t *out, size_t cap, size_t *len);
 /* SIGTERM/SIGINT set *stop to the signal number from within the loop. */
 int daemon_watch_signals(struct loop *l, struct loop_watch *w, int *stop);
 
+/* The last step of setup, once sockets are bound and files open: become
+ * `user` (NULL: stay), then enter the sandbox unless seccomp is false.
+ * Environment, for the test suites: MUXSHIM_SECCOMP_STRICT=1 makes a call
+ * outside the allow-list kill the process; MUXSHIM_SECCOMP_PROBE=1 makes one
+ * such call afterwards and logs whether it was denied. 0, or a negative
+ * errno after an error line was logged. */
+int daemon_harden(const char *user, bool seccomp);
 #endif

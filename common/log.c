@@ -11,6 +11,10 @@
 static const char *log_prog = "muxshim";
 static enum log_level log_level = LOG_INFO;
 static int log_fd = STDERR_FILENO;
+/* Lines no destination took (full disk, closed stderr), and why: reported
+ * by the next line that gets through. */
+static unsigned long log_lost;
+static int log_lost_errno;
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
@@ -47,6 +51,35 @@ bool log_enabled(enum log_level level)
 	return level <= log_level;
 }
 
+/* One whole line to the log destination, else to stderr when the
+ * destination is a file (a full disk should not silence the daemon).
+ * A failure never takes the daemon down: the line is counted as lost. */
+static int emit(const char *p, size_t len)
+{
+	ssize_t w = write(log_fd, p, len);
+	if (w == (ssize_t)len)
+		return 0;
+	log_lost_errno = w < 0 ? errno : ENOSPC;
+	if (log_fd != STDERR_FILENO && write(STDERR_FILENO, p, len) == (ssize_t)len)
+		return 0;
+	return -1;
+}
+
+/* "N log lines were lost", with the prefix (time, program, level) of the
+ * line about to be written. */
+static int emit_lost_note(const char *prefix, size_t prefix_len)
+{
+	char note[256];
+	int n = snprintf(note, sizeof(note), "%.*s%lu log line%s lost (%s)\n", (int)prefix_len,
+			 prefix, log_lost, log_lost == 1 ? " was" : "s were", strerror(log_lost_errno));
+	if (n < 0 || (size_t)n >= sizeof(note))
+		return -1;
+	if (emit(note, (size_t)n) < 0)
+		return -1;
+	log_lost = 0;
+	return 0;
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
 	if (!log_enabled(level))
@@ -71,10 +104,12 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	if (len > sizeof(line) - 2)
 		len = sizeof(line) - 2; /* truncated: still one whole line */
 	line[len++] = '\n';
-	/* A full disk or a closed stderr must never take the daemon down:
-	 * the message is dropped, the daemon goes on. */
-	ssize_t w = write(log_fd, line, len);
-	(void)w;
+	if (log_lost && emit_lost_note(line, (size_t)n) < 0) {
+		log_lost++;
+		return;
+	}
+	if (emit(line, len) < 0)
+		log_lost++;
 }
 
 bool log_ratelimit_pass(struct log_ratelimit *rl, uint64_t now_ms, unsigned *suppressed)

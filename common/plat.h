@@ -84,6 +84,27 @@ const char *plat_strerror(int err);
 /* False where UNIX-domain sockets are not available (the Windows build). */
 bool plat_has_unix_sockets(void);
 
+/* Makes sure descriptors 0-2 are open (on /dev/null where they were
+ * closed), so that no socket the daemon opens becomes "stderr" and
+ * receives log lines. First thing in main. */
+void plat_std_fds(void);
+
+/* Privileges, once sockets are bound and files opened. plat_drop_user
+ * becomes that account (name or number: its uid, primary gid, and its
+ * supplementary groups). plat_chown_path gives a file to OWNER[:GROUP]
+ * (names or numbers; GROUP defaults to OWNER's primary group, OWNER may be
+ * empty as in ":GROUP"). -ENOTSUP where the OS has no such thing; -ESRCH
+ * for an unknown user or group. */
+int plat_drop_user(const char *user);
+int plat_chown_path(const char *path, const char *owner_group);
+
+/* The sandbox (Linux: a seccomp allow-list with no_new_privs), entered last
+ * in setup. strict: a call outside the list kills the process instead of
+ * failing with EPERM (the test suites run strict). plat_sandbox_probe makes
+ * one call outside the list and returns what it got (-EPERM when denied). */
+int plat_sandbox_enter(bool strict);
+int plat_sandbox_probe(void);
+
 /* poll(2), or WSAPoll on Windows: for the poll backend of the loop. */
 enum { PLAT_POLL_IN = 1, PLAT_POLL_OUT = 2, PLAT_POLL_ERR = 4 /* error or hang-up */ };
 struct plat_pollfd {

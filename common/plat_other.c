@@ -63,3 +63,15 @@ int plat_peer_cred(int fd, pid_t *pid, uid_t *uid)
 	*uid = (uid_t)-1;
 	return -ENOTSUP;
 }
+
+/* No seccomp here. (macOS has its own sandbox, not used yet.) */
+int plat_sandbox_enter(bool strict)
+{
+	(void)strict;
+	return -ENOTSUP;
+}
+
+int plat_sandbox_probe(void)
+{
+	return -ENOTSUP;
+}

@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -437,4 +439,99 @@ int plat_poll(struct plat_pollfd *fds, size_t n, int timeout_ms)
 				 ((re & (POLLERR | POLLHUP | POLLNVAL)) ? PLAT_POLL_ERR : 0);
 	}
 	return r;
+}
+
+/* A user by name, or by number when no account has that name. */
+static int lookup_user(const char *s, uid_t *uid, gid_t *gid, bool *named)
+{
+	struct passwd *pw = *s ? getpwnam(s) : NULL;
+	if (pw) {
+		*uid = pw->pw_uid;
+		*gid = pw->pw_gid;
+		*named = true;
+		return 0;
+	}
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (!*s || *end || errno || s[0] == '-' || v >= (uid_t)-1)
+		return -ESRCH;
+	*uid = (uid_t)v;
+	pw = getpwuid(*uid);
+	*gid = pw ? pw->pw_gid : (gid_t)v; /* no account: the group of that number */
+	*named = false;
+	return 0;
+}
+
+static int lookup_group(const char *s, gid_t *gid)
+{
+	struct group *gr = getgrnam(s);
+	if (gr) {
+		*gid = gr->gr_gid;
+		return 0;
+	}
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (!*s || *end || errno || s[0] == '-' || v >= (gid_t)-1)
+		return -ESRCH;
+	*gid = (gid_t)v;
+	return 0;
+}
+
+int plat_drop_user(const char *user)
+{
+	uid_t uid;
+	gid_t gid;
+	bool named;
+	int rc = lookup_user(user, &uid, &gid, &named);
+	if (rc < 0)
+		return rc;
+	if (getuid() != 0 && geteuid() != 0)
+		return uid == geteuid() ? 0 : -EPERM; /* already that user, or cannot be */
+	/* Groups first, while we still may; then the uid, which ends it. */
+	if (named ? initgroups(user, gid) < 0 : setgroups(0, NULL) < 0)
+		return -errno;
+	if (setgid(gid) < 0 || setuid(uid) < 0)
+		return -errno;
+	/* Paranoia: root must not be regainable. */
+	if (uid != 0 && (setuid(0) == 0 || geteuid() != uid))
+		return -EPERM;
+	return 0;
+}
+
+int plat_chown_path(const char *path, const char *owner_group)
+{
+	char owner[256];
+	const char *colon = strchr(owner_group, ':');
+	size_t n = colon ? (size_t)(colon - owner_group) : strlen(owner_group);
+	if (n >= sizeof(owner))
+		return -ESRCH;
+	memcpy(owner, owner_group, n);
+	owner[n] = 0;
+
+	uid_t uid = (uid_t)-1;
+	gid_t gid = (gid_t)-1;
+	bool named;
+	int rc = 0;
+	if (n)
+		rc = lookup_user(owner, &uid, &gid, &named);
+	if (rc == 0 && colon)
+		rc = colon[1] ? lookup_group(colon + 1, &gid) : -ESRCH;
+	if (rc == 0 && !n && !colon)
+		rc = -ESRCH;
+	if (rc < 0)
+		return rc;
+	return chown(path, uid, gid) == 0 ? 0 : -errno;
+}
+
+void plat_std_fds(void)
+{
+	for (int fd = 0; fd <= 2; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		int n = open("/dev/null", O_RDWR);
+		if (n >= 0 && n != fd)
+			close(n); /* lower ones are open: n is fd itself normally */
+	}
 }

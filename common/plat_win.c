@@ -654,3 +654,34 @@ int plat_poll(struct plat_pollfd *fds, size_t n, int timeout_ms)
 	}
 	return r;
 }
+
+/* A Windows service runs as the account it was installed under (use a
+ * low-privilege one); there is no seccomp. */
+int plat_drop_user(const char *user)
+{
+	(void)user;
+	return -ENOTSUP;
+}
+
+int plat_chown_path(const char *path, const char *owner_group)
+{
+	(void)path;
+	(void)owner_group;
+	return -ENOTSUP;
+}
+
+int plat_sandbox_enter(bool strict)
+{
+	(void)strict;
+	return -ENOTSUP;
+}
+
+int plat_sandbox_probe(void)
+{
+	return -ENOTSUP;
+}
+
+void plat_std_fds(void)
+{
+	/* Windows never hands a socket a C runtime descriptor number. */
+}

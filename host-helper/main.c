@@ -40,6 +40,8 @@ struct helper_config {
 	enum log_level log_level;
 	const char *log_file;        /* NULL: stderr */
 	bool service;                /* --service: under the Service Control Manager */
+	const char *user;            /* --user: drop to it after setup */
+	bool seccomp;
 	enum { RUN, INSTALL_SERVICE, UNINSTALL_SERVICE } action;
 };
 
@@ -341,7 +343,12 @@ static void usage(FILE *f)
 		"  --max-tunnels N        concurrent tunnels (containers), default 64\n"
 		"  --max-streams N        concurrent streams per tunnel, default 1024\n"
 		"  --window BYTES         per-stream receive window, default 262144\n"
-		"  --keepalive MS         ping an idle tunnel after MS, default 15000\n"
+		"  --keepalive MS         ping an idle tunnel after MS, default 15000; a tunnel\n"
+		"                         silent for 3 x MS is closed\n"
+		"  --handshake-timeout MS close a connection that has not completed the\n"
+		"                         tunnel handshake within MS, default 10000\n"
+		"  --user NAME            run as this user once the port is bound (from root)\n"
+		"  --no-seccomp           do not enter the seccomp sandbox (Linux)\n"
 		"  --stats-interval S     log per-tunnel counters every S seconds (default 300; 0 off)\n"
 		"  --log-level LEVEL      error, warn, info or debug (default info)\n"
 		"  --log-file PATH        append log lines to PATH instead of stderr\n"
@@ -376,7 +383,7 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 {
 	enum { O_LISTEN = 256, O_UPSTREAM, O_TOKEN, O_REMOTE, O_TUNNELS, O_STREAMS, O_WINDOW,
 	       O_KEEPALIVE, O_INTERVAL, O_LOGLEVEL, O_LOGFILE, O_SERVICE, O_INSTALL, O_UNINSTALL, O_HELP,
-	       O_VERSION };
+	       O_VERSION, O_HANDSHAKE, O_USER, O_NOSECCOMP };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "upstream", required_argument, NULL, O_UPSTREAM },
@@ -389,6 +396,9 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 		{ "stats-interval", required_argument, NULL, O_INTERVAL },
 		{ "log-level", required_argument, NULL, O_LOGLEVEL },
 		{ "log-file", required_argument, NULL, O_LOGFILE },
+		{ "handshake-timeout", required_argument, NULL, O_HANDSHAKE },
+		{ "user", required_argument, NULL, O_USER },
+		{ "no-seccomp", no_argument, NULL, O_NOSECCOMP },
 		{ "service", no_argument, NULL, O_SERVICE },
 		{ "install-service", no_argument, NULL, O_INSTALL },
 		{ "uninstall-service", no_argument, NULL, O_UNINSTALL },
@@ -409,6 +419,7 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 	cfg->stats_interval_s = 300;
 	cfg->handshake_ms = 10000;
 	cfg->log_level = LOG_INFO;
+	cfg->seccomp = true;
 
 	int c;
 	opterr = 0;
@@ -465,6 +476,19 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 			break;
 		case O_LOGFILE:
 			cfg->log_file = optarg;
+			break;
+		case O_HANDSHAKE:
+			if (parse_u32(optarg, 100, 600000, &v) < 0)
+				die_usage("--handshake-timeout '%s': need 100 to 600000 ms", optarg);
+			cfg->handshake_ms = v;
+			break;
+		case O_USER:
+			if (!*optarg)
+				die_usage("--user '%s': need a user name or number", optarg);
+			cfg->user = optarg;
+			break;
+		case O_NOSECCOMP:
+			cfg->seccomp = false;
 			break;
 		case O_SERVICE:
 			cfg->service = true;
@@ -582,6 +606,10 @@ static int helper_run(void)
 
 	acceptor_start(&h->acceptor, h->loop, h->listen_fd, ACCEPTS_PER_WAKE, helper_has_room,
 		       helper_accepted, h);
+	if (daemon_harden(h->cfg.user, h->cfg.seccomp) < 0) {
+		plat_close(h->listen_fd);
+		return 1;
+	}
 	loop_timer_init(&h->summary, on_summary, h);
 	if (h->cfg.stats_interval_s)
 		loop_timer_arm(h->loop, &h->summary, (uint64_t)h->cfg.stats_interval_s * 1000);
@@ -606,6 +634,7 @@ static bool is_option(const char *arg, const char *name)
 
 int main(int argc, char **argv)
 {
+	plat_std_fds();
 	parse_args(argc, argv, &helper.cfg);
 	if (helper.cfg.action == UNINSTALL_SERVICE)
 		return service_uninstall();

@@ -13,6 +13,7 @@
 
 #define CTL_REQ_MAX    4096
 #define CTL_TIMEOUT_MS 5000
+#define CTL_CONNS_MAX  16   /* at once, control and metrics together */
 
 struct ctl_conn {
 	struct shim *s;
@@ -27,6 +28,7 @@ struct ctl_conn {
 };
 
 static struct ctl_conn *dead;
+static unsigned nconns;
 
 static void conn_close(struct ctl_conn *c)
 {
@@ -40,6 +42,13 @@ static void conn_close(struct ctl_conn *c)
 	c->w.ctx = NULL;
 	c->next_dead = dead;
 	dead = c;
+	/* A scraper flood must not take descriptors from client sessions. */
+	if (nconns-- == CTL_CONNS_MAX) {
+		if (c->s->cfg.control_path)
+			acceptor_update(&c->s->control);
+		if (c->s->cfg.metrics_port)
+			acceptor_update(&c->s->metrics);
+	}
 }
 
 void control_reap(void)
@@ -132,7 +141,7 @@ static void on_conn(struct loop_watch *w, unsigned ev)
 static bool ctl_has_room(void *ctx)
 {
 	(void)ctx;
-	return true;
+	return nconns < CTL_CONNS_MAX;
 }
 
 static void start_conn(struct shim *s, int fd, bool http)
@@ -142,6 +151,7 @@ static void start_conn(struct shim *s, int fd, bool http)
 		plat_close(fd);
 		return;
 	}
+	nconns++;
 	c->s = s;
 	c->http = http;
 	loop_watch_init(&c->w, fd, on_conn, c);

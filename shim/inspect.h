@@ -64,6 +64,12 @@ struct inspector {
 void insp_init(struct inspector *in, insp_cb cb, void *ctx);
 void insp_free(struct inspector *in);
 static inline bool insp_done(const struct inspector *in) { return in->state == INSP_DONE; }
+/* Has the client started a request it has not finished sending? */
+static inline bool insp_mid_request(const struct inspector *in)
+{
+	return in->state == INSP_COMMANDS &&
+	       (in->req.hdr_have > 0 || in->req.body_have < in->req.body_len);
+}
 /* Bytes the client sent / usbmuxd answered, in order, as relayed. */
 void insp_client_bytes(struct inspector *in, const uint8_t *p, size_t n);
 void insp_upstream_bytes(struct inspector *in, const uint8_t *p, size_t n);

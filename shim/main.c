@@ -27,6 +27,9 @@ static void usage(FILE *f)
 		"\n"
 		"  --listen PATH           socket to serve (default " DEFAULT_LISTEN ")\n"
 		"  --socket-mode MODE      octal mode of that socket (default 0666)\n"
+		"  --socket-owner O[:G]    owner and group of that socket (names or numbers)\n"
+		"  --user NAME             run as this user once the sockets exist (from root)\n"
+		"  --no-seccomp            do not enter the seccomp sandbox (Linux)\n"
 		"  --upstream ADDR         where sessions go (default $MUXSHIM_UPSTREAM, else\n"
 		"                          " DEFAULT_UPSTREAM "):\n"
 		"                            unix:PATH          the host's socket, mounted by directory\n"
@@ -41,6 +44,8 @@ static void usage(FILE *f)
 		"  --max-sessions N        concurrent client sessions (default 1024); more wait\n"
 		"                          in the listen queue\n"
 		"  --connect-timeout MS    how long a session waits for a busy upstream (default 2000)\n"
+		"  --request-timeout MS    close a client that sends nothing, or stops in the middle\n"
+		"                          of a request, for MS (default 10000; 0 off)\n"
 		"  --log-level LEVEL       error, warn, info or debug (default info)\n"
 		"  --no-splice             always copy through user space (for comparison)\n"
 		"  --control PATH          statistics socket for `muxshim stats` (default LISTEN.ctl;\n"
@@ -80,7 +85,7 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 {
 	enum { O_LISTEN = 256, O_MODE, O_UPSTREAM, O_MAXSESS, O_CTIMEOUT, O_LOGLEVEL, O_HELP,
 	       O_VERSION, O_NOSPLICE, O_TOKEN, O_TWAIT, O_KEEPALIVE, O_CONTROL, O_METRICS,
-	       O_INTERVAL, O_WARNRATE, O_NOINSPECT };
+	       O_INTERVAL, O_WARNRATE, O_NOINSPECT, O_RTIMEOUT, O_USER, O_OWNER, O_NOSECCOMP };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "socket-mode", required_argument, NULL, O_MODE },
@@ -97,6 +102,10 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		{ "stats-interval", required_argument, NULL, O_INTERVAL },
 		{ "warn-rate", required_argument, NULL, O_WARNRATE },
 		{ "no-inspect", no_argument, NULL, O_NOINSPECT },
+		{ "request-timeout", required_argument, NULL, O_RTIMEOUT },
+		{ "user", required_argument, NULL, O_USER },
+		{ "socket-owner", required_argument, NULL, O_OWNER },
+		{ "no-seccomp", no_argument, NULL, O_NOSECCOMP },
 		{ "help", no_argument, NULL, O_HELP },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
@@ -116,6 +125,8 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 	cfg->inspect = true;
 	cfg->warn_rate = 5.0;
 	cfg->stats_interval_s = 300;
+	cfg->request_timeout_ms = 10000;
+	cfg->seccomp = true;
 	const char *control = NULL;
 
 	int c;
@@ -185,6 +196,23 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		case O_NOINSPECT:
 			cfg->inspect = false;
 			break;
+		case O_RTIMEOUT:
+			if (parse_uint(optarg, 10, 0, 3600000, &cfg->request_timeout_ms) < 0)
+				die_usage("--request-timeout '%s': need milliseconds, 0 to 3600000", optarg);
+			break;
+		case O_USER:
+			if (!*optarg)
+				die_usage("--user '%s': need a user name or number", optarg);
+			cfg->user = optarg;
+			break;
+		case O_OWNER:
+			if (!*optarg || strcmp(optarg, ":") == 0)
+				die_usage("--socket-owner '%s': need OWNER, OWNER:GROUP or :GROUP", optarg);
+			cfg->socket_owner = optarg;
+			break;
+		case O_NOSECCOMP:
+			cfg->seccomp = false;
+			break;
 		case O_NOSPLICE:
 			cfg->splice = false;
 			break;
@@ -253,6 +281,32 @@ void shim_attribute(struct shim *s, struct stats_session *ss, int client_fd)
 	stats_session_open(&s->stats, ss, pid, uid, loop_now(s->loop));
 }
 
+/* A client that connects and sends nothing, or stops in the middle of a
+ * request, holds a session slot (and in unix: mode an upstream connection)
+ * for nothing. Once its requests are whole, waiting is its right: replies,
+ * Listen events and Connect pipes take as long as they take. */
+void shim_request_clock(struct shim *s, struct stats_session *ss, struct loop_timer *clock)
+{
+	if (!s->cfg.request_timeout_ms)
+		return;
+	if (stats_session_awaits_client(&s->stats, ss))
+		loop_timer_arm(s->loop, clock, s->cfg.request_timeout_ms);
+	else
+		loop_timer_cancel(s->loop, clock);
+}
+
+void shim_request_timed_out(struct shim *s, const struct stats_session *ss)
+{
+	const struct stats_proc *p = ss->proc;
+	unsigned suppressed;
+	if (log_ratelimit_pass(&s->rl_timeout, loop_now(s->loop), &suppressed))
+		log_warn("closed a client (pid %ld, %s) that %s for %u ms (--request-timeout)%s",
+			 p ? (long)p->pid : 0L, p && p->comm_visible ? p->comm : "?",
+			 ss->bytes_up ? "stopped in the middle of a request" : "sent nothing",
+			 s->cfg.request_timeout_ms, suppressed ? " (more suppressed)" : "");
+	s->request_timeouts++;
+}
+
 static void on_summary(struct loop_timer *t)
 {
 	struct shim *s = t->ctx;
@@ -287,12 +341,14 @@ int main(int argc, char **argv)
 {
 	static struct shim shim; /* large scratch buffer: not on the stack */
 	struct shim *s = &shim;
+	plat_std_fds();
 	if (argc >= 2 && strcmp(argv[1], "stats") == 0)
 		return stats_main(argc, argv);
 	parse_args(argc, argv, &s->cfg);
 	log_init("muxshim", s->cfg.log_level);
 
 	s->rl_upstream.interval_ms = 10000;
+	s->rl_timeout.interval_ms = 10000;
 	int rc = loop_new(&s->loop);
 	if (rc < 0) {
 		log_error("cannot create the event loop: %s", strerror(-rc));
@@ -327,6 +383,15 @@ int main(int argc, char **argv)
 	if (replaced)
 		log_info("replaced the stale socket file %s (nothing was listening on it)",
 			 s->cfg.listen_path);
+	if (s->cfg.socket_owner) {
+		rc = plat_chown_path(s->cfg.listen_path, s->cfg.socket_owner);
+		if (rc < 0) {
+			log_error("--socket-owner %s: %s", s->cfg.socket_owner,
+				  rc == -ESRCH ? "no such user or group" : strerror(-rc));
+			plat_unix_unlink_if_ours(s->cfg.listen_path, &s->listen_id);
+			return 1;
+		}
+	}
 
 	char up[ADDR_HOST_MAX + 16];
 	addr_format(&s->cfg.upstream, up, sizeof(up));
@@ -345,6 +410,11 @@ int main(int argc, char **argv)
 	if (s->cfg.stats_interval_s)
 		loop_timer_arm(s->loop, &s->summary, (uint64_t)s->cfg.stats_interval_s * 1000);
 
+	if (daemon_harden(s->cfg.user, s->cfg.seccomp) < 0) {
+		control_stop(s);
+		plat_unix_unlink_if_ours(s->cfg.listen_path, &s->listen_id);
+		return 1;
+	}
 	if (s->cfg.upstream.kind == ADDR_TUNNEL)
 		tunnel_init(s);
 	while (rc == 0 && !stop) {

@@ -142,9 +142,10 @@ static int half_pump(struct shim *s, struct session *ss, struct half *h, int src
 	}
 	h->bytes += (uint64_t)r;
 	/* The inspector sees a copy before the bytes move on, unchanged. */
-	if (h == &ss->up)
+	if (h == &ss->up) {
 		stats_client_bytes(&s->stats, &ss->stats, s->scratch, (size_t)r);
-	else
+		shim_request_clock(s, &ss->stats, &ss->clock);
+	} else
 		stats_upstream_bytes(&s->stats, &ss->stats, s->scratch, (size_t)r);
 	ssize_t w = plat_write(dst, s->scratch, (size_t)r);
 	if (w == -EAGAIN)
@@ -275,6 +276,13 @@ static void on_retry(struct loop_timer *t)
 	session_try_connect(t->ctx);
 }
 
+static void on_request_timeout(struct loop_timer *t)
+{
+	struct session *ss = t->ctx;
+	shim_request_timed_out(ss->shim, &ss->stats);
+	session_teardown(ss, "request timeout", -ETIMEDOUT);
+}
+
 void session_start(struct shim *s, int client_fd)
 {
 	struct session *ss = calloc(1, sizeof(*ss));
@@ -291,6 +299,7 @@ void session_start(struct shim *s, int client_fd)
 	loop_watch_init(&ss->client, client_fd, on_client, ss);
 	loop_watch_init(&ss->upstream, -1, on_upstream, ss);
 	loop_timer_init(&ss->retry, on_retry, ss);
+	loop_timer_init(&ss->clock, on_request_timeout, ss);
 	half_init(&ss->up);
 	half_init(&ss->down);
 	ss->next = s->live;
@@ -301,6 +310,7 @@ void session_start(struct shim *s, int client_fd)
 	s->sessions_total++;
 	shim_attribute(s, &ss->stats, client_fd);
 	log_debug("session %llu: client accepted", (unsigned long long)ss->id);
+	shim_request_clock(s, &ss->stats, &ss->clock);
 	session_try_connect(ss);
 }
 
@@ -320,6 +330,7 @@ static void session_teardown(struct session *ss, const char *why, int err)
 			  (unsigned long long)ss->down.bytes);
 	ss->state = SESSION_DEAD;
 	loop_timer_cancel(s->loop, &ss->retry);
+	loop_timer_cancel(s->loop, &ss->clock);
 	int cfd = ss->client.fd, ufd = ss->upstream.fd;
 	loop_watch_remove(s->loop, &ss->client);
 	loop_watch_remove(s->loop, &ss->upstream);

@@ -36,6 +36,10 @@ struct shim_config {
 	const char *control_path;   /* NULL: no control socket */
 	char metrics_host[ADDR_HOST_MAX];
 	uint16_t metrics_port;      /* 0: no Prometheus endpoint */
+	unsigned request_timeout_ms; /* 0: clients may stay silent */
+	const char *user;           /* --user: drop to it after setup */
+	const char *socket_owner;   /* --socket-owner OWNER[:GROUP] */
+	bool seccomp;
 };
 
 enum session_state { SESSION_CONNECTING, SESSION_RELAY, SESSION_DEAD };
@@ -65,6 +69,7 @@ struct session {
 	struct half up;   /* client -> upstream */
 	struct half down; /* upstream -> client */
 	struct loop_timer retry;
+	struct loop_timer clock; /* --request-timeout */
 	uint64_t started_ms;
 	unsigned retry_delay_ms;
 	struct stats_session stats;
@@ -82,6 +87,8 @@ struct shim {
 	unsigned nsessions;
 	uint64_t next_id;
 	struct log_ratelimit rl_upstream;
+	struct log_ratelimit rl_timeout;
+	uint64_t request_timeouts;
 	struct stats stats;
 	struct acceptor control, metrics;
 	int control_fd, metrics_fd;
@@ -114,6 +121,10 @@ int control_query(const char *path, const char *format);
 
 /* Attribution of a newly accepted client (SO_PEERCRED). */
 void shim_attribute(struct shim *s, struct stats_session *ss, int client_fd);
+/* --request-timeout: (re)arms clock while the session waits for its client
+ * to send, cancels it otherwise; shim_request_timed_out logs the closing. */
+void shim_request_clock(struct shim *s, struct stats_session *ss, struct loop_timer *clock);
+void shim_request_timed_out(struct shim *s, const struct stats_session *ss);
 
 /* main.c: a session ended, the listener may resume. */
 void shim_session_ended(struct shim *s);

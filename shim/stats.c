@@ -212,6 +212,13 @@ static void on_insp(void *ctx, const struct insp_event *ev)
 	}
 }
 
+bool stats_session_awaits_client(const struct stats *st, const struct stats_session *ss)
+{
+	if (ss->bytes_up == 0)
+		return true;
+	return st->inspect && ss->insp.cb && insp_mid_request(&ss->insp);
+}
+
 void stats_client_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p, size_t n)
 {
 	ss->bytes_up += n;

@@ -75,6 +75,9 @@ void stats_session_open(struct stats *st, struct stats_session *ss, pid_t pid, u
 			uint64_t now_ms);
 void stats_session_close(struct stats *st, struct stats_session *ss);
 /* Bytes as relayed, each direction; inspection happens here. */
+/* Is the session waiting for its client to send (the first bytes, or the
+ * rest of a request it started)? Drives --request-timeout. */
+bool stats_session_awaits_client(const struct stats *st, const struct stats_session *ss);
 void stats_client_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p, size_t n);
 void stats_upstream_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p,
 			  size_t n);

@@ -13,6 +13,15 @@
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS   5000
 
+/* A client session: its statistics (first, so that the stream's ctx is
+ * both) and its --request-timeout clock, which runs once its stream is
+ * open (waiting for the tunnel is not the client's doing). */
+struct tsession {
+	struct stats_session ss;
+	struct loop_timer clock;
+	struct link_stream *st;
+};
+
 struct pending {
 	struct shim *s;
 	int fd;
@@ -42,6 +51,20 @@ static struct {
 } tc;
 
 static void tunnel_dial(void);
+
+static void tsession_free(struct stats_session *ss)
+{
+	struct tsession *ts = (struct tsession *)ss;
+	loop_timer_cancel(tc.s->loop, &ts->clock);
+	free(ts);
+}
+
+static void on_request_timeout(struct loop_timer *t)
+{
+	struct tsession *ts = t->ctx;
+	shim_request_timed_out(tc.s, &ts->ss);
+	link_stream_reset(ts->st, TUN_RESET_CANCEL, "client request timeout");
+}
 
 static void schedule_redial(void)
 {
@@ -80,7 +103,7 @@ static void pending_expired(struct loop_timer *t)
 	s->upstream_failures++;
 	stats_upstream_failure(&s->stats, -ENOTCONN);
 	stats_session_close(&s->stats, p->ss);
-	free(p->ss);
+	tsession_free(p->ss);
 	plat_close(p->fd);
 	pending_drop(p);
 	s->nsessions--;
@@ -90,10 +113,14 @@ static void pending_expired(struct loop_timer *t)
 static void open_stream(struct shim *s, int fd, struct stats_session *ss)
 {
 	int err = 0;
-	if (link_stream_open(tc.link, fd, ss, &err))
+	struct tsession *ts = (struct tsession *)ss;
+	ts->st = link_stream_open(tc.link, fd, ss, &err);
+	if (ts->st) {
+		shim_request_clock(s, ss, &ts->clock);
 		return;
+	}
 	stats_session_close(&s->stats, ss);
-	free(ss);
+	tsession_free(ss);
 	log_warn("tunnel to %s: cannot open a stream: %s", tc.name,
 		 err == -ENOSPC ? "the helper's stream limit is reached" : strerror(-err));
 	s->upstream_failures++;
@@ -143,7 +170,7 @@ static void link_stream_closed(struct link *l, struct link_stream *st)
 	struct stats_session *ss = link_stream_ctx(st);
 	(void)l;
 	stats_session_close(&tc.s->stats, ss);
-	free(ss);
+	tsession_free(ss);
 	tc.s->nsessions--;
 	shim_session_ended(tc.s);
 }
@@ -157,7 +184,9 @@ static void link_rtt(struct link *l, unsigned ms)
 
 static void client_bytes(struct link_stream *st, const uint8_t *p, size_t n)
 {
-	stats_client_bytes(&tc.s->stats, link_stream_ctx(st), p, n);
+	struct tsession *ts = link_stream_ctx(st);
+	stats_client_bytes(&tc.s->stats, &ts->ss, p, n);
+	shim_request_clock(tc.s, &ts->ss, &ts->clock);
 }
 
 static void upstream_bytes(struct link_stream *st, const uint8_t *p, size_t n)
@@ -261,13 +290,15 @@ void tunnel_init(struct shim *s)
 
 void tunnel_accept(struct shim *s, int fd)
 {
-	struct stats_session *ss = calloc(1, sizeof(*ss));
+	struct tsession *ts = calloc(1, sizeof(*ts));
 	struct pending *p = NULL;
-	if (!ss || (tc.state != T_UP && !(p = calloc(1, sizeof(*p))))) {
-		free(ss);
+	if (!ts || (tc.state != T_UP && !(p = calloc(1, sizeof(*p))))) {
+		free(ts);
 		plat_close(fd);
 		return;
 	}
+	loop_timer_init(&ts->clock, on_request_timeout, ts);
+	struct stats_session *ss = &ts->ss;
 	s->nsessions++;
 	s->sessions_total++;
 	shim_attribute(s, ss, fd);
@@ -304,7 +335,7 @@ void tunnel_shutdown(void)
 	while (tc.pending) {
 		plat_close(tc.pending->fd);
 		stats_session_close(&tc.s->stats, tc.pending->ss);
-		free(tc.pending->ss);
+		tsession_free(tc.pending->ss);
 		pending_drop(tc.pending);
 	}
 	if (tc.link)

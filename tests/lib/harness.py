@@ -52,6 +52,11 @@ import time
 ROOT = os.path.realpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 BUILD = os.path.join(ROOT, "build")
 TOOLS = os.path.join(BUILD, "tests")
+
+# Every daemon the suites start runs in the seccomp sandbox, strict: a call
+# outside the allow-list kills it (in production it fails with EPERM), so a
+# path that needs a call the list lacks fails its test instead of hiding.
+os.environ.setdefault("MUXSHIM_SECCOMP_STRICT", "1")
 TMP_PREFIX = "muxshim-test."
 
 USBMUXD = shutil.which("usbmuxd", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/usbmuxd"

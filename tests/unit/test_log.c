@@ -1,6 +1,10 @@
 #include "log.h"
 #include "unit.h"
 
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
 static void ratelimit_windows(void)
 {
 	struct log_ratelimit rl = { .interval_ms = 1000 };
@@ -34,12 +38,57 @@ static void level_names(void)
 	CU_ASSERT_EQUAL(log_parse_level("", &l), -1);
 }
 
+static size_t drain(int fd, char *out, size_t cap)
+{
+	ssize_t r = read(fd, out, cap - 1);
+	out[r > 0 ? r : 0] = 0;
+	return r > 0 ? (size_t)r : 0;
+}
+
+/* A log file on a full disk falls back to stderr; when nothing takes a
+ * line, the next line that gets through says how many were lost. */
+static void full_disk_and_lost_lines(void)
+{
+	int p[2], saved = dup(STDERR_FILENO), full = open("/dev/full", O_WRONLY);
+	char got[4096];
+	CU_ASSERT_FATAL(saved >= 0 && full >= 0 && pipe(p) == 0);
+	CU_ASSERT_FATAL(fcntl(p[0], F_SETFL, O_NONBLOCK) == 0);
+	dup2(p[1], STDERR_FILENO);
+	log_init("unit", LOG_INFO);
+	CU_ASSERT_EQUAL(log_open_file("/dev/full"), 0);
+
+	log_error("to the full disk");
+	drain(p[0], got, sizeof(got));
+	CU_ASSERT_PTR_NOT_NULL(strstr(got, "to the full disk")); /* via stderr */
+
+	dup2(full, STDERR_FILENO); /* now nothing takes a line */
+	log_error("lost one");
+	log_warn("lost two");
+	dup2(p[1], STDERR_FILENO);
+	log_info("back");
+	drain(p[0], got, sizeof(got));
+	CU_ASSERT_PTR_NOT_NULL(strstr(got, "2 log lines were lost (No space left on device)\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(got, "back\n"));
+	CU_ASSERT_PTR_NULL(strstr(got, "lost one"));
+	log_info("again");
+	drain(p[0], got, sizeof(got));
+	CU_ASSERT_PTR_NULL(strstr(got, "were lost")); /* reported once */
+
+	dup2(saved, STDERR_FILENO);
+	CU_ASSERT_EQUAL(log_open_file("/dev/stderr"), 0);
+	close(saved);
+	close(full);
+	close(p[0]);
+	close(p[1]);
+}
+
 int unit_log(void)
 {
 	static const struct unit_test t[] = {
 		{ "rate limit windows and counts", ratelimit_windows },
 		{ "rate limit at time zero", ratelimit_first_at_time_zero },
 		{ "level names", level_names },
+		{ "full disk, lost lines reported", full_disk_and_lost_lines },
 		{ NULL, NULL },
 	};
 	return unit_add_suite("log", t);
