@@ -28,6 +28,11 @@ def status_fields(pid):
     return out
 
 
+def cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return sum(int(x) for x in f.read().split()[13:15])
+
+
 def list_devices(path, timeout=10):
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(timeout)
@@ -349,6 +354,51 @@ class HelperHandshakeTimeout(unittest.TestCase):
         harness.wait_for(lambda: "handshake" in helper.stderr_text(), 5, what="log line")
         shim = harness.Shim(os.path.join(harness.tempdir("hs"), "s.sock"), helper.tunnel).start()
         self.assertEqual(list_devices(shim.listen), list_devices(mux.socket))
+
+
+class HelperOutOfDescriptors(unittest.TestCase):
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def test_emfile_on_the_helper_pauses_and_recovers(self):
+        # 24 descriptors: a few for itself, the rest for tunnels and their
+        # usbmuxd connections. 40 held Listen sessions need far more.
+        mux = harness.PrivateUsbmuxd().start()
+        port = harness.free_tcp_port()
+        helper_bin = os.environ.get("MUXSHIM_HOST_BIN", os.path.join(harness.BUILD, "muxshim-host"))
+        helper = harness.Proc(["prlimit", "--nofile=24:24", helper_bin, "--listen",
+                               "127.0.0.1:%d" % port, "--upstream", "unix:" + mux.socket],
+                              name="muxshim-host",
+                              ready_fn=lambda: harness.tcp_listening(port)).start()
+        shim = harness.Shim(os.path.join(harness.tempdir("hemfile"), "s.sock"),
+                            "tunnel:127.0.0.1:%d" % port, log_level="info").start()
+        held = []
+        for _ in range(40):
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(10)
+            s.connect(shim.listen)
+            s.sendall(plist_msg({"MessageType": "Listen"}))
+            held.append(s)
+        harness.wait_for(lambda: "Too many open files" in helper.stderr_text(), 15,
+                         what="the helper's EMFILE log line")
+        # Sessions it could not serve end (the client sees EOF or an answer),
+        # none hangs forever; and the helper does not spin meanwhile.
+        cpu0 = cpu_ticks(helper.pid)
+        time.sleep(1.0)
+        spent = cpu_ticks(helper.pid) - cpu0
+        self.assertLess(spent, 20, "the helper spins out of descriptors (%d ticks/s)" % spent)
+        for s in held:
+            s.close()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if "DeviceList" in list_devices(shim.listen, timeout=5):
+                    break
+            except OSError:
+                pass
+            self.assertLess(time.monotonic(), deadline, "no recovery: " + helper.log_tail())
+            time.sleep(0.2)
+        self.assertTrue(helper.alive() and shim.alive())
 
 
 class LogDestination(unittest.TestCase):
