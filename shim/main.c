@@ -304,7 +304,7 @@ void shim_request_timed_out(struct shim *s, const struct stats_session *ss)
 			 p ? (long)p->pid : 0L, p && p->comm_visible ? p->comm : "?",
 			 ss->bytes_up ? "stopped in the middle of a request" : "sent nothing",
 			 s->cfg.request_timeout_ms, suppressed ? " (more suppressed)" : "");
-	s->request_timeouts++;
+	s->stats.request_timeouts++;
 }
 
 static void on_summary(struct loop_timer *t)

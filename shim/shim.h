@@ -88,7 +88,6 @@ struct shim {
 	uint64_t next_id;
 	struct log_ratelimit rl_upstream;
 	struct log_ratelimit rl_timeout;
-	uint64_t request_timeouts;
 	struct stats stats;
 	struct acceptor control, metrics;
 	int control_fd, metrics_fd;

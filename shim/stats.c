@@ -340,7 +340,7 @@ static void render_json(const struct stats *st, struct out *o, uint64_t now_ms)
 		if (st->upstream_fail_by_errno[i])
 			put(o, ",\"%s\":%llu", errno_label(i),
 			    (unsigned long long)st->upstream_fail_by_errno[i]);
-	put(o, "}");
+	put(o, "},\"request_timeouts\":%llu", (unsigned long long)st->request_timeouts);
 	if (st->tunnel)
 		put(o, ",\"tunnel\":{\"up\":%s,\"connects\":%llu,\"drops\":%llu,\"rtt_ms\":%u}",
 		    st->tunnel_up ? "true" : "false", (unsigned long long)st->tunnel_connects,
@@ -383,6 +383,8 @@ static void render_table(const struct stats *st, struct out *o, uint64_t now_ms)
 		    (unsigned long long)st->tunnel_drops, rtt);
 	}
 	put(o, "upstream failures: %llu\n", (unsigned long long)st->upstream_failures);
+	put(o, "clients closed by --request-timeout: %llu\n",
+	    (unsigned long long)st->request_timeouts);
 	put(o, "\n%8s %6s %-16s %10s %10s  %s\n", "PID", "UID", "COMMAND", "SESSIONS", "RATE/s",
 	    "REQUESTS");
 	for (const struct stats_proc *p = st->procs; p; p = p->next) {
@@ -430,6 +432,8 @@ static void render_prometheus(const struct stats *st, struct out *o, uint64_t no
 	for (unsigned i = 0; i < 8; i++)
 		put(o, "muxshim_upstream_failures_total{reason=\"%s\"} %llu\n", errno_label(i),
 		    (unsigned long long)st->upstream_fail_by_errno[i]);
+	put(o, "# TYPE muxshim_request_timeouts_total counter\nmuxshim_request_timeouts_total %llu\n",
+	    (unsigned long long)st->request_timeouts);
 	if (st->tunnel)
 		put(o, "# TYPE muxshim_tunnel_up gauge\nmuxshim_tunnel_up %d\n"
 		       "# TYPE muxshim_tunnel_connects_total counter\nmuxshim_tunnel_connects_total %llu\n"

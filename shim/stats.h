@@ -55,6 +55,7 @@ struct stats {
 	struct stats_port ports[STATS_MAX_PORTS];
 	unsigned nports;
 	uint64_t upstream_failures;
+	uint64_t request_timeouts; /* clients closed by --request-timeout */
 	uint64_t upstream_fail_by_errno[8]; /* see stats.c: ENOENT, ECONNREFUSED, ... */
 	/* tunnel */
 	bool tunnel;

@@ -2,6 +2,7 @@
 strict), dropping to --user, the socket's mode and owner, --request-timeout
 for silent or stalled clients, the helper's handshake timeout, and a log
 destination that refuses lines."""
+import json
 import os
 import pwd
 import signal
@@ -276,6 +277,9 @@ class RequestTimeout(unittest.TestCase):
                 self.assertGreaterEqual(waited, 0.2)
                 harness.wait_for(lambda: "sent nothing for 300 ms" in shim.stderr_text(), 5,
                                  what="timeout log line")
+                out = subprocess.run([harness.shim_binary(), "stats", "--json", "--listen",
+                                      shim.listen], capture_output=True, text=True, timeout=20)
+                self.assertEqual(json.loads(out.stdout)["request_timeouts"], 1, out)
 
     def test_client_stalled_mid_request_is_closed(self):
         msg = plist_msg({"MessageType": "ListDevices"})
