@@ -1,4 +1,5 @@
 #include "log.h"
+#include "plat.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -54,13 +55,26 @@ bool log_enabled(enum log_level level)
 /* One whole line to the log destination, else to stderr when the
  * destination is a file (a full disk should not silence the daemon).
  * A failure never takes the daemon down: the line is counted as lost. */
-static int emit(const char *p, size_t len)
+static int emit_to(int fd, const char *p, size_t len)
 {
-	ssize_t w = write(log_fd, p, len);
+	/* A pipe nobody reads (a stuck log collector) would block the daemon
+	 * in write(): such a line is lost instead, and counted. */
+	if (!plat_fd_writable_now(fd)) {
+		log_lost_errno = EAGAIN;
+		return -1;
+	}
+	ssize_t w = write(fd, p, len);
 	if (w == (ssize_t)len)
 		return 0;
 	log_lost_errno = w < 0 ? errno : ENOSPC;
-	if (log_fd != STDERR_FILENO && write(STDERR_FILENO, p, len) == (ssize_t)len)
+	return -1;
+}
+
+static int emit(const char *p, size_t len)
+{
+	if (emit_to(log_fd, p, len) == 0)
+		return 0;
+	if (log_fd != STDERR_FILENO && emit_to(STDERR_FILENO, p, len) == 0)
 		return 0;
 	return -1;
 }

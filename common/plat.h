@@ -84,6 +84,10 @@ const char *plat_strerror(int err);
 /* False where UNIX-domain sockets are not available (the Windows build). */
 bool plat_has_unix_sockets(void);
 
+/* Would a short write to fd (a log line, < PIPE_BUF) complete now without
+ * blocking? False for a pipe or socket nobody drains; true for files. */
+bool plat_fd_writable_now(int fd);
+
 /* Makes sure descriptors 0-2 are open (on /dev/null where they were
  * closed), so that no socket the daemon opens becomes "stderr" and
  * receives log lines. First thing in main. */

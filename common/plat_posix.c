@@ -535,3 +535,10 @@ void plat_std_fds(void)
 			close(n); /* lower ones are open: n is fd itself normally */
 	}
 }
+
+bool plat_fd_writable_now(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	/* An error or hang-up counts as "now": the write fails at once. */
+	return poll(&p, 1, 0) == 1;
+}

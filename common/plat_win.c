@@ -685,3 +685,9 @@ void plat_std_fds(void)
 {
 	/* Windows never hands a socket a C runtime descriptor number. */
 }
+
+bool plat_fd_writable_now(int fd)
+{
+	(void)fd; /* a console or a file: writes do not wait on a reader */
+	return true;
+}

@@ -82,6 +82,34 @@ static void full_disk_and_lost_lines(void)
 	close(p[1]);
 }
 
+/* A pipe nobody drains must not block the daemon: the line is lost and
+ * reported once the pipe has room again. */
+static void undrained_pipe_does_not_block(void)
+{
+	int p[2], saved = dup(STDERR_FILENO);
+	char got[4096];
+	CU_ASSERT_FATAL(saved >= 0 && pipe(p) == 0);
+	CU_ASSERT_FATAL(fcntl(p[0], F_SETFL, O_NONBLOCK) == 0);
+	CU_ASSERT_FATAL(fcntl(p[1], F_SETFL, O_NONBLOCK) == 0); /* only to fill it here */
+	while (write(p[1], got, sizeof(got)) > 0)
+		;
+	CU_ASSERT_FATAL(fcntl(p[1], F_SETFL, 0) == 0); /* blocking, as a daemon's stderr */
+	dup2(p[1], STDERR_FILENO);
+	CU_ASSERT_EQUAL(log_open_file("/dev/stderr"), 0);
+	log_error("into a full pipe"); /* would block forever without the check */
+	while (drain(p[0], got, sizeof(got)) > 0)
+		;
+	log_info("drained");
+	drain(p[0], got, sizeof(got));
+	CU_ASSERT_PTR_NOT_NULL(strstr(got, "1 log line was lost (Resource temporarily unavailable)"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(got, "drained\n"));
+	dup2(saved, STDERR_FILENO);
+	CU_ASSERT_EQUAL(log_open_file("/dev/stderr"), 0);
+	close(saved);
+	close(p[0]);
+	close(p[1]);
+}
+
 int unit_log(void)
 {
 	static const struct unit_test t[] = {
@@ -89,6 +117,7 @@ int unit_log(void)
 		{ "rate limit at time zero", ratelimit_first_at_time_zero },
 		{ "level names", level_names },
 		{ "full disk, lost lines reported", full_disk_and_lost_lines },
+		{ "an undrained pipe does not block", undrained_pipe_does_not_block },
 		{ NULL, NULL },
 	};
 	return unit_add_suite("log", t);
