@@ -35,6 +35,9 @@ SHIM_SRC   := shim/main.c shim/session.c shim/upstream.c shim/diag.c shim/tunnel
 SHIM_HDR   := $(wildcard shim/*.h)
 HELPER_SRC := host-helper/main.c host-helper/service_posix.c
 HELPER_HDR := $(wildcard host-helper/*.h)
+# muxshim-run: the ENTRYPOINT wrapper (Linux containers only).
+RUN_SRC    := run/main.c run/args.c common/log.c common/plat_posix.c common/plat_linux.c
+RUN_HDR    := $(wildcard run/*.h)
 
 # Pure modules under unit test (no sockets, no loop).
 UNIT_SRC   := tests/unit/run.c tests/unit/test_buf.c tests/unit/test_addr.c \
@@ -55,11 +58,16 @@ DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev usbmuxd libusbmu
 .PHONY: all deps tools unit integration integration-asan integration-windows windows fuzz-smoke fuzz \
         check bench demo clean
 
-all: $(B)/muxshim $(B)/muxshim-host
+all: $(B)/muxshim $(B)/muxshim-host $(B)/muxshim-run
 
+# LDFLAGS: e.g. an rpath for the Docker image (docker/Dockerfile).
 $(B)/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 	@mkdir -p $(B)
-	$(CC) $(ALLFLAGS) -Ishim $(SHIM_SRC) $(COMMON_SRC) -o $@ $(PLIST_LIBS) $(PLAT_LIBS)
+	$(CC) $(ALLFLAGS) -Ishim $(SHIM_SRC) $(COMMON_SRC) -o $@ $(LDFLAGS) $(PLIST_LIBS) $(PLAT_LIBS)
+
+$(B)/muxshim-run: $(RUN_SRC) $(RUN_HDR) $(COMMON_HDR) Makefile
+	@mkdir -p $(B)
+	$(CC) $(ALLFLAGS) -Irun $(RUN_SRC) -o $@ $(LDFLAGS)
 
 $(B)/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)

@@ -34,6 +34,8 @@ struct plat_file_id {
 };
 int plat_unix_listen(const char *path, unsigned mode, int backlog, int *fd_out,
 		     bool *replaced, struct plat_file_id *id);
+/* Is path still the socket file we created (not removed or replaced)? */
+bool plat_unix_is_ours(const char *path, const struct plat_file_id *id);
 /* Removes path only if it is still the socket file we created. */
 void plat_unix_unlink_if_ours(const char *path, const struct plat_file_id *id);
 /* The process at the other end of a UNIX socket: pid (0 when it is not

@@ -179,10 +179,16 @@ out_close:
 	return rc;
 }
 
-void plat_unix_unlink_if_ours(const char *path, const struct plat_file_id *id)
+bool plat_unix_is_ours(const char *path, const struct plat_file_id *id)
 {
 	struct stat st;
-	if (lstat(path, &st) == 0 && (uint64_t)st.st_dev == id->dev && (uint64_t)st.st_ino == id->ino)
+	return lstat(path, &st) == 0 && (uint64_t)st.st_dev == id->dev &&
+	       (uint64_t)st.st_ino == id->ino;
+}
+
+void plat_unix_unlink_if_ours(const char *path, const struct plat_file_id *id)
+{
+	if (plat_unix_is_ours(path, id))
 		unlink(path);
 }
 

@@ -216,6 +216,12 @@ int plat_unix_listen(const char *path, unsigned mode, int backlog, int *fd_out,
 	return -ENOTSUP;
 }
 
+bool plat_unix_is_ours(const char *path, const struct plat_file_id *id)
+{
+	(void)path, (void)id;
+	return false;
+}
+
 void plat_unix_unlink_if_ours(const char *path, const struct plat_file_id *id)
 {
 	(void)path, (void)id;

@@ -1,5 +1,6 @@
 /* The two ways to read the statistics from outside: the control socket
- * (`muxshim stats`: one request line "json" or "table", one answer, close)
+ * (`muxshim stats`: one request line "json" or "table", one answer, close;
+ * `muxshim health`: "health", answered "ok: ..." or "fail: ...")
  * and the Prometheus endpoint (one HTTP GET, one text answer, close).
  * Each connection is small, bounded and timed out, and never blocks the
  * loop that relays sessions. */
@@ -72,6 +73,25 @@ static bool request_complete(struct ctl_conn *c)
 	return strchr(c->req, '\n') != NULL;
 }
 
+/* Healthy: our socket is still where clients look for it, and a session
+ * opened now could reach the upstream. */
+static char *health_answer(struct shim *s)
+{
+	char why[512];
+	const size_t cap = 1024;
+	char *r = malloc(cap);
+	if (!r)
+		return NULL;
+	if (!plat_unix_is_ours(s->cfg.listen_path, &s->listen_id)) {
+		snprintf(r, cap, "fail: %s is no longer this daemon's socket (removed or replaced): "
+				 "clients cannot reach it; restart muxshim\n", s->cfg.listen_path);
+		return r;
+	}
+	int rc = upstream_probe(s, why, sizeof(why));
+	snprintf(r, cap, "%s: serving %s, %s\n", rc == 0 ? "ok" : "fail", s->cfg.listen_path, why);
+	return r;
+}
+
 static char *answer(struct ctl_conn *c)
 {
 	struct shim *s = c->s;
@@ -91,10 +111,13 @@ static char *answer(struct ctl_conn *c)
 		return r;
 	}
 	c->req[strcspn(c->req, "\r\n")] = '\0';
+	if (strcmp(c->req, "health") == 0)
+		return health_answer(s);
 	if (strcmp(c->req, "json") != 0 && strcmp(c->req, "table") != 0) {
 		char *r = malloc(128);
 		if (r)
-			snprintf(r, 128, "error: unknown request (send \"json\" or \"table\")\n");
+			snprintf(r, 128, "error: unknown request (send \"json\", \"table\" or "
+					 "\"health\")\n");
 		return r;
 	}
 	return stats_render(&s->stats, c->req, now);
@@ -215,18 +238,21 @@ void control_stop(struct shim *s)
 	}
 }
 
-/* `muxshim stats`: ask a running daemon. Blocking I/O is fine here. */
-int control_query(const char *path, const char *format)
+/* One request to a running daemon; its answer goes to sink() as it comes.
+ * 0 if an answer came, 1 otherwise (reported on stderr). Blocking I/O is
+ * fine here. */
+static int ctl_exchange(const char *cmd, const char *path, const char *request,
+			void (*sink)(const char *p, size_t n, void *ctx), void *ctx)
 {
 	int fd;
 	int rc = plat_unix_connect(path, &fd);
 	if (rc < 0) {
-		fprintf(stderr, "muxshim stats: cannot reach the daemon at %s: %s\n"
-				"(is muxshim running? see --control)\n", path, strerror(-rc));
+		fprintf(stderr, "muxshim %s: cannot reach the daemon at %s: %s\n"
+				"(is muxshim running? see --control)\n", cmd, path, strerror(-rc));
 		return 1;
 	}
 	char req[16];
-	snprintf(req, sizeof(req), "%s\n", format);
+	snprintf(req, sizeof(req), "%s\n", request);
 	size_t off = 0, len = strlen(req);
 	uint64_t deadline = plat_monotonic_ms() + CTL_TIMEOUT_MS;
 	char buf[65536];
@@ -242,12 +268,12 @@ int control_query(const char *path, const char *format)
 		if (r == 0)
 			break;
 		if (r > 0) {
-			fwrite(buf, 1, (size_t)r, stdout);
+			sink(buf, (size_t)r, ctx);
 			got = true;
 			continue;
 		}
 		if (r != -EAGAIN) {
-			fprintf(stderr, "muxshim stats: %s\n", strerror((int)-r));
+			fprintf(stderr, "muxshim %s: %s\n", cmd, strerror((int)-r));
 			plat_close(fd);
 			return 1;
 		}
@@ -255,5 +281,48 @@ int control_query(const char *path, const char *format)
 		nanosleep(&ts, NULL);
 	}
 	plat_close(fd);
+	if (!got)
+		fprintf(stderr, "muxshim %s: no answer from the daemon at %s\n", cmd, path);
 	return got ? 0 : 1;
+}
+
+static void to_stdout(const char *p, size_t n, void *ctx)
+{
+	(void)ctx;
+	fwrite(p, 1, n, stdout);
+}
+
+/* `muxshim stats` */
+int control_query(const char *path, const char *format)
+{
+	return ctl_exchange("stats", path, format, to_stdout, NULL);
+}
+
+struct health_reply {
+	char text[1024];
+	size_t len;
+};
+
+static void to_reply(const char *p, size_t n, void *ctx)
+{
+	struct health_reply *h = ctx;
+	if (n > sizeof(h->text) - 1 - h->len)
+		n = sizeof(h->text) - 1 - h->len;
+	memcpy(h->text + h->len, p, n);
+	h->len += n;
+	h->text[h->len] = '\0';
+}
+
+/* `muxshim health`: 0 only if the daemon answered "ok". The answer is
+ * printed either way (Docker keeps it in the container's health log). */
+int control_health(const char *path)
+{
+	struct health_reply h = { .len = 0 };
+	h.text[0] = '\0';
+	if (ctl_exchange("health", path, "health", to_reply, &h) != 0)
+		return 1;
+	fputs(h.text, stdout);
+	if (h.len && h.text[h.len - 1] != '\n')
+		putchar('\n');
+	return strncmp(h.text, "ok:", 3) == 0 ? 0 : 1;
 }

@@ -58,6 +58,9 @@ static void usage(FILE *f)
 		"\n"
 		"muxshim stats [--json] [--control PATH | --listen PATH]\n"
 		"  asks a running muxshim who is using usbmuxd, how often and for what\n"
+		"muxshim health [--control PATH | --listen PATH]\n"
+		"  exits 0 if a running muxshim still serves its socket and its upstream is\n"
+		"  usable (UNIX: accepts a connection; tunnel: up), else 1; prints why\n"
 		"  --help, --version\n");
 }
 
@@ -273,6 +276,23 @@ static int stats_main(int argc, char **argv)
 	return control_query(control, format);
 }
 
+/* `muxshim health [--control PATH | --listen PATH]` (Docker's HEALTHCHECK) */
+static int health_main(int argc, char **argv)
+{
+	static char derived[ADDR_PATH_MAX + 8];
+	const char *control = DEFAULT_LISTEN ".ctl";
+	if (argc == 4 && strcmp(argv[2], "--control") == 0) {
+		control = argv[3];
+	} else if (argc == 4 && strcmp(argv[2], "--listen") == 0) {
+		snprintf(derived, sizeof(derived), "%s.ctl", argv[3]);
+		control = derived;
+	} else if (argc != 2) {
+		fprintf(stderr, "usage: muxshim health [--control PATH | --listen PATH]\n");
+		return 2;
+	}
+	return control_health(control);
+}
+
 void shim_attribute(struct shim *s, struct stats_session *ss, int client_fd)
 {
 	pid_t pid = 0;
@@ -344,6 +364,8 @@ int main(int argc, char **argv)
 	plat_std_fds();
 	if (argc >= 2 && strcmp(argv[1], "stats") == 0)
 		return stats_main(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "health") == 0)
+		return health_main(argc, argv);
 	parse_args(argc, argv, &s->cfg);
 	log_init("muxshim", s->cfg.log_level);
 

@@ -106,6 +106,10 @@ void session_reap(struct shim *s);
 /* upstream.c: 0 and a connected non-blocking fd, or a negative errno. */
 int upstream_connect(struct shim *s, int *fd);
 void upstream_report_failure(struct shim *s, int err);
+/* For `muxshim health`: 0 if sessions can reach the upstream now (UNIX: a
+ * connect succeeds; tunnel: it is up; TCP: not probed), else a negative
+ * errno; why receives one sentence either way. */
+int upstream_probe(struct shim *s, char *why, size_t cap);
 
 /* tunnel.c: --upstream tunnel:HOST:PORT */
 void tunnel_init(struct shim *s);
@@ -117,6 +121,7 @@ int control_start(struct shim *s);
 void control_stop(struct shim *s);
 void control_reap(void);
 int control_query(const char *path, const char *format);
+int control_health(const char *path);
 
 /* Attribution of a newly accepted client (SO_PEERCRED). */
 void shim_attribute(struct shim *s, struct stats_session *ss, int client_fd);

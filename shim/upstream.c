@@ -30,6 +30,43 @@ static bool path_is_mount_point(const char *path)
 	return r;
 }
 
+int upstream_probe(struct shim *s, char *why, size_t cap)
+{
+	char up[ADDR_HOST_MAX + 16];
+	addr_format(&s->cfg.upstream, up, sizeof(up));
+	switch (s->cfg.upstream.kind) {
+	case ADDR_TUNNEL:
+		if (!s->stats.tunnel_up) {
+			snprintf(why, cap, "upstream %s: the tunnel is down (%llu connects, "
+				 "%llu drops so far)", up, (unsigned long long)s->stats.tunnel_connects,
+				 (unsigned long long)s->stats.tunnel_drops);
+			return -ENOTCONN;
+		}
+		snprintf(why, cap, "upstream %s: tunnel up", up);
+		return 0;
+	case ADDR_UNIX: {
+		int fd;
+		int rc = upstream_connect(s, &fd);
+		if (rc == 0)
+			plat_close(fd);
+		if (rc == 0 || rc == -EAGAIN) { /* EAGAIN: alive, its queue full */
+			snprintf(why, cap, "upstream %s accepts connections%s", up,
+				 rc ? " (its listen queue is full right now)" : "");
+			return 0;
+		}
+		char d[400];
+		diag_unix_connect(d, sizeof(d), s->cfg.upstream.path, rc,
+				  rc == -ECONNREFUSED && path_is_mount_point(s->cfg.upstream.path));
+		snprintf(why, cap, "upstream %s: %s", up, d);
+		return rc;
+	}
+	default:
+		/* A TCP connect would have to wait; the legacy mode goes unprobed. */
+		snprintf(why, cap, "upstream %s (tcp: not probed)", up);
+		return 0;
+	}
+}
+
 void upstream_report_failure(struct shim *s, int err)
 {
 	unsigned suppressed;
