@@ -43,6 +43,7 @@ RUN_HDR    := $(wildcard run/*.h)
 UNIT_SRC   := tests/unit/run.c tests/unit/test_buf.c tests/unit/test_addr.c \
               tests/unit/test_diag.c tests/unit/test_log.c \
               tests/unit/test_loop.c tests/unit/test_codec.c tests/unit/test_mux.c tests/unit/test_sha256.c tests/unit/test_inspect.c \
+              tests/unit/test_run_args.c run/args.c \
               common/tunnel/codec.c common/tunnel/mux.c common/sha256.c common/buf.c common/addr.c common/log.c shim/diag.c shim/inspect.c \
               common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC)
 
@@ -117,14 +118,14 @@ $(B)/tests/%: tests/tools/%.c $(wildcard tests/tools/*.h) Makefile
 
 tools: $(addprefix $(B)/tests/,$(TOOLS))
 
-$(B)/tests/unit: $(UNIT_SRC) $(wildcard tests/unit/*.h) $(COMMON_HDR) $(SHIM_HDR) Makefile
+$(B)/tests/unit: $(UNIT_SRC) $(wildcard tests/unit/*.h) $(COMMON_HDR) $(SHIM_HDR) $(RUN_HDR) Makefile
 	@mkdir -p $(B)/tests
-	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim $(UNIT_SRC) -o $@ -lcunit $(PLIST_LIBS) $(PLAT_LIBS)
+	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim -Irun $(UNIT_SRC) -o $@ -lcunit $(PLIST_LIBS) $(PLAT_LIBS)
 
 # The same suites on the portable platform set (poll backend, plat_other.c).
 $(B)/tests/unit-poll: $(UNIT_SRC) $(PORTABLE_LOOP_SRC) $(PORTABLE_PLAT_SRC) $(wildcard tests/unit/*.h) $(COMMON_HDR) $(SHIM_HDR) Makefile
 	@mkdir -p $(B)/tests
-	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim \
+	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim -Irun \
 		$(filter-out $(LOOP_SRC) $(PLAT_SRC),$(UNIT_SRC)) $(PORTABLE_LOOP_SRC) $(PORTABLE_PLAT_SRC) \
 		-o $@ -lcunit $(PLIST_LIBS)
 
