@@ -1,6 +1,6 @@
 /* The two ways to read the statistics from outside: the control socket
  * (`muxshim stats`: one request line "json" or "table", one answer, close;
- * `muxshim health`: "health", answered "ok: ..." or "fail: ...")
+ * `muxshim health`: "health" or "live", answered "ok: ..." or "fail: ...")
  * and the Prometheus endpoint (one HTTP GET, one text answer, close).
  * Each connection is small, bounded and timed out, and never blocks the
  * loop that relays sessions. */
@@ -73,9 +73,9 @@ static bool request_complete(struct ctl_conn *c)
 	return strchr(c->req, '\n') != NULL;
 }
 
-/* Healthy: our socket is still where clients look for it, and a session
- * opened now could reach the upstream. */
-static char *health_answer(struct shim *s)
+/* Live: our socket is still where clients look for it. Healthy: that, and
+ * a session opened now could reach the upstream. */
+static char *health_answer(struct shim *s, bool upstream)
 {
 	char why[512];
 	const size_t cap = 1024;
@@ -85,6 +85,10 @@ static char *health_answer(struct shim *s)
 	if (!plat_unix_is_ours(s->cfg.listen_path, &s->listen_id)) {
 		snprintf(r, cap, "fail: %s is no longer this daemon's socket (removed or replaced): "
 				 "clients cannot reach it; restart muxshim\n", s->cfg.listen_path);
+		return r;
+	}
+	if (!upstream) {
+		snprintf(r, cap, "ok: serving %s\n", s->cfg.listen_path);
 		return r;
 	}
 	int rc = upstream_probe(s, why, sizeof(why));
@@ -111,13 +115,13 @@ static char *answer(struct ctl_conn *c)
 		return r;
 	}
 	c->req[strcspn(c->req, "\r\n")] = '\0';
-	if (strcmp(c->req, "health") == 0)
-		return health_answer(s);
+	if (strcmp(c->req, "health") == 0 || strcmp(c->req, "live") == 0)
+		return health_answer(s, c->req[0] == 'h');
 	if (strcmp(c->req, "json") != 0 && strcmp(c->req, "table") != 0) {
 		char *r = malloc(128);
 		if (r)
-			snprintf(r, 128, "error: unknown request (send \"json\", \"table\" or "
-					 "\"health\")\n");
+			snprintf(r, 128, "error: unknown request (send \"json\", \"table\", "
+					 "\"health\" or \"live\")\n");
 		return r;
 	}
 	return stats_render(&s->stats, c->req, now);
@@ -315,11 +319,11 @@ static void to_reply(const char *p, size_t n, void *ctx)
 
 /* `muxshim health`: 0 only if the daemon answered "ok". The answer is
  * printed either way (Docker keeps it in the container's health log). */
-int control_health(const char *path)
+int control_health(const char *path, bool live)
 {
 	struct health_reply h = { .len = 0 };
 	h.text[0] = '\0';
-	if (ctl_exchange("health", path, "health", to_reply, &h) != 0)
+	if (ctl_exchange("health", path, live ? "live" : "health", to_reply, &h) != 0)
 		return 1;
 	fputs(h.text, stdout);
 	if (h.len && h.text[h.len - 1] != '\n')

@@ -58,9 +58,10 @@ static void usage(FILE *f)
 		"\n"
 		"muxshim stats [--json] [--control PATH | --listen PATH]\n"
 		"  asks a running muxshim who is using usbmuxd, how often and for what\n"
-		"muxshim health [--control PATH | --listen PATH]\n"
+		"muxshim health [--live] [--control PATH | --listen PATH]\n"
 		"  exits 0 if a running muxshim still serves its socket and its upstream is\n"
-		"  usable (UNIX: accepts a connection; tunnel: up), else 1; prints why\n"
+		"  usable (UNIX: accepts a connection; tunnel: up), else 1; prints why.\n"
+		"  --live: the daemon and its socket only, not the upstream\n"
 		"  --help, --version\n");
 }
 
@@ -276,21 +277,26 @@ static int stats_main(int argc, char **argv)
 	return control_query(control, format);
 }
 
-/* `muxshim health [--control PATH | --listen PATH]` (Docker's HEALTHCHECK) */
+/* `muxshim health [--live] [--control PATH | --listen PATH]` (HEALTHCHECK) */
 static int health_main(int argc, char **argv)
 {
 	static char derived[ADDR_PATH_MAX + 8];
 	const char *control = DEFAULT_LISTEN ".ctl";
-	if (argc == 4 && strcmp(argv[2], "--control") == 0) {
-		control = argv[3];
-	} else if (argc == 4 && strcmp(argv[2], "--listen") == 0) {
-		snprintf(derived, sizeof(derived), "%s.ctl", argv[3]);
-		control = derived;
-	} else if (argc != 2) {
-		fprintf(stderr, "usage: muxshim health [--control PATH | --listen PATH]\n");
-		return 2;
+	bool live = false;
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--live") == 0) {
+			live = true;
+		} else if (strcmp(argv[i], "--control") == 0 && i + 1 < argc) {
+			control = argv[++i];
+		} else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
+			snprintf(derived, sizeof(derived), "%s.ctl", argv[++i]);
+			control = derived;
+		} else {
+			fprintf(stderr, "usage: muxshim health [--live] [--control PATH | --listen PATH]\n");
+			return 2;
+		}
 	}
-	return control_health(control);
+	return control_health(control, live);
 }
 
 void shim_attribute(struct shim *s, struct stats_session *ss, int client_fd)

@@ -121,7 +121,7 @@ int control_start(struct shim *s);
 void control_stop(struct shim *s);
 void control_reap(void);
 int control_query(const char *path, const char *format);
-int control_health(const char *path);
+int control_health(const char *path, bool live);
 
 /* Attribution of a newly accepted client (SO_PEERCRED). */
 void shim_attribute(struct shim *s, struct stats_session *ss, int client_fd);

@@ -214,8 +214,8 @@ class Health(unittest.TestCase):
     def tearDown(self):
         harness.cleanup_all()
 
-    def health(self, listen):
-        r = subprocess.run([SHIM, "health", "--listen", listen], capture_output=True,
+    def health(self, listen, *opts):
+        r = subprocess.run([SHIM, "health", "--listen", listen] + list(opts), capture_output=True,
                            text=True, timeout=20)
         return r.returncode, r.stdout + r.stderr
 
@@ -227,6 +227,8 @@ class Health(unittest.TestCase):
         rc, out = self.health(listen)
         self.assertEqual(rc, 1, out)
         self.assertIn("fail: serving %s, upstream unix:%s: no socket" % (listen, mux.socket), out)
+        # --live: the daemon and its socket only (for orchestrators that restart on failure)
+        self.assertEqual(self.health(listen, "--live"), (0, "ok: serving %s\n" % listen))
         mux.start()
         rc, out = self.health(listen)
         self.assertEqual(rc, 0, out)
@@ -242,6 +244,7 @@ class Health(unittest.TestCase):
         rc, out = self.health(listen)
         self.assertEqual(rc, 1, out)
         self.assertIn("is no longer this daemon's socket", out)
+        self.assertEqual(self.health(listen, "--live")[0], 1)
 
     def test_tunnel_upstream(self):
         d = harness.tempdir("health")
