@@ -6,7 +6,7 @@
 #   docker run --rm -v /var/run:/run/host:ro my-ios-tests            # Linux host
 #
 # Needs a glibc-based image (glibc 2.34 or later: Debian 12, Ubuntu 22.04,
-# UBI 9 ...); libplist travels with muxshim in /opt/muxshim/lib.
+# UBI 9 ...); libplist and libseccomp travel with muxshim in /opt/muxshim/lib.
 ARG MUXSHIM_IMAGE=muxshim
 FROM ${MUXSHIM_IMAGE} AS muxshim
 

@@ -61,6 +61,9 @@ SIGNALS = ["TERM", "INT", "HUP", "QUIT", "USR1", "USR2", "WINCH"]
 TRAP_SCRIPT = "".join("trap 'echo got %s' %s; " % (s, s) for s in SIGNALS[1:]) + \
     "trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 1 & wait $!; done"
 SERIALS = ["fakedev-0001", "fakedev-0002"]
+# As in every suite: a system call outside muxshim's seccomp allow-list kills
+# it rather than failing quietly (tests/lib/harness.py).
+STRICT = "MUXSHIM_SECCOMP_STRICT=1"
 MiB = 1 << 20
 
 ENGINE = None
@@ -358,12 +361,21 @@ class Image(unittest.TestCase):
         self.assertEqual(hc["Test"], ["CMD", "muxshim", "health", "--listen",
                                       "/run/muxshim/usbmuxd"])
 
-    def test_libplist_travels_with_muxshim(self):
-        # The base has no libplist: muxshim finds its own through the RUNPATH.
+    def test_libraries_travel_with_muxshim(self):
+        # The base has no libplist: muxshim finds its own, and its own
+        # libseccomp, through the RUNPATH; muxshim-run needs only libc.
         r = ENGINE.run("run", "--rm", "--network", "none", "--entrypoint", "sh", IMAGE, "-c",
                        "ls /usr/lib/*/libplist* 2>/dev/null; muxshim --version; "
-                       "muxshim-run --version")
-        self.assertEqual(r.stdout.split("\n")[:2], ["muxshim 0.1.0", "muxshim-run 0.1.0"])
+                       "muxshim-run --version; LD_TRACE_LOADED_OBJECTS=1 muxshim; echo ---; "
+                       "LD_TRACE_LOADED_OBJECTS=1 muxshim-run")
+        out = r.stdout.split("\n")
+        self.assertEqual(out[:2], ["muxshim 0.1.0", "muxshim-run 0.1.0"], r.stdout)
+        shim, run = r.stdout.split("\n---\n")
+        libs = {l.split()[0]: l.split()[2] for l in shim.splitlines() if "=>" in l}
+        self.assertEqual(libs["libplist-2.0.so.3"], "/opt/muxshim/bin/../lib/libplist-2.0.so.3")
+        self.assertEqual(libs["libseccomp.so.2"], "/opt/muxshim/bin/../lib/libseccomp.so.2")
+        self.assertEqual(sorted(l.split()[0] for l in run.splitlines() if "=>" in l),
+                         ["libc.so.6"], run)
 
 
 class Sidecar(unittest.TestCase):
@@ -374,7 +386,7 @@ class Sidecar(unittest.TestCase):
         cls.dir, cls.fake = fake_host("docker-sidecar")
         cls.svc = harness.DevSvc().start()
         cls.vol = ENGINE.volume()
-        ENGINE.run("run", "-d", "--name", "sidecar", "--network", "none",
+        ENGINE.run("run", "-d", "--name", "sidecar", "--network", "none", "-e", STRICT,
                    "--health-interval", "1s", "-v", cls.dir + ":/run/host:ro",
                    "-v", cls.vol + ":/run/muxshim", IMAGE)
         ENGINE.wait_health("sidecar", "healthy")
@@ -445,7 +457,7 @@ class SidecarRealUsbmuxd(unittest.TestCase):
         os.chmod(mux.run_dir, 0o755)
         vol = ENGINE.volume()
         try:
-            ENGINE.run("run", "-d", "--name", "sidecar-real", "--network", "none",
+            ENGINE.run("run", "-d", "--name", "sidecar-real", "--network", "none", "-e", STRICT,
                        "--health-interval", "1s", "-v", mux.run_dir + ":/run/host:ro",
                        "-v", vol + ":/run/muxshim", IMAGE)
             ENGINE.wait_health("sidecar-real", "healthy")
@@ -469,7 +481,7 @@ class SidecarHealth(unittest.TestCase):
 
     def test_health_follows_the_upstream(self):
         d, fake = fake_host("docker-health")
-        ENGINE.run("run", "-d", "--name", "sidecar-health", "--network", "none",
+        ENGINE.run("run", "-d", "--name", "sidecar-health", "--network", "none", "-e", STRICT,
                    "--health-interval", "1s", "--health-retries", "2",
                    "-v", d + ":/run/host:ro", IMAGE)
         ENGINE.wait_health("sidecar-health", "healthy")
@@ -498,7 +510,7 @@ class SidecarTunnel(unittest.TestCase):
         os.chmod(cls.token, 0o644)                      # readable by uid 10001
         cls.helper = Helper("unix:" + cls.fake.socket, "--token-file", cls.token).start()
         cls.vol = ENGINE.volume()
-        ENGINE.run("run", "-d", "--name", "sidecar-tunnel", "--network", "host",
+        ENGINE.run("run", "-d", "--name", "sidecar-tunnel", "--network", "host", "-e", STRICT,
                    "--add-host", "host.docker.internal:host-gateway",
                    "--health-interval", "1s", "--health-retries", "2",
                    "-v", cls.token + ":/run/secrets/muxshim:ro", "-v", cls.vol + ":/run/muxshim",
@@ -561,7 +573,7 @@ class Entrypoint(unittest.TestCase):
             ENGINE.run("rm", "-f", *ids, check=False)
 
     def argv(self, *cmd, detach=None):
-        a = ["run", "--network", "none", "-v", self.dir + ":/run/host:ro"]
+        a = ["run", "--network", "none", "-e", STRICT, "-v", self.dir + ":/run/host:ro"]
         a += ["-d", "--name", detach] if detach else ["--rm"]
         return a + [APP_ENTRYPOINT] + [str(c) for c in cmd]
 
@@ -646,7 +658,7 @@ class Entrypoint(unittest.TestCase):
         with open(token, "w") as f:
             f.write("entrypoint-secret")
         helper = Helper("unix:" + self.fake.socket, "--token-file", token).start()
-        r = ENGINE.run("run", "--rm", "--network", "host",
+        r = ENGINE.run("run", "--rm", "--network", "host", "-e", STRICT,
                        "--add-host", "host.docker.internal:host-gateway",
                        "-v", token + ":/run/secrets/muxshim:ro",
                        "--entrypoint", "/opt/muxshim/bin/muxshim-run", APP_ENTRYPOINT,
@@ -692,6 +704,7 @@ class Compose(unittest.TestCase):
         with open(override, "w") as f:
             f.write("services:\n"
                     "  muxshim:\n    network_mode: none\n    healthcheck:\n      interval: 1s\n"
+                    "    environment:\n      - %s\n" % STRICT +
                     "  app:\n    network_mode: none\n")
         base = ["-p", "muxshimtest", "-f", os.path.join(ROOT, "docker/compose/linux.yml"),
                 "-f", override]
