@@ -7,8 +7,9 @@ archive and `docker import`ed as debian:bookworm-slim (the name the
 Dockerfiles use). The rootfs tarball is cached in build/docker/ so later runs
 skip debootstrap; a clean clone builds it from scratch. Then:
 
-  - docker/Dockerfile is built (its builder stage apt-gets gcc and libplist-dev
-    with --network host) and the image is checked: runtime layer size,
+  - docker/Dockerfile is built with BuildKit (MUXSHIM_DOCKER_BUILDKIT=0: the
+    classic builder; its builder stage apt-gets gcc, libplist-dev and
+    libseccomp-dev with --network host) and the image is checked: runtime layer size,
     non-root user, labels, HEALTHCHECK, libplist found through the RUNPATH;
   - the sidecar shape: the muxshim image in one container, its socket shared
     by a volume with app containers (symlink, volume over /var/run,
@@ -66,6 +67,9 @@ SERIALS = ["fakedev-0001", "fakedev-0002"]
 STRICT = "MUXSHIM_SECCOMP_STRICT=1"
 MiB = 1 << 20
 
+# BuildKit (Docker's default builder since 23.0) unless MUXSHIM_DOCKER_BUILDKIT=0
+# asks for the classic one (the default of Debian 12's docker.io 20.10).
+BUILDKIT = "0" if os.environ.get("MUXSHIM_DOCKER_BUILDKIT") == "0" else "1"
 ENGINE = None
 TIMINGS = []
 
@@ -146,7 +150,7 @@ class Engine:
         atexit.register(self.remove)
         self.sock = os.path.join(self.dir, "docker.sock")
         self.cli = docker_cli()
-        self.env = dict(os.environ, DOCKER_HOST="unix://" + self.sock, DOCKER_BUILDKIT="0",
+        self.env = dict(os.environ, DOCKER_HOST="unix://" + self.sock, DOCKER_BUILDKIT=BUILDKIT,
                         DOCKER_CONFIG=os.path.join(self.dir, "cli"), COMPOSE_INTERACTIVE_NO_CLI="1")
         self.dockerd = None
         self.volumes = []
@@ -223,6 +227,8 @@ class Engine:
 
     def build(self, tag, dockerfile, context, *build_args, what=None):
         argv = ["build", "--network", "host", "-t", tag, "-f", dockerfile]
+        if BUILDKIT == "1":
+            argv += ["--progress", "plain"]
         for a in build_args:
             argv += ["--build-arg", a]
         argv.append(context)
@@ -238,6 +244,7 @@ class Engine:
                 tag, r.returncode, log, (r.stdout + r.stderr)[-4000:]))
 
     def build_images(self):
+        _log("builder: %s" % ("BuildKit" if BUILDKIT == "1" else "classic"))
         if not os.path.exists(BASE_TAR):
             _log("no cached base rootfs: debootstrap --variant=minbase bookworm (once)")
             _timed("debootstrap base rootfs", make_base_tar, self.dir)
