@@ -659,6 +659,22 @@ class Entrypoint(unittest.TestCase):
         self.assertNotEqual(ENGINE.run("exec", "ep-restart", "sh", "-c", find).stdout.split(),
                             pids)
 
+    def test_non_root(self):
+        # /run is root's: the default socket path cannot be served ...
+        r = ENGINE.run("run", "--rm", "--network", "none", "--user", "1000:1000", "-e", STRICT,
+                       "-v", self.dir + ":/run/host:ro", APP_ENTRYPOINT, "true", check=False)
+        self.assertEqual(r.returncode, 125, r.stderr)
+        self.assertIn("cannot listen on /var/run/usbmuxd", r.stderr)
+        self.assertIn("before it accepted on /var/run/usbmuxd; not running true", r.stderr)
+        # ... a directory the user owns can (docs/docker.md, "As another user")
+        r = ENGINE.run("run", "--rm", "--network", "none", "--user", "1000:1000", "-e", STRICT,
+                       "-v", self.dir + ":/run/host:ro",
+                       "--entrypoint", "/opt/muxshim/bin/muxshim-run", APP_ENTRYPOINT,
+                       "--listen", "/tmp/usbmuxd", "--upstream", "unix:/run/host/usbmuxd", "--",
+                       "sh", "-c", "USBMUXD_SOCKET_ADDRESS=UNIX:/tmp/usbmuxd idevice_id -l",
+                       check=False)
+        self.assertEqual((r.returncode, r.stdout.split()), (0, SERIALS), r.stderr)
+
     def test_tunnel_upstream(self):
         d = host_dir("docker-ep-tunnel")
         token = os.path.join(d, "token")
