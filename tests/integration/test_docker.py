@@ -142,10 +142,13 @@ def make_base_tar(workdir):
 
 class Engine:
     def __init__(self):
-        # Under build/, not /tmp: nothing else sweeps it while the engine
-        # keeps its images there. Removed at the end (atexit too).
+        # Under build/, not among /tmp's test directories, which something
+        # else may sweep while the engine keeps its images here; /tmp only if
+        # the checkout's path would make socket paths too long (108 bytes).
+        # Removed at the end (atexit too).
         os.makedirs(CACHE_DIR, exist_ok=True)
-        self.dir = tempfile.mkdtemp(prefix="engine.", dir=CACHE_DIR)
+        base = CACHE_DIR if len(CACHE_DIR) <= 40 else None
+        self.dir = tempfile.mkdtemp(prefix="engine." if base else "muxshim-docker.", dir=base)
         os.chmod(self.dir, 0o755)
         atexit.register(self.remove)
         self.sock = os.path.join(self.dir, "docker.sock")
@@ -325,16 +328,26 @@ def tearDownModule():
 
 def host_dir(tag):
     """A directory to bind-mount as /run/host: world-traversable like /var/run,
-    since the muxshim image runs as uid 10001."""
-    d = harness.tempdir(tag)
+    since the muxshim image runs as uid 10001. Inside the engine's directory
+    (not /tmp, where a sweep of stale test directories could take it)."""
+    d = tempfile.mkdtemp(prefix=tag + ".", dir=ENGINE.dir)
     os.chmod(d, 0o755)
     return d
 
 
+def logs():
+    """Where the host-side daemons of a test keep their logs."""
+    return host_dir("logs")
+
+
 def fake_host(tag, devices=2):
     d = host_dir(tag)
-    fake = harness.FakeDev(os.path.join(d, "usbmuxd"), devices).start()
+    fake = harness.FakeDev(os.path.join(d, "usbmuxd"), devices, logdir=d).start()
     return d, fake
+
+
+def devsvc():
+    return harness.DevSvc(logdir=logs()).start()
 
 
 def muxconn_json(r):
@@ -391,7 +404,7 @@ class Sidecar(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dir, cls.fake = fake_host("docker-sidecar")
-        cls.svc = harness.DevSvc().start()
+        cls.svc = devsvc()
         cls.vol = ENGINE.volume()
         ENGINE.run("run", "-d", "--name", "sidecar", "--network", "none", "-e", STRICT,
                    "--health-interval", "1s", "-v", cls.dir + ":/run/host:ro",
@@ -460,7 +473,7 @@ class SidecarRealUsbmuxd(unittest.TestCase):
     """The real usbmuxd behind the sidecar: answers equal to direct ones."""
 
     def test_lmclient_and_idevice_id_match_direct(self):
-        mux = harness.PrivateUsbmuxd().start()
+        mux = harness.PrivateUsbmuxd(host_dir("usbmuxd")).start()
         os.chmod(mux.run_dir, 0o755)
         vol = ENGINE.volume()
         try:
@@ -509,13 +522,14 @@ class SidecarTunnel(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         d = host_dir("docker-tunnel")
-        cls.fake = harness.FakeDev(os.path.join(d, "fake.sock"), 2).start()
-        cls.svc = harness.DevSvc().start()
+        cls.fake = harness.FakeDev(os.path.join(d, "fake.sock"), 2, logdir=d).start()
+        cls.svc = devsvc()
         cls.token = os.path.join(d, "token")
         with open(cls.token, "w") as f:
             f.write("docker-suite-secret\n")
         os.chmod(cls.token, 0o644)                      # readable by uid 10001
-        cls.helper = Helper("unix:" + cls.fake.socket, "--token-file", cls.token).start()
+        cls.helper = Helper("unix:" + cls.fake.socket, "--token-file", cls.token,
+                            logdir=d).start()
         cls.vol = ENGINE.volume()
         ENGINE.run("run", "-d", "--name", "sidecar-tunnel", "--network", "host", "-e", STRICT,
                    "--add-host", "host.docker.internal:host-gateway",
@@ -568,7 +582,7 @@ class Entrypoint(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dir, cls.fake = fake_host("docker-entrypoint")
-        cls.svc = harness.DevSvc().start()
+        cls.svc = devsvc()
 
     @classmethod
     def tearDownClass(cls):
@@ -680,7 +694,7 @@ class Entrypoint(unittest.TestCase):
         token = os.path.join(d, "token")
         with open(token, "w") as f:
             f.write("entrypoint-secret")
-        helper = Helper("unix:" + self.fake.socket, "--token-file", token).start()
+        helper = Helper("unix:" + self.fake.socket, "--token-file", token, logdir=d).start()
         r = ENGINE.run("run", "--rm", "--network", "host", "-e", STRICT,
                        "--add-host", "host.docker.internal:host-gateway",
                        "-v", token + ":/run/secrets/muxshim:ro",
