@@ -58,7 +58,7 @@ DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev usbmuxd libusbmu
 
 .PHONY: all deps tools unit integration integration-asan integration-windows integration-docker \
         windows fuzz-smoke fuzz \
-        check bench demo clean
+        check bench demo soak clean
 
 all: $(B)/muxshim $(B)/muxshim-host $(B)/muxshim-run
 
@@ -195,6 +195,15 @@ check: deps
 bench: deps
 	$(MAKE) all tools
 	python3 tests/bench/bench.py
+
+# Long mixed traffic through the tunnel with helper and usbmuxd restarts, ending
+# in a verdict on memory, descriptors and failures (docs/SOAK.md). Not part of
+# check. make soak SOAK_MINUTES=1 for a short try; SOAK_ARGS for more options.
+SOAK_MINUTES ?= 10
+SOAK_ARGS    ?=
+soak: deps
+	$(MAKE) all tools
+	python3 tests/soak/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 demo: deps
 	$(MAKE) all tools
