@@ -1096,11 +1096,11 @@ def report(args, outdir, setup, rec, sampler, coord, base, final, t0, t1, starte
         d_rows.append([n, rec.restarts.get(n, 0), len(pids),
                        min(rss, default="-"), max(rss, default="-"),
                        min(fds, default="-"), max(fds, default="-"),
-                       "%s/%s" % (base[n + "_fds"], final.get(n + "_fds"))
-                       if n != "usbmuxd" else "(info)",
+                       "%s/%s" % (base[n + "_fds"], final.get(n + "_fds")),
+                       "%s/%s" % (base[n + "_rss_kib"], final.get(n + "_rss_kib")),
                        "%d/%d" % (lc["warn"], lc["error"]) if lc else "-"])
     d_hdr = ["daemon", "restarts", "pids", "RSS min KiB", "RSS max KiB", "fds min", "fds max",
-             "quiet fds base/final", "log warn/error"]
+             "quiet fds base/final", "quiet RSS base/final", "log warn/error"]
 
     w_sig = {}
     for w in rec.windows:
