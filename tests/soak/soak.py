@@ -845,24 +845,30 @@ def parse_args():
                    default=float(os.environ.get("SOAK_MINUTES") or 10),
                    help="traffic duration (default $SOAK_MINUTES or 10)")
     p.add_argument("--out", help="output directory (default build/soak/DATE-TIME)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="seeds the operation mix and sizes")
     p.add_argument("--helper-every", type=float, help="seconds between restarts of each "
-                   "muxshim-host (default: run/10, between 20 and 60; 0: never)")
+                   "muxshim-host (default: 10 %% of the run, between 20 and 60; 0: never)")
     p.add_argument("--usbmuxd-every", type=float, help="seconds between usbmuxd restarts "
-                   "(default: run/6.67, between 30 and 90; 0: never)")
+                   "(default: 15 %% of the run, between 30 and 90; 0: never)")
     p.add_argument("--quiet-every", type=float, help="seconds between quiet points "
-                   "(default: run/10, between 15 and 60)")
-    p.add_argument("--sample-every", type=float, default=2.0)
-    p.add_argument("--real-workers", type=int, default=3)
-    p.add_argument("--listeners", type=int, default=2, help="Listen-holding workers")
-    p.add_argument("--dev-workers", type=int, default=4)
+                   "(default: 10 %% of the run, between 15 and 60)")
+    p.add_argument("--sample-every", type=float, default=2.0,
+                   help="seconds between RSS/fd samples (default 2)")
+    p.add_argument("--real-workers", type=int, default=3,
+                   help="workers with real-client traffic to usbmuxd (default 3)")
+    p.add_argument("--listeners", type=int, default=2, help="workers holding Listen subscriptions (default 2)")
+    p.add_argument("--dev-workers", type=int, default=4,
+                   help="workers with Connect data sessions (default 4)")
     p.add_argument("--pre", type=float, default=1.0,
                    help="a restart window begins this long before the restart")
     p.add_argument("--grace", type=float, default=5.0,
                    help="a restart window ends this long after the chain answers again")
-    p.add_argument("--recovery-timeout", type=int, default=60)
-    p.add_argument("--drain-timeout", type=int, default=300)
-    p.add_argument("--settle-timeout", type=int, default=20)
+    p.add_argument("--recovery-timeout", type=int, default=60,
+                   help="seconds a chain may take to answer after a restart (default 60)")
+    p.add_argument("--drain-timeout", type=int, default=300,
+                   help="seconds running operations may take to finish at a quiet point")
+    p.add_argument("--settle-timeout", type=int, default=20,
+                   help="seconds for sessions and fds to return to baseline at a quiet point")
     p.add_argument("--min-life-samples", type=int, default=8,
                    help="a helper incarnation is judged on memory if it has this many samples")
     p.add_argument("--no-prefill", action="store_true",
@@ -870,11 +876,11 @@ def parse_args():
     a = p.parse_args()
     dur = a.minutes * 60
     if a.helper_every is None:
-        a.helper_every = clamp(dur / 10, 20, 60)
+        a.helper_every = clamp(round(dur / 10), 20, 60)
     if a.usbmuxd_every is None:
-        a.usbmuxd_every = clamp(dur / 6.67, 30, 90)
+        a.usbmuxd_every = clamp(round(dur * 0.15), 30, 90)
     if a.quiet_every is None:
-        a.quiet_every = clamp(dur / 10, 15, 60)
+        a.quiet_every = clamp(round(dur / 10), 15, 60)
     return a
 
 
