@@ -283,6 +283,18 @@ def pid_stats(obj):
         return pid, None, None
 
 
+def seccomp_mode(obj):
+    """The Seccomp: field of /proc/PID/status (2 = filter), or "-"."""
+    try:
+        with open("/proc/%d/status" % obj.pid) as f:
+            for line in f:
+                if line.startswith("Seccomp:"):
+                    return line.split()[1]
+    except (OSError, TypeError):
+        pass
+    return "-"
+
+
 def shim_open_sessions(shim):
     rc, out, err = harness._run([shim.binary, "stats", "--json", "--listen", shim.listen],
                                 timeout=30)
@@ -953,6 +965,7 @@ def main():
         print("soak: the baseline quiet point did not settle: %r" % base, file=sys.stderr)
         return 2
     sampler.start()
+    sandbox = {n: seccomp_mode(p) for n, p in setup.procs().items() if n != "usbmuxd"}
 
     clock_traffic0 = clock.now()
     threads = []
@@ -996,6 +1009,9 @@ def main():
         gate.stop()
         print("soak: interrupted", file=sys.stderr)
         return 2
+    for n, p in setup.procs().items():
+        if n != "usbmuxd":
+            sandbox[n] += "/" + seccomp_mode(p)
     sampler.halt.set()
     sampler.join(10)
     sampler.phase = "end"
@@ -1014,10 +1030,11 @@ def main():
     ended_at = datetime.datetime.now().astimezone()
 
     return report(args, outdir, setup, rec, sampler, coord, base, final, clock_traffic0,
-                  t_traffic_end, started_at, ended_at)
+                  t_traffic_end, started_at, ended_at, sandbox)
 
 
-def report(args, outdir, setup, rec, sampler, coord, base, final, t0, t1, started_at, ended_at):
+def report(args, outdir, setup, rec, sampler, coord, base, final, t0, t1, started_at, ended_at,
+           sandbox):
     explained, unexplained = [], []
     per_kind = {}
     for f in rec.failures:
@@ -1115,6 +1132,7 @@ def report(args, outdir, setup, rec, sampler, coord, base, final, t0, t1, starte
     restart_line = "; ".join("%s %d (%d SIGKILL)" % (s, len(v), v.count("SIGKILL"))
                              for s, v in sorted(w_sig.items()))
     verdict = "PASS" if passed else "FAIL"
+    sandbox_line = ", ".join("%s %s" % kv for kv in sandbox.items())
 
     params = ("%.1f min of traffic, seed %d; helper restarts every %g s per helper, usbmuxd "
               "every %g s; quiet points every %g s; samples every %g s; workers %d real + %d "
@@ -1131,7 +1149,7 @@ def report(args, outdir, setup, rec, sampler, coord, base, final, t0, t1, starte
             "restarts: %s; chains answering again after %s" % (
                 restart_line or "none", "%.1f-%.1f s (median %.1f s)" % (
                     min(recov), max(recov), sorted(recov)[len(recov) // 2]) if recov else "-"),
-            ""]
+            "seccomp mode (/proc/PID/status) at the start/end: %s" % sandbox_line, ""]
     text += ["%s %s" % ("ok  " if ok else "FAIL", t) for ok, t in checks]
     if unexplained or rec.anomalies:
         text += ["", "unexplained (first 20):"]
@@ -1150,6 +1168,7 @@ def report(args, outdir, setup, rec, sampler, coord, base, final, t0, t1, starte
           "- Chains answering again after a restart: %s" % (
               "%.1f-%.1f s (median %.1f s)" % (min(recov), max(recov),
                                                sorted(recov)[len(recov) // 2]) if recov else "-"),
+          "- seccomp mode (/proc/PID/status) at the start/end: %s" % sandbox_line,
           "", "## Operations", "", md_table(op_hdr, op_rows), "",
           "## Daemons", "", md_table(d_hdr, d_rows), "",
           "## Checks", ""]
