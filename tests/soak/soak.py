@@ -245,12 +245,17 @@ class Setup:
                                           start_timeout=30).start()
         self.devsvc = harness.DevSvc(logdir=d("dev"), ready_timeout=30).start()
         self.fakedev = harness.FakeDev(d("fakedev.sock"), logdir=d("dev"), ready_timeout=30).start()
-        hargs = ("--stats-interval", 30)
+        # Authenticated tunnels, as deployments are advised to run them: every
+        # reconnect after a helper restart goes through the HMAC handshake.
+        token = d("token")
+        with open(token, "w") as f:
+            f.write("soak-%032x\n" % random.Random(args.seed).getrandbits(128))
+        hargs = ("--stats-interval", 30, "--token-file", token)
         hreal = Helper("unix:" + self.mux.socket, *hargs, log_level="info",
                        logdir=d("helper-real"), ready_timeout=30, stop_timeout=15).start()
         hdev = Helper("unix:" + self.fakedev.socket, *hargs, log_level="info",
                       logdir=d("helper-dev"), ready_timeout=30, stop_timeout=15).start()
-        sargs = ("--stats-interval", 60)
+        sargs = ("--stats-interval", 60, "--token-file", token)
         sreal = harness.Shim(d("shim-real.sock"), hreal.tunnel, *sargs, log_level="info",
                              logdir=d("shim-real"), ready_timeout=30, stop_timeout=15).start()
         sdev = harness.Shim(d("shim-dev.sock"), hdev.tunnel, *sargs, log_level="info",
