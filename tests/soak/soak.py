@@ -828,9 +828,9 @@ def fmt_table(header, rows):
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def md_table(header, rows):
+def md_table(header, rows, left=1):
     out = ["| " + " | ".join(map(str, header)) + " |",
-           "|" + "|".join(" --- " if i == 0 else " ---: " for i in range(len(header))) + "|"]
+           "|" + "|".join(" --- " if i < left else " ---: " for i in range(len(header))) + "|"]
     out += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
     return "\n".join(out)
 
@@ -1146,8 +1146,14 @@ def report(args, outdir, setup, rec, sampler, coord, base, final, t0, t1, starte
                  args.quiet_every, args.sample_every, args.real_workers, args.listeners,
                  args.dev_workers, args.pre, args.grace,
                  "off" if args.no_prefill else "%d processes per shim" % (stats_max_procs() + 64)))
-    machine = "%s, %d CPUs, %s" % (platform.platform(), os.cpu_count(),
-                                   platform.python_version())
+    distro = "?"
+    try:
+        with open("/etc/os-release") as fh:
+            distro = re.search(r'^PRETTY_NAME="?([^"\n]*)', fh.read(), re.M).group(1)
+    except (OSError, AttributeError):
+        pass
+    machine = "%s, kernel %s, %d CPUs, Python %s" % (distro, platform.release(), os.cpu_count(),
+                                                     platform.python_version())
 
     text = ["", "soak %s - %s" % (started_at.strftime("%Y-%m-%d %H:%M %Z"), params), "",
             fmt_table(op_hdr, op_rows), "", fmt_table(d_hdr, d_rows), "",
@@ -1174,7 +1180,7 @@ def report(args, outdir, setup, rec, sampler, coord, base, final, t0, t1, starte
               "%.1f-%.1f s (median %.1f s)" % (min(recov), max(recov),
                                                sorted(recov)[len(recov) // 2]) if recov else "-"),
           "- seccomp mode (/proc/PID/status) at the start/end: %s" % sandbox_line,
-          "", "## Operations", "", md_table(op_hdr, op_rows), "",
+          "", "## Operations", "", md_table(op_hdr, op_rows, left=2), "",
           "## Daemons", "", md_table(d_hdr, d_rows), "",
           "## Checks", ""]
     md += ["- %s %s" % ("ok" if ok else "**FAIL**", t) for ok, t in checks]
