@@ -860,6 +860,10 @@ def log_counts(path):
 # Main
 # --------------------------------------------------------------------------
 
+def every(seconds):
+    return "every %g s" % seconds if seconds > 0 else "never"
+
+
 def clamp(x, lo, hi):
     return max(lo, min(hi, x))
 
@@ -940,9 +944,9 @@ def main():
     os.makedirs(outdir, exist_ok=True)
     started_at = datetime.datetime.now().astimezone()
     log("output in %s" % outdir)
-    log("%.1f min of traffic; helper restarts every %g s, usbmuxd every %g s, quiet points "
+    log("%.1f min of traffic; helper restarts %s, usbmuxd restarts %s, quiet points "
         "every %g s, samples every %g s; workers: %d real + %d Listen + %d dev"
-        % (args.minutes, args.helper_every, args.usbmuxd_every, args.quiet_every,
+        % (args.minutes, every(args.helper_every), every(args.usbmuxd_every), args.quiet_every,
            args.sample_every, args.real_workers, args.listeners, args.dev_workers))
 
     try:
@@ -1084,7 +1088,7 @@ def report(args, outdir, setup, rec, sampler, coord, base, final, t0, t1, starte
         for n in ("helper-real", "helper-dev"):
             ok, txt, _ = judge_helper_memory(sampler.rows, n, args.min_life_samples)
             mem[n] = txt
-            checks.append((ok is not False, "memory flat, %s (per incarnation): %s" % (n, txt)))
+            checks.append((ok, "memory flat, %s (per incarnation): %s" % (n, txt)))
     else:
         for n in ("helper-real", "helper-dev"):
             ok, txt = judge_memory(sampler.rows, n, t0, t1)
@@ -1103,7 +1107,7 @@ def report(args, outdir, setup, rec, sampler, coord, base, final, t0, t1, starte
     if unsettled:
         checks.append((False, "sessions still open or fds not at baseline after %d s at quiet "
                        "points: %s" % (args.settle_timeout, ", ".join(unsettled))))
-    passed = all(ok for ok, _ in checks)
+    passed = all(ok is not False for ok, _ in checks)   # None: not judged
 
     # Tables.
     op_rows = []
@@ -1147,10 +1151,10 @@ def report(args, outdir, setup, rec, sampler, coord, base, final, t0, t1, starte
     verdict = "PASS" if passed else "FAIL"
     sandbox_line = ", ".join("%s %s" % kv for kv in sandbox.items())
 
-    params = ("%.1f min of traffic, seed %d; helper restarts every %g s per helper, usbmuxd "
-              "every %g s; quiet points every %g s; samples every %g s; workers %d real + %d "
+    params = ("%.1f min of traffic, seed %d; helper restarts %s per helper, usbmuxd "
+              "restarts %s; quiet points every %g s; samples every %g s; workers %d real + %d "
               "Listen + %d dev; window = [restart - %g s, answering again + %g s]; prefill %s"
-              % (args.minutes, args.seed, args.helper_every, args.usbmuxd_every,
+              % (args.minutes, args.seed, every(args.helper_every), every(args.usbmuxd_every),
                  args.quiet_every, args.sample_every, args.real_workers, args.listeners,
                  args.dev_workers, args.pre, args.grace,
                  "off" if args.no_prefill else "%d processes per shim" % (stats_max_procs() + 64)))
@@ -1169,7 +1173,8 @@ def report(args, outdir, setup, rec, sampler, coord, base, final, t0, t1, starte
                 restart_line or "none", "%.1f-%.1f s (median %.1f s)" % (
                     min(recov), max(recov), sorted(recov)[len(recov) // 2]) if recov else "-"),
             "seccomp mode (/proc/PID/status) at the start/end: %s" % sandbox_line, ""]
-    text += ["%s %s" % ("ok  " if ok else "FAIL", t) for ok, t in checks]
+    mark = {True: "ok  ", False: "FAIL", None: "n/a "}
+    text += ["%s %s" % (mark[ok], t) for ok, t in checks]
     if unexplained or rec.anomalies:
         text += ["", "unexplained (first 20):"]
         for f in sorted(unexplained, key=lambda f: f["t"])[:20]:
@@ -1191,7 +1196,7 @@ def report(args, outdir, setup, rec, sampler, coord, base, final, t0, t1, starte
           "", "## Operations", "", md_table(op_hdr, op_rows, left=2), "",
           "## Daemons", "", md_table(d_hdr, d_rows), "",
           "## Checks", ""]
-    md += ["- %s %s" % ("ok" if ok else "**FAIL**", t) for ok, t in checks]
+    md += ["- %s %s" % ({True: "ok", False: "**FAIL**", None: "n/a"}[ok], t) for ok, t in checks]
     if unexplained or rec.anomalies:
         md += ["", "## Unexplained failures (first 20)", ""]
         md += ["- t=%.1f s %s (%s): %s" % (f["t"], f["kind"], f["chain"], f["error"])
