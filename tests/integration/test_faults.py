@@ -1,0 +1,877 @@
+"""Faults and bad input (issue 6, item 6) and the memory bound (item 3).
+
+Every test here checks the same four things:
+  1. the daemon survives: the same pid, still serving;
+  2. other sessions running alongside are unaffected: byte-exact data paths
+     through the fake device, or answers identical to the real usbmuxd's;
+  3. nothing a client sent is lost silently: a session either delivers
+     everything byte-exact, or ends with EOF/reset that its endpoints can see
+     (every payload here is length-prefixed, so a cut is always visible; a
+     cut session has received an exact prefix, never wrong bytes);
+  4. the log says what happened (asserted on the log line).
+
+Already covered elsewhere, not repeated here:
+  test_shim.BadClients             garbage, a header cut short, silent clients
+  test_shim.Lifecycle              upstream socket absent / nothing listening
+  test_shim.OutOfDescriptors       EMFILE
+  test_tunnel.BadInputOnTunnelPort HTTP, random bytes, other version, wrong
+                                   role, an oversized DATA frame, unknown
+                                   type, window violation, a truncated frame
+                                   then close, a frame for a stream never opened
+  test_tunnel.AuthAndExposure      token mismatch, token on one side only
+  test_tunnel.Keepalive            a helper that goes silent (SIGSTOP)
+
+Seeded randomness: MUXSHIM_FAULT_SEED=N reproduces a run (the seed in use is
+printed); MUXSHIM_FAULT_ITERATIONS sets the number of tunnel cuts."""
+import hashlib
+import json
+import os
+import plistlib
+import random
+import re
+import resource
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tunnel_util import (Helper, connect_device, harness, helper_binary,  # noqa: E402
+                         plist_msg, recv_exact, recv_msg, usbmuxd_request)
+from faultrelay import Fault, FaultRelay  # noqa: E402  (tests/lib, on the path via harness)
+
+KiB = 1 << 10
+MiB = 1 << 20
+SANITIZED = bool(os.environ.get("MUXSHIM_SANITIZED"))
+SEED = int(os.environ.get("MUXSHIM_FAULT_SEED") or random.SystemRandom().randrange(1 << 31))
+ITERATIONS = int(os.environ.get("MUXSHIM_FAULT_ITERATIONS") or 40)
+
+
+def raise_nofile(need):
+    """Children inherit it: the daemons, the tools and usbmuxd."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, max(soft, need))
+    if want > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return want
+
+
+def rss_bound(test, what, grown_kib, limit_kib):
+    """Memory assertions mean nothing under ASan (quarantine, shadow)."""
+    if SANITIZED:
+        print("  [%s: bound of %d KiB NOT checked in the sanitizer pass; the plain pass "
+              "checks it]" % (what, limit_kib), flush=True)
+        return
+    test.assertLess(grown_kib, limit_kib, what)
+
+
+def settle(fn, want, timeout=15, what="a value"):
+    """Waits until fn() == want; returns the last value (the caller asserts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v == want or time.monotonic() > deadline:
+            return v
+        time.sleep(0.05)
+
+
+def stable_rss(proc, quiet=0.5, timeout=20):
+    """RSS once it has stopped moving (no change over `quiet` seconds)."""
+    deadline = time.monotonic() + timeout
+    last = proc.rss_kib()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = proc.rss_kib()
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def shim_stats(listen_path):
+    """`muxshim stats --json`, spoken directly to the control socket."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(listen_path + ".ctl")
+    s.sendall(b"json\n")
+    out = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        out += b
+    s.close()
+    return json.loads(out)
+
+
+def same_pid_and_alive(test, proc, pid):
+    test.assertEqual(proc.pid, pid)
+    test.assertTrue(proc.alive(), "%s died\n%s" % (proc.name, proc.log_tail()))
+
+
+def direct_answers(mux_socket):
+    reqs = [{"MessageType": "ListDevices"}, {"MessageType": "ReadBUID"},
+            {"MessageType": "ListListeners"}]
+    return [usbmuxd_request(mux_socket, r) for r in reqs], reqs
+
+
+def assert_same_answers(test, path, mux_socket):
+    """The shim at path answers exactly as the real usbmuxd does."""
+    want, reqs = direct_answers(mux_socket)
+    test.assertEqual([usbmuxd_request(path, r) for r in reqs], want)
+    rc, out, err = harness.run_client(["idevice_id", "-l"], path)
+    test.assertEqual(rc, 0, err)
+
+
+# ---------------------------------------------------------------------------
+# The tunnel's wire format, for peers that misbehave on purpose
+# ---------------------------------------------------------------------------
+
+SHIM_ROLE, HELPER_ROLE = 1, 2
+DATA, OPEN, WINDOW, RESET, PING, GOAWAY, AUTH = range(7)
+FIN = 1
+
+
+def hello(role, flags=0, max_frame=16384, window=262144, streams=64, version=1):
+    return (b"MXTN" + bytes([version, role]) + struct.pack(">HIII", flags, max_frame, window,
+                                                           streams) + os.urandom(16))
+
+
+def frame(t, flags, sid, payload=b"", length=None):
+    return struct.pack(">BBHII", t, flags, 0, sid,
+                       len(payload) if length is None else length) + payload
+
+
+def read_frame(s):
+    hdr = recv_exact(s, 12)
+    t, flags, _, sid, n = struct.unpack(">BBHII", hdr)
+    return t, flags, sid, recv_exact(s, n)
+
+
+def read_until_open(s):
+    """Skips the shim's PING (answered) and returns (sid, payload) of OPEN."""
+    while True:
+        t, flags, sid, p = read_frame(s)
+        if t == PING and not flags & 2:
+            s.sendall(frame(PING, 2, 0, p))
+        elif t == OPEN:
+            return sid, p
+
+
+def read_all(s, limit=64 * MiB):
+    """Everything until EOF or reset: (bytes, 'eof' | 'reset')."""
+    got = bytearray()
+    try:
+        while len(got) < limit:
+            b = s.recv(65536)
+            if not b:
+                return bytes(got), "eof"
+            got += b
+    except ConnectionResetError:
+        return bytes(got), "reset"
+    return bytes(got), "limit"
+
+
+def rst_close(s):
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+# ---------------------------------------------------------------------------
+# A device-side service that proves nothing was lost or changed
+# ---------------------------------------------------------------------------
+
+def prng(seed, n):
+    return random.Random(seed).randbytes(n)
+
+
+class CheckedDevice:
+    """The TCP service behind the fake device's port, for checked sessions.
+
+    A session's first line is "S <id> <up_n> <up_seed> <down_n> <down_seed>".
+    The device sends PRNG(down_seed)[:down_n] while it reads what the client
+    sends; once it has read exactly PRNG(up_seed)[:up_n] and then EOF, it
+    sends "OK\\n" and closes. The client's session is complete only if it
+    received the down bytes, "OK\\n" and EOF: the trailer proves every byte it
+    sent arrived. Every connection is recorded: how many bytes arrived,
+    whether they were an exact prefix, how it ended."""
+
+    def __init__(self):
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(512)
+        self.port = self.srv.getsockname()[1]
+        self.records = {}
+        self.open = 0
+        self.cond = threading.Condition()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            with self.cond:
+                self.open += 1
+            threading.Thread(target=self._one, args=(c,), daemon=True).start()
+
+    def _one(self, c):
+        rec = {"got": 0, "prefix": True, "end": None, "ok_sent": False}
+        try:
+            line = b""
+            while b"\n" not in line and len(line) < 200:
+                b = c.recv(200 - len(line))
+                if not b:
+                    break
+                line += b
+            head, _, rest = line.partition(b"\n")
+            parts = head.split()
+            if len(parts) != 6 or parts[0] != b"S":
+                rec["end"] = "no header"
+                return
+            sid = parts[1].decode()
+            up_n, up_seed, down_n, down_seed = (int(x) for x in parts[2:])
+            with self.cond:
+                self.records[sid] = rec
+            want = prng(up_seed, up_n)
+            down = prng(down_seed, down_n)
+            werr = []
+
+            def writer():
+                try:
+                    c.sendall(down)
+                except OSError as e:
+                    werr.append(e)
+            wt = threading.Thread(target=writer, daemon=True)
+            wt.start()
+            got = bytearray(rest)
+            end = "eof"
+            try:
+                while True:
+                    b = c.recv(65536)
+                    if not b:
+                        break
+                    got += b
+            except OSError:
+                end = "reset"
+            wt.join(60)
+            rec["got"] = len(got)
+            rec["prefix"] = bytes(got) == want[:len(got)]
+            rec["end"] = end
+            if end == "eof" and len(got) == up_n and rec["prefix"] and not werr:
+                try:
+                    c.sendall(b"OK\n")
+                    rec["ok_sent"] = True
+                except OSError:
+                    pass
+        finally:
+            c.close()
+            with self.cond:
+                self.open -= 1
+                self.cond.notify_all()
+
+    def wait_idle(self, timeout=20):
+        with self.cond:
+            return self.cond.wait_for(lambda: self.open == 0, timeout)
+
+    def close(self):
+        self.srv.close()
+
+
+class CheckedSession:
+    """One client session through a shim to CheckedDevice (see there).
+
+    result: 'complete' (everything arrived both ways, byte-exact), 'cut' (it
+    ended early with EOF or reset, and what arrived is an exact prefix), or
+    'BAD: ...' (wrong bytes, too many bytes, or a hang)."""
+
+    def __init__(self, path, dev, sid, up_n, down_n, seed, timeout=60):
+        self.path, self.dev, self.sid = path, dev, sid
+        self.up_n, self.down_n = up_n, down_n
+        self.up_seed, self.down_seed = seed * 2 + 1, seed * 2 + 2
+        self.timeout = timeout
+        self.result = None
+        self.detail = ""
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def join(self, timeout=None):
+        self.thread.join(self.timeout + 10 if timeout is None else timeout)
+        if self.thread.is_alive():
+            self.result = "BAD: hung"
+        return self.result
+
+    def _run(self):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(self.timeout)
+        try:
+            s.connect(self.path)
+            s.sendall(plist_msg({"MessageType": "Connect", "DeviceID": 1,
+                                 "PortNumber": socket.htons(self.dev.port), "ProgName": "faults"}))
+            reply = recv_msg(s)[3]
+        except (OSError, EOFError) as e:
+            s.close()
+            self.result, self.detail = "cut", "before the device connected: %s" % e
+            return
+        if reply.get("Number") != 0:
+            s.close()
+            self.result = "BAD: Connect refused: %r" % reply
+            return
+        s.settimeout(self.timeout)
+        head = b"S %s %d %d %d %d\n" % (self.sid.encode(), self.up_n, self.up_seed,
+                                        self.down_n, self.down_seed)
+        up = prng(self.up_seed, self.up_n)
+        expect = prng(self.down_seed, self.down_n) + b"OK\n"
+        werr = []
+
+        def writer():
+            try:
+                s.sendall(head + up)
+                s.shutdown(socket.SHUT_WR)
+            except OSError as e:
+                werr.append(e)
+        wt = threading.Thread(target=writer, daemon=True)
+        wt.start()
+        try:
+            got, end = read_all(s, limit=len(expect) + 1)
+        except socket.timeout:
+            self.result = "BAD: hung (no EOF within %d s)" % self.timeout
+            s.close()
+            return
+        wt.join(self.timeout)
+        s.close()
+        if got == expect and end == "eof":
+            self.result = "complete"
+        elif len(got) < len(expect) and got == expect[:len(got)] and end in ("eof", "reset"):
+            self.result, self.detail = "cut", "%d of %d bytes, then %s" % (len(got), len(expect),
+                                                                           end)
+        else:
+            first = next((i for i, (a, b) in enumerate(zip(got, expect)) if a != b), None)
+            self.result = "BAD: %d bytes (expected %d), first difference at %s, end %s" % (
+                len(got), len(expect), first, end)
+
+
+def check_sessions(test, sessions, dev):
+    """Every session complete or visibly cut; the device agrees."""
+    counts = {}
+    for ss in sessions:
+        r = ss.join()
+        counts[r.split(":")[0]] = counts.get(r.split(":")[0], 0) + 1
+        test.assertFalse(r.startswith("BAD"), "session %s: %s" % (ss.sid, r))
+        rec = dev.records.get(ss.sid)
+        if rec is not None:
+            test.assertTrue(rec["prefix"], "session %s: the device received wrong bytes (%r)"
+                            % (ss.sid, rec))
+        if r == "complete":
+            # The trailer came from the device, which sends it only after
+            # the exact bytes and EOF.
+            test.assertIsNotNone(rec)
+            test.assertTrue(rec["ok_sent"] and rec["got"] == ss.up_n, rec)
+    return counts
+
+
+# ---------------------------------------------------------------------------
+# Chains
+# ---------------------------------------------------------------------------
+
+class Chain:
+    """fakedev (+ CheckedDevice), and a shim over unix: or through a helper."""
+
+    def __init__(self, tag, tunnel=False, helper_args=(), shim_args=(), relay=False,
+                 upstream=None, log_level="debug"):
+        self.d = harness.tempdir(tag)
+        self.dev = CheckedDevice()
+        self.devsvc = harness.DevSvc().start()
+        self.fd = harness.FakeDev(os.path.join(self.d, "fd.sock")).start()
+        up = upstream or self.fd.socket
+        self.helper = self.relay = None
+        self.path = os.path.join(self.d, "shim.sock")
+        if tunnel:
+            self.helper = Helper("unix:" + up, *helper_args, log_level=log_level).start()
+            target = self.helper.tunnel
+            if relay:
+                self.relay = FaultRelay(("127.0.0.1", self.helper.port)).start()
+                target = "tunnel:127.0.0.1:%d" % self.relay.port
+            self.shim = harness.Shim(self.path, target, *shim_args, log_level=log_level).start()
+        else:
+            self.shim = harness.Shim(self.path, up, *shim_args, log_level=log_level).start()
+        self.pids = (self.shim.pid, self.helper.pid if self.helper else None)
+
+    def session(self, sid, up_n, down_n, seed, timeout=60):
+        return CheckedSession(self.path, self.dev, sid, up_n, down_n, seed, timeout).start()
+
+    def background(self, n=4, size=8 * MiB):
+        """muxconn --both: byte-exact both ways, verified by devsvc and muxconn."""
+        return subprocess.Popen([harness.tool("muxconn"), "--socket", self.path, "--port",
+                                 str(self.devsvc.port), "--parallel", str(n), "--both",
+                                 str(size), "--timeout", "120"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def assert_alive(self, test):
+        same_pid_and_alive(test, self.shim, self.pids[0])
+        if self.helper:
+            same_pid_and_alive(test, self.helper, self.pids[1])
+
+    def close(self):
+        if self.relay:
+            self.relay.close()
+        self.dev.close()
+
+
+def finish_background(test, p, n):
+    out, err = p.communicate(timeout=300)
+    test.assertEqual(p.returncode, 0, "background sessions failed: %s %s" % (out, err))
+    r = json.loads(out)
+    test.assertEqual((r["sessions"], r["failed"]), (n, 0), r)
+    return r
+
+
+# ---------------------------------------------------------------------------
+# b. Peers that vanish mid-frame
+# ---------------------------------------------------------------------------
+
+class FakeHelper:
+    """Listens where a shim dials its tunnel and plays one scenario per
+    connection: scenarios[i](sock) for the i-th connection. A scenario that
+    returns "relay" hands the connection to the real helper at relay_to."""
+
+    def __init__(self, scenarios, relay_to=None):
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(8)
+        self.port = self.srv.getsockname()[1]
+        self.scenarios = list(scenarios)
+        self.relay_to = relay_to
+        self.done = []
+        self.accepted = 0
+        self.errors = []
+        self.keep = []
+        self.cond = threading.Condition()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        for i, sc in enumerate(self.scenarios):
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            c.settimeout(20)
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self.cond:
+                self.accepted = i + 1
+                self.cond.notify_all()
+            try:
+                self.shim_hello = recv_exact(c, 36)
+                if self.shim_hello[:6] != b"MXTN\x01\x01":
+                    raise AssertionError("not a shim hello: %r" % self.shim_hello)
+                r = sc(c)
+                if r == "relay":
+                    self._relay(c)
+                elif r == "keep":
+                    self.keep.append(c)
+            except Exception as e:  # reported by the test
+                self.errors.append("scenario %d: %r" % (i, e))
+            with self.cond:
+                self.done.append(i)
+                self.cond.notify_all()
+
+    def _relay(self, c):
+        up = socket.create_connection(("127.0.0.1", self.relay_to), timeout=10)
+        c.settimeout(None)
+        up.settimeout(None)
+        up.sendall(self.shim_hello)   # read above; the real helper needs it
+
+        def pump(a, b):
+            try:
+                while True:
+                    d = a.recv(65536)
+                    if not d:
+                        break
+                    b.sendall(d)
+                b.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        for a, b in ((c, up), (up, c)):
+            threading.Thread(target=pump, args=(a, b), daemon=True).start()
+        self.keep += [c, up]
+
+    def wait(self, n, timeout=30):
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.done) >= n, timeout)
+
+    def wait_accepted(self, n, timeout=30):
+        """The shim has dialled its n-th connection (so it noticed the loss
+        of the one before)."""
+        with self.cond:
+            return self.cond.wait_for(lambda: self.accepted >= n, timeout)
+
+    def close(self):
+        self.srv.close()
+        for c in self.keep:
+            c.close()
+
+
+class VanishingPeers(unittest.TestCase):
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def test_helper_vanishes_mid_frame(self):
+        """A fake helper sends half a hello, half a frame header, half a
+        frame body, then closes, resets or goes silent: the shim reports it,
+        its clients see EOF after exactly the bytes of whole frames, and it
+        reconnects (last to the real helper, which then serves)."""
+        mux = harness.PrivateUsbmuxd().start()
+        real = Helper("unix:" + mux.socket).start()
+        got = {}
+
+        def half_hello_close(c):
+            c.sendall(hello(HELPER_ROLE)[:18])
+            c.close()
+
+        def half_header_close(c):
+            c.sendall(hello(HELPER_ROLE) + frame(PING, 0, 0, bytes(8))[:5])
+            c.close()
+
+        def half_body(how):
+            def sc(c):
+                c.sendall(hello(HELPER_ROLE))
+                sid, payload = read_until_open(c)
+                got[how] = payload
+                # One whole DATA frame, then one cut short.
+                c.sendall(frame(DATA, 0, sid, b"0123456789") +
+                          frame(DATA, 0, sid, b"x" * 50, length=100))
+                if how == "close":
+                    c.close()
+                elif how == "reset":
+                    time.sleep(0.2)   # a reset discards what is still unsent
+                    rst_close(c)
+                else:
+                    return "keep"   # silent: the shim's keepalive must notice
+            return sc
+
+        def relay(c):
+            return "relay"
+
+        fake = FakeHelper([half_hello_close, half_header_close, half_body("close"),
+                           half_body("reset"), half_body("silent"), relay], relay_to=real.port)
+        self.addCleanup(fake.close)
+        path = os.path.join(harness.tempdir("vanish-helper"), "shim.sock")
+        shim = harness.Shim(path, "tunnel:127.0.0.1:%d" % fake.port, "--keepalive", 300,
+                            "--tunnel-wait", 8000, log_level="debug").start()
+        pid = shim.pid
+        for i, how in enumerate(("close", "reset", "silent")):
+            self.assertTrue(fake.wait_accepted(3 + i, 20), fake.errors)
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(20)
+            s.connect(path)
+            req = plist_msg({"MessageType": "ListDevices"})
+            s.sendall(req)
+            t0 = time.monotonic()
+            data, end = read_all(s)
+            waited = time.monotonic() - t0
+            s.close()
+            self.assertEqual(data, b"0123456789", "%s: only whole frames reach the client; %r"
+                             % (how, fake.errors))
+            self.assertIn(end, ("eof", "reset"))
+            self.assertEqual(got[how], req, "the OPEN carried the client's request")
+            self.assertLess(waited, 10, how)
+        # Last: the real helper, through the fake one.
+        self.assertTrue(fake.wait(5, 30), fake.errors)
+        deadline = time.monotonic() + 20
+        while harness.run_client(["idevice_id", "-l"], path)[0] != 0:
+            self.assertLess(time.monotonic(), deadline, shim.log_tail())
+            time.sleep(0.2)
+        assert_same_answers(self, path, mux.socket)
+        self.assertEqual(fake.errors, [])
+        log = shim.stderr_text()
+        self.assertIn("handshake failed (connection closed by peer)", log)
+        # (A close with the shim's bytes unread is a reset on the wire.)
+        self.assertEqual(len(re.findall(r"lost \(connection (closed|reset) by peer\)", log)), 3, log)
+        self.assertIn("lost (connection reset by peer)", log)
+        self.assertIn("nothing received for", log)
+        self.assertIn("lost (keepalive timeout)", log)
+        same_pid_and_alive(self, shim, pid)
+
+
+class VanishingShims(unittest.TestCase):
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def test_shim_vanishes_mid_frame(self):
+        """Fake shims that stop mid-hello, mid-header or mid-body, with
+        streams open to usbmuxd, closing, resetting or going silent, while a
+        real shim streams through the same helper."""
+        ch = Chain("vanish-shim", tunnel=True, helper_args=("--keepalive", 300),
+                   log_level="debug")
+        self.addCleanup(ch.close)
+        base = ch.helper.fd_count()
+        bg = ch.background(4, 16 * MiB)
+        port = ch.helper.port
+        list_req = plist_msg({"MessageType": "ListDevices"})
+        connect_req = plist_msg({"MessageType": "Connect", "DeviceID": 1,
+                                 "PortNumber": socket.htons(ch.devsvc.port)})
+
+        def fake():
+            c = socket.create_connection(("127.0.0.1", port), timeout=20)
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.assertEqual(recv_exact(c, 36)[:6], b"MXTN\x01\x02")
+            return c
+
+        def with_stream(c, req):
+            """OPEN stream 1 with a usbmuxd request; returns its reply bytes."""
+            c.sendall(hello(SHIM_ROLE) + frame(OPEN, 0, 1, req))
+            got = b""
+            while len(got) < 16 or len(got) < struct.unpack("<I", got[:4])[0]:
+                t, flags, sid, p = read_frame(c)
+                if t == DATA and sid == 1:
+                    got += p
+            return got
+
+        silent = []
+        cases = []
+        # 1: half a hello, close
+        c = fake()
+        c.sendall(hello(SHIM_ROLE)[:18])
+        c.close()
+        cases.append("half hello, close")
+        # 2: hello, half a frame header, close
+        c = fake()
+        c.sendall(hello(SHIM_ROLE) + frame(PING, 0, 0, bytes(8))[:5])
+        time.sleep(0.1)
+        c.close()
+        cases.append("half header, close")
+        # 3: a stream to usbmuxd answered, then half a DATA body, close
+        c = fake()
+        reply = with_stream(c, list_req)
+        self.assertEqual(plistlib.loads(reply[16:]).get("DeviceList", [None])[0]["Properties"]
+                         ["SerialNumber"], "fakedev-0001")
+        c.sendall(frame(DATA, 0, 1, b"y" * 50, length=100))
+        time.sleep(0.1)
+        c.close()
+        cases.append("stream open, half a body, close")
+        # 4: a Connect stream to a flooding device, never reading, then reset
+        c = fake()
+        c.sendall(hello(SHIM_ROLE) + frame(OPEN, 0, 1, connect_req))
+        c.sendall(frame(DATA, 0, 1, b"FLOOD\n") + frame(DATA, 0, 1, b"z" * 10, length=40))
+        time.sleep(0.5)    # the helper fills the window toward us; we read nothing
+        rst_close(c)
+        cases.append("flooding stream unread, half a body, reset")
+        # 5: OPEN cut short, then silence (the helper's keepalive)
+        c = fake()
+        c.sendall(hello(SHIM_ROLE) + frame(OPEN, 0, 1, list_req, length=200)[:12 + 30])
+        silent.append(c)
+        cases.append("half an OPEN, silent")
+        # 6: a stream open, half a WINDOW frame, silence
+        c = fake()
+        with_stream(c, list_req)
+        c.sendall(frame(WINDOW, 0, 1, struct.pack(">I", 4096))[:14])
+        silent.append(c)
+        cases.append("stream open, half a WINDOW, silent")
+
+        log = lambda: ch.helper.stderr_text()  # noqa: E731
+        harness.wait_for(lambda: len(re.findall(r"tunnel #\d+: closed \(", log())) >= 6, 15,
+                         what="the helper closing all six fake tunnels")
+        for c in silent:
+            c.close()
+        finish_background(self, bg, 4)
+        ch.assert_alive(self)
+        self.assertEqual(settle(ch.helper.fd_count, base), base,
+                         "the helper kept descriptors of vanished shims")
+        text = log()
+        reasons = re.findall(r"tunnel #(\d+): closed \((.*?)\)", text)
+        print("\n" + "\n".join("  %-45s -> %s" % (cases[int(n) - 2], why)
+                               for n, why in reasons if int(n) >= 2), flush=True)
+        self.assertEqual(len(reasons), 6, text)   # #1 is the real shim, still up
+        for n, why in reasons:
+            self.assertIn(why, ("connection closed by peer", "connection reset by peer",
+                                "keepalive timeout"), "tunnel #%s" % n)
+        self.assertEqual(sum(why == "keepalive timeout" for _, why in reasons), 2)
+        self.assertEqual(text.count("nothing received for"), 2)
+
+    def test_silent_half_hellos_time_out(self):
+        """Half a hello, then silence, on both ends: each side gives up after
+        its handshake timeout (10 s), says so, and serves others meanwhile."""
+        mux = harness.PrivateUsbmuxd().start()
+        helper = Helper("unix:" + mux.socket).start()
+        good = os.path.join(harness.tempdir("hh-good"), "shim.sock")
+        harness.Shim(good, helper.tunnel).start()
+        # Toward the helper: a peer that stops after 18 bytes of hello.
+        raw = socket.create_connection(("127.0.0.1", helper.port), timeout=20)
+        raw.sendall(hello(SHIM_ROLE)[:18])
+        # Toward a shim: a "helper" that does the same.
+
+        def half(c):
+            c.sendall(hello(HELPER_ROLE)[:18])
+            return "keep"
+        fake = FakeHelper([half])
+        self.addCleanup(fake.close)
+        path = os.path.join(harness.tempdir("hh"), "shim.sock")
+        shim = harness.Shim(path, "tunnel:127.0.0.1:%d" % fake.port, "--tunnel-wait", 1000,
+                            log_level="info").start()
+        t0 = time.monotonic()
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(plist_msg({"MessageType": "ListDevices"}))
+        # (EOF, or a reset since the shim never read the request)
+        self.assertIn(read_all(s), ((b"", "eof"), (b"", "reset")),
+                      "a waiting client is closed, not left hanging")
+        s.close()
+        # Meanwhile the helper serves a good shim.
+        assert_same_answers(self, good, mux.socket)
+        harness.wait_for(lambda: "no handshake within 10000 ms" in helper.stderr_text(), 15,
+                         what="the helper's handshake timeout")
+        harness.wait_for(lambda: "no handshake within 10000 ms" in shim.stderr_text(), 15,
+                         what="the shim's handshake timeout")
+        waited = time.monotonic() - t0
+        data, end = read_all(raw)
+        raw.close()
+        self.assertEqual((len(data), end), (36, "eof"), "the helper's hello, then its close")
+        self.assertIn("is down: closed a client after waiting 1000 ms", shim.stderr_text())
+        self.assertRegex(helper.stderr_text(), r"tunnel #2: closed \(handshake timeout\)")
+        print("\nhalf hellos timed out after %.1f s on both ends" % waited)
+        assert_same_answers(self, good, mux.socket)
+
+
+# ---------------------------------------------------------------------------
+# e. The tunnel's TCP connection cut at random points
+# ---------------------------------------------------------------------------
+
+# Why a shim may say it lost the tunnel; anything else is a finding.
+LOST_REASONS = ("connection closed by peer", "connection reset by peer", "keepalive timeout",
+                "peer going away", "write error")
+# Faults during the handshake: only those that an endpoint notices without
+# waiting for the fixed 10 s handshake timeout (test_silent_half_hellos
+# covers that timeout once).
+HANDSHAKE_ACTIONS = ("close", "rst", "half", "stall")
+
+
+def probe(test, ch, timeout=30, seed=0):
+    """Waits until a fresh checked session completes (the tunnel is up)."""
+    deadline = time.monotonic() + timeout
+    n = 0
+    while True:
+        n += 1
+        ss = ch.session("probe-%d-%d" % (seed, n), 1000, 1000, seed * 1000 + n, timeout=20)
+        r = ss.join()
+        test.assertFalse(r.startswith("BAD"), r)
+        if r == "complete":
+            return n
+        test.assertLess(time.monotonic(), deadline, "the tunnel did not come back: %s\n%s\n%s"
+                        % (ss.detail, ch.shim.log_tail(), ch.helper.log_tail()))
+        time.sleep(0.05)
+
+
+class TunnelCuts(unittest.TestCase):
+    """A fault-injecting relay between the shim and the helper cuts the
+    tunnel at seeded random byte offsets, with checked sessions in flight."""
+
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def test_tunnel_cut_at_random_points(self):
+        rnd = random.Random(SEED)
+        print("\ntunnel cuts: seed %d (MUXSHIM_FAULT_SEED=%d reproduces it), %d iterations"
+              % (SEED, SEED, ITERATIONS), flush=True)
+        ch = Chain("cuts", tunnel=True, relay=True, helper_args=("--keepalive", 500),
+                   shim_args=("--keepalive", 500, "--tunnel-wait", 8000), log_level="info")
+        self.addCleanup(ch.close)
+        probe(self, ch)
+        fds, rss = [], []
+        totals = {"complete": 0, "cut": 0}
+        fired = 0
+        for i in range(ITERATIONS):
+            handshake = rnd.random() < 0.2
+            k = rnd.randint(2, 5)
+            sizes = []
+            for _ in range(k):
+                sizes.append((rnd.choice((0, rnd.randint(1, 64 * KiB), rnd.randint(64 * KiB,
+                                                                                   2 * MiB))),
+                              rnd.choice((0, rnd.randint(1, 64 * KiB), rnd.randint(64 * KiB,
+                                                                                   2 * MiB)))))
+            if handshake:
+                f = ch.relay.arm(Fault.random(rnd, 0, handshake=True, stall_s=1.5,
+                                              actions=HANDSHAKE_ACTIONS))
+                ch.relay.cut_now(rnd.choice(("close", "rst")))
+                sessions = [ch.session("i%d-%d" % (i, j), u, d, i * 100 + j, timeout=30)
+                            for j, (u, d) in enumerate(sizes)]
+            else:
+                sessions = [ch.session("i%d-%d" % (i, j), u, d, i * 100 + j, timeout=30)
+                            for j, (u, d) in enumerate(sizes)]
+                time.sleep(rnd.random() * 0.05)
+                up = sum(u for u, _ in sizes)
+                down = sum(d for _, d in sizes)
+                f = Fault.random(rnd, 1)
+                f.offset = rnd.randint(0, max(1, up if f.direction == "up" else down))
+                if rnd.random() < 0.3:
+                    f.offset = rnd.randint(0, 4096)
+                ch.relay.arm(f)
+            counts = check_sessions(self, sessions, ch.dev)
+            ch.relay.disarm()
+            if f.fired.is_set():
+                fired += 1
+            else:
+                self.assertEqual(counts.get("cut", 0), 0,
+                                 "iteration %d: sessions cut without a fault: %r" % (i, counts))
+            for key in totals:
+                totals[key] += counts.get(key, 0)
+            print("  %2d %-48r %s" % (i, f, ", ".join("%d %s" % (v, k) for k, v in
+                                                       sorted(counts.items()))), flush=True)
+            probe(self, ch, seed=i + 1)
+            ch.assert_alive(self)
+            # Quiet again: the helper has let go of the broken tunnel and
+            # of every usbmuxd connection it carried.
+            self.assertTrue(ch.dev.wait_idle(20), "device connections left open")
+            if fds:
+                settle(lambda: (ch.shim.fd_count(), ch.helper.fd_count()), fds[0], 15)
+            fds.append((ch.shim.fd_count(), ch.helper.fd_count()))
+            rss.append((ch.shim.rss_kib(), ch.helper.rss_kib()))
+            if os.environ.get("MUXSHIM_FAULT_VERBOSE"):
+                print("      fds %r rss %r" % (fds[-1], rss[-1]), flush=True)
+        print("  %d iterations, %d faults fired; sessions: %d complete, %d cut; "
+              "fds (shim, helper) %r -> %r; RSS KiB %r -> %r (after warm-up %r)"
+              % (ITERATIONS, fired, totals["complete"], totals["cut"], fds[0], fds[-1], rss[0],
+                 rss[-1], rss[min(4, len(rss) - 1)]), flush=True)
+        self.assertGreaterEqual(fired, ITERATIONS // 2, "too few faults fired to mean anything")
+        self.assertGreater(totals["cut"], 0)
+        self.assertEqual(fds[-1], fds[0], "descriptors grew over the iterations: %r" % fds)
+        warm = rss[min(4, len(rss) - 1)]
+        rss_bound(self, "shim RSS growth over the cuts", rss[-1][0] - warm[0], 1024)
+        rss_bound(self, "helper RSS growth over the cuts", rss[-1][1] - warm[1], 1024)
+        self.check_logs(ch)
+
+    def check_logs(self, ch):
+        """Every tunnel that came up was later reported lost, with a reason."""
+        state, ups, losts = "down", 0, 0
+        for line in ch.shim.stderr_text().splitlines():
+            m = re.search(r"tunnel to \S+: (up|lost \((.*?)\); open sessions were closed)", line)
+            if not m:
+                continue
+            if m.group(1) == "up":
+                self.assertEqual(state, "down", "up twice without a loss: " + line)
+                state, ups = "up", ups + 1
+            else:
+                self.assertEqual(state, "up", "lost while not up: " + line)
+                self.assertTrue(m.group(2).startswith(LOST_REASONS), "unexplained: " + line)
+                state, losts = "down", losts + 1
+        self.assertEqual(state, "up")
+        self.assertEqual(ups, losts + 1)
+        helper = ch.helper.stderr_text()
+        opened = set(re.findall(r"tunnel (#\d+): up", helper))
+        closed = set(re.findall(r"tunnel (#\d+): closed \(", helper))
+        self.assertEqual(len(opened - closed), 1, "every tunnel but the live one was closed")
+        print("  logs: shim reported %d tunnels up and %d lost; the helper closed %d tunnels "
+              "with a reason" % (ups, losts, len(closed)), flush=True)
+
+
+if __name__ == "__main__":
+    unittest.main()
