@@ -1389,6 +1389,201 @@ class TokenMismatch(unittest.TestCase):
 
 
 # ---------------------------------------------------------------------------
+# g. A full disk or an unwritable log destination
+# ---------------------------------------------------------------------------
+
+def spawn(test, argv, ready, stderr=subprocess.DEVNULL):
+    """A daemon whose stderr goes where the test says (harness.Proc always
+    logs to files); killed with its process group at cleanup."""
+    p = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+
+    def kill():
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(10)
+    test.addCleanup(kill)
+    harness.wait_for(lambda: p.poll() is not None or ready(), 10, what=" ".join(argv[:1]))
+    test.assertIsNone(p.poll(), "%s exited at start: %s" % (argv[0], p.returncode))
+    return p
+
+
+def tunnel_churn(port, n):
+    """n short tunnels, each a few log lines on the helper."""
+    for _ in range(n):
+        c = socket.create_connection(("127.0.0.1", port), timeout=5)
+        c.sendall(hello(SHIM_ROLE))
+        recv_exact(c, 36)
+        c.close()
+
+
+class LogDestinations(unittest.TestCase):
+    """Log lines that cannot be written are dropped; the daemons go on."""
+
+    def setUp(self):
+        self.mux = harness.PrivateUsbmuxd().start()
+        self.d = harness.tempdir("logs")
+
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def shim_argv(self, path):
+        return [harness.shim_binary(), "--listen", path, "--upstream", "unix:" + self.mux.socket,
+                "--log-level", "debug", "--stats-interval", 1]
+
+    def helper_argv(self, port, *extra):
+        return [helper_binary(), "--listen", "127.0.0.1:%d" % port, "--upstream",
+                "unix:" + self.mux.socket, "--log-level", "debug", "--stats-interval", 1] + \
+            list(extra)
+
+    def start_shim(self, stderr, name="shim"):
+        path = os.path.join(self.d, name + ".sock")
+        p = spawn(self, self.shim_argv(path), lambda: harness.unix_accepts(path), stderr)
+        return p, path
+
+    def start_helper(self, stderr, *extra):
+        port = harness.free_tcp_port()
+        p = spawn(self, self.helper_argv(port, *extra), lambda: harness.tcp_listening(port),
+                  stderr)
+        return p, port
+
+    def serves(self, shim_path, helper_port=None, sessions=2000, timeout=60):
+        """Enough traffic to log far more than a pipe or a 64 KiB disk holds,
+        then answers identical to the real usbmuxd's."""
+        if helper_port is not None:
+            tunnel_churn(helper_port, 500)
+            path = os.path.join(self.d, "via-%d.sock" % helper_port)
+            if not os.path.exists(path):
+                harness.Shim(path, "tunnel:127.0.0.1:%d" % helper_port, log_level="info").start()
+            shim_path = path
+        r = harness.muxconn("--list-loop", sessions, "--parallel", 2, socket=shim_path,
+                            timeout=timeout)
+        self.assertEqual(r["list_sessions"], sessions)
+        assert_same_answers(self, shim_path, self.mux.socket)
+
+    def both(self, stderr_factory):
+        shim, path = self.start_shim(stderr_factory())
+        helper, port = self.start_helper(stderr_factory())
+        self.serves(path)
+        self.serves(None, port)
+        for p in (shim, helper):
+            self.assertIsNone(p.poll(), "a daemon died: %s" % p.returncode)
+        return shim, helper
+
+    def test_stderr_is_dev_full(self):
+        with open("/dev/full", "w") as full:
+            self.both(lambda: full)
+
+    def test_stderr_is_a_closed_pipe(self):
+        """Every log write fails with EPIPE: SIGPIPE must not kill them."""
+        ends = []
+
+        def closed_pipe():
+            r, w = os.pipe()
+            os.close(r)
+            ends.append(w)
+            return w
+        try:
+            shim, helper = self.both(closed_pipe)
+        finally:
+            for w in ends:
+                os.close(w)
+        for p in (shim, helper):
+            with open("/proc/%d/status" % p.pid) as f:
+                ign = int(re.search(r"SigIgn:\s*([0-9a-f]+)", f.read()).group(1), 16)
+            self.assertTrue(ign & (1 << (signal.SIGPIPE - 1)), "SIGPIPE is not ignored")
+
+    def test_stderr_is_a_pipe_nobody_reads(self):
+        """A log collector that stops reading (a stuck `docker logs` driver,
+        a supervisor gone quiet): the pipe fills after 64 KiB.
+
+        KNOWN FAILING at the time of writing (reported to the lead, who owns
+        common/log.c): log_msg() write()s to a blocking stderr, so once the
+        pipe is full both daemons block in pipe_write (wchan anon_pipe_write)
+        and stop serving everyone. The fix belongs in log.c (e.g. poll for
+        room with a zero timeout and drop, counting, what does not fit)."""
+        ends = []
+
+        def stuck_pipe():
+            r, w = os.pipe()
+            ends.extend((r, w))   # the read end stays open, never read
+            return w
+        stuck = []
+        try:
+            shim, path = self.start_shim(stuck_pipe())
+            helper, port = self.start_helper(stuck_pipe())
+            for name, p, fn in (("muxshim", shim, lambda: self.serves(path, timeout=15)),
+                                ("muxshim-host", helper,
+                                 lambda: self.serves(None, port, timeout=15))):
+                try:
+                    fn()
+                except Exception as e:  # a timeout of one kind or another
+                    with open("/proc/%d/wchan" % p.pid) as f:
+                        stuck.append("%s stopped serving, blocked in %s (%s)"
+                                     % (name, f.read(), str(e).splitlines()[0][:120]))
+        finally:
+            for fd in ends:
+                os.close(fd)
+        self.assertEqual(stuck, [], "with a full stderr pipe")
+
+    def test_helper_log_file_on_a_full_disk(self):
+        """--log-file on a 64 KiB tmpfs that fills up while the helper runs,
+        then has room again: it serves throughout, and logging resumes."""
+        disk = os.path.join(self.d, "disk")
+        os.makedirs(disk)
+        log = os.path.join(disk, "helper.log")
+        port = harness.free_tcp_port()
+        argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                "mount -t tmpfs -o size=64k tmpfs %s && exec %s" % (
+                    disk, " ".join(str(a) for a in self.helper_argv(port, "--log-file", log)))]
+        p = spawn(self, argv, lambda: harness.tcp_listening(port))
+        inside = "/proc/%d/root%s" % (p.pid, disk)   # the tmpfs, seen from here
+        read = lambda: harness._read(inside + "/helper.log")  # noqa: E731
+        harness.wait_for(lambda: "listening on" in read(), 5,
+                         what="the first log line on the tmpfs")
+        fd = os.open(inside + "/fill", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError as e:
+            self.assertEqual(e.errno, 28, "ENOSPC expected")
+        finally:
+            os.close(fd)
+        size = os.path.getsize(inside + "/helper.log")
+        self.serves(None, port)
+        self.assertIsNone(p.poll(), "the helper died on a full disk")
+        self.assertLessEqual(os.path.getsize(inside + "/helper.log"), size + 4096,
+                             "the disk was full")
+        os.unlink(inside + "/fill")
+        harness.wait_for(lambda: os.path.getsize(inside + "/helper.log") > size + 4096, 5,
+                         what="logging to resume once the disk has room")
+        tail = read().splitlines()[-1]
+        self.assertRegex(tail, r"^\d{4}-\d\d-\d\dT[\d:.]+Z muxshim-host\[%d\] \w+: " % p.pid,
+                         "whole lines again")
+        self.serves(None, port, sessions=200)
+
+    def test_shim_stderr_on_a_full_disk(self):
+        disk = os.path.join(self.d, "disk")
+        os.makedirs(disk)
+        path = os.path.join(self.d, "shim.sock")
+        argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                "mount -t tmpfs -o size=64k tmpfs %s && dd if=/dev/zero of=%s/fill bs=4k "
+                "2>/dev/null; exec %s 2>>%s/shim.log" % (
+                    disk, disk, " ".join(str(a) for a in self.shim_argv(path)), disk)]
+        p = spawn(self, argv, lambda: harness.unix_accepts(path))
+        self.serves(path)
+        self.assertIsNone(p.poll(), "the shim died on a full disk")
+        self.assertEqual(os.path.getsize("/proc/%d/root%s/shim.log" % (p.pid, disk)), 0)
+
+    def test_helper_log_file_is_dev_full(self):
+        p, port = self.start_helper(subprocess.DEVNULL, "--log-file", "/dev/full")
+        self.serves(None, port)
+        self.assertIsNone(p.poll())
+
+
+# ---------------------------------------------------------------------------
 # e. The tunnel's TCP connection cut at random points
 # ---------------------------------------------------------------------------
 
