@@ -22,8 +22,10 @@ Already covered elsewhere, not repeated here:
   test_tunnel.Keepalive            a helper that goes silent (SIGSTOP)
 
 Seeded randomness: MUXSHIM_FAULT_SEED=N reproduces a run (the seed in use is
-printed); MUXSHIM_FAULT_ITERATIONS sets the number of tunnel cuts."""
-import hashlib
+printed); MUXSHIM_FAULT_ITERATIONS sets the number of tunnel cuts.
+
+LogDestinations.test_stderr_is_a_pipe_nobody_reads fails at the time of
+writing: a daemon whose stderr pipe is full blocks (see its docstring)."""
 import json
 import os
 import plistlib
@@ -40,7 +42,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tunnel_util import (Helper, connect_device, harness, helper_binary,  # noqa: E402
+from tunnel_util import (Helper, harness, helper_binary,  # noqa: E402
                          plist_msg, recv_exact, recv_msg, usbmuxd_request)
 from faultrelay import Fault, FaultRelay  # noqa: E402  (tests/lib, on the path via harness)
 
@@ -69,7 +71,7 @@ def rss_bound(test, what, grown_kib, limit_kib):
     test.assertLess(grown_kib, limit_kib, what)
 
 
-def settle(fn, want, timeout=15, what="a value"):
+def settle(fn, want, timeout=15):
     """Waits until fn() == want; returns the last value (the caller asserts)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -434,30 +436,58 @@ def finish_background(test, p, n):
     return r
 
 
+def probe(test, ch, timeout=30, seed=0):
+    """Waits until a fresh checked session completes (the tunnel is up)."""
+    deadline = time.monotonic() + timeout
+    n = 0
+    while True:
+        n += 1
+        ss = ch.session("probe-%d-%d" % (seed, n), 1000, 1000, seed * 1000 + n, timeout=20)
+        r = ss.join()
+        test.assertFalse(r.startswith("BAD"), r)
+        if r == "complete":
+            return n
+        test.assertLess(time.monotonic(), deadline, "the tunnel did not come back: %s\n%s\n%s"
+                        % (ss.detail, ch.shim.log_tail(), ch.helper.log_tail()))
+        time.sleep(0.05)
+
+
 # ---------------------------------------------------------------------------
 # a. Garbage and oversized lengths, while other sessions stream
 # ---------------------------------------------------------------------------
 
-def bad_usbmuxd_clients(path, rnd, n=60):
+def bad_usbmuxd_clients(path, rnd, n=70):
     """Clients with usbmuxd headers whose length is absurd (4 GiB, 2 GiB,
     one byte over usbmuxd's 64 KiB limit, shorter than the header itself),
-    some followed by a stream of junk, closing or staying silent."""
-    lengths = (0xffffffff, 0x7fffffff, 65537, 8, 0)
-    silent = []
+    some followed by a stream of junk; clients that stop mid-header or
+    mid-body; closing, or staying connected and silent. Returns the silent
+    sockets and how many sent an absurd length."""
+    good = plist_msg({"MessageType": "ListDevices"})
+    silent, absurd = [], 0
     for i in range(n):
         s = socket.socket(socket.AF_UNIX)
-        s.settimeout(10)
         s.connect(path)
-        hdr = struct.pack("<IIII", lengths[i % len(lengths)], 1, 8, i)
+        s.settimeout(10)
+        k = i % 7
+        if k < 5:
+            length = (0xffffffff, 0x7fffffff, 65537, 8, 0)[k]
+            data = struct.pack("<IIII", length, 1, 8, i)
+            if k in (1, 2, 4):
+                data += rnd.randbytes(rnd.randint(1, 256 * KiB))
+            absurd += 1
+        elif k == 5:
+            data = good[:7]                            # mid-header
+        else:
+            data = good[:16 + (len(good) - 16) // 2]   # mid-body
         try:
-            s.sendall(hdr + (rnd.randbytes(rnd.randint(0, 256 * KiB)) if i % 2 else b""))
+            s.sendall(data)
         except OSError:
             pass   # the upstream may close first: fine
-        if i % 7 == 0:
+        if i % 5 == 0:
             silent.append(s)
         else:
             s.close()
-    return silent
+    return silent, absurd
 
 
 class BadInputWhileStreaming(unittest.TestCase):
@@ -484,9 +514,10 @@ class BadInputWhileStreaming(unittest.TestCase):
         loop = subprocess.Popen([harness.tool("muxconn"), "--socket", real, "--list-loop", "1000",
                                  "--parallel", "4"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        silent = []
+        silent, absurd = [], {}
         for path in [ch.path for ch in chains] + [real]:
-            silent += bad_usbmuxd_clients(path, rnd)
+            socks, absurd[path] = bad_usbmuxd_clients(path, rnd)
+            silent += socks
         # The real usbmuxd's answers stay the same meanwhile.
         assert_same_answers(self, real, mux.socket)
         for bg in bgs:
@@ -502,12 +533,13 @@ class BadInputWhileStreaming(unittest.TestCase):
                                              ch.helper.fd_count() if ch.helper else None), b),
                              b, "descriptors left behind")
             st = shim_stats(ch.path)
-            # Every header of a valid size was classified as unparseable
-            # (lengths over 64 KiB and under 16 bytes), and nothing else.
-            self.assertGreaterEqual(st["parse_errors"], 48, st)
+            # Every absurd length was counted as unparseable (over 64 KiB,
+            # under 16 bytes), and nothing else: not the requests cut short.
+            self.assertEqual(st["parse_errors"], absurd[ch.path], st)
             self.assertEqual(st["sessions_open"], 0)
             # The upstream refused them, and said so.
-            self.assertGreaterEqual(ch.fd.stderr_text().count("bad header length"), 36)
+            self.assertGreaterEqual(ch.fd.stderr_text().count("bad header length"),
+                                    absurd[ch.path] * 3 // 5)
         self.assertEqual(settle(real_shim.fd_count, real_base), real_base)
         self.assertTrue(real_shim.alive())
         self.assertIn("message is too long (2147483647 bytes)", mux.log_text())
@@ -524,7 +556,8 @@ class BadInputWhileStreaming(unittest.TestCase):
         ch = Chain("bad-port", tunnel=True, log_level="info")
         self.addCleanup(ch.close)
         probe(self, ch)
-        base = settle(ch.helper.fd_count, -1, 0.3)
+        time.sleep(0.3)
+        base = ch.helper.fd_count()
         bg = ch.background(4, 16 * MiB)
         port = ch.helper.port
         H = hello(SHIM_ROLE)
@@ -1277,8 +1310,9 @@ class UpstreamRefusesOrHangs(unittest.TestCase):
         r = harness.muxconn("--list-loop", 300, "--parallel", 4, socket=path, timeout=120)
         self.assertEqual(r["list_sessions"], 300)
         assert_same_answers(self, path, self.mux.socket)
-        st = self.responsive(path, helper)
-        self.assertEqual(st["sessions_open"], 5)
+        self.responsive(path, helper)
+        # (Sessions that just finished may take a moment to be counted out.)
+        self.assertEqual(settle(lambda: shim_stats(path)["sessions_open"], 5), 5)
         for s in hung:
             s.settimeout(0.5)
             with self.assertRaises(socket.timeout, msg="a client of a hung usbmuxd waits"):
@@ -1319,6 +1353,127 @@ class UpstreamRefusesOrHangs(unittest.TestCase):
 
     def test_hangs_through_the_tunnel(self):
         self.hangs(tunnel=True)
+
+
+# ---------------------------------------------------------------------------
+# e. The tunnel's TCP connection cut at random points
+# ---------------------------------------------------------------------------
+
+# Why a shim may say it lost the tunnel; anything else is a finding.
+LOST_REASONS = ("connection closed by peer", "connection reset by peer", "keepalive timeout",
+                "peer going away", "write error")
+# Faults during the handshake: only those that an endpoint notices without
+# waiting for the fixed 10 s handshake timeout (test_silent_half_hellos
+# covers that timeout once).
+HANDSHAKE_ACTIONS = ("close", "rst", "half", "stall")
+
+
+class TunnelCuts(unittest.TestCase):
+    """A fault-injecting relay between the shim and the helper cuts the
+    tunnel at seeded random byte offsets, with checked sessions in flight."""
+
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def test_tunnel_cut_at_random_points(self):
+        rnd = random.Random(SEED)
+        print("\ntunnel cuts: seed %d (MUXSHIM_FAULT_SEED=%d reproduces it), %d iterations"
+              % (SEED, SEED, ITERATIONS), flush=True)
+        ch = Chain("cuts", tunnel=True, relay=True, helper_args=("--keepalive", 500),
+                   shim_args=("--keepalive", 500, "--tunnel-wait", 8000), log_level="info")
+        self.addCleanup(ch.close)
+        probe(self, ch)
+        fds, rss = [], []
+        totals = {"complete": 0, "cut": 0}
+        fired = 0
+        for i in range(ITERATIONS):
+            handshake = rnd.random() < 0.2
+            k = rnd.randint(2, 5)
+            sizes = []
+            for _ in range(k):
+                sizes.append((rnd.choice((0, rnd.randint(1, 64 * KiB), rnd.randint(64 * KiB,
+                                                                                   2 * MiB))),
+                              rnd.choice((0, rnd.randint(1, 64 * KiB), rnd.randint(64 * KiB,
+                                                                                   2 * MiB)))))
+            if handshake:
+                f = ch.relay.arm(Fault.random(rnd, 0, handshake=True, stall_s=1.5,
+                                              actions=HANDSHAKE_ACTIONS))
+                # The live tunnel is cut first (a fault too: sessions that
+                # still reach it are cut), then the next one in its handshake.
+                cut = ch.relay.cut_now(rnd.choice(("close", "rst")))
+                cut.fired.wait(5)
+                sessions = [ch.session("i%d-%d" % (i, j), u, d, i * 100 + j, timeout=30)
+                            for j, (u, d) in enumerate(sizes)]
+            else:
+                sessions = [ch.session("i%d-%d" % (i, j), u, d, i * 100 + j, timeout=30)
+                            for j, (u, d) in enumerate(sizes)]
+                time.sleep(rnd.random() * 0.05)
+                up = sum(u for u, _ in sizes)
+                down = sum(d for _, d in sizes)
+                f = Fault.random(rnd, 1)
+                f.offset = rnd.randint(0, max(1, up if f.direction == "up" else down))
+                if rnd.random() < 0.3:
+                    f.offset = rnd.randint(0, 4096)
+                ch.relay.arm(f)
+            counts = check_sessions(self, sessions, ch.dev)
+            ch.relay.disarm()
+            if f.fired.is_set() or handshake:
+                fired += 1
+            elif counts.get("cut", 0):
+                self.fail("iteration %d: sessions cut without a fault: %r\n%s\n%s\n%s\n%s"
+                          % (i, counts, "\n".join("%s: %s %s" % (x.sid, x.result, x.detail)
+                                                   for x in sessions),
+                             "\n".join(list(ch.relay.lines)[-20:]), ch.shim.log_tail(),
+                             ch.helper.log_tail()))
+            for key in totals:
+                totals[key] += counts.get(key, 0)
+            print("  %2d %-48r %s" % (i, f, ", ".join("%d %s" % (v, k) for k, v in
+                                                       sorted(counts.items()))), flush=True)
+            probe(self, ch, seed=i + 1)
+            ch.assert_alive(self)
+            # Quiet again: the helper has let go of the broken tunnel and
+            # of every usbmuxd connection it carried.
+            self.assertTrue(ch.dev.wait_idle(20), "device connections left open")
+            if fds:
+                settle(lambda: (ch.shim.fd_count(), ch.helper.fd_count()), fds[0], 15)
+            fds.append((ch.shim.fd_count(), ch.helper.fd_count()))
+            rss.append((ch.shim.rss_kib(), ch.helper.rss_kib()))
+            if os.environ.get("MUXSHIM_FAULT_VERBOSE"):
+                print("      fds %r rss %r" % (fds[-1], rss[-1]), flush=True)
+        print("  %d iterations, %d faults fired; sessions: %d complete, %d cut; "
+              "fds (shim, helper) %r -> %r; RSS KiB %r -> %r (after warm-up %r)"
+              % (ITERATIONS, fired, totals["complete"], totals["cut"], fds[0], fds[-1], rss[0],
+                 rss[-1], rss[min(4, len(rss) - 1)]), flush=True)
+        self.assertGreaterEqual(fired, ITERATIONS // 2, "too few faults fired to mean anything")
+        self.assertGreater(totals["cut"], 0)
+        self.assertEqual(fds[-1], fds[0], "descriptors grew over the iterations: %r" % fds)
+        warm = rss[min(4, len(rss) - 1)]
+        rss_bound(self, "shim RSS growth over the cuts", rss[-1][0] - warm[0], 1024)
+        rss_bound(self, "helper RSS growth over the cuts", rss[-1][1] - warm[1], 1024)
+        self.check_logs(ch)
+
+    def check_logs(self, ch):
+        """Every tunnel that came up was later reported lost, with a reason."""
+        state, ups, losts = "down", 0, 0
+        for line in ch.shim.stderr_text().splitlines():
+            m = re.search(r"tunnel to \S+: (up|lost \((.*?)\); open sessions were closed)", line)
+            if not m:
+                continue
+            if m.group(1) == "up":
+                self.assertEqual(state, "down", "up twice without a loss: " + line)
+                state, ups = "up", ups + 1
+            else:
+                self.assertEqual(state, "up", "lost while not up: " + line)
+                self.assertTrue(m.group(2).startswith(LOST_REASONS), "unexplained: " + line)
+                state, losts = "down", losts + 1
+        self.assertEqual(state, "up")
+        self.assertEqual(ups, losts + 1)
+        helper = ch.helper.stderr_text()
+        opened = set(re.findall(r"tunnel (#\d+): up", helper))
+        closed = set(re.findall(r"tunnel (#\d+): closed \(", helper))
+        self.assertEqual(len(opened - closed), 1, "every tunnel but the live one was closed")
+        print("  logs: shim reported %d tunnels up and %d lost; the helper closed %d tunnels "
+              "with a reason" % (ups, losts, len(closed)), flush=True)
 
 
 # ---------------------------------------------------------------------------
@@ -1581,143 +1736,6 @@ class LogDestinations(unittest.TestCase):
         p, port = self.start_helper(subprocess.DEVNULL, "--log-file", "/dev/full")
         self.serves(None, port)
         self.assertIsNone(p.poll())
-
-
-# ---------------------------------------------------------------------------
-# e. The tunnel's TCP connection cut at random points
-# ---------------------------------------------------------------------------
-
-# Why a shim may say it lost the tunnel; anything else is a finding.
-LOST_REASONS = ("connection closed by peer", "connection reset by peer", "keepalive timeout",
-                "peer going away", "write error")
-# Faults during the handshake: only those that an endpoint notices without
-# waiting for the fixed 10 s handshake timeout (test_silent_half_hellos
-# covers that timeout once).
-HANDSHAKE_ACTIONS = ("close", "rst", "half", "stall")
-
-
-def probe(test, ch, timeout=30, seed=0):
-    """Waits until a fresh checked session completes (the tunnel is up)."""
-    deadline = time.monotonic() + timeout
-    n = 0
-    while True:
-        n += 1
-        ss = ch.session("probe-%d-%d" % (seed, n), 1000, 1000, seed * 1000 + n, timeout=20)
-        r = ss.join()
-        test.assertFalse(r.startswith("BAD"), r)
-        if r == "complete":
-            return n
-        test.assertLess(time.monotonic(), deadline, "the tunnel did not come back: %s\n%s\n%s"
-                        % (ss.detail, ch.shim.log_tail(), ch.helper.log_tail()))
-        time.sleep(0.05)
-
-
-class TunnelCuts(unittest.TestCase):
-    """A fault-injecting relay between the shim and the helper cuts the
-    tunnel at seeded random byte offsets, with checked sessions in flight."""
-
-    def tearDown(self):
-        harness.cleanup_all()
-
-    def test_tunnel_cut_at_random_points(self):
-        rnd = random.Random(SEED)
-        print("\ntunnel cuts: seed %d (MUXSHIM_FAULT_SEED=%d reproduces it), %d iterations"
-              % (SEED, SEED, ITERATIONS), flush=True)
-        ch = Chain("cuts", tunnel=True, relay=True, helper_args=("--keepalive", 500),
-                   shim_args=("--keepalive", 500, "--tunnel-wait", 8000), log_level="info")
-        self.addCleanup(ch.close)
-        probe(self, ch)
-        fds, rss = [], []
-        totals = {"complete": 0, "cut": 0}
-        fired = 0
-        for i in range(ITERATIONS):
-            handshake = rnd.random() < 0.2
-            k = rnd.randint(2, 5)
-            sizes = []
-            for _ in range(k):
-                sizes.append((rnd.choice((0, rnd.randint(1, 64 * KiB), rnd.randint(64 * KiB,
-                                                                                   2 * MiB))),
-                              rnd.choice((0, rnd.randint(1, 64 * KiB), rnd.randint(64 * KiB,
-                                                                                   2 * MiB)))))
-            if handshake:
-                f = ch.relay.arm(Fault.random(rnd, 0, handshake=True, stall_s=1.5,
-                                              actions=HANDSHAKE_ACTIONS))
-                # The live tunnel is cut first (a fault too: sessions that
-                # still reach it are cut), then the next one in its handshake.
-                cut = ch.relay.cut_now(rnd.choice(("close", "rst")))
-                cut.fired.wait(5)
-                sessions = [ch.session("i%d-%d" % (i, j), u, d, i * 100 + j, timeout=30)
-                            for j, (u, d) in enumerate(sizes)]
-            else:
-                sessions = [ch.session("i%d-%d" % (i, j), u, d, i * 100 + j, timeout=30)
-                            for j, (u, d) in enumerate(sizes)]
-                time.sleep(rnd.random() * 0.05)
-                up = sum(u for u, _ in sizes)
-                down = sum(d for _, d in sizes)
-                f = Fault.random(rnd, 1)
-                f.offset = rnd.randint(0, max(1, up if f.direction == "up" else down))
-                if rnd.random() < 0.3:
-                    f.offset = rnd.randint(0, 4096)
-                ch.relay.arm(f)
-            counts = check_sessions(self, sessions, ch.dev)
-            ch.relay.disarm()
-            if f.fired.is_set() or handshake:
-                fired += 1
-            elif counts.get("cut", 0):
-                self.fail("iteration %d: sessions cut without a fault: %r\n%s\n%s\n%s\n%s"
-                          % (i, counts, "\n".join("%s: %s %s" % (x.sid, x.result, x.detail)
-                                                   for x in sessions),
-                             "\n".join(list(ch.relay.lines)[-20:]), ch.shim.log_tail(),
-                             ch.helper.log_tail()))
-            for key in totals:
-                totals[key] += counts.get(key, 0)
-            print("  %2d %-48r %s" % (i, f, ", ".join("%d %s" % (v, k) for k, v in
-                                                       sorted(counts.items()))), flush=True)
-            probe(self, ch, seed=i + 1)
-            ch.assert_alive(self)
-            # Quiet again: the helper has let go of the broken tunnel and
-            # of every usbmuxd connection it carried.
-            self.assertTrue(ch.dev.wait_idle(20), "device connections left open")
-            if fds:
-                settle(lambda: (ch.shim.fd_count(), ch.helper.fd_count()), fds[0], 15)
-            fds.append((ch.shim.fd_count(), ch.helper.fd_count()))
-            rss.append((ch.shim.rss_kib(), ch.helper.rss_kib()))
-            if os.environ.get("MUXSHIM_FAULT_VERBOSE"):
-                print("      fds %r rss %r" % (fds[-1], rss[-1]), flush=True)
-        print("  %d iterations, %d faults fired; sessions: %d complete, %d cut; "
-              "fds (shim, helper) %r -> %r; RSS KiB %r -> %r (after warm-up %r)"
-              % (ITERATIONS, fired, totals["complete"], totals["cut"], fds[0], fds[-1], rss[0],
-                 rss[-1], rss[min(4, len(rss) - 1)]), flush=True)
-        self.assertGreaterEqual(fired, ITERATIONS // 2, "too few faults fired to mean anything")
-        self.assertGreater(totals["cut"], 0)
-        self.assertEqual(fds[-1], fds[0], "descriptors grew over the iterations: %r" % fds)
-        warm = rss[min(4, len(rss) - 1)]
-        rss_bound(self, "shim RSS growth over the cuts", rss[-1][0] - warm[0], 1024)
-        rss_bound(self, "helper RSS growth over the cuts", rss[-1][1] - warm[1], 1024)
-        self.check_logs(ch)
-
-    def check_logs(self, ch):
-        """Every tunnel that came up was later reported lost, with a reason."""
-        state, ups, losts = "down", 0, 0
-        for line in ch.shim.stderr_text().splitlines():
-            m = re.search(r"tunnel to \S+: (up|lost \((.*?)\); open sessions were closed)", line)
-            if not m:
-                continue
-            if m.group(1) == "up":
-                self.assertEqual(state, "down", "up twice without a loss: " + line)
-                state, ups = "up", ups + 1
-            else:
-                self.assertEqual(state, "up", "lost while not up: " + line)
-                self.assertTrue(m.group(2).startswith(LOST_REASONS), "unexplained: " + line)
-                state, losts = "down", losts + 1
-        self.assertEqual(state, "up")
-        self.assertEqual(ups, losts + 1)
-        helper = ch.helper.stderr_text()
-        opened = set(re.findall(r"tunnel (#\d+): up", helper))
-        closed = set(re.findall(r"tunnel (#\d+): closed \(", helper))
-        self.assertEqual(len(opened - closed), 1, "every tunnel but the live one was closed")
-        print("  logs: shim reported %d tunnels up and %d lost; the helper closed %d tunnels "
-              "with a reason" % (ups, losts, len(closed)), flush=True)
 
 
 # ---------------------------------------------------------------------------
