@@ -81,17 +81,34 @@ def settle(fn, want, timeout=15):
         time.sleep(0.05)
 
 
-def stable_rss(proc, quiet=0.5, timeout=20):
-    """RSS once it has stopped moving (no change over `quiet` seconds)."""
+def stable(fn, quiet=0.5, timeout=20):
+    """fn() once it has stopped moving (no change over `quiet` seconds)."""
     deadline = time.monotonic() + timeout
-    last = proc.rss_kib()
+    last = fn()
     while time.monotonic() < deadline:
         time.sleep(quiet)
-        now = proc.rss_kib()
+        now = fn()
         if now == last:
             return now
         last = now
     return last
+
+
+def stable_rss(proc, quiet=0.5, timeout=20):
+    return stable(proc.rss_kib, quiet, timeout)
+
+
+def fd_listing(pid):
+    """What a process holds open, for failure messages."""
+    out = []
+    for fd in sorted(os.listdir("/proc/%d/fd" % pid), key=int):
+        try:
+            out.append("%s -> %s" % (fd, os.readlink("/proc/%d/fd/%s" % (pid, fd))))
+        except OSError:
+            pass
+    ss = subprocess.run(["ss", "-tanpx"], capture_output=True, text=True).stdout
+    mine = [l for l in ss.splitlines() if "pid=%d," % pid in l]
+    return "; ".join(out) + "\n" + "\n".join(mine)
 
 
 def shim_stats(listen_path):
@@ -506,10 +523,9 @@ class BadInputWhileStreaming(unittest.TestCase):
         for ch in chains:
             self.addCleanup(ch.close)
             probe(self, ch)
-        time.sleep(0.3)
-        base = [(ch.shim.fd_count(), ch.helper.fd_count() if ch.helper else None)
+        base = [stable(lambda: (ch.shim.fd_count(), ch.helper.fd_count() if ch.helper else None))
                 for ch in chains]
-        real_base = real_shim.fd_count()
+        real_base = stable(real_shim.fd_count)
         bgs = [ch.background(4, 16 * MiB) for ch in chains]
         loop = subprocess.Popen([harness.tool("muxconn"), "--socket", real, "--list-loop", "1000",
                                  "--parallel", "4"], stdout=subprocess.PIPE,
@@ -556,8 +572,7 @@ class BadInputWhileStreaming(unittest.TestCase):
         ch = Chain("bad-port", tunnel=True, log_level="info")
         self.addCleanup(ch.close)
         probe(self, ch)
-        time.sleep(0.3)
-        base = ch.helper.fd_count()
+        base = stable(ch.helper.fd_count)
         bg = ch.background(4, 16 * MiB)
         port = ch.helper.port
         H = hello(SHIM_ROLE)
@@ -795,7 +810,7 @@ class VanishingShims(unittest.TestCase):
         ch = Chain("vanish-shim", tunnel=True, helper_args=("--keepalive", 300),
                    log_level="debug")
         self.addCleanup(ch.close)
-        base = ch.helper.fd_count()
+        base = stable(ch.helper.fd_count)
         bg = ch.background(4, 16 * MiB)
         port = ch.helper.port
         list_req = plist_msg({"MessageType": "ListDevices"})
@@ -983,14 +998,17 @@ class Abandoned(unittest.TestCase):
         harness.cleanup_all()
 
     def measure(self, procs):
-        return [(p.fd_count(), stable_rss(p, 0.3, 5)) for p in procs]
+        """Baseline once quiet: sessions that just ended may still hold
+        their descriptors for a moment."""
+        return [(stable(p.fd_count), stable_rss(p, 0.3, 5)) for p in procs]
 
     def check(self, what, procs, before, bound_kib=512):
         after = [(settle(p.fd_count, b[0]), stable_rss(p, 0.3, 10)) for p, b in zip(procs, before)]
         for p, b, a in zip(procs, before, after):
             print("  %s, %s: fds %d -> %d, RSS %d -> %d KiB" % (what, p.name, b[0], a[0], b[1],
                                                                a[1]), flush=True)
-            self.assertEqual(a[0], b[0], "%s: %s kept descriptors" % (what, p.name))
+            self.assertEqual(a[0], b[0], "%s: %s kept descriptors: %s\n%s"
+                             % (what, p.name, fd_listing(p.pid), p.log_tail()))
             rss_bound(self, "%s: %s RSS" % (what, p.name), a[1] - b[1], bound_kib)
 
     def test_abandoned_shim_and_tunnel_clients(self):
@@ -1303,8 +1321,7 @@ class UpstreamRefusesOrHangs(unittest.TestCase):
         self.fake.set("serve")
         assert_same_answers(self, path, self.mux.socket)
         settle(lambda: shim_stats(path)["sessions_open"], 0)
-        time.sleep(0.3)
-        base = (shim.fd_count(), helper.fd_count() if helper else None)
+        base = stable(lambda: (shim.fd_count(), helper.fd_count() if helper else None))
         hung = [hanging_client(path) for _ in range(5)]
         harness.wait_for(lambda: len(self.fake.hung) == 5, 10, what="five swallowed requests")
         r = harness.muxconn("--list-loop", 300, "--parallel", 4, socket=path, timeout=120)
@@ -1434,9 +1451,8 @@ class TunnelCuts(unittest.TestCase):
             # Quiet again: the helper has let go of the broken tunnel and
             # of every usbmuxd connection it carried.
             self.assertTrue(ch.dev.wait_idle(20), "device connections left open")
-            if fds:
-                settle(lambda: (ch.shim.fd_count(), ch.helper.fd_count()), fds[0], 15)
-            fds.append((ch.shim.fd_count(), ch.helper.fd_count()))
+            now = lambda: (ch.shim.fd_count(), ch.helper.fd_count())  # noqa: E731
+            fds.append(settle(now, fds[0], 15) if fds else stable(now))
             rss.append((ch.shim.rss_kib(), ch.helper.rss_kib()))
             if os.environ.get("MUXSHIM_FAULT_VERBOSE"):
                 print("      fds %r rss %r" % (fds[-1], rss[-1]), flush=True)
@@ -1791,19 +1807,26 @@ def sending_session(path):
 
 def top_up(socks, quiet=0.3, passes=50):
     """Writes to every socket until none takes another byte for `quiet`
-    seconds: the whole chain behind each one is full, the worst case."""
+    seconds: the whole chain behind each one is full, the worst case.
+    Returns how many sessions were closed on the client meanwhile."""
     chunk = b"u" * 65536
+    closed = set()
     for _ in range(passes):
         total = 0
-        for s in socks:
+        for i, s in enumerate(socks):
+            if i in closed:
+                continue
             try:
                 while True:
                     total += s.send(chunk)
             except BlockingIOError:
                 pass
+            except OSError:
+                closed.add(i)
         if total == 0:
-            return
+            break
         time.sleep(quiet)
+    return len(closed)
 
 
 def report(what, names, before, after, n):
@@ -1836,9 +1859,9 @@ class MemoryBound(unittest.TestCase):
         before = [stable_rss(p) for p in procs]
         for _ in range(SESSIONS):
             self.socks.append(fn())
-        if fill:
-            top_up(self.socks)
-        self.assertEqual(shim_stats(path)["sessions_open"], SESSIONS)
+        closed = top_up(self.socks) if fill else 0
+        self.assertEqual((closed, shim_stats(path)["sessions_open"]), (0, SESSIONS),
+                         "sessions were closed:\n%s" % "\n".join(p.log_tail(10) for p in procs))
         after = [stable_rss(p, 1.0, 60) for p in procs]
         report(what, [p.name for p in procs], before, after, SESSIONS)
         return [a - b for a, b in zip(after, before)]
