@@ -22,10 +22,7 @@ Already covered elsewhere, not repeated here:
   test_tunnel.Keepalive            a helper that goes silent (SIGSTOP)
 
 Seeded randomness: MUXSHIM_FAULT_SEED=N reproduces a run (the seed in use is
-printed); MUXSHIM_FAULT_ITERATIONS sets the number of tunnel cuts.
-
-LogDestinations.test_stderr_is_a_pipe_nobody_reads fails at the time of
-writing: a daemon whose stderr pipe is full blocks (see its docstring)."""
+printed); MUXSHIM_FAULT_ITERATIONS sets the number of tunnel cuts."""
 import json
 import os
 import plistlib
@@ -1668,32 +1665,53 @@ class LogDestinations(unittest.TestCase):
 
     def test_stderr_is_a_pipe_nobody_reads(self):
         """A log collector that stops reading (a stuck `docker logs` driver,
-        a supervisor gone quiet): the pipe fills after 64 KiB.
-
-        KNOWN FAILING at the time of writing (reported to the lead, who owns
-        common/log.c): log_msg() write()s to a blocking stderr, so once the
-        pipe is full both daemons block in pipe_write (wchan anon_pipe_write)
-        and stop serving everyone. The fix belongs in log.c (e.g. poll for
-        room with a zero timeout and drop, counting, what does not fit)."""
+        a supervisor gone quiet): the pipe fills after 64 KiB. The daemons
+        must not block in write(); the lines that did not fit are lost and
+        counted, and said so once the pipe drains. (Before log.c polled for
+        room, both blocked in pipe_write and stopped serving everyone.)"""
         ends = []
 
         def stuck_pipe():
             r, w = os.pipe()
-            ends.extend((r, w))   # the read end stays open, never read
+            ends.extend((r, w))   # the read end stays open, not read for now
             return w
         stuck = []
         try:
             shim, path = self.start_shim(stuck_pipe())
             helper, port = self.start_helper(stuck_pipe())
-            for name, p, fn in (("muxshim", shim, lambda: self.serves(path, timeout=15)),
-                                ("muxshim-host", helper,
-                                 lambda: self.serves(None, port, timeout=15))):
+            daemons = (("muxshim", shim, ends[0], lambda: self.serves(path, timeout=15),
+                        lambda: harness.muxconn("--list-loop", 1, socket=path)),
+                       ("muxshim-host", helper, ends[2],
+                        lambda: self.serves(None, port, timeout=15),
+                        lambda: tunnel_churn(port, 1)))
+            for name, p, r, load, one_more in daemons:
                 try:
-                    fn()
+                    load()
                 except Exception as e:  # a timeout of one kind or another
                     with open("/proc/%d/wchan" % p.pid) as f:
                         stuck.append("%s stopped serving, blocked in %s (%s)"
                                      % (name, f.read(), str(e).splitlines()[0][:120]))
+                    continue
+                # The collector wakes up: what was lost is reported.
+                os.set_blocking(r, False)
+                drained = b""
+                try:
+                    while True:
+                        drained += os.read(r, 65536)
+                except BlockingIOError:
+                    pass
+                self.assertGreater(len(drained), 32 * KiB, "the pipe had filled up")
+                got = b""
+                deadline = time.monotonic() + 10
+                while b"were lost" not in got and time.monotonic() < deadline:
+                    one_more()
+                    time.sleep(0.2)
+                    try:
+                        got += os.read(r, 65536)
+                    except BlockingIOError:
+                        pass
+                self.assertRegex(got.decode(errors="replace"),
+                                 r"%s\[%d\] \w+: \d+ log lines? (was|were) lost \(" % (name, p.pid))
         finally:
             for fd in ends:
                 os.close(fd)
@@ -1701,15 +1719,18 @@ class LogDestinations(unittest.TestCase):
 
     def test_helper_log_file_on_a_full_disk(self):
         """--log-file on a 64 KiB tmpfs that fills up while the helper runs,
-        then has room again: it serves throughout, and logging resumes."""
+        then has room again: it serves throughout, the lines go to stderr
+        meanwhile, and the file gets them again once there is room."""
         disk = os.path.join(self.d, "disk")
         os.makedirs(disk)
         log = os.path.join(disk, "helper.log")
+        err = os.path.join(self.d, "helper.stderr")
         port = harness.free_tcp_port()
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                 "mount -t tmpfs -o size=64k tmpfs %s && exec %s" % (
                     disk, " ".join(str(a) for a in self.helper_argv(port, "--log-file", log)))]
-        p = spawn(self, argv, lambda: harness.tcp_listening(port))
+        with open(err, "wb") as f:
+            p = spawn(self, argv, lambda: harness.tcp_listening(port), stderr=f)
         inside = "/proc/%d/root%s" % (p.pid, disk)   # the tmpfs, seen from here
         read = lambda: harness._read(inside + "/helper.log")  # noqa: E731
         harness.wait_for(lambda: "listening on" in read(), 5,
@@ -1727,6 +1748,7 @@ class LogDestinations(unittest.TestCase):
         self.assertIsNone(p.poll(), "the helper died on a full disk")
         self.assertLessEqual(os.path.getsize(inside + "/helper.log"), size + 4096,
                              "the disk was full")
+        self.assertIn("tunnel #", harness._read(err), "stderr takes the lines meanwhile")
         os.unlink(inside + "/fill")
         harness.wait_for(lambda: os.path.getsize(inside + "/helper.log") > size + 4096, 5,
                          what="logging to resume once the disk has room")
@@ -1736,6 +1758,8 @@ class LogDestinations(unittest.TestCase):
         self.serves(None, port, sessions=200)
 
     def test_shim_stderr_on_a_full_disk(self):
+        """The shim's only log is stderr; here a file on a full disk. It
+        serves; once there is room, it says how many lines were lost."""
         disk = os.path.join(self.d, "disk")
         os.makedirs(disk)
         path = os.path.join(self.d, "shim.sock")
@@ -1746,7 +1770,14 @@ class LogDestinations(unittest.TestCase):
         p = spawn(self, argv, lambda: harness.unix_accepts(path))
         self.serves(path)
         self.assertIsNone(p.poll(), "the shim died on a full disk")
-        self.assertEqual(os.path.getsize("/proc/%d/root%s/shim.log" % (p.pid, disk)), 0)
+        inside = "/proc/%d/root%s" % (p.pid, disk)
+        self.assertEqual(os.path.getsize(inside + "/shim.log"), 0)
+        os.unlink(inside + "/fill")
+        harness.muxconn("--list-loop", 1, socket=path)
+        harness.wait_for(lambda: re.search(r"muxshim\[%d\] \w+: \d+ log lines? (was|were) lost \(No "
+                                           r"space left on device\)" % p.pid,
+                                           harness._read(inside + "/shim.log")), 5,
+                         what="the count of lines lost to the full disk")
 
     def test_helper_log_file_is_dev_full(self):
         p, port = self.start_helper(subprocess.DEVNULL, "--log-file", "/dev/full")
