@@ -59,6 +59,12 @@ def raise_nofile(need):
     return want
 
 
+# A tunnel's queues (1 MiB out, 80 KiB in) are allocated while they hold
+# bytes; after a burst has filled them once, the allocator may keep those
+# pages resident. That much growth, once, is not a leak; more would be.
+TUNNEL_RSS_SLACK = 1024 * KiB + 512 * KiB
+
+
 def rss_bound(test, what, grown_kib, limit_kib):
     """Memory assertions mean nothing under ASan (quarantine, shadow)."""
     if SANITIZED:
@@ -999,9 +1005,11 @@ class Abandoned(unittest.TestCase):
         their descriptors for a moment."""
         return [(stable(p.fd_count), stable_rss(p, 0.3, 5)) for p in procs]
 
-    def check(self, what, procs, before, bound_kib=512):
+    def check(self, what, procs, before):
         after = [(settle(p.fd_count, b[0]), stable_rss(p, 0.3, 10)) for p, b in zip(procs, before)]
         for p, b, a in zip(procs, before, after):
+            tunnel = p.name == "muxshim-host" or getattr(p, "upstream", "").startswith("tunnel:")
+            bound_kib = TUNNEL_RSS_SLACK // KiB if tunnel else 512
             print("  %s, %s: fds %d -> %d, RSS %d -> %d KiB" % (what, p.name, b[0], a[0], b[1],
                                                                a[1]), flush=True)
             self.assertEqual(a[0], b[0], "%s: %s kept descriptors: %s\n%s"
@@ -1461,8 +1469,10 @@ class TunnelCuts(unittest.TestCase):
         self.assertGreater(totals["cut"], 0)
         self.assertEqual(fds[-1], fds[0], "descriptors grew over the iterations: %r" % fds)
         warm = rss[min(4, len(rss) - 1)]
-        rss_bound(self, "shim RSS growth over the cuts", rss[-1][0] - warm[0], 1024)
-        rss_bound(self, "helper RSS growth over the cuts", rss[-1][1] - warm[1], 1024)
+        rss_bound(self, "shim RSS growth over the cuts", rss[-1][0] - warm[0],
+                  TUNNEL_RSS_SLACK // KiB)
+        rss_bound(self, "helper RSS growth over the cuts", rss[-1][1] - warm[1],
+                  TUNNEL_RSS_SLACK // KiB)
         self.check_logs(ch)
 
     def check_logs(self, ch):
