@@ -56,11 +56,13 @@ struct helper {
 	uint64_t tunnels_total;
 	uint64_t next_tunnel_id;
 	struct log_ratelimit rl_upstream;
+	struct log_ratelimit rl_no_handshake;
 };
 
 struct tunnel {
 	struct helper *h;
 	struct link *link;
+	bool was_up;
 	char name[64];
 	uint64_t upstream_connects;
 	uint64_t upstream_failures;
@@ -226,6 +228,7 @@ static void tunnel_stream_closed(struct link *l, struct link_stream *st)
 static void tunnel_up(struct link *l)
 {
 	struct tunnel *t = link_ctx(l);
+	t->was_up = true;
 	log_info("tunnel %s: up", t->name);
 }
 
@@ -262,9 +265,17 @@ static void tunnel_down(struct link *l, const char *why)
 	struct tunnel *t = link_ctx(l);
 	struct helper *h = t->h;
 	const struct link_stats *s = link_get_stats(l);
-	log_info("tunnel %s: closed (%s); %llu streams, %llu upstream connects, %llu failures",
-		 t->name, why, (unsigned long long)s->streams_opened,
-		 (unsigned long long)t->upstream_connects, (unsigned long long)t->upstream_failures);
+	unsigned suppressed;
+	if (t->was_up)
+		log_info("tunnel %s: closed (%s); %llu streams, %llu upstream connects, %llu failures",
+			 t->name, why, (unsigned long long)s->streams_opened,
+			 (unsigned long long)t->upstream_connects,
+			 (unsigned long long)t->upstream_failures);
+	else if (log_ratelimit_pass(&h->rl_no_handshake, loop_now(h->loop), &suppressed))
+		/* Scanners, abandoned connections and refused shims: one line per
+		 * interval, not one per connection. */
+		log_info("tunnel %s: closed before its handshake completed (%s); %u more like it "
+			 "since the last such line", t->name, why, suppressed);
 	tunnel_unlink(t);
 	free(t);
 	h->ntunnels--;
@@ -580,6 +591,7 @@ static int helper_run(void)
 	}
 
 	h->rl_upstream.interval_ms = 10000;
+	h->rl_no_handshake.interval_ms = 10000;
 	int rc = loop_new(&h->loop);
 	if (rc < 0) {
 		log_error("cannot create the event loop: %s", plat_strerror(-rc));

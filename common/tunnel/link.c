@@ -604,6 +604,23 @@ static void become_up(struct link *l)
 		l->ops->up(l);
 }
 
+/* A peer with the wrong token, or none, may knock again and again: a
+ * misconfigured shim redials with backoff, and each of its clients makes it
+ * dial early; anyone who reaches the port can try proofs. One line per
+ * interval says so, with a count, instead of one per attempt. */
+static void log_auth_refused(const struct link *l, const char *why)
+{
+	static struct log_ratelimit rl = { .interval_ms = 10000 };
+	unsigned suppressed;
+	if (!log_ratelimit_pass(&rl, loop_now(l->loop), &suppressed))
+		return;
+	if (suppressed)
+		log_warn("tunnel %s: refused: %s (and %u more refused for authentication since the "
+			 "last such line)", l->cfg.peer_name, why, suppressed);
+	else
+		log_warn("tunnel %s: refused: %s", l->cfg.peer_name, why);
+}
+
 /* Hello, then (with tokens) AUTH. Returns bytes consumed, 0 for more, <0 dead. */
 static long handshake_input(struct link *l, const uint8_t *p, size_t n)
 {
@@ -633,9 +650,9 @@ static long handshake_input(struct link *l, const uint8_t *p, size_t n)
 		l->hello_done = true;
 		bool mine = l->cfg.token != NULL, theirs = l->peer_hello.flags & TUN_HELLO_AUTH;
 		if (mine != theirs) {
-			log_warn("tunnel %s: refused: %s", l->cfg.peer_name,
-				 mine ? "peer has no token (start it with --token-file)"
-				      : "peer requires a token (start this side with --token-file)");
+			log_auth_refused(l, mine ? "peer has no token (start it with --token-file)"
+						 : "peer requires a token (start this side with "
+						   "--token-file)");
 			link_close(l, TUN_GOAWAY_AUTH, mine ? "peer has no token" : "token required");
 			return -1;
 		}
@@ -655,16 +672,17 @@ static long handshake_input(struct link *l, const uint8_t *p, size_t n)
 	if (n2 == 0)
 		return 0;
 	if (n2 < 0 || f.type != TUN_AUTH) {
-		log_warn("tunnel %s: refused: expected authentication, got %s", l->cfg.peer_name,
+		char why[128];
+		snprintf(why, sizeof(why), "expected authentication, got %s",
 			 n2 < 0 ? tun_err_str((int)n2) : tun_type_str(f.type));
+		log_auth_refused(l, why);
 		link_close(l, TUN_GOAWAY_AUTH, "authentication expected");
 		return -1;
 	}
 	uint8_t expect[TUN_MAC_LEN];
 	auth_proof(l, l->peer_hello.role, l->peer_hello.nonce, l->local_hello.nonce, expect);
 	if (!ct_equal(expect, f.payload, TUN_MAC_LEN)) {
-		log_warn("tunnel %s: refused: token mismatch (both sides must use the same token file)",
-			 l->cfg.peer_name);
+		log_auth_refused(l, "token mismatch (both sides must use the same token file)");
 		link_close(l, TUN_GOAWAY_AUTH, "token mismatch");
 		return -1;
 	}
