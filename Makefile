@@ -26,7 +26,8 @@ PLAT_SRC := $(PORTABLE_PLAT_SRC)
 PLAT_LIBS :=
 endif
 
-TUNNEL_SRC := common/tunnel/codec.c common/tunnel/mux.c common/tunnel/link.c common/sha256.c
+TUNNEL_SRC := common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c common/tunnel/link.c \
+              common/sha256.c
 COMMON_SRC := common/log.c common/buf.c common/addr.c common/daemon.c common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC) \
               $(TUNNEL_SRC)
 COMMON_HDR := $(wildcard common/*.h common/tunnel/*.h)
@@ -43,8 +44,8 @@ RUN_HDR    := $(wildcard run/*.h)
 UNIT_SRC   := tests/unit/run.c tests/unit/test_buf.c tests/unit/test_addr.c \
               tests/unit/test_diag.c tests/unit/test_log.c \
               tests/unit/test_loop.c tests/unit/test_codec.c tests/unit/test_mux.c tests/unit/test_sha256.c tests/unit/test_inspect.c \
-              tests/unit/test_run_args.c run/args.c \
-              common/tunnel/codec.c common/tunnel/mux.c common/sha256.c common/buf.c common/addr.c common/log.c shim/diag.c shim/inspect.c \
+              tests/unit/test_run_args.c run/args.c tests/unit/test_auth.c \
+              common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c common/sha256.c common/buf.c common/addr.c common/log.c shim/diag.c shim/inspect.c \
               common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC)
 
 PLIST_LIBS  = $(shell pkg-config --cflags --libs libplist-2.0 2>/dev/null)
