@@ -135,21 +135,39 @@ unit: $(B)/tests/unit $(B)/tests/unit-poll
 	$(B)/tests/unit
 	$(B)/tests/unit-poll
 
-# libFuzzer targets, one per decoder; seed corpora live in tests/fuzz/corpus/.
-FUZZERS      := tunnel inspect
-FUZZ_SECONDS ?= 15
-$(B)/fuzz/fuzz_tunnel: tests/fuzz/fuzz_tunnel.c common/tunnel/codec.c common/tunnel/mux.c $(wildcard common/tunnel/*.h) Makefile
-	@mkdir -p $(B)/fuzz
-	$(CLANG) $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -Icommon $(filter %.c,$^) -o $@
+# libFuzzer targets, one per decoder of outside input: tunnel frames into a
+# helper-side mux, the hello and AUTH handshake, the usbmuxd request
+# inspector, address specs (command line, USBMUXD_SOCKET_ADDRESS) and
+# /proc/self/mountinfo. Seed corpora: tests/fuzz/corpus/NAME/; inputs that
+# once failed: tests/fuzz/regress/NAME/, run first, every time. UBSan
+# findings abort (-fno-sanitize-recover) so that the fuzzer stops on them.
+FUZZERS      := tunnel hello inspect addr mountinfo
+FUZZ_SECONDS ?= 12
+FUZZ_FLAGS   := $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+                -Icommon -Ishim
+FUZZ_SRC_tunnel    := common/tunnel/codec.c common/tunnel/mux.c
+FUZZ_SRC_hello     := common/tunnel/codec.c common/tunnel/auth.c common/sha256.c
+FUZZ_SRC_inspect   := shim/inspect.c
+FUZZ_SRC_addr      := common/addr.c
+FUZZ_SRC_mountinfo := shim/diag.c
+FUZZ_LIBS_inspect   = $(PLIST_LIBS)
 
-$(B)/fuzz/fuzz_inspect: tests/fuzz/fuzz_inspect.c shim/inspect.c shim/inspect.h Makefile
+.SECONDEXPANSION:
+$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_SRC_$$*) $(COMMON_HDR) $(SHIM_HDR) Makefile
 	@mkdir -p $(B)/fuzz
-	$(CLANG) $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -Ishim $(filter %.c,$^) -o $@ $(PLIST_LIBS)
+	$(CLANG) $(FUZZ_FLAGS) $(filter %.c,$^) -o $@ $(FUZZ_LIBS_$*)
 
-# Each fuzzer runs for FUZZ_SECONDS on a scratch copy of its corpus.
+# Each fuzzer replays its regressions, then runs for FUZZ_SECONDS on a
+# scratch copy of its corpus.
 fuzz-smoke: $(addprefix $(B)/fuzz/fuzz_,$(FUZZERS))
 	@for f in $(FUZZERS); do \
 		rm -rf $(B)/fuzz/work-$$f && mkdir -p $(B)/fuzz/work-$$f && \
+		regress=$$(find tests/fuzz/regress/$$f -type f 2>/dev/null | sort) && \
+		if [ -n "$$regress" ]; then \
+			echo "fuzz $$f: $$(echo $$regress | wc -w) regression inputs"; \
+			if ! $(B)/fuzz/fuzz_$$f $$regress > $(B)/fuzz/$$f-regress.log 2>&1; then \
+				tail -40 $(B)/fuzz/$$f-regress.log; echo "fuzz $$f: a regression input FAILED"; exit 1; fi; \
+		fi && \
 		echo "fuzz $$f for $(FUZZ_SECONDS) s" && \
 		if $(B)/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 \
 			$(B)/fuzz/work-$$f tests/fuzz/corpus/$$f > $(B)/fuzz/$$f.log 2>&1; then \
