@@ -55,10 +55,11 @@ TOOLS      := fakedev devsvc muxconn lmclient
 
 DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev usbmuxd libusbmuxd-dev \
             libusbmuxd-tools libimobiledevice-utils libplist-dev libplist-utils \
-            libseccomp-dev libcunit1-dev socat iproute2 procps util-linux python3 \
+            libseccomp-dev libcunit1-dev socat iproute2 procps util-linux python3 valgrind \
             gcc-mingw-w64-x86-64 wine64 wine docker.io debootstrap docker-compose
 
-.PHONY: all deps tools unit integration integration-asan integration-windows integration-docker \
+.PHONY: all deps tools unit integration integration-asan integration-valgrind integration-windows \
+        integration-docker \
         windows fuzz-smoke fuzz \
         check bench demo clean
 
@@ -193,6 +194,15 @@ integration-asan: $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/muxshim-run tool
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		python3 -m unittest $(ASAN_SUITES)
 
+# The same suites with both daemons (the plain -O2 -g build) under valgrind's
+# memcheck: a memory error, or any byte definitely, indirectly or possibly
+# lost, in the report written at a daemon's SIGTERM fails the test that
+# stopped it (tests/lib/harness.py, "valgrind"). MUXSHIM_VALGRIND_ARGS adds
+# daemon options for this run only.
+VALGRIND_SUITES := $(ASAN_SUITES)
+integration-valgrind: all tools
+	MUXSHIM_VALGRIND=1 python3 -m unittest $(VALGRIND_SUITES)
+
 # muxshim-host.exe under wine, behind the Linux shim (tests/integration/test_windows.py).
 integration-windows: all tools $(B)/muxshim-host.exe
 	MUXSHIM_WINE_SUITE=1 python3 -m unittest -v tests.integration.test_windows
@@ -209,6 +219,7 @@ check: deps
 	$(MAKE) fuzz-smoke
 	$(MAKE) integration
 	$(MAKE) integration-asan
+	$(MAKE) integration-valgrind
 	$(MAKE) integration-windows
 	$(MAKE) integration-docker
 
