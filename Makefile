@@ -51,7 +51,7 @@ UNIT_SRC   := tests/unit/run.c tests/unit/test_buf.c tests/unit/test_addr.c \
 
 PLIST_LIBS  = $(shell pkg-config --cflags --libs libplist-2.0 2>/dev/null)
 MUXD_LIBS   = $(shell pkg-config --cflags --libs libusbmuxd-2.0 libplist-2.0 2>/dev/null)
-TOOLS      := fakedev devsvc muxconn lmclient
+TOOLS      := fakedev devsvc muxconn lmclient leaky
 
 DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev usbmuxd libusbmuxd-dev \
             libusbmuxd-tools libimobiledevice-utils libplist-dev libplist-utils \
@@ -199,7 +199,7 @@ integration-asan: $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/muxshim-run tool
 # lost, in the report written at a daemon's SIGTERM fails the test that
 # stopped it (tests/lib/harness.py, "valgrind"). MUXSHIM_VALGRIND_ARGS adds
 # daemon options for this run only.
-VALGRIND_SUITES := $(ASAN_SUITES)
+VALGRIND_SUITES := tests.integration.test_valgrind $(ASAN_SUITES)
 integration-valgrind: all tools
 	MUXSHIM_VALGRIND=1 python3 -m unittest $(VALGRIND_SUITES)
 

@@ -82,7 +82,7 @@ DEFAULT_CLIENT_TIMEOUT = 30.0
 # (Shim, Container.start_shim, tunnel_util.Helper: the Procs made with
 # valgrind=True) runs under memcheck with a leak check at exit. Stopping such
 # a daemon (stop(), or cleanup_all() in a tearDown) sends SIGTERM, waits for
-# valgrind's report and raises HarnessError, with the report, unless it says
+# valgrind's report and raises ValgrindError, with the report, unless it says
 # "ERROR SUMMARY: 0 errors" and nothing definitely, indirectly or possibly
 # lost: the test fails. A daemon killed with SIGKILL leaves no report and is
 # not judged. Start-up is slow under valgrind (~1-2 s), so ready and stop
@@ -128,6 +128,10 @@ class HarnessError(Exception):
     """A helper could not do what it was asked; the message says why."""
 
 
+class ValgrindError(HarnessError):
+    """A daemon's valgrind report was not clean; the message holds it."""
+
+
 # --------------------------------------------------------------------------
 # Cleanup registry
 # --------------------------------------------------------------------------
@@ -151,7 +155,7 @@ def _unregister(obj):
 
 def cleanup_all():
     """Stop everything this module started and still runs (newest first).
-    In valgrind mode, raises HarnessError afterwards if a daemon's valgrind
+    In valgrind mode, raises ValgrindError afterwards if a daemon's valgrind
     report was not clean (so a tearDown that calls this fails the test)."""
     with _lock:
         objs = list(reversed(_live))
@@ -159,14 +163,13 @@ def cleanup_all():
     for obj in objs:
         try:
             obj._cleanup()
+        except ValgrindError as e:
+            valgrind_failures.append(str(e))
         except Exception as e:  # cleanup must go on
-            if isinstance(e, HarnessError) and str(e).startswith("valgrind:"):
-                valgrind_failures.append(str(e))
-            else:
-                print("harness: cleanup of %r failed: %s" % (obj, e), file=sys.stderr)
+            print("harness: cleanup of %r failed: %s" % (obj, e), file=sys.stderr)
         _unregister(obj)
     if valgrind_failures:
-        raise HarnessError("\n\n".join(valgrind_failures))
+        raise ValgrindError("\n\n".join(valgrind_failures))
 
 
 def _mounts_under(path):
@@ -200,7 +203,7 @@ def _atexit():
     failed = False
     try:
         cleanup_all()
-    except HarnessError as e:
+    except ValgrindError as e:
         # Daemons no test stopped: no test can fail any more, so the exit
         # status of the whole run does.
         print("harness: at exit: %s" % e, file=sys.stderr)
@@ -496,7 +499,7 @@ class Proc:
         return VALGRIND_CMD + ["--log-file=" + self.valgrind_log]
 
     def check_valgrind(self):
-        """Valgrind mode: raise HarnessError with the report unless this
+        """Valgrind mode: raise ValgrindError with the report unless this
         run's report is clean. Once per run; nothing to judge without a
         report (killed with SIGKILL) or outside valgrind mode."""
         if not self.valgrind or self._vg_judged or self.valgrind_log is None:
@@ -512,7 +515,7 @@ class Proc:
                       % (self.name, self.returncode, self.valgrind_log), file=sys.stderr)
                 return
         if problems:
-            raise HarnessError("valgrind: %s (pid %s): %s\n--- %s ---\n%s"
+            raise ValgrindError("valgrind: %s (pid %s): %s\n--- %s ---\n%s"
                                % (self.name, self.pid, "; ".join(problems), self.valgrind_log,
                                   _tail(self.valgrind_log, 200)))
 
@@ -1235,10 +1238,9 @@ class Container:
         for p in self._spawned:
             if p.popen is not None and p.popen.poll() is None:
                 try:
-                    p.stop(timeout=VALGRIND_TIMEOUT if p.valgrind else 2)
-                except HarnessError as e:
-                    if str(e).startswith("valgrind:"):
-                        valgrind_failures.append(str(e))
+                    p.stop(timeout=2)   # longer under valgrind (stop() sees to it)
+                except ValgrindError as e:
+                    valgrind_failures.append(str(e))
                 except Exception:
                     pass
         if self.init_pid is not None:
@@ -1253,7 +1255,7 @@ class Container:
         self.init_pid = None
         _unregister(self)
         if valgrind_failures:
-            raise HarnessError("\n\n".join(valgrind_failures))
+            raise ValgrindError("\n\n".join(valgrind_failures))
 
     def __enter__(self):
         if not self.alive():
