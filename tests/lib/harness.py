@@ -84,8 +84,9 @@ DEFAULT_CLIENT_TIMEOUT = 30.0
 # a daemon (stop(), or cleanup_all() in a tearDown) sends SIGTERM, waits for
 # valgrind's report and raises ValgrindError, with the report, unless it says
 # "ERROR SUMMARY: 0 errors" and nothing definitely, indirectly or possibly
-# lost: the test fails. A daemon killed with SIGKILL leaves no report and is
-# not judged. Start-up is slow under valgrind (~1-2 s), so ready and stop
+# lost: the test fails. So does one still running VALGRIND_TIMEOUT after
+# SIGTERM. A daemon a test kills with SIGKILL leaves no report and is not
+# judged. Start-up is slow under valgrind (~1-2 s), so ready and stop
 # timeouts are raised to VALGRIND_TIMEOUT. MUXSHIM_VALGRIND_ARGS (split like
 # a shell line) is appended to each such daemon's arguments in this mode,
 # for options valgrind needs (e.g. turning a syscall filter off).
@@ -464,6 +465,7 @@ class Proc:
         self.valgrind_log = None   # this run's valgrind log (valgrind mode)
         self._vg_runs = 0
         self._vg_judged = True
+        self._vg_stop_ignored = False
         self.logdir = logdir or tempdir(self.name)
         os.makedirs(self.logdir, exist_ok=True)
         self.out_path = os.path.join(self.logdir, self.name + ".out")
@@ -496,6 +498,7 @@ class Proc:
         self.valgrind_log = os.path.join(self.logdir, "%s.valgrind.%d.log"
                                          % (self.name, self._vg_runs))
         self._vg_judged = False
+        self._vg_stop_ignored = False
         return VALGRIND_CMD + ["--log-file=" + self.valgrind_log]
 
     def check_valgrind(self):
@@ -507,7 +510,10 @@ class Proc:
         self._vg_judged = True
         complete, problems = valgrind_report(self.valgrind_log)
         if not complete:
-            if self.returncode is not None and self.returncode >= 0:
+            if self._vg_stop_ignored:
+                problems = ["still running %.0f s after SIGTERM: killed, so valgrind wrote no "
+                            "report" % VALGRIND_TIMEOUT]
+            elif self.returncode is not None and self.returncode >= 0:
                 problems = ["the daemon exited (status %d) but valgrind wrote no report"
                             % self.returncode]
             else:
@@ -618,6 +624,7 @@ class Proc:
             except subprocess.TimeoutExpired:
                 print("harness: %s ignored signal %d for %.1f s, killing" % (self.name, sig, timeout),
                       file=sys.stderr)
+                self._vg_stop_ignored = sig == signal.SIGTERM
         self._hard_kill()
         self.check_valgrind()
         return self.returncode
@@ -1336,6 +1343,7 @@ class ContainerProc(Proc):
             except subprocess.TimeoutExpired:
                 print("harness: %s ignored signal %d for %.1f s, killing" % (self.name, sig, timeout),
                       file=sys.stderr)
+                self._vg_stop_ignored = sig == signal.SIGTERM
         self._hard_kill()
         self.check_valgrind()
         return self.returncode
