@@ -95,6 +95,7 @@ DEFAULT_CLIENT_TIMEOUT = 30.0
 VALGRIND = os.environ.get("MUXSHIM_VALGRIND") == "1"
 VALGRIND_ARGS = shlex.split(os.environ.get("MUXSHIM_VALGRIND_ARGS", ""))
 VALGRIND_TIMEOUT = 60.0
+_vg_tally = {"clean": 0, "failed": 0, "unjudged": 0}   # daemon runs, for the summary at exit
 VALGRIND_CMD = ["valgrind", "--tool=memcheck", "--leak-check=full",
                 "--show-leak-kinds=definite,indirect,possible",
                 "--errors-for-leak-kinds=definite,indirect,possible",
@@ -209,6 +210,9 @@ def _atexit():
         # status of the whole run does.
         print("harness: at exit: %s" % e, file=sys.stderr)
         failed = True
+    if VALGRIND:
+        print("harness: valgrind reports: %(clean)d clean, %(failed)d failed; %(unjudged)d daemon "
+              "runs killed without a report" % _vg_tally, file=sys.stderr)
     if os.environ.get("MUXSHIM_KEEP_TMP") == "1":
         for d in _tmpdirs:
             print("harness: kept %s" % d, file=sys.stderr)
@@ -519,7 +523,9 @@ class Proc:
             else:
                 print("harness: %s: killed (status %s), no valgrind report: %s"
                       % (self.name, self.returncode, self.valgrind_log), file=sys.stderr)
+                _vg_tally["unjudged"] += 1
                 return
+        _vg_tally["failed" if problems else "clean"] += 1
         if problems:
             raise ValgrindError("valgrind: %s (pid %s): %s\n--- %s ---\n%s"
                                % (self.name, self.pid, "; ".join(problems), self.valgrind_log,
