@@ -211,8 +211,9 @@ def _atexit():
         print("harness: at exit: %s" % e, file=sys.stderr)
         failed = True
     if VALGRIND:
-        print("harness: valgrind reports: %(clean)d clean, %(failed)d failed; %(unjudged)d daemon "
-              "runs killed without a report" % _vg_tally, file=sys.stderr)
+        print("harness: valgrind reports: %(clean)d clean, %(failed)d not clean (each failed "
+              "its test, or was meant to: test_valgrind makes 3); %(unjudged)d runs killed "
+              "without a report" % _vg_tally, file=sys.stderr)
     if os.environ.get("MUXSHIM_KEEP_TMP") == "1":
         for d in _tmpdirs:
             print("harness: kept %s" % d, file=sys.stderr)
