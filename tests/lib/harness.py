@@ -927,7 +927,8 @@ class Shim(Proc):
     """build/muxshim (or $MUXSHIM_BIN) listening on `listen`, relaying to `upstream`.
 
     upstream: a path (becomes unix:PATH) or an address string ("unix:/p").
-    Ready when the listen socket accepts a connection.
+    Ready when the listen socket and the control socket (LISTEN.ctl, or
+    --control's; not with --control none) accept a connection.
     """
 
     def __init__(self, listen, upstream, *extra_args, log_level="debug", binary=None,
@@ -936,9 +937,16 @@ class Shim(Proc):
         require_binary(self.binary, "build it with `make` (or set MUXSHIM_BIN)")
         self.listen = listen
         self.upstream = _upstream_arg(upstream)
+        extra = [str(a) for a in extra_args]
         argv = [self.binary, "--listen", listen, "--upstream", self.upstream,
-                "--log-level", log_level] + [str(a) for a in extra_args]
+                "--log-level", log_level] + extra
         kw.setdefault("ready_socket", listen)
+        # The control socket comes up last (after --socket-owner is applied,
+        # for one): waiting for it too means start() returns a daemon that
+        # is fully set up, however slowly it starts (valgrind).
+        control = extra[extra.index("--control") + 1] if "--control" in extra[:-1] else listen + ".ctl"
+        if control != "none" and "ready_fn" not in kw:
+            kw["ready_fn"] = lambda: unix_accepts(control)
         kw.setdefault("valgrind", True)
         super().__init__(argv, name=name, **kw)
 
