@@ -277,23 +277,6 @@ class InContainer(unittest.TestCase):
                              5, what="the single-file mount diagnosis")
 
 
-def settled_fd_count(proc, steady=1.0, timeout=15):
-    """proc's descriptor count once it held still for `steady` seconds: the
-    closes of a client's last sessions may still be on their way when the
-    client is done (seconds later under valgrind). A leaked descriptor
-    stays counted."""
-    deadline = time.monotonic() + timeout
-    last, since = proc.fd_count(), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        n = proc.fd_count()
-        if n != last:
-            last, since = n, time.monotonic()
-        elif time.monotonic() - since >= steady:
-            break
-    return last
-
-
 class NoGrowth(unittest.TestCase):
     def tearDown(self):
         harness.cleanup_all()
@@ -303,10 +286,10 @@ class NoGrowth(unittest.TestCase):
         path = os.path.join(harness.tempdir("leak"), "shim.sock")
         shim = harness.Shim(path, mux.socket, log_level="warn").start()
         harness.muxconn("--list-loop", 300, socket=path)  # warm-up
-        fds0, rss0 = settled_fd_count(shim), shim.rss_kib()
+        fds0, rss0 = harness.settled_fd_count(shim), shim.rss_kib()
         r = harness.muxconn("--list-loop", 10000, "--parallel", 4, socket=path, timeout=600)
         self.assertEqual(r["list_sessions"], 10000)
-        fds1, rss1 = settled_fd_count(shim), shim.rss_kib()
+        fds1, rss1 = harness.settled_fd_count(shim), shim.rss_kib()
         print("\n10,000 sessions: fds %d -> %d, RSS %d -> %d KiB" % (fds0, fds1, rss0, rss1))
         self.assertEqual(fds1, fds0)
         assert_rss_bound(self, rss1 - rss0, 256)

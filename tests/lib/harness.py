@@ -410,6 +410,23 @@ def proc_fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
+def settled_fd_count(proc, steady=1.0, timeout=15):
+    """proc's descriptor count once it held still for `steady` seconds: the
+    closes of a client's last sessions may still be on their way when the
+    client is done (seconds later under valgrind). A leaked descriptor
+    stays counted."""
+    deadline = time.monotonic() + timeout
+    last, since = proc.fd_count(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        n = proc.fd_count()
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since >= steady:
+            break
+    return last
+
+
 def rss_unmeasurable():
     """Why a daemon's RSS growth says nothing about its own memory in this
     run (a sentence), or None when it does."""
@@ -940,13 +957,15 @@ class Shim(Proc):
         extra = [str(a) for a in extra_args]
         argv = [self.binary, "--listen", listen, "--upstream", self.upstream,
                 "--log-level", log_level] + extra
-        kw.setdefault("ready_socket", listen)
         # The control socket comes up last (after --socket-owner is applied,
         # for one): waiting for it too means start() returns a daemon that
-        # is fully set up, however slowly it starts (valgrind).
+        # is fully set up, however slowly it starts (valgrind). It is tried
+        # first, so that the listening socket sees one probe (one session).
         control = extra[extra.index("--control") + 1] if "--control" in extra[:-1] else listen + ".ctl"
-        if control != "none" and "ready_fn" not in kw:
-            kw["ready_fn"] = lambda: unix_accepts(control)
+        if control != "none" and "ready_fn" not in kw and "ready_socket" not in kw:
+            kw["ready_fn"] = lambda: unix_accepts(control) and unix_accepts(listen)
+        else:
+            kw.setdefault("ready_socket", listen)
         kw.setdefault("valgrind", True)
         super().__init__(argv, name=name, **kw)
 
