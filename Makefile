@@ -26,7 +26,8 @@ PLAT_SRC := $(PORTABLE_PLAT_SRC)
 PLAT_LIBS :=
 endif
 
-TUNNEL_SRC := common/tunnel/codec.c common/tunnel/mux.c common/tunnel/link.c common/sha256.c
+TUNNEL_SRC := common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c common/tunnel/link.c \
+              common/sha256.c
 COMMON_SRC := common/log.c common/buf.c common/addr.c common/daemon.c common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC) \
               $(TUNNEL_SRC)
 COMMON_HDR := $(wildcard common/*.h common/tunnel/*.h)
@@ -43,20 +44,22 @@ RUN_HDR    := $(wildcard run/*.h)
 UNIT_SRC   := tests/unit/run.c tests/unit/test_buf.c tests/unit/test_addr.c \
               tests/unit/test_diag.c tests/unit/test_log.c \
               tests/unit/test_loop.c tests/unit/test_codec.c tests/unit/test_mux.c tests/unit/test_sha256.c tests/unit/test_inspect.c \
-              tests/unit/test_run_args.c run/args.c \
-              common/tunnel/codec.c common/tunnel/mux.c common/sha256.c common/buf.c common/addr.c common/log.c shim/diag.c shim/inspect.c \
+              tests/unit/test_run_args.c run/args.c tests/unit/test_auth.c \
+              tests/unit/test_daemon.c common/daemon.c \
+              common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c common/sha256.c common/buf.c common/addr.c common/log.c shim/diag.c shim/inspect.c \
               common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC)
 
 PLIST_LIBS  = $(shell pkg-config --cflags --libs libplist-2.0 2>/dev/null)
 MUXD_LIBS   = $(shell pkg-config --cflags --libs libusbmuxd-2.0 libplist-2.0 2>/dev/null)
-TOOLS      := fakedev devsvc muxconn lmclient
+TOOLS      := fakedev devsvc muxconn lmclient leaky
 
 DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev usbmuxd libusbmuxd-dev \
             libusbmuxd-tools libimobiledevice-utils libplist-dev libplist-utils \
-            libseccomp-dev libcunit1-dev socat iproute2 procps util-linux python3 \
+            libseccomp-dev libcunit1-dev socat iproute2 procps util-linux python3 valgrind \
             gcc-mingw-w64-x86-64 wine64 wine docker.io debootstrap docker-compose
 
-.PHONY: all deps tools unit integration integration-asan integration-windows integration-docker \
+.PHONY: all deps tools unit integration integration-asan integration-valgrind integration-windows \
+        integration-docker \
         windows fuzz-smoke fuzz \
         check bench demo soak clean
 
@@ -134,21 +137,39 @@ unit: $(B)/tests/unit $(B)/tests/unit-poll
 	$(B)/tests/unit
 	$(B)/tests/unit-poll
 
-# libFuzzer targets, one per decoder; seed corpora live in tests/fuzz/corpus/.
-FUZZERS      := tunnel inspect
-FUZZ_SECONDS ?= 15
-$(B)/fuzz/fuzz_tunnel: tests/fuzz/fuzz_tunnel.c common/tunnel/codec.c common/tunnel/mux.c $(wildcard common/tunnel/*.h) Makefile
-	@mkdir -p $(B)/fuzz
-	$(CLANG) $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -Icommon $(filter %.c,$^) -o $@
+# libFuzzer targets, one per decoder of outside input: tunnel frames into a
+# helper-side mux, the hello and AUTH handshake, the usbmuxd request
+# inspector, address specs (command line, USBMUXD_SOCKET_ADDRESS) and
+# /proc/self/mountinfo. Seed corpora: tests/fuzz/corpus/NAME/; inputs that
+# once failed: tests/fuzz/regress/NAME/, run first, every time. UBSan
+# findings abort (-fno-sanitize-recover) so that the fuzzer stops on them.
+FUZZERS      := tunnel hello inspect addr mountinfo
+FUZZ_SECONDS ?= 12
+FUZZ_FLAGS   := $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+                -Icommon -Ishim
+FUZZ_SRC_tunnel    := common/tunnel/codec.c common/tunnel/mux.c
+FUZZ_SRC_hello     := common/tunnel/codec.c common/tunnel/auth.c common/sha256.c
+FUZZ_SRC_inspect   := shim/inspect.c
+FUZZ_SRC_addr      := common/addr.c
+FUZZ_SRC_mountinfo := shim/diag.c
+FUZZ_LIBS_inspect   = $(PLIST_LIBS)
 
-$(B)/fuzz/fuzz_inspect: tests/fuzz/fuzz_inspect.c shim/inspect.c shim/inspect.h Makefile
+.SECONDEXPANSION:
+$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_SRC_$$*) $(COMMON_HDR) $(SHIM_HDR) Makefile
 	@mkdir -p $(B)/fuzz
-	$(CLANG) $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -Ishim $(filter %.c,$^) -o $@ $(PLIST_LIBS)
+	$(CLANG) $(FUZZ_FLAGS) $(filter %.c,$^) -o $@ $(FUZZ_LIBS_$*)
 
-# Each fuzzer runs for FUZZ_SECONDS on a scratch copy of its corpus.
+# Each fuzzer replays its regressions, then runs for FUZZ_SECONDS on a
+# scratch copy of its corpus.
 fuzz-smoke: $(addprefix $(B)/fuzz/fuzz_,$(FUZZERS))
 	@for f in $(FUZZERS); do \
 		rm -rf $(B)/fuzz/work-$$f && mkdir -p $(B)/fuzz/work-$$f && \
+		regress=$$(find tests/fuzz/regress/$$f -type f 2>/dev/null | sort) && \
+		if [ -n "$$regress" ]; then \
+			echo "fuzz $$f: $$(echo $$regress | wc -w) regression inputs"; \
+			if ! $(B)/fuzz/fuzz_$$f $$regress > $(B)/fuzz/$$f-regress.log 2>&1; then \
+				tail -40 $(B)/fuzz/$$f-regress.log; echo "fuzz $$f: a regression input FAILED"; exit 1; fi; \
+		fi && \
 		echo "fuzz $$f for $(FUZZ_SECONDS) s" && \
 		if $(B)/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 \
 			$(B)/fuzz/work-$$f tests/fuzz/corpus/$$f > $(B)/fuzz/$$f.log 2>&1; then \
@@ -174,6 +195,15 @@ integration-asan: $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/muxshim-run tool
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		python3 -m unittest $(ASAN_SUITES)
 
+# The same suites with both daemons (the plain -O2 -g build) under valgrind's
+# memcheck: a memory error, or any byte definitely, indirectly or possibly
+# lost, in the report written at a daemon's SIGTERM fails the test that
+# stopped it (tests/lib/harness.py, "valgrind"). MUXSHIM_VALGRIND_ARGS adds
+# daemon options for this run only.
+VALGRIND_SUITES := tests.integration.test_valgrind $(ASAN_SUITES)
+integration-valgrind: all tools
+	MUXSHIM_VALGRIND=1 python3 -m unittest $(VALGRIND_SUITES)
+
 # muxshim-host.exe under wine, behind the Linux shim (tests/integration/test_windows.py).
 integration-windows: all tools $(B)/muxshim-host.exe
 	MUXSHIM_WINE_SUITE=1 python3 -m unittest -v tests.integration.test_windows
@@ -190,6 +220,7 @@ check: deps
 	$(MAKE) fuzz-smoke
 	$(MAKE) integration
 	$(MAKE) integration-asan
+	$(MAKE) integration-valgrind
 	$(MAKE) integration-windows
 	$(MAKE) integration-docker
 

@@ -32,6 +32,10 @@ int addr_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t *por
 	}
 	if (hlen == 0)
 		FAIL("'%s': empty host", s);
+	/* No host name or address has them, and addr_format could not write
+	 * such a host back in a form that parses again. */
+	if (memchr(s, '[', hlen) || memchr(s, ']', hlen))
+		FAIL("'%.*s': '[' or ']' inside a host name", (int)hlen, s);
 	if (hlen >= hostlen)
 		FAIL("host name too long (%zu bytes, at most %zu)", hlen, hostlen - 1);
 

@@ -9,6 +9,8 @@
 
 #define ADDR_PATH_MAX 108 /* sizeof(sun_path) on Linux */
 #define ADDR_HOST_MAX 256
+/* Room for any spec addr_format writes: "tunnel:[" HOST "]:65535" and NUL. */
+#define ADDR_SPEC_MAX (ADDR_HOST_MAX + 16)
 
 enum addr_kind { ADDR_UNIX = 1, ADDR_TCP = 2, ADDR_TUNNEL = 4 };
 

@@ -81,13 +81,21 @@ void acceptor_stop(struct acceptor *a)
 	loop_watch_remove(a->loop, &a->w);
 }
 
+/* Room for a token of cap bytes plus the line ends an editor may add. */
+#define TOKEN_FILE_SLACK 64
+
 int daemon_read_token(const char *path, uint8_t *out, size_t cap, size_t *len)
 {
 	char *text;
-	int rc = plat_read_file(path, cap + 2, &text);
+	size_t size;
+	int rc = plat_read_file(path, cap + TOKEN_FILE_SLACK, &text, &size);
+	if (rc == -EFBIG)
+		return -EINVAL;
 	if (rc < 0)
 		return rc;
-	size_t n = strlen(text);
+	/* Every byte counts, NULs too: a token made with
+	 * `head -c 32 /dev/urandom` is used whole, not up to its first NUL. */
+	size_t n = size;
 	while (n && (text[n - 1] == '\n' || text[n - 1] == '\r'))
 		n--;
 	rc = n == 0 || n > cap ? -EINVAL : 0;
@@ -95,7 +103,7 @@ int daemon_read_token(const char *path, uint8_t *out, size_t cap, size_t *len)
 		memcpy(out, text, n);
 		*len = n;
 	}
-	memset(text, 0, n);
+	memset(text, 0, size);
 	free(text);
 	return rc;
 }

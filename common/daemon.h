@@ -36,8 +36,9 @@ void acceptor_pause(struct acceptor *a, int err);
 void acceptor_update(struct acceptor *a);
 void acceptor_stop(struct acceptor *a);
 
-/* A token file holds one secret of 1..cap bytes; trailing newlines are not
- * part of it. 0, -EINVAL (empty or too long) or a read error. */
+/* A token file holds one secret of 1..cap bytes, any bytes (binary is
+ * fine); trailing newlines (LF or CR) are not part of it. 0, -EINVAL (empty
+ * or too long) or a read error. */
 int daemon_read_token(const char *path, uint8_t *out, size_t cap, size_t *len);
 
 /* SIGTERM/SIGINT set *stop to the signal number from within the loop. */

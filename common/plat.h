@@ -76,9 +76,10 @@ int plat_pipe_open(int p[2]);
 ssize_t plat_splice_in(int sock, int pipe_w, size_t n);  /* 0 on EOF */
 ssize_t plat_splice_out(int pipe_r, int sock, size_t n);
 
-/* Reads a small text file (e.g. /proc/self/mountinfo) into a malloc'd,
- * NUL-terminated buffer of at most max bytes. */
-int plat_read_file(const char *path, size_t max, char **out);
+/* Reads a small file (e.g. /proc/self/mountinfo) whole into a malloc'd
+ * buffer: *len bytes, which may include NULs, then a NUL. -EFBIG if the
+ * file holds more than max bytes: never a silently shortened file. */
+int plat_read_file(const char *path, size_t max, char **out, size_t *len);
 
 /* strerror() for the errno values these functions return (pass -rc), with
  * texts for the socket errors that Windows' C runtime has none for. */

@@ -246,28 +246,40 @@ int plat_signals_take(int fd)
 	return last_signal;
 }
 
-int plat_read_file(const char *path, size_t max, char **out)
+int plat_read_file(const char *path, size_t max, char **out, size_t *len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	char *buf = malloc(max + 1);
+	char *buf = malloc(max + 2);
 	if (!buf) {
 		close(fd);
 		return -ENOMEM;
 	}
-	size_t len = 0;
-	while (len < max) {
-		ssize_t r = read(fd, buf + len, max - len);
+	/* One byte beyond max tells a file that is too long. */
+	size_t n = 0;
+	int rc = 0;
+	while (n <= max) {
+		ssize_t r = read(fd, buf + n, max + 1 - n);
 		if (r < 0 && errno == EINTR)
 			continue;
+		if (r < 0)
+			rc = -errno;
 		if (r <= 0)
 			break;
-		len += (size_t)r;
+		n += (size_t)r;
 	}
 	close(fd);
-	buf[len] = '\0';
+	if (rc == 0 && n > max)
+		rc = -EFBIG;
+	if (rc < 0) {
+		memset(buf, 0, n); /* it may have been a secret */
+		free(buf);
+		return rc;
+	}
+	buf[n] = '\0';
 	*out = buf;
+	*len = n;
 	return 0;
 }
 

@@ -608,20 +608,28 @@ ssize_t plat_splice_out(int pipe_r, int sock, size_t n)
 
 /* ---- files and polling ---------------------------------------------------- */
 
-int plat_read_file(const char *path, size_t max, char **out)
+int plat_read_file(const char *path, size_t max, char **out, size_t *len)
 {
 	FILE *f = fopen(path, "rb");
 	if (!f)
 		return -errno;
-	char *buf = malloc(max + 1);
+	char *buf = malloc(max + 2);
 	if (!buf) {
 		fclose(f);
 		return -ENOMEM;
 	}
-	size_t len = fread(buf, 1, max, f);
+	/* One byte beyond max tells a file that is too long. */
+	size_t n = fread(buf, 1, max + 1, f);
+	int rc = ferror(f) ? -EIO : n > max ? -EFBIG : 0;
 	fclose(f);
-	buf[len] = '\0';
+	if (rc < 0) {
+		memset(buf, 0, n); /* it may have been a secret */
+		free(buf);
+		return rc;
+	}
+	buf[n] = '\0';
 	*out = buf;
+	*len = n;
 	return 0;
 }
 

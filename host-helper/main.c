@@ -113,7 +113,7 @@ static const char *upstream_hint(int err)
 static void upstream_failed(struct upstream *u, int err)
 {
 	struct helper *h = u->t->h;
-	char up[ADDR_HOST_MAX + 16], reason[600];
+	char up[ADDR_SPEC_MAX], reason[600];
 	unsigned suppressed;
 	addr_format(&h->cfg.upstream, up, sizeof(up));
 	snprintf(reason, sizeof(reason), "cannot connect to usbmuxd at %s: %s", up,
@@ -610,7 +610,7 @@ static int helper_run(void)
 			  plat_strerror(-rc), listen_hint(rc));
 		return 1;
 	}
-	char up[ADDR_HOST_MAX + 16];
+	char up[ADDR_SPEC_MAX];
 	addr_format(&h->cfg.upstream, up, sizeof(up));
 	log_info("muxshim-host %s listening on %s:%u, upstream %s (%s)%s", MUXSHIM_VERSION,
 		 h->cfg.listen_host, h->cfg.listen_port, up, h->cfg.upstream_source,

@@ -18,6 +18,7 @@
 
 struct ctl_conn {
 	struct shim *s;
+	struct ctl_conn *prev, *next;   /* the open ones */
 	struct ctl_conn *next_dead;
 	bool http;
 	struct loop_watch w;
@@ -28,7 +29,7 @@ struct ctl_conn {
 	size_t resp_len, resp_off;
 };
 
-static struct ctl_conn *dead;
+static struct ctl_conn *open_conns, *dead;
 static unsigned nconns;
 
 static void conn_close(struct ctl_conn *c)
@@ -39,6 +40,12 @@ static void conn_close(struct ctl_conn *c)
 	plat_close(fd);
 	free(c->resp);
 	c->resp = NULL;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		open_conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
 	/* Freed after this loop iteration: an event for it may be pending. */
 	c->w.ctx = NULL;
 	c->next_dead = dead;
@@ -181,6 +188,10 @@ static void start_conn(struct shim *s, int fd, bool http)
 	nconns++;
 	c->s = s;
 	c->http = http;
+	c->next = open_conns;
+	if (open_conns)
+		open_conns->prev = c;
+	open_conns = c;
 	loop_watch_init(&c->w, fd, on_conn, c);
 	loop_timer_init(&c->timeout, on_timeout, c);
 	loop_timer_arm(s->loop, &c->timeout, CTL_TIMEOUT_MS);
@@ -231,6 +242,11 @@ int control_start(struct shim *s)
 
 void control_stop(struct shim *s)
 {
+	/* Connections still open at exit (a `muxshim stats` in flight) are
+	 * closed and freed like any other. */
+	while (open_conns)
+		conn_close(open_conns);
+	control_reap();
 	if (s->cfg.control_path) {
 		acceptor_stop(&s->control);
 		plat_unix_unlink_if_ours(s->cfg.control_path, &s->control_id);

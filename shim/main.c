@@ -421,7 +421,7 @@ int main(int argc, char **argv)
 		}
 	}
 
-	char up[ADDR_HOST_MAX + 16];
+	char up[ADDR_SPEC_MAX];
 	addr_format(&s->cfg.upstream, up, sizeof(up));
 	log_info("muxshim %s listening on %s (mode %04o), upstream %s", MUXSHIM_VERSION,
 		 s->cfg.listen_path, s->cfg.socket_mode, up);

@@ -47,7 +47,7 @@ static struct {
 	uint64_t drops;
 	struct log_ratelimit rl_down;
 	struct log_ratelimit rl_wait;
-	char name[ADDR_HOST_MAX + 8];
+	char name[ADDR_SPEC_MAX];
 } tc;
 
 static void tunnel_dial(void);

@@ -21,9 +21,10 @@ static bool path_is_mount_point(const char *path)
 {
 	char canon[PATH_MAX];
 	char *mountinfo;
+	size_t len;
 	if (!realpath(path, canon))
 		return false;
-	if (plat_read_file("/proc/self/mountinfo", 1 << 20, &mountinfo) < 0)
+	if (plat_read_file("/proc/self/mountinfo", 1 << 20, &mountinfo, &len) < 0)
 		return false;
 	bool r = diag_is_mount_point(mountinfo, canon);
 	free(mountinfo);

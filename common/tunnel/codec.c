@@ -18,6 +18,8 @@ const char *tun_err_str(int err)
 	case TUN_E_STREAM_ID: return "stream id not allowed for the frame type";
 	case TUN_E_LENGTH: return "invalid length for the frame type";
 	case TUN_E_TOO_BIG: return "frame larger than the advertised maximum";
+	case TUN_E_AUTH_EXPECTED: return "authentication expected";
+	case TUN_E_AUTH_MISMATCH: return "token mismatch";
 	}
 	return "unknown error";
 }

@@ -67,6 +67,8 @@ enum tun_err {
 	TUN_E_STREAM_ID = -9,
 	TUN_E_LENGTH = -10,
 	TUN_E_TOO_BIG = -11,
+	TUN_E_AUTH_EXPECTED = -12,
+	TUN_E_AUTH_MISMATCH = -13,
 };
 const char *tun_err_str(int err);
 const char *tun_type_str(unsigned type);

@@ -2,7 +2,7 @@
 
 #include "log.h"
 #include "plat.h"
-#include "sha256.h"
+#include "tunnel/auth.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -12,7 +12,6 @@
 #define LINK_IN_CHUNK   (64 * 1024)
 #define CLOSE_POLL_MS   5
 #define CLOSE_WAIT_MS   2000
-static const char AUTH_LABEL[] = "muxshim-tunnel-v1";
 
 struct link_stream {
 	struct link *link;
@@ -569,18 +568,6 @@ static void dispatch(struct link *l, const struct tun_frame *f)
 	}
 }
 
-static void auth_proof(const struct link *l, uint8_t role, const uint8_t *first_nonce,
-		       const uint8_t *second_nonce, uint8_t out[TUN_MAC_LEN])
-{
-	struct hmac_sha256 h;
-	hmac_sha256_init(&h, l->token, l->cfg.token_len);
-	hmac_sha256_update(&h, AUTH_LABEL, sizeof(AUTH_LABEL) - 1);
-	hmac_sha256_update(&h, &role, 1);
-	hmac_sha256_update(&h, first_nonce, TUN_NONCE_LEN);
-	hmac_sha256_update(&h, second_nonce, TUN_NONCE_LEN);
-	hmac_sha256_final(&h, out);
-}
-
 static void become_up(struct link *l)
 {
 	if (tun_mux_init(&l->mux, l->cfg.role, &l->local_hello, &l->peer_hello) < 0) {
@@ -657,9 +644,9 @@ static long handshake_input(struct link *l, const uint8_t *p, size_t n)
 			return -1;
 		}
 		if (mine) {
-			uint8_t mac[TUN_MAC_LEN], f[TUN_HDR_LEN + TUN_MAC_LEN];
-			auth_proof(l, (uint8_t)l->cfg.role, l->local_hello.nonce, l->peer_hello.nonce, mac);
-			out_ctrl(l, f, tun_encode_auth(f, mac));
+			uint8_t f[TUN_AUTH_FRAME_LEN];
+			out_ctrl(l, f, tun_auth_encode(f, l->token, l->cfg.token_len, &l->local_hello,
+						       &l->peer_hello));
 			l->auth_sent = true;
 		} else {
 			become_up(l);
@@ -668,22 +655,21 @@ static long handshake_input(struct link *l, const uint8_t *p, size_t n)
 	}
 	/* Waiting for the peer's AUTH. */
 	struct tun_frame f;
-	long n2 = tun_frame_decode(p, n, l->local_hello.max_frame, &f);
+	long n2 = tun_auth_check(p, n, l->token, l->cfg.token_len, &l->local_hello, &l->peer_hello,
+				 &f);
 	if (n2 == 0)
 		return 0;
-	if (n2 < 0 || f.type != TUN_AUTH) {
-		char why[128];
-		snprintf(why, sizeof(why), "expected authentication, got %s",
-			 n2 < 0 ? tun_err_str((int)n2) : tun_type_str(f.type));
-		log_auth_refused(l, why);
-		link_close(l, TUN_GOAWAY_AUTH, "authentication expected");
-		return -1;
-	}
-	uint8_t expect[TUN_MAC_LEN];
-	auth_proof(l, l->peer_hello.role, l->peer_hello.nonce, l->local_hello.nonce, expect);
-	if (!ct_equal(expect, f.payload, TUN_MAC_LEN)) {
+	if (n2 == TUN_E_AUTH_MISMATCH) {
 		log_auth_refused(l, "token mismatch (both sides must use the same token file)");
 		link_close(l, TUN_GOAWAY_AUTH, "token mismatch");
+		return -1;
+	}
+	if (n2 < 0) {
+		char why[128];
+		snprintf(why, sizeof(why), "expected authentication, got %s",
+			 n2 == TUN_E_AUTH_EXPECTED ? tun_type_str(f.type) : tun_err_str((int)n2));
+		log_auth_refused(l, why);
+		link_close(l, TUN_GOAWAY_AUTH, "authentication expected");
 		return -1;
 	}
 	l->auth_done = true;

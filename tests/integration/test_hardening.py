@@ -75,6 +75,13 @@ def world_dir(tag):
 class Sandbox(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
+        if harness.VALGRIND:
+            # valgrind answers prctl(PR_SET_SECCOMP) with success but installs
+            # no filter (Seccomp: 0), and has no seccomp(2): nothing to test.
+            msg = ("SKIPPED under valgrind: valgrind installs no seccomp filter (it fakes "
+                   "prctl(PR_SET_SECCOMP)); the plain and ASan passes test the sandbox")
+            print("\n  [%s]" % msg, flush=True)
+            raise unittest.SkipTest(msg)
         cls.mux = harness.PrivateUsbmuxd().start()
 
     @classmethod
@@ -196,6 +203,9 @@ class Privileges(unittest.TestCase):
         path = os.path.join(d, "shim.sock")
         shim = harness.Shim(path, self.mux.socket, "--socket-mode", "0660",
                             "--socket-owner", "nobody:nogroup").start()
+        # The socket accepts from listen() on; the owner is set just after.
+        harness.wait_for(lambda: os.stat(path).st_uid == NOBODY.pw_uid, 10,
+                         what="the socket's owner to be set")
         st = os.stat(path)
         self.assertEqual(stat.S_IMODE(st.st_mode), 0o660)
         self.assertEqual((st.st_uid, st.st_gid),

@@ -216,8 +216,8 @@ class FakeDevice(unittest.TestCase):
         # Generous: the machine is shared; a blocked tunnel would be seconds.
         self.assertLess(r["p99_us"], 100000)
         # One stalled stream may hold at most its window (256 KiB) per side.
-        self.assertLess(rss1[0] - rss0[0], 8 * 1024)
-        self.assertLess(rss1[1] - rss0[1], 8 * 1024)
+        harness.assert_rss_bound(self, rss1[0] - rss0[0], 8 * 1024, "shim RSS growth")
+        harness.assert_rss_bound(self, rss1[1] - rss0[1], 8 * 1024, "helper RSS growth")
 
     def test_tcp_upstream_loses_no_client_bytes(self):
         """TCP upstreams are closed with a reset (no TIME_WAIT). Prove that

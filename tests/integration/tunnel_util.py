@@ -24,6 +24,7 @@ class Helper(harness.Proc):
         argv = [helper_binary(), "--listen", "127.0.0.1:%d" % self.port, "--upstream",
                 upstream, "--log-level", log_level] + [str(a) for a in extra]
         kw.setdefault("ready_fn", lambda: harness.tcp_listening(self.port))
+        kw.setdefault("valgrind", True)
         super().__init__(argv, name="muxshim-host", **kw)
 
     @property

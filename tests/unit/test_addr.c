@@ -54,6 +54,11 @@ static void rejects_with_reasons(void)
 	expect_bad("tcp:::1:80", ALL, "brackets");
 	expect_bad("tcp:[::1:80", ALL, "missing ']'");
 	expect_bad("tcp:[::1]80", ALL, "':PORT'");
+	/* fuzz_addr: "[[1]" parsed as host "[1", which formats as
+	 * "tcp:[1:65535", which does not parse (tests/fuzz/regress/addr/) */
+	expect_bad("tcp:[[1]:65535", ALL, "'[' or ']' inside a host");
+	expect_bad("tcp:a]:1", ALL, "'[' or ']' inside a host");
+	expect_bad("tunnel:[a[b]:1", ALL, "'[' or ']' inside a host");
 	expect_bad("tcp:127.0.0.1:27015", ADDR_UNIX, "not supported here");
 	expect_bad("tunnel:h:1", ADDR_UNIX | ADDR_TCP, "use unix:..., tcp:...");
 }

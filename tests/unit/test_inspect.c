@@ -205,7 +205,7 @@ static void nul_in_message_type(void)
 	insp_parse_plist_request((const uint8_t *)body, sizeof(body) - 1, &t, &port);
 	CU_ASSERT_EQUAL(insp_parse_plist_request(bplist, sizeof(bplist), &t, &port), 0);
 	CU_ASSERT_EQUAL(t, INSP_OTHER);
-	FILE *f = fopen("tests/fuzz/regress/inspect-nul-in-messagetype", "rb");
+	FILE *f = fopen("tests/fuzz/regress/inspect/nul-in-messagetype", "rb");
 	CU_ASSERT_PTR_NOT_NULL_FATAL(f);
 	uint8_t buf[4096];
 	size_t n = fread(buf, 1, sizeof(buf), f);
