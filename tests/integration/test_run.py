@@ -153,6 +153,8 @@ class Wrapper(unittest.TestCase):
         w = self.start_wrapper("sleep", "60", extra=["--on-shim-exit", "exit"])
         wait_text(w, "running sleep", where="stderr")
         shim = children_named(w.pid, "muxshim")[0]
+        # "running sleep" is logged at fork; the exec may still be on its way.
+        harness.wait_for(lambda: children_named(w.pid, "sleep"), 20, what="sleep to start")
         sleeper = children_named(w.pid, "sleep")[0]
         os.kill(shim, signal.SIGKILL)
         self.assertEqual(w.wait(20), 125)
