@@ -254,44 +254,47 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		cfg->control_path = control;
 }
 
+/* The subcommands' way to name the daemon: --control PATH, or --listen PATH
+ * (its control socket is PATH.ctl). True when argv[*i] was that option. */
+static bool control_arg(int argc, char **argv, int *i, const char **control)
+{
+	static char derived[ADDR_PATH_MAX + 8];
+	if (strcmp(argv[*i], "--control") == 0 && *i + 1 < argc) {
+		*control = argv[++*i];
+		return true;
+	}
+	if (strcmp(argv[*i], "--listen") == 0 && *i + 1 < argc) {
+		snprintf(derived, sizeof(derived), "%s.ctl", argv[++*i]);
+		*control = derived;
+		return true;
+	}
+	return false;
+}
+
 /* `muxshim stats [--json] [--control PATH | --listen PATH]` */
 static int stats_main(int argc, char **argv)
 {
-	const char *format = "table", *control = NULL;
-	static char derived[ADDR_PATH_MAX + 8];
+	const char *format = "table", *control = DEFAULT_LISTEN ".ctl";
 	for (int i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0) {
 			format = "json";
-		} else if (strcmp(argv[i], "--control") == 0 && i + 1 < argc) {
-			control = argv[++i];
-		} else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
-			snprintf(derived, sizeof(derived), "%s.ctl", argv[++i]);
-			control = derived;
-		} else {
+		} else if (!control_arg(argc, argv, &i, &control)) {
 			fprintf(stderr, "usage: muxshim stats [--json] [--control PATH | --listen PATH]\n");
 			return 2;
 		}
 	}
-	if (!control)
-		control = DEFAULT_LISTEN ".ctl";
 	return control_query(control, format);
 }
 
 /* `muxshim health [--live] [--control PATH | --listen PATH]` (HEALTHCHECK) */
 static int health_main(int argc, char **argv)
 {
-	static char derived[ADDR_PATH_MAX + 8];
 	const char *control = DEFAULT_LISTEN ".ctl";
 	bool live = false;
 	for (int i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "--live") == 0) {
 			live = true;
-		} else if (strcmp(argv[i], "--control") == 0 && i + 1 < argc) {
-			control = argv[++i];
-		} else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
-			snprintf(derived, sizeof(derived), "%s.ctl", argv[++i]);
-			control = derived;
-		} else {
+		} else if (!control_arg(argc, argv, &i, &control)) {
 			fprintf(stderr, "usage: muxshim health [--live] [--control PATH | --listen PATH]\n");
 			return 2;
 		}
