@@ -30,7 +30,7 @@ TUNNEL_SRC := common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c com
               common/sha256.c
 COMMON_SRC := common/log.c common/buf.c common/addr.c common/daemon.c common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC) \
               $(TUNNEL_SRC)
-COMMON_HDR := $(wildcard common/*.h common/tunnel/*.h)
+COMMON_HDR := $(wildcard common/*.h common/tunnel/*.h common/usbmuxd/*.h)
 SHIM_SRC   := shim/main.c shim/session.c shim/upstream.c shim/diag.c shim/tunnel.c \
               shim/inspect.c shim/stats.c shim/control.c
 SHIM_HDR   := $(wildcard shim/*.h)
@@ -46,6 +46,7 @@ UNIT_SRC   := tests/unit/run.c tests/unit/test_buf.c tests/unit/test_addr.c \
               tests/unit/test_loop.c tests/unit/test_codec.c tests/unit/test_mux.c tests/unit/test_sha256.c tests/unit/test_inspect.c \
               tests/unit/test_run_args.c run/args.c tests/unit/test_auth.c \
               tests/unit/test_daemon.c common/daemon.c \
+              tests/unit/test_proto.c common/usbmuxd/proto.c \
               common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c common/sha256.c common/buf.c common/addr.c common/log.c shim/diag.c shim/inspect.c \
               common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC)
 
@@ -143,7 +144,7 @@ unit: $(B)/tests/unit $(B)/tests/unit-poll
 # /proc/self/mountinfo. Seed corpora: tests/fuzz/corpus/NAME/; inputs that
 # once failed: tests/fuzz/regress/NAME/, run first, every time. UBSan
 # findings abort (-fno-sanitize-recover) so that the fuzzer stops on them.
-FUZZERS      := tunnel hello inspect addr mountinfo
+FUZZERS      := tunnel hello inspect addr mountinfo proto
 FUZZ_SECONDS ?= 12
 FUZZ_FLAGS   := $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                 -Icommon -Ishim
@@ -153,6 +154,8 @@ FUZZ_SRC_inspect   := shim/inspect.c
 FUZZ_SRC_addr      := common/addr.c
 FUZZ_SRC_mountinfo := shim/diag.c
 FUZZ_LIBS_inspect   = $(PLIST_LIBS)
+FUZZ_SRC_proto     := common/usbmuxd/proto.c
+FUZZ_LIBS_proto     = $(PLIST_LIBS)
 
 .SECONDEXPANSION:
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_SRC_$$*) $(COMMON_HDR) $(SHIM_HDR) Makefile

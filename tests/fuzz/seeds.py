@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora of the hello, addr and mountinfo fuzz targets
+"""Writes the seed corpora of the hello, addr, mountinfo and proto fuzz targets
 (tests/fuzz/corpus/NAME/). The input layouts are described at the top of
-each tests/fuzz/fuzz_NAME.c. Run from anywhere; rewrites those three dirs.
+each tests/fuzz/fuzz_NAME.c. Run from anywhere; rewrites those four dirs.
 (The tunnel and inspect corpora were written by hand and are kept as is.)"""
 import os
 import shutil
@@ -107,6 +107,47 @@ def mountinfo_seeds():
     }
 
 
+XML_HEAD = (b'<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" '
+            b'"http://www.apple.com/DTDs/PropertyList-1.0.dtd">\n<plist version="1.0">\n')
+
+
+def umx(body, version=1, message=8, tag=0):
+    """A usbmuxd message; fuzz_proto decodes an odd tag as a reply/event."""
+    return struct.pack("<IIII", 16 + len(body), version, message, tag) + body
+
+
+def xml_dict(inner):
+    return XML_HEAD + b"<dict>" + inner + b"</dict></plist>"
+
+
+def proto_seeds():
+    props = (b"<key>ConnectionSpeed</key><integer>480000000</integer>"
+             b"<key>ConnectionType</key><string>USB</string><key>DeviceID</key><integer>3</integer>"
+             b"<key>LocationID</key><integer>4660</integer><key>ProductID</key><integer>4776</integer>"
+             b"<key>SerialNumber</key><string>00008030-001A2B3C4D5E6F70</string>")
+    attached = (b"<key>MessageType</key><string>Attached</string><key>DeviceID</key><integer>3</integer>"
+                b"<key>Properties</key><dict>" + props + b"</dict>")
+    rec = struct.pack("<IH", 3, 0x12a8) + b"serial".ljust(256, b"\0") + struct.pack("<HI", 0, 0x1234)
+    return {
+        "req_list_devices": umx(xml_dict(b"<key>MessageType</key><string>ListDevices</string>"), tag=2),
+        "req_connect": umx(xml_dict(b"<key>MessageType</key><string>Connect</string><key>DeviceID</key>"
+                                    b"<integer>3</integer><key>PortNumber</key><integer>32498</integer>"), tag=4),
+        "req_read_pair_record": umx(xml_dict(b"<key>MessageType</key><string>ReadPairRecord</string>"
+                                             b"<key>PairRecordID</key><string>00008030-0011</string>"), tag=6),
+        "req_v0_connect": umx(struct.pack("<IHH", 3, 0xf27e, 0), version=0, message=2, tag=8),
+        "req_v0_listen": umx(b"", version=0, message=3, tag=10),
+        "ev_result": umx(xml_dict(b"<key>MessageType</key><string>Result</string><key>Number</key>"
+                                  b"<integer>2</integer>"), tag=1),
+        "ev_attached": umx(xml_dict(attached), tag=1),
+        "ev_detached": umx(xml_dict(b"<key>MessageType</key><string>Detached</string><key>DeviceID</key>"
+                                    b"<integer>3</integer>"), tag=1),
+        "ev_device_list": umx(xml_dict(b"<key>DeviceList</key><array><dict>" + attached + b"</dict></array>"), tag=3),
+        "ev_buid": umx(xml_dict(b"<key>BUID</key><string>41A8CD95-05A8-BB46-DE5F-BEEF1B3F056A</string>"), tag=5),
+        "ev_v0_add": umx(rec, version=0, message=4, tag=1),
+        "ev_v0_result": umx(struct.pack("<I", 0), version=0, message=1, tag=1),
+    }
+
+
 def write(name, seeds):
     d = os.path.join(HERE, "corpus", name)
     shutil.rmtree(d, ignore_errors=True)
@@ -120,3 +161,4 @@ if __name__ == "__main__":
     write("hello", hello_seeds())
     write("addr", addr_seeds())
     write("mountinfo", mountinfo_seeds())
+    write("proto", proto_seeds())

@@ -1,0 +1,71 @@
+/* libFuzzer target: the usbmuxd protocol module's decoders. The input is a
+ * 16-byte header followed by a body; the low bit of the header's tag picks
+ * the decoder (requests, as a client sends them, or replies and events, as
+ * an upstream sends them). Whatever decodes is encoded again and must decode
+ * to the same thing: the codec's encoders and decoders agree. */
+#include "usbmuxd/proto.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void check_event_round_trip(const struct umx_event *ev)
+{
+	uint8_t *m = NULL;
+	size_t len = 0;
+	int rc = -1;
+	switch (ev->kind) {
+	case UMX_EV_RESULT:
+		rc = umx_encode_result(ev->version, ev->tag, ev->result, &m, &len);
+		break;
+	case UMX_EV_ATTACHED:
+		rc = umx_encode_attached(ev->version, &ev->dev, &m, &len);
+		break;
+	case UMX_EV_DETACHED:
+		rc = umx_encode_detached(ev->version, ev->device_id, &m, &len);
+		break;
+	case UMX_EV_DEVICE_LIST:
+		rc = umx_encode_device_list(ev->tag, ev->list, ev->n, &m, &len);
+		break;
+	default:
+		return;
+	}
+	if (rc < 0)
+		return; /* a re-encoding larger than a message may be refused */
+	struct umx_hdr h;
+	struct umx_event back;
+	if (umx_hdr_get(m, &h) < 0 || h.length != len ||
+	    umx_event_decode(&h, m + UMX_HDR_LEN, len - UMX_HDR_LEN, &back) < 0)
+		abort();
+	if (back.kind != ev->kind || back.n != ev->n || back.device_id != ev->device_id ||
+	    (ev->kind == UMX_EV_RESULT && back.result != ev->result) ||
+	    (ev->kind == UMX_EV_ATTACHED && strcmp(back.dev.serial, ev->dev.serial) != 0))
+		abort();
+	umx_event_free(&back);
+	free(m);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct umx_hdr h;
+	if (size < UMX_HDR_LEN || umx_hdr_get(data, &h) < 0)
+		return 0;
+	const uint8_t *body = data + UMX_HDR_LEN;
+	size_t blen = size - UMX_HDR_LEN;
+	if (h.tag & 1) {
+		struct umx_event ev;
+		if (umx_event_decode(&h, body, blen, &ev) == 0) {
+			check_event_round_trip(&ev);
+			umx_event_free(&ev);
+		}
+	} else {
+		struct umx_request rq;
+		if (umx_request_decode(&h, body, blen, &rq) == 0) {
+			if (rq.type >= UMX_REQ_NTYPES || (rq.dict && rq.version != UMX_V_PLIST))
+				abort();
+			umx_request_free(&rq);
+		}
+	}
+	return 0;
+}
