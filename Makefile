@@ -46,7 +46,7 @@ UNIT_SRC   := tests/unit/run.c tests/unit/test_buf.c tests/unit/test_addr.c \
               tests/unit/test_loop.c tests/unit/test_codec.c tests/unit/test_mux.c tests/unit/test_sha256.c tests/unit/test_inspect.c \
               tests/unit/test_run_args.c run/args.c tests/unit/test_auth.c \
               tests/unit/test_daemon.c common/daemon.c \
-              tests/unit/test_proto.c common/usbmuxd/proto.c \
+              tests/unit/test_proto.c common/usbmuxd/proto.c tests/unit/test_devtable.c common/usbmuxd/devtable.c \
               common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c common/sha256.c common/buf.c common/addr.c common/log.c shim/diag.c shim/inspect.c \
               common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC)
 
