@@ -47,6 +47,7 @@ UNIT_SRC   := tests/unit/run.c tests/unit/test_buf.c tests/unit/test_addr.c \
               tests/unit/test_run_args.c run/args.c tests/unit/test_auth.c \
               tests/unit/test_daemon.c common/daemon.c \
               tests/unit/test_proto.c common/usbmuxd/proto.c tests/unit/test_devtable.c common/usbmuxd/devtable.c \
+              tests/unit/test_router.c common/usbmuxd/router.c \
               common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c common/sha256.c common/buf.c common/addr.c common/log.c shim/diag.c shim/inspect.c \
               common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC)
 
@@ -154,7 +155,7 @@ FUZZ_SRC_inspect   := shim/inspect.c
 FUZZ_SRC_addr      := common/addr.c
 FUZZ_SRC_mountinfo := shim/diag.c
 FUZZ_LIBS_inspect   = $(PLIST_LIBS)
-FUZZ_SRC_proto     := common/usbmuxd/proto.c
+FUZZ_SRC_proto     := common/usbmuxd/proto.c common/usbmuxd/devtable.c common/usbmuxd/router.c
 FUZZ_LIBS_proto     = $(PLIST_LIBS)
 
 .SECONDEXPANSION:

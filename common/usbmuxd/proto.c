@@ -65,6 +65,50 @@ const char *umx_req_name(enum umx_req t)
 	return "Other";
 }
 
+#define UMX_DEPTH_MAX 32 /* far deeper than any usbmuxd message nests */
+
+/* True if every string in the tree is free of NUL bytes: libplist 2.2
+ * overruns its buffer writing such a string back as XML (found by
+ * fuzz_proto), and a broker writes back what it forwards. */
+static bool tree_clean(plist_t node, unsigned depth)
+{
+	if (depth > UMX_DEPTH_MAX)
+		return false;
+	switch (plist_get_node_type(node)) {
+	case PLIST_STRING: {
+		uint64_t n = 0;
+		const char *sv = plist_get_string_ptr(node, &n);
+		return sv && !memchr(sv, 0, n);
+	}
+	case PLIST_ARRAY:
+		for (uint32_t i = 0, n = plist_array_get_size(node); i < n; i++)
+			if (!tree_clean(plist_array_get_item(node, i), depth + 1))
+				return false;
+		return true;
+	case PLIST_DICT: {
+		plist_dict_iter it = NULL;
+		plist_dict_new_iter(node, &it);
+		bool ok = true;
+		for (;;) {
+			char *key = NULL;
+			plist_t val = NULL;
+			plist_dict_next_item(node, it, &key, &val);
+			free(key);
+			if (!val)
+				break;
+			if (!tree_clean(val, depth + 1)) {
+				ok = false;
+				break;
+			}
+		}
+		free(it);
+		return ok;
+	}
+	default:
+		return true;
+	}
+}
+
 /* The one place plist bodies are parsed. */
 static int parse_body(const uint8_t *body, size_t len, plist_t *out)
 {
@@ -72,7 +116,14 @@ static int parse_body(const uint8_t *body, size_t len, plist_t *out)
 	if (len == 0 || len > UMX_MSG_MAX)
 		return -EPROTO;
 	plist_from_memory((const char *)body, (uint32_t)len, out);
-	return *out ? 0 : -EPROTO;
+	if (!*out)
+		return -EPROTO;
+	if (!tree_clean(*out, 0)) {
+		plist_free(*out);
+		*out = NULL;
+		return -EPROTO;
+	}
+	return 0;
 }
 
 /* A string value without plist_get_string_val, which asserts (aborts) on an
@@ -145,6 +196,7 @@ int umx_request_decode(const struct umx_hdr *h, const uint8_t *body, size_t len,
 {
 	memset(rq, 0, sizeof(*rq));
 	rq->version = h->version;
+	rq->message = h->message;
 	rq->tag = h->tag;
 	rq->type = UMX_REQ_OTHER;
 	int rc = 0;

@@ -74,6 +74,7 @@ const char *umx_req_name(enum umx_req t);
 struct umx_request {
 	enum umx_req type;
 	uint32_t version;
+	uint32_t message;
 	uint32_t tag;
 	bool has_device_id;       /* Connect; SavePairRecord names a device too */
 	uint32_t device_id;

@@ -2,8 +2,10 @@
  * 16-byte header followed by a body; the low bit of the header's tag picks
  * the decoder (requests, as a client sends them, or replies and events, as
  * an upstream sends them). Whatever decodes is encoded again and must decode
- * to the same thing: the codec's encoders and decoders agree. */
-#include "usbmuxd/proto.h"
+ * to the same thing: the codec's encoders and decoders agree. Every decoded
+ * request is routed against a small two-upstream table, and what the router
+ * forwards must decode again as the same request type. */
+#include "usbmuxd/router.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -46,8 +48,49 @@ static void check_event_round_trip(const struct umx_event *ev)
 	free(m);
 }
 
+static struct umx_table table;
+static struct umx_filter filter;
+
+static void setup_table(void)
+{
+	if (table.n)
+		return;
+	umx_table_init(&table);
+	umx_filter_init(&filter);
+	static const char *serials[] = { "phone-a", "phone-b", "phone-a" };
+	for (unsigned i = 0; i < 3; i++) {
+		struct umx_device d = { .id = 1 + i / 2, .network = i == 2 };
+		strcpy(d.serial, serials[i]);
+		const struct umx_entry *e;
+		if (umx_table_attach(&table, i ? 1 : 0, &d, &e) < 0)
+			abort();
+	}
+}
+
+static void check_route(const struct umx_request *rq)
+{
+	static const char *buid[2] = { "BUID", NULL };
+	struct router_view v = { &table, &filter, 2, buid, NULL };
+	struct route r;
+	if (route_request(&v, rq, &r) < 0)
+		return;
+	if (r.kind == ROUTE_FORWARD) {
+		struct umx_hdr h;
+		struct umx_request back;
+		if (r.upstream >= 2 || umx_hdr_get(r.msg, &h) < 0 || h.length != r.len ||
+		    umx_request_decode(&h, r.msg + UMX_HDR_LEN, r.len - UMX_HDR_LEN, &back) < 0 ||
+		    back.type != rq->type || back.tag != rq->tag)
+			abort();
+		umx_request_free(&back);
+	} else if (r.kind == ROUTE_ANSWER && (!r.msg || r.len < UMX_HDR_LEN)) {
+		abort();
+	}
+	route_free(&r);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	setup_table();
 	struct umx_hdr h;
 	if (size < UMX_HDR_LEN || umx_hdr_get(data, &h) < 0)
 		return 0;
@@ -64,6 +107,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (umx_request_decode(&h, body, blen, &rq) == 0) {
 			if (rq.type >= UMX_REQ_NTYPES || (rq.dict && rq.version != UMX_V_PLIST))
 				abort();
+			check_route(&rq);
 			umx_request_free(&rq);
 		}
 	}

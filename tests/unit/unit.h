@@ -17,6 +17,7 @@ int unit_auth(void);
 int unit_daemon(void);
 int unit_proto(void);
 int unit_devtable(void);
+int unit_router(void);
 
 /* Adds a suite with the given tests; 0 or -1. */
 struct unit_test { const char *name; CU_TestFunc fn; };

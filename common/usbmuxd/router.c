@@ -1,0 +1,156 @@
+#include "usbmuxd/router.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int answer_result(struct route *r, uint32_t version, uint32_t tag, uint32_t number)
+{
+	r->kind = ROUTE_ANSWER;
+	r->local = true;
+	return umx_encode_result(version, tag, number, &r->msg, &r->len);
+}
+
+static int list_devices(const struct router_view *v, const struct umx_request *rq,
+			struct route *r)
+{
+	const struct umx_table *t = v->table;
+	struct umx_device *vis = t->n ? malloc(t->n * sizeof(*vis)) : NULL;
+	if (t->n && !vis)
+		return -ENOMEM;
+	size_t n = 0;
+	for (size_t i = 0; i < t->n; i++)
+		if (umx_filter_allows(v->filter, &t->e[i].dev))
+			vis[n++] = t->e[i].dev; /* shallow: encoding only reads */
+	r->kind = ROUTE_ANSWER;
+	r->local = true;
+	int rc = umx_encode_device_list(rq->tag, vis, n, &r->msg, &r->len);
+	free(vis);
+	return rc;
+}
+
+static int encode_dict(struct route *r, plist_t d, uint32_t tag)
+{
+	if (!d)
+		return -ENOMEM;
+	int rc = umx_encode_plist(tag, d, &r->msg, &r->len);
+	plist_free(d);
+	return rc;
+}
+
+/* The request as the upstream must see it: its own DeviceID for ours. */
+static int forward(struct route *r, const struct umx_request *rq, unsigned upstream,
+		   const struct umx_entry *e)
+{
+	r->kind = ROUTE_FORWARD;
+	r->upstream = upstream;
+	if (rq->version == UMX_V_BINARY) { /* only Connect is forwarded in v0 */
+		uint8_t b[UMX_V0_CONNECT_LEN] = { 0 };
+		uint32_t id = e ? e->up_id : rq->device_id;
+		b[0] = (uint8_t)id;
+		b[1] = (uint8_t)(id >> 8);
+		b[2] = (uint8_t)(id >> 16);
+		b[3] = (uint8_t)(id >> 24);
+		b[4] = (uint8_t)(rq->port >> 8); /* network order */
+		b[5] = (uint8_t)rq->port;
+		uint8_t *m = malloc(UMX_HDR_LEN + sizeof(b));
+		if (!m)
+			return -ENOMEM;
+		struct umx_hdr h = { UMX_HDR_LEN + sizeof(b), UMX_V_BINARY, UMX_MSG_CONNECT, rq->tag };
+		umx_hdr_put(m, &h);
+		memcpy(m + UMX_HDR_LEN, b, sizeof(b));
+		r->msg = m;
+		r->len = UMX_HDR_LEN + sizeof(b);
+		return 0;
+	}
+	plist_t d = plist_copy(rq->dict);
+	if (d && e && rq->has_device_id)
+		plist_dict_set_item(d, "DeviceID", plist_new_uint(e->up_id));
+	return encode_dict(r, d, rq->tag);
+}
+
+static int route_connect(const struct router_view *v, const struct umx_request *rq, struct route *r)
+{
+	const struct umx_entry *e = umx_table_find(v->table, rq->device_id);
+	if (!e || !umx_filter_allows(v->filter, &e->dev))
+		return answer_result(r, rq->version, rq->tag, UMX_RESULT_BADDEV);
+	return forward(r, rq, e->upstream, e);
+}
+
+static int pair_record(const struct router_view *v, const struct umx_request *rq,
+		       struct route *r)
+{
+	if (rq->has_record_id && !umx_filter_allows_udid(v->filter, rq->record_id))
+		return answer_result(r, rq->version, rq->tag, UMX_RESULT_NO_RECORD);
+	/* Pair records live per host: the one the phone hangs off. */
+	const struct umx_entry *e = rq->has_record_id ? umx_table_find_serial(v->table, rq->record_id)
+						      : NULL;
+	/* SavePairRecord names the device by our DeviceID too: map it back
+	 * when it is that same device. */
+	const struct umx_entry *by_id = rq->has_device_id ? umx_table_find(v->table, rq->device_id)
+							  : NULL;
+	unsigned up = e ? e->upstream : by_id ? by_id->upstream : 0;
+	if (by_id && by_id->upstream != up)
+		by_id = NULL;
+	return forward(r, rq, up, by_id);
+}
+
+int route_request(const struct router_view *v, const struct umx_request *rq, struct route *r)
+{
+	memset(r, 0, sizeof(*r));
+	if (rq->version > UMX_V_PLIST) {
+		/* usbmuxd: a binary BADVERSION, then the connection closes. */
+		r->close = true;
+		return answer_result(r, UMX_V_BINARY, rq->tag, UMX_RESULT_BADVERSION);
+	}
+	if (rq->version == UMX_V_BINARY) {
+		if (rq->type == UMX_REQ_LISTEN) {
+			r->kind = ROUTE_LISTEN;
+			r->local = true;
+			return 0;
+		}
+		if (rq->type == UMX_REQ_CONNECT)
+			return route_connect(v, rq, r);
+		return answer_result(r, UMX_V_BINARY, rq->tag, UMX_RESULT_BADCOMMAND);
+	}
+	if (rq->message != UMX_MSG_PLIST)
+		return answer_result(r, UMX_V_PLIST, rq->tag, UMX_RESULT_BADCOMMAND);
+	switch (rq->type) {
+	case UMX_REQ_LIST_DEVICES:
+		return list_devices(v, rq, r);
+	case UMX_REQ_LISTEN:
+		r->kind = ROUTE_LISTEN;
+		r->local = true;
+		return 0;
+	case UMX_REQ_CONNECT:
+		return route_connect(v, rq, r);
+	case UMX_REQ_READ_BUID:
+		if (v->buid && v->buid[0]) {
+			r->kind = ROUTE_ANSWER;
+			r->local = true;
+			return umx_encode_buid(rq->tag, v->buid[0], &r->msg, &r->len);
+		}
+		return forward(r, rq, 0, NULL);
+	case UMX_REQ_LIST_LISTENERS: {
+		plist_t d = plist_new_dict();
+		plist_dict_set_item(d, "ListenerList",
+				    v->listeners ? plist_copy(v->listeners) : plist_new_array());
+		r->kind = ROUTE_ANSWER;
+		r->local = true;
+		return encode_dict(r, d, rq->tag);
+	}
+	case UMX_REQ_READ_PAIR_RECORD:
+	case UMX_REQ_SAVE_PAIR_RECORD:
+	case UMX_REQ_DELETE_PAIR_RECORD:
+		return pair_record(v, rq, r);
+	default:
+		return forward(r, rq, 0, NULL);
+	}
+}
+
+void route_free(struct route *r)
+{
+	free(r->msg);
+	r->msg = NULL;
+	r->len = 0;
+}
