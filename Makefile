@@ -32,7 +32,8 @@ COMMON_SRC := common/log.c common/buf.c common/addr.c common/daemon.c common/loo
               $(TUNNEL_SRC)
 COMMON_HDR := $(wildcard common/*.h common/tunnel/*.h common/usbmuxd/*.h)
 SHIM_SRC   := shim/main.c shim/session.c shim/upstream.c shim/diag.c shim/tunnel.c \
-              shim/inspect.c shim/stats.c shim/control.c
+              shim/inspect.c shim/stats.c shim/control.c shim/broker.c shim/client.c \
+              common/usbmuxd/proto.c common/usbmuxd/devtable.c common/usbmuxd/router.c
 SHIM_HDR   := $(wildcard shim/*.h)
 HELPER_SRC := host-helper/main.c host-helper/service_posix.c
 HELPER_HDR := $(wildcard host-helper/*.h)

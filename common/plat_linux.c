@@ -9,6 +9,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+int plat_socketpair(int fds[2])
+{
+	return socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0 ? 0 : -errno;
+}
+
 int plat_pipe_open(int p[2])
 {
 	return pipe2(p, O_NONBLOCK | O_CLOEXEC) == 0 ? 0 : -errno;

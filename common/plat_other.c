@@ -30,6 +30,20 @@ int plat_tcp_unacked(int fd)
 	return -ENOTSUP;
 }
 
+int plat_socketpair(int fds[2])
+{
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) < 0)
+		return -errno;
+	int rc = plat_set_nb_cloexec(fds[0]);
+	if (rc == 0)
+		rc = plat_set_nb_cloexec(fds[1]);
+	if (rc < 0) {
+		close(fds[0]);
+		close(fds[1]);
+	}
+	return rc;
+}
+
 int plat_socket_nb(int domain, int type, int protocol)
 {
 	int fd = socket(domain, type, protocol);

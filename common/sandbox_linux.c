@@ -100,6 +100,11 @@ static int add_rules(scmp_filter_ctx ctx)
 		struct scmp_arg_cmp fam = arg_cmp(0, SCMP_CMP_EQ, (scmp_datum_t)families[i], 0);
 		rc = allow(ctx, "socket", 1, &fam);
 	}
+	/* socketpair: the broker's own usbmuxd subscription (UNIX only). */
+	if (rc == 0) {
+		struct scmp_arg_cmp fam = arg_cmp(0, SCMP_CMP_EQ, (scmp_datum_t)AF_UNIX, 0);
+		rc = allow(ctx, "socketpair", 1, &fam);
+	}
 
 	/* ioctl: unacknowledged bytes (SIOCOUTQ), readable bytes (FIONREAD),
 	 * non-blocking mode (FIONBIO). */

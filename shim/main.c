@@ -55,6 +55,11 @@ static void usage(FILE *f)
 		"  --warn-rate N           warn when one process opens more than N sessions/s over\n"
 		"                          10 s (default 5; 0 off)\n"
 		"  --no-inspect            do not look at usbmuxd requests (counts stay per process)\n"
+		"  --broker                answer usbmuxd itself (docs/BROKER.md): one upstream Listen,\n"
+		"                          a device table; ListDevices, Listen, ReadBUID answered here\n"
+		"  --device UDID[,UDID]    broker: only these devices exist for this shim's clients\n"
+		"                          (repeatable; default $MUXSHIM_DEVICES, else every device)\n"
+		"  --connection KIND       broker: usb, network or any (default any)\n"
 		"\n"
 		"muxshim stats [--json] [--control PATH | --listen PATH]\n"
 		"  asks a running muxshim who is using usbmuxd, how often and for what\n"
@@ -89,7 +94,8 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 {
 	enum { O_LISTEN = 256, O_MODE, O_UPSTREAM, O_MAXSESS, O_CTIMEOUT, O_LOGLEVEL, O_HELP,
 	       O_VERSION, O_NOSPLICE, O_TOKEN, O_TWAIT, O_KEEPALIVE, O_CONTROL, O_METRICS,
-	       O_INTERVAL, O_WARNRATE, O_NOINSPECT, O_RTIMEOUT, O_USER, O_OWNER, O_NOSECCOMP };
+	       O_INTERVAL, O_WARNRATE, O_NOINSPECT, O_RTIMEOUT, O_USER, O_OWNER, O_NOSECCOMP,
+	       O_BROKER, O_DEVICE, O_CONNECTION };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "socket-mode", required_argument, NULL, O_MODE },
@@ -110,6 +116,9 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		{ "user", required_argument, NULL, O_USER },
 		{ "socket-owner", required_argument, NULL, O_OWNER },
 		{ "no-seccomp", no_argument, NULL, O_NOSECCOMP },
+		{ "broker", no_argument, NULL, O_BROKER },
+		{ "device", required_argument, NULL, O_DEVICE },
+		{ "connection", required_argument, NULL, O_CONNECTION },
 		{ "help", no_argument, NULL, O_HELP },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
@@ -131,6 +140,8 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 	cfg->stats_interval_s = 300;
 	cfg->request_timeout_ms = 10000;
 	cfg->seccomp = true;
+	umx_filter_init(&cfg->filter);
+	bool devices_given = false;
 	const char *control = NULL;
 
 	int c;
@@ -220,6 +231,19 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		case O_NOSPLICE:
 			cfg->splice = false;
 			break;
+		case O_BROKER:
+			cfg->broker = true;
+			break;
+		case O_DEVICE:
+			if (umx_filter_add_list(&cfg->filter, optarg) < 0)
+				die_usage("--device '%s': need UDIDs (letters, digits, '-'), separated by "
+					  "commas, at most 256 in all", optarg);
+			devices_given = true;
+			break;
+		case O_CONNECTION:
+			if (umx_filter_set_conn(&cfg->filter, optarg) < 0)
+				die_usage("--connection '%s': need usb, network or any", optarg);
+			break;
 		case O_HELP:
 			usage(stdout);
 			exit(0);
@@ -232,6 +256,15 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 	}
 	if (optind < argc)
 		die_usage("unexpected argument '%s'", argv[optind]);
+
+	const char *env_devices = getenv("MUXSHIM_DEVICES");
+	if (!devices_given && env_devices && *env_devices &&
+	    umx_filter_add_list(&cfg->filter, env_devices) < 0)
+		die_usage("MUXSHIM_DEVICES '%s': need UDIDs (letters, digits, '-'), separated by "
+			  "commas, at most 256", env_devices);
+	if (!cfg->broker && (cfg->filter.n || cfg->filter.conn != UMX_CONN_ANY))
+		die_usage("%s: a device filter needs --broker (the relay does not read requests)",
+			  cfg->filter.n ? "--device/MUXSHIM_DEVICES" : "--connection");
 
 	char err[256];
 	if (addr_parse(upstream, ADDR_UNIX | ADDR_TCP | ADDR_TUNNEL, &cfg->upstream, err,
@@ -354,7 +387,9 @@ static bool shim_has_room(void *ctx)
 static void shim_accepted(void *ctx, int fd)
 {
 	struct shim *s = ctx;
-	if (s->cfg.upstream.kind == ADDR_TUNNEL)
+	if (s->cfg.broker)
+		client_start(s, fd);
+	else if (s->cfg.upstream.kind == ADDR_TUNNEL)
 		tunnel_accept(s, fd);
 	else
 		session_start(s, fd);
@@ -448,8 +483,11 @@ int main(int argc, char **argv)
 	}
 	if (s->cfg.upstream.kind == ADDR_TUNNEL)
 		tunnel_init(s);
+	if (s->cfg.broker)
+		broker_init(s);
 	while (rc == 0 && !stop) {
 		rc = loop_run_once(s->loop, -1);
+		broker_reap(s);
 		session_reap(s);
 		link_reap();
 		control_reap();
@@ -464,6 +502,7 @@ int main(int argc, char **argv)
 	control_stop(s);
 	plat_unix_unlink_if_ours(s->cfg.listen_path, &s->listen_id);
 	plat_close(s->listen_fd);
+	broker_shutdown(s);
 	session_close_all(s);
 	if (s->cfg.upstream.kind == ADDR_TUNNEL)
 		tunnel_shutdown();

@@ -283,14 +283,11 @@ static void on_request_timeout(struct loop_timer *t)
 	session_teardown(ss, "request timeout", -ETIMEDOUT);
 }
 
-void session_start(struct shim *s, int client_fd)
+static struct session *session_new(struct shim *s, int client_fd)
 {
 	struct session *ss = calloc(1, sizeof(*ss));
-	if (!ss) {
-		log_error("out of memory: refusing a client");
-		plat_close(client_fd);
-		return;
-	}
+	if (!ss)
+		return NULL;
 	ss->shim = s;
 	ss->id = ++s->next_id;
 	ss->state = SESSION_CONNECTING;
@@ -306,12 +303,53 @@ void session_start(struct shim *s, int client_fd)
 	if (s->live)
 		s->live->prev = ss;
 	s->live = ss;
+	return ss;
+}
+
+void session_start(struct shim *s, int client_fd)
+{
+	struct session *ss = session_new(s, client_fd);
+	if (!ss) {
+		log_error("out of memory: refusing a client");
+		plat_close(client_fd);
+		return;
+	}
 	s->nsessions++;
 	s->sessions_total++;
 	shim_attribute(s, &ss->stats, client_fd);
 	log_debug("session %llu: client accepted", (unsigned long long)ss->id);
 	shim_request_clock(s, &ss->stats, &ss->clock);
 	session_try_connect(ss);
+}
+
+int session_adopt(struct shim *s, int client_fd, struct stats_session *moved,
+		  const uint8_t *pre, size_t n)
+{
+	if (n > SHIM_ADOPT_MAX)
+		return -EMSGSIZE;
+	struct session *ss = session_new(s, client_fd);
+	if (!ss)
+		return -ENOMEM;
+	/* What the broker read and decided goes out first; the client is not
+	 * read again before it has (a half reads only when nothing waits). */
+	buf_init(&ss->up.pending, SHIM_ADOPT_MAX);
+	if (buf_append(&ss->up.pending, pre, n) < 0) {
+		buf_release(&ss->up.pending);
+		if (ss->prev)
+			ss->prev->next = ss->next;
+		else
+			s->live = ss->next;
+		if (ss->next)
+			ss->next->prev = ss->prev;
+		free(ss);
+		return -ENOMEM;
+	}
+	ss->stats = *moved;
+	log_debug("session %llu: handed over by the broker (%zu bytes first)",
+		  (unsigned long long)ss->id, n);
+	shim_request_clock(s, &ss->stats, &ss->clock);
+	session_try_connect(ss);
+	return 0;
 }
 
 /* The one way a session ends: both fds closed, memory queued for release. */

@@ -11,12 +11,17 @@
 #include "loop.h"
 #include "plat.h"
 #include "stats.h"
+#include "broker.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #define SHIM_IO_CHUNK    (64 * 1024) /* one read per wake-up, at most */
 #define SHIM_PENDING_MAX SHIM_IO_CHUNK /* per direction, what the reader would not take */
+/* A client the broker hands to a relay: the request it forwards (at most a
+ * whole usbmuxd message) and what the client sent after it (the rest of the
+ * broker's 64 KiB read buffer). */
+#define SHIM_ADOPT_MAX   (2 * 65536)
 
 struct shim_config {
 	const char *listen_path;
@@ -40,6 +45,8 @@ struct shim_config {
 	const char *user;           /* --user: drop to it after setup */
 	const char *socket_owner;   /* --socket-owner OWNER[:GROUP] */
 	bool seccomp;
+	bool broker;                /* --broker: answer usbmuxd here (broker.h) */
+	struct umx_filter filter;   /* --device, --connection */
 };
 
 enum session_state { SESSION_CONNECTING, SESSION_RELAY, SESSION_DEAD };
@@ -95,11 +102,17 @@ struct shim {
 	struct loop_timer summary;
 	uint64_t sessions_total;
 	uint64_t upstream_failures;
+	struct broker broker;
 	uint8_t scratch[SHIM_IO_CHUNK];
 };
 
 /* session.c */
 void session_start(struct shim *s, int client_fd);
+/* The broker hands a client over: its statistics move into the session
+ * (already counted and attributed), pre (n bytes) goes upstream first.
+ * 0, or a negative errno and the caller keeps the fd. */
+int session_adopt(struct shim *s, int client_fd, struct stats_session *moved,
+		  const uint8_t *pre, size_t n);
 void session_close_all(struct shim *s);
 void session_reap(struct shim *s);
 
@@ -114,6 +127,9 @@ int upstream_probe(struct shim *s, char *why, size_t cap);
 /* tunnel.c: --upstream tunnel:HOST:PORT */
 void tunnel_init(struct shim *s);
 void tunnel_accept(struct shim *s, int client_fd);
+/* As session_adopt, over the tunnel. */
+int tunnel_adopt(struct shim *s, int client_fd, struct stats_session *moved,
+		 const uint8_t *pre, size_t n);
 void tunnel_shutdown(void);
 
 /* control.c: `muxshim stats` and the Prometheus endpoint */

@@ -26,6 +26,8 @@ struct pending {
 	struct shim *s;
 	int fd;
 	struct stats_session *ss;
+	uint8_t *pre;          /* handed over by the broker: sent first */
+	size_t npre;
 	struct loop_timer timer;
 	struct pending *prev, *next;
 };
@@ -88,6 +90,7 @@ static void pending_drop(struct pending *p)
 		p->next->prev = p->prev;
 	loop_timer_cancel(tc.s->loop, &p->timer);
 	tc.npending--;
+	free(p->pre);
 	free(p);
 }
 
@@ -110,12 +113,18 @@ static void pending_expired(struct loop_timer *t)
 	shim_session_ended(s);
 }
 
-static void open_stream(struct shim *s, int fd, struct stats_session *ss)
+static void open_stream(struct shim *s, int fd, struct stats_session *ss, const uint8_t *pre,
+			size_t npre)
 {
 	int err = 0;
 	struct tsession *ts = (struct tsession *)ss;
 	ts->st = link_stream_open(tc.link, fd, ss, &err);
 	if (ts->st) {
+		if (npre && (err = link_stream_write(ts->st, pre, npre)) < 0) {
+			log_warn("tunnel to %s: cannot forward a request: %s", tc.name, strerror(-err));
+			link_stream_reset(ts->st, TUN_RESET_LOCAL_ERROR, "cannot forward the request");
+			return; /* stream_closed frees the session */
+		}
 		shim_request_clock(s, ss, &ts->clock);
 		return;
 	}
@@ -138,10 +147,15 @@ static void link_up(struct link *l)
 	tc.s->stats.tunnel_up = true;
 	tc.s->stats.tunnel_connects++;
 	while (tc.pending && tc.state == T_UP) {
-		int fd = tc.pending->fd;
-		struct stats_session *ss = tc.pending->ss;
-		pending_drop(tc.pending);
-		open_stream(tc.s, fd, ss);
+		struct pending *p = tc.pending;
+		int fd = p->fd;
+		struct stats_session *ss = p->ss;
+		uint8_t *pre = p->pre;
+		size_t npre = p->npre;
+		p->pre = NULL;
+		pending_drop(p);
+		open_stream(tc.s, fd, ss, pre, npre);
+		free(pre);
 	}
 }
 
@@ -288,25 +302,24 @@ void tunnel_init(struct shim *s)
 	tunnel_dial();
 }
 
-void tunnel_accept(struct shim *s, int fd)
+/* A client for the tunnel: a stream now, or a place in the queue of those
+ * waiting for it (unread, up to --tunnel-wait). pre: what goes first. */
+static int tunnel_enter(struct shim *s, int fd, struct tsession *ts, const uint8_t *pre,
+			size_t npre)
 {
-	struct tsession *ts = calloc(1, sizeof(*ts));
-	struct pending *p = NULL;
-	if (!ts || (tc.state != T_UP && !(p = calloc(1, sizeof(*p))))) {
-		free(ts);
-		plat_close(fd);
-		return;
-	}
-	loop_timer_init(&ts->clock, on_request_timeout, ts);
 	struct stats_session *ss = &ts->ss;
-	s->nsessions++;
-	s->sessions_total++;
-	shim_attribute(s, ss, fd);
 	if (tc.state == T_UP) {
-		open_stream(s, fd, ss);
-		return;
+		open_stream(s, fd, ss, pre, npre);
+		return 0;
 	}
-	/* Not up: the client waits (unread) for the tunnel, up to a limit. */
+	struct pending *p = calloc(1, sizeof(*p));
+	if (!p || (npre && !(p->pre = malloc(npre)))) {
+		free(p);
+		return -ENOMEM;
+	}
+	if (npre)
+		memcpy(p->pre, pre, npre);
+	p->npre = npre;
 	p->s = s;
 	p->fd = fd;
 	p->ss = ss;
@@ -326,6 +339,43 @@ void tunnel_accept(struct shim *s, int fd)
 		loop_timer_cancel(s->loop, &tc.retry);
 		tunnel_dial();
 	}
+	return 0;
+}
+
+void tunnel_accept(struct shim *s, int fd)
+{
+	struct tsession *ts = calloc(1, sizeof(*ts));
+	if (!ts) {
+		plat_close(fd);
+		return;
+	}
+	loop_timer_init(&ts->clock, on_request_timeout, ts);
+	s->nsessions++;
+	s->sessions_total++;
+	shim_attribute(s, &ts->ss, fd);
+	if (tunnel_enter(s, fd, ts, NULL, 0) < 0) {
+		stats_session_close(&s->stats, &ts->ss);
+		free(ts);
+		plat_close(fd);
+		s->nsessions--;
+		shim_session_ended(s);
+	}
+}
+
+int tunnel_adopt(struct shim *s, int fd, struct stats_session *moved, const uint8_t *pre,
+		 size_t n)
+{
+	if (n > SHIM_ADOPT_MAX)
+		return -EMSGSIZE;
+	struct tsession *ts = calloc(1, sizeof(*ts));
+	if (!ts)
+		return -ENOMEM;
+	loop_timer_init(&ts->clock, on_request_timeout, ts);
+	ts->ss = *moved;
+	int rc = tunnel_enter(s, fd, ts, pre, n);
+	if (rc < 0)
+		free(ts);
+	return rc;
 }
 
 void tunnel_shutdown(void)

@@ -282,6 +282,43 @@ static int stream_pump_local(struct link_stream *st)
 	return 0;
 }
 
+/* Frames n bytes as this stream's DATA (the first one its OPEN). */
+static int stream_send(struct link_stream *st, const uint8_t *p, size_t n)
+{
+	struct link *l = st->link;
+	while (n) {
+		uint32_t can = tun_stream_sendable(&l->mux, &st->ts);
+		if (can == 0)
+			return -ENOBUFS;
+		if (can > n)
+			can = (uint32_t)n;
+		uint8_t h[TUN_HDR_LEN], type;
+		int rc = stream_announce(st, &type);
+		if (rc < 0)
+			return rc;
+		tun_header_encode(h, type, 0, st->ts.id, can);
+		if (out_append(l, h, sizeof(h)) < 0 || out_append(l, p, can) < 0)
+			return -EPIPE;
+		tun_stream_sent(&st->ts, can, false);
+		l->stats.bytes_out += can;
+		p += can;
+		n -= can;
+	}
+	return 0;
+}
+
+int link_stream_write(struct link_stream *st, const uint8_t *p, size_t n)
+{
+	struct link *l = st->link;
+	size_t frames = n / l->mux.peer.max_frame + 1;
+	if (l->state != LINK_UP || buf_space(&l->out) < n + frames * TUN_HDR_LEN ||
+	    n > st->ts.send_window)
+		return -ENOBUFS; /* never a reason to drop the whole tunnel */
+	int rc = stream_send(st, p, n);
+	link_update(st->link);
+	return rc;
+}
+
 /* Bytes reached the local socket: return credit when it is worth a frame. */
 static void stream_consumed(struct link_stream *st, size_t n)
 {

@@ -76,6 +76,10 @@ const struct link_stats *link_get_stats(const struct link *l);
  * it away at that first frame); on failure (NULL, *err) the caller keeps both
  * the fd and ctx, and no callback is made. */
 struct link_stream *link_stream_open(struct link *l, int local_fd, void *ctx, int *err);
+/* Shim: queues n bytes on a stream just opened, ahead of anything its local
+ * socket sends (a request the caller already read from it). They must fit
+ * in the peer's initial window. 0, -ENOBUFS or -EPIPE. */
+int link_stream_write(struct link_stream *st, const uint8_t *p, size_t n);
 /* Helper: attaches the local socket of a stream announced by ops->open. */
 void link_stream_bind(struct link_stream *st, int local_fd);
 /* Aborts a stream: RESET to the peer, local socket closed. */

@@ -1,0 +1,96 @@
+/* The broker (--broker; docs/BROKER.md): muxshim speaks usbmuxd itself.
+ *
+ * broker.c holds one Listen subscription to the upstream (over the same
+ * relay a client would use: a session, or a tunnel stream) and the device
+ * table it feeds, and fans events out to this shim's own Listen clients.
+ * client.c is the per-client state machine: requests are read and decoded
+ * here; ListDevices, Listen, ReadBUID and ListListeners are answered from the
+ * table; Connect, pair records and unknown requests are handed, rewritten,
+ * to a relay (session_adopt / tunnel_adopt), which the client then is. */
+#ifndef MUXSHIM_BROKER_H
+#define MUXSHIM_BROKER_H
+
+#include "buf.h"
+#include "log.h"
+#include "loop.h"
+#include "stats.h"
+#include "usbmuxd/router.h"
+
+#define CLIENT_OUT_MAX (128 * 1024) /* replies and events queued for one client */
+
+enum sub_state {
+	SUB_IDLE,     /* waiting to (re)subscribe */
+	SUB_SYNCING,  /* requests sent, the device list not yet back */
+	SUB_LIVE,     /* the table is the upstream's */
+};
+
+enum client_state {
+	CLIENT_COMMAND,  /* reading requests */
+	CLIENT_PARKED,   /* a request waits for the table (subscription syncing) */
+	CLIENT_LISTEN,   /* a subscriber: events only */
+	CLIENT_DEAD,
+};
+
+struct shim;
+
+struct client {
+	struct shim *shim;
+	uint64_t id;
+	enum client_state state;
+	struct loop_watch w;
+	struct buf in;            /* at most one whole request */
+	struct buf out;           /* replies and events, bounded */
+	bool close_after;         /* close once out is written */
+	uint32_t listen_version;
+	char progname[64];        /* ListListeners */
+	struct loop_timer clock;  /* --request-timeout */
+	struct stats_session stats;
+	struct client *prev, *next;
+};
+
+struct broker_counts {
+	uint64_t local[UMX_REQ_NTYPES];     /* answered here */
+	uint64_t forwarded[UMX_REQ_NTYPES]; /* handed to the upstream */
+	uint64_t refused;                   /* guard or protocol: client closed */
+	uint64_t listeners_dropped;         /* did not read their events */
+	uint64_t subscribes, sub_losses;
+};
+
+struct broker {
+	bool on;
+	enum sub_state state;
+	struct loop_watch w;      /* our end of the subscription */
+	struct buf in;
+	struct loop_timer retry;
+	unsigned backoff_ms;
+	struct umx_table table;
+	char buid[UMX_SERIAL_MAX + 1];
+	bool buid_known;
+	struct client *clients;
+	struct client *dead;      /* freed after each loop iteration */
+	unsigned nlisteners;
+	struct broker_counts n;
+	struct log_ratelimit rl;
+};
+
+/* broker.c */
+void broker_init(struct shim *s);
+void broker_shutdown(struct shim *s);
+void broker_reap(struct shim *s);
+/* Has the table been filled from the upstream since it was last lost? */
+bool broker_synced(const struct shim *s);
+/* A request needs the table and a subscription is on its way: wait. */
+bool broker_should_park(const struct shim *s);
+/* The router's view of the broker's state (borrowed pointers). */
+void broker_view(const struct shim *s, struct router_view *v, const char **buid, plist_t *ll);
+
+/* client.c */
+void client_start(struct shim *s, int fd);
+/* Queues a whole message for a client; a subscriber that cannot take it is
+ * dropped. */
+void client_queue(struct client *c, const uint8_t *msg, size_t len);
+/* Sends a new subscriber Result 0 and the devices it may see. */
+void client_resume(struct client *c);
+void client_close(struct client *c, const char *why);
+
+#endif

@@ -1,0 +1,376 @@
+/* One client of the broker: a usbmuxd conversation, request by request.
+ *
+ *   COMMAND --(ListDevices, ReadBUID, ListListeners, refused Connect)--> COMMAND
+ *   COMMAND --(a request that needs the table while it is syncing)--> PARKED
+ *   COMMAND --(Listen)--> LISTEN (events until the client goes)
+ *   COMMAND --(Connect, pair records, unknown)--> handed to a relay
+ *
+ * Flow control: the client is read only while nothing waits to be written
+ * to it and it is in COMMAND, so one request is in hand at a time and a
+ * client that does not read its replies stops being read. Subscribers are
+ * not read at all (anything they send ends them, as with usbmuxd); one whose
+ * queued events exceed CLIENT_OUT_MAX is dropped. */
+#include "shim.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void client_update(struct client *c);
+static void client_process(struct client *c);
+
+void client_queue(struct client *c, const uint8_t *msg, size_t len)
+{
+	struct shim *s = c->shim;
+	if (c->state == CLIENT_DEAD)
+		return;
+	if (buf_append(&c->out, msg, len) < 0) {
+		struct broker *b = &s->broker;
+		unsigned suppressed;
+		b->n.listeners_dropped++;
+		if (log_ratelimit_pass(&b->rl, loop_now(s->loop), &suppressed))
+			log_warn("broker: client %llu (pid %d, %s) does not read its events: "
+				 "%d KiB queued, disconnected",
+				 (unsigned long long)c->id, c->stats.proc ? (int)c->stats.proc->pid : 0,
+				 c->stats.proc ? c->stats.proc->comm : "?", CLIENT_OUT_MAX / 1024);
+		client_close(c, "events not read");
+		return;
+	}
+	client_update(c);
+}
+
+/* The inspector (per-process statistics) sees our replies as if usbmuxd
+ * had sent them, so that Connect results and counts stay exact. */
+static void answer(struct client *c, const uint8_t *msg, size_t len)
+{
+	stats_upstream_bytes(&c->shim->stats, &c->stats, msg, len);
+	client_queue(c, msg, len);
+}
+
+void client_close(struct client *c, const char *why)
+{
+	struct shim *s = c->shim;
+	struct broker *b = &s->broker;
+	if (c->state == CLIENT_DEAD)
+		return;
+	if (why)
+		log_debug("client %llu: closed (%s)", (unsigned long long)c->id, why);
+	if (c->state == CLIENT_LISTEN)
+		b->nlisteners--;
+	c->state = CLIENT_DEAD;
+	loop_timer_cancel(s->loop, &c->clock);
+	int fd = c->w.fd;
+	loop_watch_remove(s->loop, &c->w);
+	plat_close(fd);
+	buf_release(&c->in);
+	buf_release(&c->out);
+	stats_session_close(&s->stats, &c->stats);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		b->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->next = b->dead;
+	b->dead = c;
+	s->nsessions--;
+	shim_session_ended(s);
+}
+
+/* The client leaves the broker for a relay, with pre going upstream first.
+ * Its session slot and statistics go with it. */
+static void hand_over(struct client *c, const uint8_t *pre, size_t n)
+{
+	struct shim *s = c->shim;
+	struct broker *b = &s->broker;
+	int fd = c->w.fd;
+	loop_watch_remove(s->loop, &c->w);
+	loop_timer_cancel(s->loop, &c->clock);
+	int rc = s->cfg.upstream.kind == ADDR_TUNNEL ? tunnel_adopt(s, fd, &c->stats, pre, n)
+						     : session_adopt(s, fd, &c->stats, pre, n);
+	if (rc < 0) {
+		loop_watch_init(&c->w, fd, NULL, c); /* client_close closes it */
+		log_warn("broker: cannot forward a request: %s", strerror(-rc));
+		client_close(c, "hand-over failed");
+		return;
+	}
+	/* Gone from here without a close: the relay owns fd and statistics. */
+	buf_release(&c->in);
+	buf_release(&c->out);
+	c->state = CLIENT_DEAD;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		b->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->next = b->dead;
+	b->dead = c;
+}
+
+/* Result 0, then an Attached for each device the client may see. */
+static void subscribe(struct client *c, const struct umx_request *rq)
+{
+	struct shim *s = c->shim;
+	struct broker *b = &s->broker;
+	plist_t pn = rq->dict ? plist_dict_get_item(rq->dict, "ProgName") : NULL;
+	uint64_t plen = 0;
+	const char *ps = pn && plist_get_node_type(pn) == PLIST_STRING
+				 ? plist_get_string_ptr(pn, &plen) : NULL;
+	snprintf(c->progname, sizeof(c->progname), "%.*s", ps ? (int)(plen < 63 ? plen : 63) : 0,
+		 ps ? ps : "");
+	c->state = CLIENT_LISTEN;
+	c->listen_version = rq->version;
+	b->nlisteners++;
+	loop_timer_cancel(s->loop, &c->clock);
+	uint8_t *m;
+	size_t len;
+	if (umx_encode_result(rq->version, rq->tag, UMX_RESULT_OK, &m, &len) == 0) {
+		answer(c, m, len);
+		free(m);
+	}
+	for (size_t i = 0; i < b->table.n && c->state == CLIENT_LISTEN; i++) {
+		const struct umx_device *d = &b->table.e[i].dev;
+		if (!umx_filter_allows(&s->cfg.filter, d))
+			continue;
+		if (umx_encode_attached(rq->version, d, &m, &len) == 0) {
+			client_queue(c, m, len);
+			free(m);
+		}
+	}
+}
+
+static bool needs_table(const struct umx_request *rq)
+{
+	return rq->type == UMX_REQ_LIST_DEVICES || rq->type == UMX_REQ_CONNECT ||
+	       rq->type == UMX_REQ_READ_PAIR_RECORD || rq->type == UMX_REQ_SAVE_PAIR_RECORD ||
+	       rq->type == UMX_REQ_DELETE_PAIR_RECORD;
+}
+
+/* One whole request at the front of c->in (h.length bytes). Returns false
+ * when the client must not be processed further now. */
+static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t *msg)
+{
+	struct shim *s = c->shim;
+	struct broker *b = &s->broker;
+	struct umx_request rq;
+	int rc = umx_request_decode(h, msg + UMX_HDR_LEN, h->length - UMX_HDR_LEN, &rq);
+	if (rc == -E2BIG) {
+		b->n.refused++;
+		unsigned suppressed;
+		if (log_ratelimit_pass(&b->rl, loop_now(s->loop), &suppressed))
+			log_warn("broker: client %llu (pid %d, %s) sent a request that would expand "
+				 "beyond its bound; closed", (unsigned long long)c->id,
+				 c->stats.proc ? (int)c->stats.proc->pid : 0,
+				 c->stats.proc ? c->stats.proc->comm : "?");
+		client_close(c, "request refused");
+		return false;
+	}
+	if (rc < 0) {
+		/* usbmuxd ignores a request it cannot parse and reads on. */
+		buf_consume(&c->in, h->length);
+		return true;
+	}
+	bool filtered = s->cfg.filter.n || s->cfg.filter.conn != UMX_CONN_ANY;
+	if (needs_table(&rq) && !broker_synced(s) && broker_should_park(s)) {
+		c->state = CLIENT_PARKED;
+		umx_request_free(&rq);
+		return false;
+	}
+	struct route r;
+	if (!broker_synced(s) && needs_table(&rq) && !filtered) {
+		/* No table to answer from: the upstream answers, as without the
+		 * broker. With a filter the empty table answers instead (nothing
+		 * is visible), so that the filter cannot be bypassed. */
+		b->n.forwarded[rq.type]++;
+		umx_request_free(&rq);
+		size_t n;
+		const uint8_t *p = buf_peek(&c->in, &n);
+		hand_over(c, p, n);
+		return false;
+	}
+	struct router_view v;
+	const char *buid;
+	plist_t ll;
+	broker_view(s, &v, &buid, &ll);
+	v.buid = &buid;
+	rc = route_request(&v, &rq, &r);
+	plist_free(ll);
+	enum umx_req type = rq.type;
+	if (rc < 0) {
+		umx_request_free(&rq);
+		log_warn("broker: client %llu: cannot answer a %s request: %s",
+			 (unsigned long long)c->id, umx_req_name(type), strerror(-rc));
+		client_close(c, "routing failed");
+		return false;
+	}
+	buf_consume(&c->in, h->length);
+	switch (r.kind) {
+	case ROUTE_ANSWER:
+		b->n.local[type]++;
+		answer(c, r.msg, r.len);
+		if (r.close)
+			c->close_after = true;
+		break;
+	case ROUTE_LISTEN:
+		b->n.local[type]++;
+		subscribe(c, &rq);
+		break;
+	case ROUTE_FORWARD: {
+		b->n.forwarded[type]++;
+		/* The rewritten request, then whatever the client sent after it. */
+		size_t n;
+		const uint8_t *p = buf_peek(&c->in, &n);
+		uint8_t *pre = malloc(r.len + n);
+		if (!pre) {
+			client_close(c, "out of memory");
+			break;
+		}
+		memcpy(pre, r.msg, r.len);
+		if (n)
+			memcpy(pre + r.len, p, n);
+		hand_over(c, pre, r.len + n);
+		free(pre);
+		break;
+	}
+	}
+	umx_request_free(&rq);
+	route_free(&r);
+	return c->state == CLIENT_COMMAND;
+}
+
+static void client_process(struct client *c)
+{
+	while (c->state == CLIENT_COMMAND && !c->close_after && buf_len(&c->out) == 0) {
+		size_t n;
+		const uint8_t *p = buf_peek(&c->in, &n);
+		if (!p || n < UMX_HDR_LEN)
+			break;
+		struct umx_hdr h;
+		if (umx_hdr_get(p, &h) < 0) {
+			/* usbmuxd closes a connection whose length it cannot take. */
+			client_close(c, "bad request length");
+			return;
+		}
+		if (n < h.length)
+			break;
+		if (!on_request(c, &h, p))
+			break;
+	}
+	client_update(c);
+}
+
+void client_resume(struct client *c)
+{
+	if (c->state != CLIENT_PARKED)
+		return;
+	c->state = CLIENT_COMMAND;
+	client_process(c);
+}
+
+static void on_client_io(struct loop_watch *w, unsigned events)
+{
+	struct client *c = w->ctx;
+	struct shim *s = c->shim;
+	if ((events & (LOOP_OUT | LOOP_ERR)) && (w->want & LOOP_OUT)) {
+		size_t n;
+		const uint8_t *p;
+		while ((p = buf_peek(&c->out, &n)) != NULL) {
+			ssize_t wr = plat_write(w->fd, p, n);
+			if (wr == -EAGAIN)
+				break;
+			if (wr < 0) {
+				client_close(c, "write failed");
+				return;
+			}
+			buf_consume(&c->out, (size_t)wr);
+		}
+		if (!buf_len(&c->out) && c->close_after) {
+			client_close(c, NULL);
+			return;
+		}
+	}
+	if ((events & (LOOP_IN | LOOP_ERR)) && (w->want & LOOP_IN)) {
+		if (c->state == CLIENT_LISTEN) {
+			/* usbmuxd ends a subscriber that sends anything. */
+			client_close(c, "subscriber sent data or closed");
+			return;
+		}
+		size_t room = buf_space(&c->in);
+		ssize_t r = plat_read(w->fd, s->scratch, room < sizeof(s->scratch) ? room : sizeof(s->scratch));
+		if (r == 0 || (r < 0 && r != -EAGAIN)) {
+			client_close(c, r == 0 ? NULL : "read failed");
+			return;
+		}
+		if (r > 0) {
+			stats_client_bytes(&s->stats, &c->stats, s->scratch, (size_t)r);
+			if (buf_append(&c->in, s->scratch, (size_t)r) < 0) {
+				client_close(c, "out of memory");
+				return;
+			}
+			shim_request_clock(s, &c->stats, &c->clock);
+		}
+	}
+	client_process(c);
+}
+
+/* Interest follows state (see the top of this file). */
+static void client_update(struct client *c)
+{
+	if (c->state == CLIENT_DEAD)
+		return;
+	unsigned want = 0;
+	if (buf_len(&c->out))
+		want |= LOOP_OUT;
+	if (c->state == CLIENT_LISTEN ||
+	    (c->state == CLIENT_COMMAND && !c->close_after && !buf_len(&c->out) && buf_space(&c->in)))
+		want |= LOOP_IN;
+	int rc = loop_watch_set(c->shim->loop, &c->w, want);
+	if (rc < 0)
+		client_close(c, "event registration failed");
+}
+
+static void on_request_timeout(struct loop_timer *t)
+{
+	struct client *c = t->ctx;
+	shim_request_timed_out(c->shim, &c->stats);
+	client_close(c, "request timeout");
+}
+
+void client_start(struct shim *s, int fd)
+{
+	struct broker *b = &s->broker;
+	struct client *c = calloc(1, sizeof(*c));
+	if (!c) {
+		log_error("out of memory: refusing a client");
+		plat_close(fd);
+		return;
+	}
+	c->shim = s;
+	c->id = ++s->next_id;
+	c->state = CLIENT_COMMAND;
+	buf_init(&c->in, UMX_MSG_MAX);
+	buf_init(&c->out, CLIENT_OUT_MAX);
+	loop_watch_init(&c->w, fd, on_client_io, c);
+	loop_timer_init(&c->clock, on_request_timeout, c);
+	c->next = b->clients;
+	if (b->clients)
+		b->clients->prev = c;
+	b->clients = c;
+	s->nsessions++;
+	s->sessions_total++;
+	shim_attribute(s, &c->stats, fd);
+	shim_request_clock(s, &c->stats, &c->clock);
+	client_update(c);
+}
+
+void broker_reap(struct shim *s)
+{
+	struct broker *b = &s->broker;
+	while (b->dead) {
+		struct client *c = b->dead;
+		b->dead = c->next;
+		free(c);
+	}
+}
