@@ -8,6 +8,7 @@ void buf_init(struct buf *b, size_t cap)
 {
 	b->data = NULL;
 	b->cap = cap;
+	b->size = 0;
 	b->off = 0;
 	b->len = 0;
 }
@@ -16,6 +17,7 @@ void buf_release(struct buf *b)
 {
 	free(b->data);
 	b->data = NULL;
+	b->size = 0;
 	b->off = 0;
 	b->len = 0;
 }
@@ -26,13 +28,22 @@ int buf_append(struct buf *b, const void *p, size_t n)
 		return -ENOBUFS;
 	if (n == 0)
 		return 0;
-	if (!b->data) {
-		b->data = malloc(b->cap);
-		if (!b->data)
+	if (b->len + n > b->size) {
+		size_t size = b->size ? b->size : BUF_MIN;
+		while (size < b->len + n)
+			size *= 2;
+		if (size > b->cap)
+			size = b->cap;
+		uint8_t *d = malloc(size);
+		if (!d)
 			return -ENOMEM;
+		if (b->len)
+			memcpy(d, b->data + b->off, b->len);
+		free(b->data);
+		b->data = d;
+		b->size = size;
 		b->off = 0;
-	}
-	if (b->off + b->len + n > b->cap) {
+	} else if (b->off + b->len + n > b->size) {
 		/* Not enough room at the tail: slide the live bytes down. */
 		memmove(b->data, b->data + b->off, b->len);
 		b->off = 0;

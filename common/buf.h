@@ -1,5 +1,7 @@
-/* A bounded FIFO of bytes. Storage is allocated on first use and released
- * when the buffer drains, so an idle session costs no buffer memory. */
+/* A bounded FIFO of bytes. Storage is allocated on first use, grows by
+ * doubling (from BUF_MIN) as far as the cap, and is released when the
+ * buffer drains: an idle session costs no buffer memory, and a few hundred
+ * bytes waiting cost a small block, not the cap. */
 #ifndef MUXSHIM_BUF_H
 #define MUXSHIM_BUF_H
 
@@ -9,9 +11,12 @@
 struct buf {
 	uint8_t *data;
 	size_t cap;   /* hard limit, fixed at init */
+	size_t size;  /* allocated now */
 	size_t off;   /* first unread byte */
 	size_t len;   /* bytes held */
 };
+
+#define BUF_MIN 4096
 
 void buf_init(struct buf *b, size_t cap);
 void buf_release(struct buf *b);

@@ -164,7 +164,7 @@ static void sub_end(struct shim *s, const char *why)
 		if (log_ratelimit_pass(&b->rl, loop_now(s->loop), &suppressed))
 			log_warn("broker: cannot subscribe to the upstream (%s); retrying", why);
 	}
-	unpark_all(s); /* they go to the upstream directly, as without the broker */
+	unpark_all(s); /* answered from the (now empty) table */
 	unsigned jitter = 0;
 	plat_random(&jitter, sizeof(jitter));
 	loop_timer_arm(s->loop, &b->retry, b->backoff_ms / 2 + jitter % (b->backoff_ms / 2 + 1));
@@ -257,7 +257,7 @@ static void on_sub(struct loop_watch *w, unsigned events)
 		const uint8_t *p;
 		while ((p = buf_peek(&b->in, &n)) != NULL && n >= UMX_HDR_LEN) {
 			struct umx_hdr h;
-			if (umx_hdr_get(p, &h) < 0) {
+			if (umx_hdr_get_reply(p, &h) < 0) {
 				sub_end(s, "a message of impossible length");
 				return;
 			}
@@ -332,7 +332,7 @@ void broker_init(struct shim *s)
 	b->state = SUB_IDLE;
 	b->backoff_ms = BACKOFF_FIRST_MS;
 	b->rl.interval_ms = 10000;
-	buf_init(&b->in, UMX_MSG_MAX);
+	buf_init(&b->in, UMX_REPLY_MAX);
 	umx_table_init(&b->table);
 	loop_watch_init(&b->w, -1, on_sub, s);
 	loop_timer_init(&b->retry, on_retry, s);

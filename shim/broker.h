@@ -16,7 +16,7 @@
 #include "stats.h"
 #include "usbmuxd/router.h"
 
-#define CLIENT_OUT_MAX (128 * 1024) /* replies and events queued for one client */
+#define CLIENT_EVENTS_DEFAULT (512 * 1024) /* --event-queue: events queued per subscriber */
 
 enum sub_state {
 	SUB_IDLE,     /* waiting to (re)subscribe */

@@ -25,15 +25,35 @@ void client_queue(struct client *c, const uint8_t *msg, size_t len)
 	struct shim *s = c->shim;
 	if (c->state == CLIENT_DEAD)
 		return;
-	if (buf_append(&c->out, msg, len) < 0) {
+	/* Straight to the socket when nothing waits before it: only what the
+	 * kernel does not take is queued. */
+	if (!buf_len(&c->out)) {
+		ssize_t w = plat_write(c->w.fd, msg, len);
+		if (w < 0 && w != -EAGAIN) {
+			client_close(c, "write failed");
+			return;
+		}
+		if (w > 0) {
+			msg += w;
+			len -= (size_t)w;
+		}
+		if (!len) {
+			client_update(c);
+			return;
+		}
+	}
+	/* A subscriber's queue is bounded by --event-queue; a command
+	 * client has one reply at a time, at most UMX_REPLY_MAX. */
+	bool over = c->state == CLIENT_LISTEN && buf_len(&c->out) + len > s->cfg.event_queue;
+	if (over || buf_append(&c->out, msg, len) < 0) {
 		struct broker *b = &s->broker;
 		unsigned suppressed;
 		b->n.listeners_dropped++;
 		if (log_ratelimit_pass(&b->rl, loop_now(s->loop), &suppressed))
 			log_warn("broker: client %llu (pid %d, %s) does not read its events: "
-				 "%d KiB queued, disconnected",
+				 "more than %u bytes queued, disconnected",
 				 (unsigned long long)c->id, c->stats.proc ? (int)c->stats.proc->pid : 0,
-				 c->stats.proc ? c->stats.proc->comm : "?", CLIENT_OUT_MAX / 1024);
+				 c->stats.proc ? c->stats.proc->comm : "?", s->cfg.event_queue);
 		client_close(c, "events not read");
 		return;
 	}
@@ -172,24 +192,17 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 		buf_consume(&c->in, h->length);
 		return true;
 	}
-	bool filtered = s->cfg.filter.n || s->cfg.filter.conn != UMX_CONN_ANY;
-	if (needs_table(&rq) && !broker_synced(s) && broker_should_park(s)) {
+	/* While a subscription is on its way the table is about to be right:
+	 * wait for it. Once an attempt has failed, the table is empty, and
+	 * that is the truth a client can act on: no device is reachable
+	 * (ListDevices lists none, Connect is refused as for an unknown
+	 * device), as Listen clients are told by Detached events. */
+	if (needs_table(&rq) && broker_should_park(s)) {
 		c->state = CLIENT_PARKED;
 		umx_request_free(&rq);
 		return false;
 	}
 	struct route r;
-	if (!broker_synced(s) && needs_table(&rq) && !filtered) {
-		/* No table to answer from: the upstream answers, as without the
-		 * broker. With a filter the empty table answers instead (nothing
-		 * is visible), so that the filter cannot be bypassed. */
-		b->n.forwarded[rq.type]++;
-		umx_request_free(&rq);
-		size_t n;
-		const uint8_t *p = buf_peek(&c->in, &n);
-		hand_over(c, p, n);
-		return false;
-	}
 	struct router_view v;
 	const char *buid;
 	plist_t ll;
@@ -351,7 +364,7 @@ void client_start(struct shim *s, int fd)
 	c->id = ++s->next_id;
 	c->state = CLIENT_COMMAND;
 	buf_init(&c->in, UMX_MSG_MAX);
-	buf_init(&c->out, CLIENT_OUT_MAX);
+	buf_init(&c->out, UMX_REPLY_MAX);
 	loop_watch_init(&c->w, fd, on_client_io, c);
 	loop_timer_init(&c->clock, on_request_timeout, c);
 	c->next = b->clients;

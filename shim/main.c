@@ -60,6 +60,8 @@ static void usage(FILE *f)
 		"  --device UDID[,UDID]    broker: only these devices exist for this shim's clients\n"
 		"                          (repeatable; default $MUXSHIM_DEVICES, else every device)\n"
 		"  --connection KIND       broker: usb, network or any (default any)\n"
+		"  --event-queue BYTES     broker: Listen events queued for a client that does not\n"
+		"                          read them before it is disconnected (default 524288)\n"
 		"\n"
 		"muxshim stats [--json] [--control PATH | --listen PATH]\n"
 		"  asks a running muxshim who is using usbmuxd, how often and for what\n"
@@ -95,7 +97,7 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 	enum { O_LISTEN = 256, O_MODE, O_UPSTREAM, O_MAXSESS, O_CTIMEOUT, O_LOGLEVEL, O_HELP,
 	       O_VERSION, O_NOSPLICE, O_TOKEN, O_TWAIT, O_KEEPALIVE, O_CONTROL, O_METRICS,
 	       O_INTERVAL, O_WARNRATE, O_NOINSPECT, O_RTIMEOUT, O_USER, O_OWNER, O_NOSECCOMP,
-	       O_BROKER, O_DEVICE, O_CONNECTION };
+	       O_BROKER, O_DEVICE, O_CONNECTION, O_EVQUEUE };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "socket-mode", required_argument, NULL, O_MODE },
@@ -119,6 +121,7 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		{ "broker", no_argument, NULL, O_BROKER },
 		{ "device", required_argument, NULL, O_DEVICE },
 		{ "connection", required_argument, NULL, O_CONNECTION },
+		{ "event-queue", required_argument, NULL, O_EVQUEUE },
 		{ "help", no_argument, NULL, O_HELP },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
@@ -141,6 +144,7 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 	cfg->request_timeout_ms = 10000;
 	cfg->seccomp = true;
 	umx_filter_init(&cfg->filter);
+	cfg->event_queue = CLIENT_EVENTS_DEFAULT;
 	bool devices_given = false;
 	const char *control = NULL;
 
@@ -239,6 +243,10 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 				die_usage("--device '%s': need UDIDs (letters, digits, '-'), separated by "
 					  "commas, at most 256 in all", optarg);
 			devices_given = true;
+			break;
+		case O_EVQUEUE:
+			if (parse_uint(optarg, 10, 4096, 64u << 20, &cfg->event_queue) < 0)
+				die_usage("--event-queue '%s': need bytes, 4096 to 67108864", optarg);
 			break;
 		case O_CONNECTION:
 			if (umx_filter_set_conn(&cfg->filter, optarg) < 0)

@@ -46,6 +46,7 @@ struct shim_config {
 	const char *socket_owner;   /* --socket-owner OWNER[:GROUP] */
 	bool seccomp;
 	bool broker;                /* --broker: answer usbmuxd here (broker.h) */
+	unsigned event_queue;       /* --event-queue: bytes per subscriber */
 	struct umx_filter filter;   /* --device, --connection */
 };
 

@@ -12,7 +12,7 @@
 
 #include "usbmuxd/proto.h"
 
-#define UMX_TABLE_MAX 1024u           /* entries across all upstreams */
+#define UMX_TABLE_MAX 256u            /* entries across all upstreams */
 #define UMX_REMAP_BASE 0x01000000u    /* first ID handed out on a collision */
 
 struct umx_entry {

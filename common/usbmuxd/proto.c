@@ -42,6 +42,12 @@ int umx_hdr_get(const uint8_t in[UMX_HDR_LEN], struct umx_hdr *h)
 	return h->length < UMX_HDR_LEN || h->length > UMX_MSG_MAX ? -EMSGSIZE : 0;
 }
 
+int umx_hdr_get_reply(const uint8_t in[UMX_HDR_LEN], struct umx_hdr *h)
+{
+	int rc = umx_hdr_get(in, h);
+	return rc == 0 || (h->length >= UMX_HDR_LEN && h->length <= UMX_REPLY_MAX) ? 0 : rc;
+}
+
 static const struct {
 	const char *name;
 	enum umx_req type;
@@ -113,7 +119,7 @@ static bool tree_clean(plist_t node, unsigned depth)
 static int parse_body(const uint8_t *body, size_t len, plist_t *out)
 {
 	*out = NULL;
-	if (len == 0 || len > UMX_MSG_MAX)
+	if (len == 0 || len > UMX_REPLY_MAX)
 		return -EPROTO;
 	plist_from_memory((const char *)body, (uint32_t)len, out);
 	if (!*out)
@@ -200,7 +206,9 @@ int umx_request_decode(const struct umx_hdr *h, const uint8_t *body, size_t len,
 	rq->tag = h->tag;
 	rq->type = UMX_REQ_OTHER;
 	int rc = 0;
-	if (h->version == UMX_V_PLIST && h->message == UMX_MSG_PLIST) {
+	if (len > UMX_MSG_MAX - UMX_HDR_LEN) {
+		rc = -EMSGSIZE;
+	} else if (h->version == UMX_V_PLIST && h->message == UMX_MSG_PLIST) {
 		rc = decode_plist_request(body, len, rq);
 	} else if (h->version == UMX_V_BINARY && h->message == UMX_MSG_CONNECT) {
 		if (len < UMX_V0_CONNECT_LEN) {
@@ -430,7 +438,7 @@ void umx_event_free(struct umx_event *ev)
 static int frame(uint32_t version, uint32_t message, uint32_t tag, const void *body,
 		 size_t blen, uint8_t **out, size_t *len)
 {
-	if (blen > UMX_MSG_MAX - UMX_HDR_LEN)
+	if (blen > UMX_REPLY_MAX - UMX_HDR_LEN)
 		return -EMSGSIZE;
 	uint8_t *m = malloc(UMX_HDR_LEN + blen);
 	if (!m)

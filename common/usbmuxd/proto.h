@@ -17,7 +17,8 @@
 #include <stdint.h>
 
 #define UMX_HDR_LEN 16u
-#define UMX_MSG_MAX 65536u      /* usbmuxd's receive buffer: one whole message */
+#define UMX_MSG_MAX 65536u      /* usbmuxd's receive buffer: one whole request */
+#define UMX_REPLY_MAX (1024u * 1024u) /* replies may be longer (a DeviceList of many) */
 #define UMX_SERIAL_MAX 255u     /* v0 records carry char serial[256] */
 #define UMX_DEVREC_LEN 268u     /* v0 DEVICE_ADD: u32 id, u16 product, serial[256], u16 pad, u32 location */
 #define UMX_V0_CONNECT_LEN 8u   /* u32 device id, u16 port (network order), u16 reserved */
@@ -56,6 +57,8 @@ void umx_hdr_put(uint8_t out[UMX_HDR_LEN], const struct umx_hdr *h);
 /* -EMSGSIZE when the length is below 16 or above UMX_MSG_MAX (usbmuxd
  * closes the connection then: so must a peer of it). */
 int umx_hdr_get(const uint8_t in[UMX_HDR_LEN], struct umx_hdr *h);
+/* The same for what an upstream sends: up to UMX_REPLY_MAX. */
+int umx_hdr_get_reply(const uint8_t in[UMX_HDR_LEN], struct umx_hdr *h);
 
 enum umx_req {
 	UMX_REQ_LIST_DEVICES,
@@ -130,7 +133,7 @@ struct umx_event {
 	plist_t dict;             /* v1: the parsed body (owned) */
 };
 
-#define UMX_LIST_MAX 512u     /* devices accepted in one DeviceList */
+#define UMX_LIST_MAX 1024u    /* devices accepted in one DeviceList */
 
 int umx_event_decode(const struct umx_hdr *h, const uint8_t *body, size_t len,
 		     struct umx_event *ev);

@@ -66,7 +66,13 @@ static int forward(struct route *r, const struct umx_request *rq, unsigned upstr
 	plist_t d = plist_copy(rq->dict);
 	if (d && e && rq->has_device_id)
 		plist_dict_set_item(d, "DeviceID", plist_new_uint(e->up_id));
-	return encode_dict(r, d, rq->tag);
+	int rc = encode_dict(r, d, rq->tag);
+	if (rc == 0 && r->len > UMX_MSG_MAX) {
+		/* Re-encoded as XML it would exceed what usbmuxd accepts. */
+		route_free(r);
+		rc = -EMSGSIZE;
+	}
+	return rc;
 }
 
 static int route_connect(const struct router_view *v, const struct umx_request *rq, struct route *r)

@@ -37,7 +37,7 @@ static void check_event_round_trip(const struct umx_event *ev)
 		return; /* a re-encoding larger than a message may be refused */
 	struct umx_hdr h;
 	struct umx_event back;
-	if (umx_hdr_get(m, &h) < 0 || h.length != len ||
+	if (umx_hdr_get_reply(m, &h) < 0 || h.length != len ||
 	    umx_event_decode(&h, m + UMX_HDR_LEN, len - UMX_HDR_LEN, &back) < 0)
 		abort();
 	if (back.kind != ev->kind || back.n != ev->n || back.device_id != ev->device_id ||

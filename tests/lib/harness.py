@@ -955,6 +955,9 @@ class Shim(Proc):
         self.listen = listen
         self.upstream = _upstream_arg(upstream)
         extra = [str(a) for a in extra_args]
+        # MUXSHIM_SHIM_ARGS: options added to every shim of a run (e.g.
+        # --broker, to run the suites through the broker).
+        extra += shlex.split(os.environ.get("MUXSHIM_SHIM_ARGS", ""))
         argv = [self.binary, "--listen", listen, "--upstream", self.upstream,
                 "--log-level", log_level] + extra
         # The control socket comes up last (after --socket-owner is applied,

@@ -35,6 +35,34 @@ static void fifo_order_and_compaction(void)
 	buf_release(&b);
 }
 
+/* Storage follows what is held: a small block for a few bytes, doubling
+ * up to the cap, contents kept in order across each growth. */
+static void grows_as_needed(void)
+{
+	struct buf b;
+	buf_init(&b, 100000);
+	uint8_t chunk[3000];
+	CU_ASSERT_EQUAL(buf_append(&b, "x", 1), 0);
+	CU_ASSERT_EQUAL(b.size, BUF_MIN);
+	buf_consume(&b, 1);
+	size_t total = 0;
+	for (int i = 0; total + sizeof(chunk) <= 100000; i++) {
+		memset(chunk, i, sizeof(chunk));
+		CU_ASSERT_EQUAL_FATAL(buf_append(&b, chunk, sizeof(chunk)), 0);
+		total += sizeof(chunk);
+		CU_ASSERT(b.size >= b.len && b.size <= 100000);
+	}
+	CU_ASSERT_EQUAL(b.size, 100000); /* capped, not the next power of two */
+	CU_ASSERT_EQUAL(buf_append(&b, chunk, sizeof(chunk)), -ENOBUFS);
+	size_t n;
+	const uint8_t *p = buf_peek(&b, &n);
+	CU_ASSERT_EQUAL(n, total);
+	for (size_t i = 0; i < n; i += sizeof(chunk))
+		CU_ASSERT_EQUAL(p[i], (uint8_t)(i / sizeof(chunk)));
+	buf_release(&b);
+	CU_ASSERT_EQUAL(b.size, 0);
+}
+
 static void cap_is_hard(void)
 {
 	struct buf b;
@@ -69,6 +97,7 @@ int unit_buf(void)
 		{ "lazy allocation and release", lazy_alloc_and_release },
 		{ "fifo order and compaction", fifo_order_and_compaction },
 		{ "cap is hard, append all or nothing", cap_is_hard },
+		{ "storage grows as needed, up to the cap", grows_as_needed },
 		{ "consume past the end empties", consume_more_than_held },
 		{ NULL, NULL },
 	};

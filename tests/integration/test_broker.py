@@ -1,0 +1,281 @@
+"""muxshim --broker: answers from a device table, one upstream subscription,
+Listen clients that outlive their upstream, the device filter.
+
+Real peers wherever they exist: Debian's usbmuxd behind the shim (answers
+compared byte for byte with direct ones), idevice_id and lmclient (libusbmuxd);
+fakedev where devices are needed (no iPhone here). Upstream connections are
+counted at the upstream (fakedev --verbose logs each one).
+"""
+
+import os
+import plistlib
+import socket
+import subprocess
+import struct
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from tunnel_util import Helper, recv_exact  # noqa: E402
+
+LIST = {"MessageType": "ListDevices"}
+# Generous bounds: they only end a wait for a condition that is expected
+# long before them, on any machine.
+WAIT = 30
+
+
+def raw(obj, tag=1):
+    body = plistlib.dumps(obj)
+    return struct.pack("<IIII", 16 + len(body), 1, 8, tag) + body
+
+
+def read_msg(s):
+    """(version, message, tag, body bytes, parsed body or None)."""
+    hdr = recv_exact(s, 16)
+    length, version, message, tag = struct.unpack("<IIII", hdr)
+    body = recv_exact(s, length - 16)
+    return version, message, tag, hdr + body, plistlib.loads(body) if version == 1 else None
+
+
+def session(path, timeout=WAIT):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(timeout)
+    s.connect(path)
+    return s
+
+
+def ask(path, obj, tag=1):
+    """One request on a fresh connection; the whole reply message as bytes."""
+    with session(path) as s:
+        s.sendall(raw(obj, tag))
+        return read_msg(s)[3]
+
+
+def upstream_connections(fakedev):
+    return fakedev.stderr_text().count(": open")
+
+
+def serials(reply_bytes):
+    d = plistlib.loads(reply_bytes[16:])
+    return [e["Properties"]["SerialNumber"] for e in d["DeviceList"]]
+
+
+class RealUsbmuxd(unittest.TestCase):
+    """Debian's usbmuxd behind the broker, on a UNIX socket and through the
+    tunnel: the same bytes as direct."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.mux = harness.PrivateUsbmuxd().start()
+        cls.d = harness.tempdir("broker-real")
+        cls.unix = os.path.join(cls.d, "unix.sock")
+        cls.shim = harness.Shim(cls.unix, cls.mux.socket, "--broker").start()
+        cls.helper = Helper("unix:" + cls.mux.socket).start()
+        cls.tun = os.path.join(cls.d, "tunnel.sock")
+        cls.tshim = harness.Shim(cls.tun, cls.helper.tunnel, "--broker").start()
+
+    @classmethod
+    def tearDownClass(cls):
+        harness.cleanup_all()
+
+    def test_answers_identical_to_direct(self):
+        requests = [
+            LIST,
+            {"MessageType": "ReadBUID"},
+            {"MessageType": "Connect", "DeviceID": 12345, "PortNumber": 0x7ef2},
+            {"MessageType": "ReadPairRecord", "PairRecordID": "no-such-device"},
+            {"MessageType": "SomethingNew", "Value": 1},
+        ]
+        for req in requests:
+            direct = ask(self.mux.socket, req, tag=7)
+            for path in (self.unix, self.tun):
+                self.assertEqual(ask(path, req, tag=7), direct, (path, req))
+
+    def test_real_clients(self):
+        for path in (self.unix, self.tun):
+            d = harness.run_client(["idevice_id", "-l"], self.mux.socket)
+            b = harness.run_client(["idevice_id", "-l"], path)
+            self.assertEqual(b[:2], d[:2])
+            lm = harness.tool("lmclient")
+            rc, out, err = harness.run_client([lm, "all"], path)
+            self.assertEqual(rc, 0, err)
+            rc_d, out_d, _ = harness.run_client([lm, "all"], self.mux.socket)
+            self.assertEqual(out, out_d)
+
+    def test_several_requests_on_one_connection(self):
+        with session(self.unix) as s:
+            for tag, req in enumerate([LIST, {"MessageType": "ReadBUID"}, LIST,
+                                       {"MessageType": "ReadPairRecord", "PairRecordID": "x"},
+                                       LIST], start=1):
+                s.sendall(raw(req, tag))
+                v, m, t, whole, body = read_msg(s)
+                self.assertEqual(t, tag)
+                self.assertEqual(whole, ask(self.mux.socket, req, tag), req)
+
+    def test_listen_survives_usbmuxd_restart(self):
+        with session(self.unix) as s:
+            s.sendall(raw({"MessageType": "Listen"}, 3))
+            self.assertEqual(read_msg(s)[4], {"MessageType": "Result", "Number": 0})
+            subscribes = self.shim.stderr_text().count("subscribed to the upstream")
+            self.mux.stop()
+            harness.wait_for(lambda: "subscription lost" in self.shim.stderr_text(), WAIT,
+                             what="the broker noticing")
+            self.mux.start()
+            harness.wait_for(lambda: self.shim.stderr_text().count("subscribed to the upstream")
+                             > subscribes, WAIT, what="the broker resubscribing")
+            # Still open: nothing to read, no EOF.
+            s.settimeout(0.2)
+            with self.assertRaises(socket.timeout):
+                s.recv(1)
+        self.assertEqual(harness.run_client(["idevice_id", "-l"], self.unix)[0], 0)
+
+
+class WithDevices(unittest.TestCase):
+    """fakedev (3 devices) behind the broker."""
+
+    def setUp(self):
+        self.d = harness.tempdir("broker-dev")
+        self.up = os.path.join(self.d, "fakedev.sock")
+        self.dev = harness.FakeDev(self.up, 3, "--verbose").start()
+        self.path = os.path.join(self.d, "shim.sock")
+
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def start_shim(self, *args, env=None):
+        self.shim = harness.Shim(self.path, self.up, "--broker", *args, env=env).start()
+        harness.wait_for(lambda: "subscribed to the upstream" in self.shim.stderr_text(), WAIT,
+                         what="the subscription")
+        return self.shim
+
+    def test_repeated_questions_cost_the_upstream_nothing(self):
+        self.start_shim()
+        before = upstream_connections(self.dev)
+        direct = None
+        for i in range(200):
+            got = ask(self.path, LIST, tag=i + 1)
+            if direct is None:
+                direct = ask(self.up, LIST, tag=i + 1)
+                before += 1  # that one was ours, directly
+                self.assertEqual(got, direct)
+            self.assertEqual(serials(got), ["fakedev-0001", "fakedev-0002", "fakedev-0003"])
+        self.assertEqual(upstream_connections(self.dev), before,
+                         "ListDevices through the broker reached the upstream")
+
+    def test_connect_goes_through(self):
+        svc = harness.DevSvc().start()
+        self.start_shim()
+        r = harness.muxconn("--port", svc.port, "--echo", 65536, "--device", 2, socket=self.path)
+        self.assertTrue(r.get("ok"), r)
+
+    def test_listen_sees_detached_then_attached_when_upstream_restarts(self):
+        self.start_shim()
+        with session(self.path) as s:
+            s.sendall(raw({"MessageType": "Listen"}, 9))
+            self.assertEqual(read_msg(s)[4]["Number"], 0)
+            attached = [read_msg(s)[4] for _ in range(3)]
+            self.assertEqual([a["MessageType"] for a in attached], ["Attached"] * 3)
+            self.assertEqual(sorted(a["DeviceID"] for a in attached), [1, 2, 3])
+            self.dev.stop()
+            detached = [read_msg(s)[4] for _ in range(3)]
+            self.assertEqual([e["MessageType"] for e in detached], ["Detached"] * 3)
+            self.assertEqual(sorted(e["DeviceID"] for e in detached), [1, 2, 3])
+            # While the upstream is away: no devices, honestly.
+            self.assertEqual(serials(ask(self.path, LIST)), [])
+            self.dev = harness.FakeDev(self.up, 3, "--verbose").start()
+            back = [read_msg(s)[4] for _ in range(3)]
+            self.assertEqual([e["MessageType"] for e in back], ["Attached"] * 3)
+            self.assertEqual(sorted(e["Properties"]["SerialNumber"] for e in back),
+                             ["fakedev-0001", "fakedev-0002", "fakedev-0003"])
+            # Both DeviceIDs agree (clients read one or the other).
+            for e in back:
+                self.assertEqual(e["DeviceID"], e["Properties"]["DeviceID"])
+
+    def test_binary_v0_listen(self):
+        self.start_shim()
+        with session(self.path) as s:
+            s.sendall(struct.pack("<IIII", 16, 0, 3, 5))
+            v, m, t, whole, _ = read_msg(s)
+            self.assertEqual((v, m, t), (0, 1, 5))
+            self.assertEqual(struct.unpack("<I", whole[16:20])[0], 0)
+            recs = [read_msg(s) for _ in range(3)]
+            for v, m, t, whole, _ in recs:
+                self.assertEqual((v, m, len(whole)), (0, 4, 16 + 268))
+            self.assertEqual(sorted(whole[22:34].rstrip(b"\0") for _, _, _, whole, _ in recs),
+                             [b"fakedev-0001", b"fakedev-0002", b"fakedev-0003"])
+
+    def test_device_filter(self):
+        self.start_shim("--device", "fakedev-0002")
+        self.assertEqual(serials(ask(self.path, LIST)), ["fakedev-0002"])
+        rc, out, err = harness.run_client(["idevice_id", "-l"], self.path)
+        self.assertEqual((rc, out.split()), (0, ["fakedev-0002"]))
+        # A device that is not given does not exist: Connect is refused as
+        # usbmuxd refuses an unknown DeviceID, without asking the upstream.
+        before = upstream_connections(self.dev)
+        reply = plistlib.loads(ask(self.path, {"MessageType": "Connect", "DeviceID": 1,
+                                               "PortNumber": 0x7ef2})[16:])
+        self.assertEqual(reply, {"MessageType": "Result", "Number": 2})
+        reply = plistlib.loads(ask(self.path, {"MessageType": "ReadPairRecord",
+                                               "PairRecordID": "fakedev-0001"})[16:])
+        self.assertEqual(reply, {"MessageType": "Result", "Number": 2})
+        self.assertEqual(upstream_connections(self.dev), before)
+        with session(self.path) as s:
+            s.sendall(raw({"MessageType": "Listen"}))
+            self.assertEqual(read_msg(s)[4]["Number"], 0)
+            self.assertEqual(read_msg(s)[4]["Properties"]["SerialNumber"], "fakedev-0002")
+            s.settimeout(0.3)
+            with self.assertRaises(socket.timeout):
+                s.recv(1)
+
+    def test_device_filter_from_environment_and_connection_type(self):
+        env = dict(os.environ, MUXSHIM_DEVICES="fakedev-0001,fakedev-0003")
+        self.start_shim(env=env)
+        self.assertEqual(serials(ask(self.path, LIST)), ["fakedev-0001", "fakedev-0003"])
+        self.shim.stop()
+        self.start_shim("--connection", "network")  # fakedev's devices are USB
+        self.assertEqual(serials(ask(self.path, LIST)), [])
+
+    def test_bad_filters_are_refused(self):
+        for args, msg in [(["--device", "a/b"], "--device"), (["--device", ""], "--device"),
+                          (["--connection", "wifi"], "--connection")]:
+            r = subprocess.run([harness.shim_binary(), "--listen", self.path, "--upstream",
+                                "unix:" + self.up, "--broker"] + args,
+                               capture_output=True, text=True, timeout=WAIT)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn(msg, r.stderr)
+        r = subprocess.run([harness.shim_binary(), "--listen", self.path, "--upstream",
+                            "unix:" + self.up, "--device", "x"],
+                           capture_output=True, text=True, timeout=WAIT)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("needs --broker", r.stderr)
+
+    def test_subscriber_that_never_reads_is_dropped(self):
+        self.dev.stop()
+        self.dev = harness.FakeDev(self.up, 100, "--verbose").start()
+        shim = self.start_shim("--event-queue", 16384)
+        s = session(self.path)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(raw({"MessageType": "Listen"}))
+        # 100 Attached (about 55 KB), then 100 Detached and 100 Attached for
+        # each upstream restart, never read: the kernel's socket buffers
+        # (about 200 KB) fill, then the 16 KiB queue. A few restarts do it.
+        for restart in range(10):
+            if "does not read its events" in shim.stderr_text():
+                break
+            subscribed = shim.stderr_text().count("subscribed to the upstream")
+            self.dev.stop()
+            self.dev = harness.FakeDev(self.up, 100, "--verbose").start()
+            harness.wait_for(lambda: shim.stderr_text().count("subscribed to the upstream")
+                             > subscribed, WAIT, what="the broker resubscribing")
+        self.assertIn("does not read its events", shim.stderr_text())
+        s.close()
+        # Everyone else is still served.
+        self.assertEqual(len(serials(ask(self.path, LIST))), 100)
+        harness.assert_rss_bound(self, shim.rss_kib(), 64 * 1024, "shim RSS (KiB)")
+
+
+if __name__ == "__main__":
+    unittest.main()
