@@ -62,6 +62,7 @@ DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev usbmuxd libusbmu
             gcc-mingw-w64-x86-64 wine64 wine docker.io debootstrap docker-compose
 
 .PHONY: all deps tools unit integration integration-asan integration-valgrind integration-windows \
+        integration-broker \
         integration-docker \
         windows fuzz-smoke fuzz \
         check bench demo soak clean
@@ -193,7 +194,7 @@ integration: all tools
 # tests see as a failure; logs are kept in the test's temp dir.
 ASAN_SUITES := tests.integration.test_shim tests.integration.test_tunnel tests.integration.test_realclients \
                tests.integration.test_stats tests.integration.test_hardening tests.integration.test_run \
-               tests.integration.test_faults
+               tests.integration.test_faults tests.integration.test_broker
 integration-asan: $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/muxshim-run tools
 	MUXSHIM_SANITIZED=1 MUXSHIM_BIN=$(CURDIR)/$(B)/asan/muxshim \
 	MUXSHIM_HOST_BIN=$(CURDIR)/$(B)/asan/muxshim-host \
@@ -208,6 +209,11 @@ integration-asan: $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/muxshim-run tool
 VALGRIND_SUITES := tests.integration.test_valgrind $(ASAN_SUITES)
 integration-valgrind: all tools
 	MUXSHIM_VALGRIND=1 python3 -m unittest $(VALGRIND_SUITES)
+
+# The real-client suite again with every shim a broker (docs/BROKER.md);
+# test_broker.py itself runs in every integration pass.
+integration-broker: all tools
+	MUXSHIM_SHIM_ARGS=--broker python3 -m unittest -v tests.integration.test_realclients
 
 # muxshim-host.exe under wine, behind the Linux shim (tests/integration/test_windows.py).
 integration-windows: all tools $(B)/muxshim-host.exe
@@ -225,6 +231,7 @@ check: deps
 	$(MAKE) fuzz-smoke
 	$(MAKE) integration
 	$(MAKE) integration-asan
+	$(MAKE) integration-broker
 	$(MAKE) integration-valgrind
 	$(MAKE) integration-windows
 	$(MAKE) integration-docker
