@@ -103,6 +103,7 @@ static void table_attach(struct shim *s, const struct umx_device *dev)
 				 rc == -ENOSPC ? "the device table is full" : strerror(-rc));
 		return;
 	}
+	b->n->devices = (unsigned)b->table.n;
 	if (!known) {
 		log_info("broker: device %s attached (DeviceID %u)", e->dev.serial, e->dev.id);
 		fan_out(s, EV_ATTACHED, &e->dev);
@@ -120,6 +121,7 @@ static void table_detach(struct shim *s, uint32_t up_id)
 	fan_out(s, EV_DETACHED, &d);
 	uint32_t id;
 	umx_table_detach(&b->table, 0, up_id, &id);
+	b->n->devices = (unsigned)b->table.n;
 }
 
 /* The upstream is gone: its devices are, as far as anyone here can tell. */
@@ -154,8 +156,9 @@ static void sub_end(struct shim *s, const char *why)
 	plat_close(fd);
 	buf_release(&b->in);
 	b->state = SUB_IDLE;
+	b->n->live = false;
 	if (was_live) {
-		b->n.sub_losses++;
+		b->n->sub_losses++;
 		log_warn("broker: upstream subscription lost (%s); devices reported detached, "
 			 "resubscribing", why);
 		table_lost(s);
@@ -186,6 +189,7 @@ static void on_list(struct shim *s, const struct umx_event *ev)
 		table_attach(s, &ev->list[j]);
 	if (b->state != SUB_LIVE) {
 		b->state = SUB_LIVE;
+		b->n->live = true;
 		b->backoff_ms = BACKOFF_FIRST_MS;
 		log_info("broker: subscribed to the upstream (%zu devices)", b->table.n);
 		unpark_all(s);
@@ -304,7 +308,7 @@ static void sub_start(struct shim *s)
 	}
 	loop_watch_init(&b->w, fds[0], on_sub, s);
 	b->state = SUB_SYNCING;
-	b->n.subscribes++;
+	b->n->subscribes++;
 	if ((rc = send_request(fds[0], "ReadBUID", SUB_TAG_BUID)) < 0 ||
 	    (rc = send_request(fds[0], "ListDevices", SUB_TAG_LIST)) < 0 ||
 	    (rc = send_request(fds[0], "Listen", SUB_TAG_LISTEN)) < 0 ||
@@ -329,6 +333,8 @@ void broker_init(struct shim *s)
 {
 	struct broker *b = &s->broker;
 	b->on = true;
+	b->n = &s->stats.broker;
+	b->n->on = true;
 	b->state = SUB_IDLE;
 	b->backoff_ms = BACKOFF_FIRST_MS;
 	b->rl.interval_ms = 10000;

@@ -48,14 +48,6 @@ struct client {
 	struct client *prev, *next;
 };
 
-struct broker_counts {
-	uint64_t local[UMX_REQ_NTYPES];     /* answered here */
-	uint64_t forwarded[UMX_REQ_NTYPES]; /* handed to the upstream */
-	uint64_t refused;                   /* guard or protocol: client closed */
-	uint64_t listeners_dropped;         /* did not read their events */
-	uint64_t subscribes, sub_losses;
-};
-
 struct broker {
 	bool on;
 	enum sub_state state;
@@ -69,7 +61,7 @@ struct broker {
 	struct client *clients;
 	struct client *dead;      /* freed after each loop iteration */
 	unsigned nlisteners;
-	struct broker_counts n;
+	struct stats_broker *n;   /* its numbers, in the shim's statistics */
 	struct log_ratelimit rl;
 };
 

@@ -17,6 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Statistics count the broker's request types in the inspector's slots. */
+_Static_assert((int)UMX_REQ_NTYPES == (int)INSP_NTYPES && (int)UMX_REQ_OTHER == (int)INSP_OTHER &&
+		       (int)UMX_REQ_LIST_LISTENERS == (int)INSP_LIST_LISTENERS,
+	       "request type order differs between the codec and the inspector");
+
 static void client_update(struct client *c);
 static void client_process(struct client *c);
 
@@ -48,7 +53,7 @@ void client_queue(struct client *c, const uint8_t *msg, size_t len)
 	if (over || buf_append(&c->out, msg, len) < 0) {
 		struct broker *b = &s->broker;
 		unsigned suppressed;
-		b->n.listeners_dropped++;
+		b->n->listeners_dropped++;
 		if (log_ratelimit_pass(&b->rl, loop_now(s->loop), &suppressed))
 			log_warn("broker: client %llu (pid %d, %s) does not read its events: "
 				 "more than %u bytes queued, disconnected",
@@ -77,7 +82,7 @@ void client_close(struct client *c, const char *why)
 	if (why)
 		log_debug("client %llu: closed (%s)", (unsigned long long)c->id, why);
 	if (c->state == CLIENT_LISTEN)
-		b->nlisteners--;
+		b->n->listeners = --b->nlisteners;
 	c->state = CLIENT_DEAD;
 	loop_timer_cancel(s->loop, &c->clock);
 	int fd = c->w.fd;
@@ -142,7 +147,7 @@ static void subscribe(struct client *c, const struct umx_request *rq)
 		 ps ? ps : "");
 	c->state = CLIENT_LISTEN;
 	c->listen_version = rq->version;
-	b->nlisteners++;
+	b->n->listeners = ++b->nlisteners;
 	loop_timer_cancel(s->loop, &c->clock);
 	uint8_t *m;
 	size_t len;
@@ -177,7 +182,7 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 	struct umx_request rq;
 	int rc = umx_request_decode(h, msg + UMX_HDR_LEN, h->length - UMX_HDR_LEN, &rq);
 	if (rc == -E2BIG) {
-		b->n.refused++;
+		b->n->refused++;
 		unsigned suppressed;
 		if (log_ratelimit_pass(&b->rl, loop_now(s->loop), &suppressed))
 			log_warn("broker: client %llu (pid %d, %s) sent a request that would expand "
@@ -221,17 +226,17 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 	buf_consume(&c->in, h->length);
 	switch (r.kind) {
 	case ROUTE_ANSWER:
-		b->n.local[type]++;
+		b->n->local[type]++;
 		answer(c, r.msg, r.len);
 		if (r.close)
 			c->close_after = true;
 		break;
 	case ROUTE_LISTEN:
-		b->n.local[type]++;
+		b->n->local[type]++;
 		subscribe(c, &rq);
 		break;
 	case ROUTE_FORWARD: {
-		b->n.forwarded[type]++;
+		b->n->forwarded[type]++;
 		/* The rewritten request, then whatever the client sent after it. */
 		size_t n;
 		const uint8_t *p = buf_peek(&c->in, &n);

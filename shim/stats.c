@@ -345,6 +345,23 @@ static void render_json(const struct stats *st, struct out *o, uint64_t now_ms)
 		put(o, ",\"tunnel\":{\"up\":%s,\"connects\":%llu,\"drops\":%llu,\"rtt_ms\":%u}",
 		    st->tunnel_up ? "true" : "false", (unsigned long long)st->tunnel_connects,
 		    (unsigned long long)st->tunnel_drops, st->tunnel_rtt_ms);
+	if (st->broker.on) {
+		const struct stats_broker *b = &st->broker;
+		put(o, ",\"broker\":{\"subscription\":\"%s\",\"subscribes\":%llu,\"losses\":%llu,"
+		       "\"devices\":%u,\"listeners\":%u,\"listeners_dropped\":%llu,\"refused\":%llu,"
+		       "\"local\":{",
+		    b->live ? "live" : "down", (unsigned long long)b->subscribes,
+		    (unsigned long long)b->sub_losses, b->devices, b->listeners,
+		    (unsigned long long)b->listeners_dropped, (unsigned long long)b->refused);
+		for (unsigned k = 0; k < INSP_NTYPES; k++)
+			put(o, "%s\"%s\":%llu", k ? "," : "", insp_type_name((enum insp_type)k),
+			    (unsigned long long)b->local[k]);
+		put(o, "},\"forwarded\":{");
+		for (unsigned k = 0; k < INSP_NTYPES; k++)
+			put(o, "%s\"%s\":%llu", k ? "," : "", insp_type_name((enum insp_type)k),
+			    (unsigned long long)b->forwarded[k]);
+		put(o, "}}");
+	}
 	put(o, ",\"warn_rate\":%.2f,\"processes\":[", st->warn_rate);
 	unsigned i = 0;
 	for (const struct stats_proc *p = st->procs; p; p = p->next, i++) {
@@ -385,6 +402,21 @@ static void render_table(const struct stats *st, struct out *o, uint64_t now_ms)
 	put(o, "upstream failures: %llu\n", (unsigned long long)st->upstream_failures);
 	put(o, "clients closed by --request-timeout: %llu\n",
 	    (unsigned long long)st->request_timeouts);
+	if (st->broker.on) {
+		const struct stats_broker *b = &st->broker;
+		uint64_t local = 0, fwd = 0;
+		for (unsigned k = 0; k < INSP_NTYPES; k++) {
+			local += b->local[k];
+			fwd += b->forwarded[k];
+		}
+		put(o, "broker: subscription %s (%llu subscribes, %llu losses), %u devices, "
+		       "%u listeners (%llu dropped), requests answered here %llu, forwarded %llu, "
+		       "refused %llu\n",
+		    b->live ? "live" : "DOWN", (unsigned long long)b->subscribes,
+		    (unsigned long long)b->sub_losses, b->devices, b->listeners,
+		    (unsigned long long)b->listeners_dropped, (unsigned long long)local,
+		    (unsigned long long)fwd, (unsigned long long)b->refused);
+	}
 	put(o, "\n%8s %6s %-16s %10s %10s  %s\n", "PID", "UID", "COMMAND", "SESSIONS", "RATE/s",
 	    "REQUESTS");
 	for (const struct stats_proc *p = st->procs; p; p = p->next) {
@@ -440,6 +472,24 @@ static void render_prometheus(const struct stats *st, struct out *o, uint64_t no
 		       "# TYPE muxshim_tunnel_rtt_seconds gauge\nmuxshim_tunnel_rtt_seconds %.3f\n",
 		    st->tunnel_up ? 1 : 0, (unsigned long long)st->tunnel_connects,
 		    st->tunnel_rtt_ms / 1000.0);
+	if (st->broker.on) {
+		const struct stats_broker *b = &st->broker;
+		put(o, "# TYPE muxshim_broker_requests_total counter\n");
+		for (unsigned k = 0; k < INSP_NTYPES; k++)
+			put(o, "muxshim_broker_requests_total{type=\"%s\",answered=\"local\"} %llu\n"
+			       "muxshim_broker_requests_total{type=\"%s\",answered=\"forwarded\"} %llu\n",
+			    insp_type_name((enum insp_type)k), (unsigned long long)b->local[k],
+			    insp_type_name((enum insp_type)k), (unsigned long long)b->forwarded[k]);
+		put(o, "# TYPE muxshim_broker_subscription_up gauge\nmuxshim_broker_subscription_up %d\n"
+		       "# TYPE muxshim_broker_subscribes_total counter\nmuxshim_broker_subscribes_total %llu\n"
+		       "# TYPE muxshim_broker_devices gauge\nmuxshim_broker_devices %u\n"
+		       "# TYPE muxshim_broker_listeners gauge\nmuxshim_broker_listeners %u\n"
+		       "# TYPE muxshim_broker_listeners_dropped_total counter\n"
+		       "muxshim_broker_listeners_dropped_total %llu\n"
+		       "# TYPE muxshim_broker_refused_total counter\nmuxshim_broker_refused_total %llu\n",
+		    b->live ? 1 : 0, (unsigned long long)b->subscribes, b->devices, b->listeners,
+		    (unsigned long long)b->listeners_dropped, (unsigned long long)b->refused);
+	}
 	put(o, "# TYPE muxshim_client_sessions_total counter\n"
 	       "# TYPE muxshim_client_session_rate gauge\n");
 	for (const struct stats_proc *p = st->procs; p; p = p->next) {

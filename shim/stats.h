@@ -43,6 +43,19 @@ struct stats_port {
 	uint64_t ok, failed;
 };
 
+/* The broker's own numbers (--broker; docs/BROKER.md). Request types are
+ * counted in the inspector's order (insp_type). */
+struct stats_broker {
+	bool on;
+	bool live;                         /* the subscription is in sync */
+	uint64_t local[INSP_NTYPES];       /* answered without the upstream */
+	uint64_t forwarded[INSP_NTYPES];   /* handed to the upstream */
+	uint64_t refused;                  /* requests refused, client closed */
+	uint64_t listeners_dropped;        /* did not read their events */
+	uint64_t subscribes, sub_losses;
+	unsigned listeners, devices;
+};
+
 struct stats {
 	uint64_t started_ms;
 	uint64_t sessions_total;
@@ -63,6 +76,7 @@ struct stats {
 	uint64_t tunnel_connects, tunnel_drops;
 	unsigned tunnel_rtt_ms;
 	bool tunnel_rtt_known;
+	struct stats_broker broker;
 	/* configuration */
 	bool inspect;
 	double warn_rate;

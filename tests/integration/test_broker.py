@@ -7,6 +7,7 @@ fakedev where devices are needed (no iPhone here). Upstream connections are
 counted at the upstream (fakedev --verbose logs each one).
 """
 
+import json
 import os
 import plistlib
 import socket
@@ -164,6 +165,16 @@ class WithDevices(unittest.TestCase):
             self.assertEqual(serials(got), ["fakedev-0001", "fakedev-0002", "fakedev-0003"])
         self.assertEqual(upstream_connections(self.dev), before,
                          "ListDevices through the broker reached the upstream")
+        r = subprocess.run([harness.shim_binary(), "stats", "--json", "--listen", self.path],
+                           capture_output=True, text=True, timeout=WAIT)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        b = json.loads(r.stdout)["broker"]
+        self.assertEqual(b["local"]["ListDevices"], 200)
+        self.assertEqual(b["forwarded"]["ListDevices"], 0)
+        self.assertEqual((b["subscription"], b["devices"], b["subscribes"]), ("live", 3, 1))
+        r = subprocess.run([harness.shim_binary(), "stats", "--listen", self.path],
+                           capture_output=True, text=True, timeout=WAIT)
+        self.assertIn("broker: subscription live", r.stdout)
 
     def test_connect_goes_through(self):
         svc = harness.DevSvc().start()
