@@ -10,6 +10,7 @@ counted at the upstream (fakedev --verbose logs each one).
 import json
 import os
 import plistlib
+import signal
 import socket
 import subprocess
 import struct
@@ -204,6 +205,44 @@ class WithDevices(unittest.TestCase):
             # Both DeviceIDs agree (clients read one or the other).
             for e in back:
                 self.assertEqual(e["DeviceID"], e["Properties"]["DeviceID"])
+
+    def test_plug_and_unplug_reach_every_subscriber(self):
+        self.start_shim()
+        subs = []
+        for version in (1, 0):
+            s = session(self.path)
+            if version:
+                s.sendall(raw({"MessageType": "Listen"}, 4))
+            else:
+                s.sendall(struct.pack("<IIII", 16, 0, 3, 4))
+            read_msg(s)  # Result
+            for _ in range(3):
+                read_msg(s)
+            subs.append((version, s))
+        self.dev.send_signal(signal.SIGUSR1)  # unplugs fakedev-0003
+        for version, s in subs:
+            v, m, t, whole, body = read_msg(s)
+            if version:
+                self.assertEqual(body, {"MessageType": "Detached", "DeviceID": 3})
+            else:
+                self.assertEqual((m, struct.unpack("<I", whole[16:20])[0]), (5, 3))
+        harness.wait_for(lambda: serials(ask(self.path, LIST)) == ["fakedev-0001", "fakedev-0002"],
+                         WAIT, what="the table without the unplugged device")
+        reply = plistlib.loads(ask(self.path, {"MessageType": "Connect", "DeviceID": 3,
+                                               "PortNumber": 0x7ef2})[16:])
+        self.assertEqual(reply["Number"], 2)
+        self.dev.send_signal(signal.SIGUSR2)  # and back
+        for version, s in subs:
+            v, m, t, whole, body = read_msg(s)
+            if version:
+                self.assertEqual((body["MessageType"], body["DeviceID"]), ("Attached", 3))
+            else:
+                self.assertEqual((m, whole[22:34].rstrip(b"\0")), (4, b"fakedev-0003"))
+            s.close()
+        # libusbmuxd's own subscription sees the same devices.
+        rc, out, err = harness.run_client([harness.tool("lmclient"), "all", "--expect-devices", 3,
+                                           "--no-pair-check"], self.path)
+        self.assertEqual(rc, 0, out + err)
 
     def test_binary_v0_listen(self):
         self.start_shim()

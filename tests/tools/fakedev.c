@@ -12,6 +12,11 @@
  *
  * Prints "fakedev ready PATH" on stdout once listening. SIGTERM/SIGINT remove
  * the socket and exit 0. Exit 2 on usage errors, 1 on setup failures.
+ *
+ * Plug and unplug at run time: SIGUSR1 unplugs the present device with the
+ * highest DeviceID, SIGUSR2 plugs back the absent one with the lowest; Listen
+ * clients get Detached / Attached (or the binary records), ListDevices and
+ * Connect follow. Each logs "fakedev: unplugged N" / "fakedev: plugged N".
  */
 #include "toolutil.h"
 
@@ -45,6 +50,23 @@ static struct {
 } g = {.ndev = 1, .tcp_host = "127.0.0.1"};
 
 static atomic_ulong g_conn_id;
+
+/* Presence and the Listen connections events go to, under g_mu. */
+#define FD_MAX_LISTENERS 256u
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static bool g_absent[FD_MAX_DEVICES + 1];
+static struct {
+    int fd;
+    bool plist;
+} g_listeners[FD_MAX_LISTENERS];
+
+static bool device_present(uint32_t id)
+{
+    pthread_mutex_lock(&g_mu);
+    bool p = id >= 1 && id <= g.ndev && !g_absent[id];
+    pthread_mutex_unlock(&g_mu);
+    return p;
+}
 
 #define LOG(...)                                                                                   \
     do {                                                                                           \
@@ -116,7 +138,7 @@ static void device_record(uint32_t id, uint8_t out[MUX_DEVREC_LEN])
 static uint32_t device_connect(uint32_t devid, uint16_t port, int *out_fd)
 {
     *out_fd = -1;
-    if (devid < 1 || devid > g.ndev)
+    if (!device_present(devid))
         return MUX_RESULT_BADDEV;
     struct sockaddr_storage ss = g.tcp_addr;
     if (ss.ss_family == AF_INET)
@@ -303,6 +325,82 @@ static int send_plist_owned(int fd, uint32_t tag, plist_t d)
     return rc;
 }
 
+static int send_event(int fd, bool plist, bool attached, uint32_t id)
+{
+    if (!plist) {
+        if (attached) {
+            uint8_t rec[MUX_DEVREC_LEN];
+            device_record(id, rec);
+            return mux_send(fd, 0, MUX_MSG_DEVICE_ADD, 0, rec, sizeof rec);
+        }
+        uint8_t b[4];
+        tu_put_le32(b, id);
+        return mux_send(fd, 0, MUX_MSG_DEVICE_REMOVE, 0, b, sizeof b);
+    }
+    if (attached)
+        return send_plist_owned(fd, 0, device_attached(id));
+    plist_t d = plist_new_dict();
+    plist_dict_set_item(d, "MessageType", plist_new_string("Detached"));
+    plist_dict_set_item(d, "DeviceID", plist_new_uint(id));
+    return send_plist_owned(fd, 0, d);
+}
+
+/* Result 0 and the present devices, and registration for later events, in
+ * one step under the lock, so that no event falls between the two. */
+static int listen_start(int fd, uint32_t tag, bool plist)
+{
+    pthread_mutex_lock(&g_mu);
+    int rc = plist ? send_plist_result(fd, tag, MUX_RESULT_OK) : send_bin_result(fd, tag, MUX_RESULT_OK);
+    for (uint32_t id = 1; rc == 0 && id <= g.ndev; id++)
+        if (!g_absent[id])
+            rc = send_event(fd, plist, true, id);
+    bool registered = false;
+    for (unsigned i = 0; rc == 0 && i < FD_MAX_LISTENERS && !registered; i++) {
+        if (g_listeners[i].fd == 0) {
+            g_listeners[i].fd = fd + 1; /* 0 marks a free slot */
+            g_listeners[i].plist = plist;
+            registered = true;
+        }
+    }
+    pthread_mutex_unlock(&g_mu);
+    return rc;
+}
+
+static void listen_end(int fd)
+{
+    pthread_mutex_lock(&g_mu);
+    for (unsigned i = 0; i < FD_MAX_LISTENERS; i++)
+        if (g_listeners[i].fd == fd + 1)
+            g_listeners[i].fd = 0;
+    pthread_mutex_unlock(&g_mu);
+}
+
+/* SIGUSR1: unplug the highest present; SIGUSR2: plug the lowest absent. */
+static void plug_event(bool plug)
+{
+    pthread_mutex_lock(&g_mu);
+    uint32_t id = 0;
+    if (plug) {
+        for (uint32_t i = 1; i <= g.ndev && !id; i++)
+            if (g_absent[i])
+                id = i;
+    } else {
+        for (uint32_t i = g.ndev; i >= 1 && !id; i--)
+            if (!g_absent[i])
+                id = i;
+    }
+    if (id) {
+        g_absent[id] = !plug;
+        for (unsigned i = 0; i < FD_MAX_LISTENERS; i++)
+            if (g_listeners[i].fd)
+                (void)send_event(g_listeners[i].fd - 1, g_listeners[i].plist, plug, id);
+        LOG("%s %u", plug ? "plugged" : "unplugged", id);
+    } else {
+        LOG("nothing to %s", plug ? "plug" : "unplug");
+    }
+    pthread_mutex_unlock(&g_mu);
+}
+
 static enum action handle_plist(unsigned long cid, int fd, const mux_hdr *h, const uint8_t *payload,
                                  size_t plen, int *tcp_fd)
 {
@@ -320,8 +418,11 @@ static enum action handle_plist(unsigned long cid, int fd, const mux_hdr *h, con
         rc = send_plist_result(fd, h->tag, MUX_RESULT_BADCOMMAND);
     } else if (strcmp(mt, "ListDevices") == 0) {
         plist_t arr = plist_new_array();
+        pthread_mutex_lock(&g_mu);
         for (uint32_t id = 1; id <= g.ndev; id++)
-            plist_array_append_item(arr, device_attached(id));
+            if (!g_absent[id])
+                plist_array_append_item(arr, device_attached(id));
+        pthread_mutex_unlock(&g_mu);
         plist_t d = plist_new_dict();
         plist_dict_set_item(d, "DeviceList", arr);
         rc = send_plist_owned(fd, h->tag, d);
@@ -334,9 +435,7 @@ static enum action handle_plist(unsigned long cid, int fd, const mux_hdr *h, con
         plist_dict_set_item(d, "ListenerList", plist_new_array());
         rc = send_plist_owned(fd, h->tag, d);
     } else if (strcmp(mt, "Listen") == 0) {
-        rc = send_plist_result(fd, h->tag, MUX_RESULT_OK);
-        for (uint32_t id = 1; rc == 0 && id <= g.ndev; id++)
-            rc = send_plist_owned(fd, 0, device_attached(id));
+        rc = listen_start(fd, h->tag, true);
         act = ACT_LISTEN;
     } else if (strcmp(mt, "ReadPairRecord") == 0) {
         rc = send_plist_result(fd, h->tag, 2); /* ENOENT: no record */
@@ -393,12 +492,7 @@ static enum action handle_binary(unsigned long cid, int fd, const mux_hdr *h,
         }
     } else if (h->message == MUX_MSG_LISTEN) {
         VLOG("conn %lu: binary LISTEN", cid);
-        rc = send_bin_result(fd, h->tag, MUX_RESULT_OK);
-        for (uint32_t id = 1; rc == 0 && id <= g.ndev; id++) {
-            uint8_t rec[MUX_DEVREC_LEN];
-            device_record(id, rec);
-            rc = mux_send(fd, 0, MUX_MSG_DEVICE_ADD, 0, rec, sizeof rec);
-        }
+        rc = listen_start(fd, h->tag, false);
         act = ACT_LISTEN;
     } else {
         VLOG("conn %lu: binary message %u: BADCOMMAND", cid, h->message);
@@ -420,6 +514,7 @@ static void listen_mode(unsigned long cid, int fd, bool plist_client)
     mux_hdr h = {0};
     uint8_t *payload = NULL;
     int r = mux_recv(fd, &h, &payload);
+    listen_end(fd);
     if (r == 1) {
         VLOG("conn %lu: command on a Listen connection: BADCOMMAND", cid);
         if (plist_client)
@@ -574,6 +669,8 @@ int main(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGUSR1);
+    sigaddset(&sigs, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
     if (sfd < 0) {
@@ -624,8 +721,13 @@ int main(int argc, char **argv)
         }
         if (pfd[1].revents & POLLIN) {
             struct signalfd_siginfo si;
-            if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
-                VLOG("signal %u, exiting", si.ssi_signo);
+            if (read(sfd, &si, sizeof si) != (ssize_t)sizeof si)
+                continue;
+            if (si.ssi_signo == SIGUSR1 || si.ssi_signo == SIGUSR2) {
+                plug_event(si.ssi_signo == SIGUSR2);
+                continue;
+            }
+            VLOG("signal %u, exiting", si.ssi_signo);
             break;
         }
         if (!(pfd[0].revents & POLLIN))
