@@ -29,15 +29,12 @@ def time_wait_toward(port):
 
 class RealUsbmuxdThroughTunnel(unittest.TestCase):
     """Identical answers to direct, with the helper's upstream as the real
-    UNIX socket and as TCP (socat standing in for Apple's 27015 listener)."""
+    UNIX socket and as TCP (tcprelay standing in for Apple's 27015 listener)."""
 
     @classmethod
     def setUpClass(cls):
         cls.mux = harness.PrivateUsbmuxd().start()
-        cls.tcp_port = harness.free_tcp_port()
-        harness.Proc(["socat", "TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork" % cls.tcp_port,
-                      "UNIX-CONNECT:" + cls.mux.socket], name="usbmuxd-tcp",
-                     ready_fn=lambda: harness.tcp_listening(cls.tcp_port)).start()
+        cls.tcp_port = harness.TcpRelay(cls.mux.socket, name="usbmuxd-tcp").start().port
         d = harness.tempdir("tunnel-real")
         cls.paths = {"direct": cls.mux.socket}
         for kind, up in (("unix", "unix:" + cls.mux.socket),
@@ -132,10 +129,7 @@ class SeveralShimsAndLegacyTcp(unittest.TestCase):
 
     def test_legacy_tcp_upstream(self):
         mux = harness.PrivateUsbmuxd().start()
-        port = harness.free_tcp_port()
-        harness.Proc(["socat", "TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork" % port,
-                      "UNIX-CONNECT:" + mux.socket], name="usbmuxd-tcp",
-                     ready_fn=lambda: harness.tcp_listening(port)).start()
+        port = harness.TcpRelay(mux.socket, name="usbmuxd-tcp").start().port
         path = os.path.join(harness.tempdir("legacy"), "shim.sock")
         harness.Shim(path, "tcp:127.0.0.1:%d" % port).start()
         rc, out, err = harness.run_client(["idevice_id", "-l"], path)
@@ -163,10 +157,7 @@ class FakeDevice(unittest.TestCase):
         cls.shim_path = os.path.join(d, "shim.sock")
         cls.shim = harness.Shim(cls.shim_path, cls.helper.tunnel, log_level="info").start()
         # The same chain with a TCP upstream (abortive close policy).
-        cls.tcp_port = harness.free_tcp_port()
-        harness.Proc(["socat", "TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork" % cls.tcp_port,
-                      "UNIX-CONNECT:" + cls.fd.socket], name="fd-tcp",
-                     ready_fn=lambda: harness.tcp_listening(cls.tcp_port)).start()
+        cls.tcp_port = harness.TcpRelay(cls.fd.socket, name="fd-tcp").start().port
         cls.helper_tcp = Helper("tcp:127.0.0.1:%d" % cls.tcp_port).start()
         cls.shim_tcp_path = os.path.join(d, "shim-tcp.sock")
         harness.Shim(cls.shim_tcp_path, cls.helper_tcp.tunnel, log_level="info").start()

@@ -21,6 +21,8 @@ What is here
   PrivateUsbmuxd                the real Debian usbmuxd in its own mount namespace
   Shim, FakeDev, DevSvc         build/muxshim and the test doubles in build/tests
   muxconn(...)                  run build/tests/muxconn, return its JSON line as a dict
+  TcpRelay                      build/tests/tcprelay: TCP listener in front of a UNIX
+                                socket (the stand-in for Apple's usbmuxd on 27015)
   run_client(cmd, socket)       run a real libusbmuxd client against a socket
   Container                     a simulated container (mount+net+pid namespaces)
   cleanup_all()                 stop everything still running (also runs at exit)
@@ -275,6 +277,37 @@ def wait_for(pred, timeout, interval=0.02, what="condition"):
         if time.monotonic() >= deadline:
             raise HarnessError("timed out after %.1f s waiting for %s" % (timeout, what))
         time.sleep(interval)
+
+
+# How long a client connection to usbmuxd (or to a daemon in front of it)
+# retries a full listen queue (EAGAIN: usbmuxd's is a few connections deep,
+# and a timeout on a socket makes Python's connect non-blocking), and a
+# refused or missing socket while the daemon restarts. Generous: a restart
+# takes ~0.1 s, a full queue drains in milliseconds; 30 s is two orders of
+# magnitude above either on a busy machine. The daemons do the same
+# (--connect-timeout).
+CONNECT_RETRY_S = 30.0
+_CONNECT_RETRY_ERRNOS = (errno.EAGAIN, errno.ECONNREFUSED, errno.ENOENT)
+
+
+def connect_unix(path, timeout=10.0, retry_for=CONNECT_RETRY_S):
+    """A stream socket connected to the UNIX socket path, with `timeout` set
+    on it. EAGAIN, ECONNREFUSED and ENOENT are retried (backing off from
+    5 ms to 100 ms) until retry_for seconds have passed, then raised."""
+    deadline = time.monotonic() + retry_for
+    delay = 0.005
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+            return s
+        except OSError as e:
+            s.close()
+            if e.errno not in _CONNECT_RETRY_ERRNOS or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def unix_accepts(path, timeout=0.5):
@@ -1007,9 +1040,30 @@ class MuxconnError(HarnessError):
         self.result = result
 
 
+class TcpRelay(Proc):
+    """build/tests/tcprelay on host:port (0: a free one, read back from its
+    ready line, so no other process can take it in between) in front of the
+    UNIX socket target: one event loop, no process per session. After
+    start(), .port is the port it listens on."""
+
+    def __init__(self, target, port=0, host="127.0.0.1", name="tcprelay", **kw):
+        argv = [tool("tcprelay"), "%s:%d" % (host, port), target]
+        kw.setdefault("ready_line", r"^tcprelay ready (\d+)")
+        super().__init__(argv, name=name, **kw)
+        self.port = port or None
+
+    def start(self):
+        super().start()
+        self.port = int(self.ready_match.group(1))
+        return self
+
+
 def muxconn(*args, socket=None, tcp=None, timeout=120.0, check=True):
     """Run build/tests/muxconn (--socket PATH or --tcp HOST:PORT, then args).
 
+    timeout bounds the run: unless args give --timeout, muxconn gets one a
+    little shorter, so that a run cut short still prints its counts
+    (ops_ok, ops_failed, ops_unfinished) instead of being killed silently.
     Returns its JSON line as a dict plus "_rc" and "_stderr". With check=True
     (default) raises MuxconnError unless rc == 0 and "ok" is true.
     """
@@ -1019,6 +1073,8 @@ def muxconn(*args, socket=None, tcp=None, timeout=120.0, check=True):
     if tcp is not None:
         argv += ["--tcp", tcp]
     argv += [str(a) for a in args]
+    if "--timeout" not in argv:
+        argv += ["--timeout", "%.1f" % max(1.0, timeout - max(2.0, timeout * 0.05))]
     rc, out, err = _run(argv, timeout=timeout)
     lines = [l for l in out.splitlines() if l.strip()]
     result = None
