@@ -73,9 +73,16 @@ TMP_PREFIX = "muxshim-test."
 USBMUXD = shutil.which("usbmuxd", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/usbmuxd"
 LOCKDOWN_MOUNTPOINT = "/var/lib/lockdown"
 
-DEFAULT_READY_TIMEOUT = 10.0
-DEFAULT_STOP_TIMEOUT = 5.0
-DEFAULT_CLIENT_TIMEOUT = 30.0
+# Bounds, not expectations: each is an order of magnitude above what the
+# thing takes on an idle machine (a daemon is ready, or exits on SIGTERM,
+# in well under a second), so that a busy machine, ASan or valgrind never
+# fails a correct build. Waiting ends as soon as the condition holds.
+DEFAULT_READY_TIMEOUT = 30.0
+DEFAULT_STOP_TIMEOUT = 20.0
+DEFAULT_CLIENT_TIMEOUT = 60.0
+# wait_for() never gives up sooner than this: every condition it is used for
+# (a log line, a socket, a counter) comes within a second on an idle machine.
+WAIT_MIN_S = 30.0
 
 # --------------------------------------------------------------------------
 # valgrind
@@ -268,7 +275,9 @@ class TempDir:
 # --------------------------------------------------------------------------
 
 def wait_for(pred, timeout, interval=0.02, what="condition"):
-    """Poll pred() until it returns a true value (returned) or raise HarnessError."""
+    """Poll pred() until it returns a true value (returned) or raise
+    HarnessError after max(timeout, WAIT_MIN_S) seconds."""
+    timeout = max(timeout, WAIT_MIN_S)
     deadline = time.monotonic() + timeout
     while True:
         v = pred()
@@ -1092,6 +1101,59 @@ def muxconn(*args, socket=None, tcp=None, timeout=120.0, check=True):
         raise MuxconnError("muxconn %s failed: rc=%d %s\n%s"
                            % (" ".join(argv[1:]), rc, lines[0], err), result)
     return result
+
+
+def unix_recv_queue(pid):
+    """Bytes waiting unread in the receive queues of pid's UNIX stream
+    sockets, as ss(8) reports them."""
+    out = subprocess.run(["ss", "-xHpn"], capture_output=True, text=True, timeout=30).stdout
+    tag = "pid=%d," % pid
+    return sum(int(line.split()[2]) for line in out.splitlines()
+               if tag in line and line.split()[2].isdigit())
+
+
+def start_stall(socket_path, port, *extra, timeout=60.0):
+    """A client that stops reading while its device floods (muxconn --stall,
+    in the background). Returns its Popen once the flood has filled what
+    lies behind it: bytes wait unread in its socket and their count held
+    still for 0.3 s (bounded by timeout, generous: it fills in milliseconds).
+    It reads nothing until end_stall(), however long the test takes."""
+    p = subprocess.Popen([tool("muxconn"), "--socket", socket_path, "--port", str(port),
+                          "--stall", "3600", "--timeout", "3700"] + [str(a) for a in extra],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        last, since = -1, time.monotonic()
+        while True:
+            if p.poll() is not None:
+                out, err = p.communicate()
+                raise HarnessError("the stalled client ended early: %s %s" % (out, err))
+            n = unix_recv_queue(p.pid)
+            if n != last:
+                last, since = n, time.monotonic()
+            elif n > 0 and time.monotonic() - since >= 0.3:
+                return p
+            if time.monotonic() >= deadline:
+                raise HarnessError("the flood did not fill the stalled client's socket in "
+                                   "%.0f s (%d bytes queued)" % (timeout, n))
+            time.sleep(0.05)
+    except BaseException:
+        _killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        raise
+
+
+def end_stall(p, timeout=60.0):
+    """Ends a start_stall() client (SIGUSR1: it closes and reports). Returns
+    (returncode, its JSON line as a dict or None, stderr)."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGUSR1)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    finally:
+        _killpg(p.pid, signal.SIGKILL)
+    lines = [l for l in out.decode("utf-8", "replace").splitlines() if l.startswith("{")]
+    return p.returncode, json.loads(lines[0]) if lines else None, err.decode("utf-8", "replace")
 
 
 # --------------------------------------------------------------------------

@@ -10,7 +10,7 @@
  *   --echo N           ECHO: send N bytes while reading them back concurrently
  *   --both N           BOTH: send PRNG(seed) and verify PRNG(seed^0x5a5a) concurrently
  *   --rtt COUNT        ECHO: COUNT sequential round trips of --size BYTES (default 1024)
- *   --stall SECONDS    FLOOD: read nothing for SECONDS, then close
+ *   --stall SECONDS    FLOOD: read nothing for SECONDS (or until SIGUSR1), then close
  * usbmuxd-only modes (no Connect):
  *   --list-loop COUNT  COUNT sessions in total (split over --parallel workers), each
  *                      a new connection doing one ListDevices
@@ -511,13 +511,25 @@ out:
     free(in);
 }
 
+/* SIGUSR1 ends --stall early: a test stalls "until it is done measuring",
+ * which no fixed number of seconds can say on a busy machine. */
+static volatile sig_atomic_t g_stall_end;
+
+static void on_sigusr1(int sig)
+{
+    (void)sig;
+    g_stall_end = 1;
+}
+
 static void run_stall(struct session *s)
 {
     if (send_line(s, "FLOOD\n") < 0)
         return;
-    struct timespec ts = {.tv_sec = (time_t)g.n};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
+    double end = tu_now() + (double)g.n;
+    while (!g_stall_end && tu_now() < end) {
+        struct timespec ts = {.tv_nsec = 20 * 1000 * 1000}; /* the flag is polled */
+        nanosleep(&ts, NULL);
+    }
     int pending = 0;
     if (ioctl(s->fd, FIONREAD, &pending) == 0)
         s->pending = pending;
@@ -798,7 +810,7 @@ static void usage(FILE *f)
             "  --echo N          ECHO: send N bytes, read them back concurrently\n"
             "  --both N          BOTH: full-duplex N bytes each way, both verified\n"
             "  --rtt COUNT       ECHO: COUNT sequential round trips of --size BYTES\n"
-            "  --stall SECONDS   FLOOD: read nothing for SECONDS, then close\n"
+            "  --stall SECONDS   FLOOD: read nothing for SECONDS (or until SIGUSR1), then close\n"
             "  --list-loop COUNT COUNT ListDevices sessions (total, split over --parallel)\n"
             "  --list-once       one ListDevices; prints the serial numbers\n"
             "options:\n"
@@ -982,6 +994,7 @@ int main(int argc, char **argv)
 
     tu_raise_nofile();
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGUSR1, on_sigusr1);
     if ((g.mode == M_LIST_LOOP || g.mode == M_LIST_ONCE) && build_listreq() < 0)
         return emit(false, "", "cannot build ListDevices request");
 
