@@ -242,7 +242,7 @@ class Restarts(unittest.TestCase):
     def tearDown(self):
         harness.cleanup_all()
 
-    def wait_session_ok(self, path, port, timeout=20):
+    def wait_session_ok(self, path, port, timeout=60):
         deadline = time.monotonic() + timeout
         while True:
             r = harness.muxconn("--port", port, "--echo", 1024, socket=path, check=False,
@@ -289,7 +289,7 @@ class Restarts(unittest.TestCase):
         self.assertEqual(s.recv(100), b"", "the Listen session must end with EOF")
         s.close()
         mux.start()
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60   # generous: the loop ends as soon as it holds
         while True:
             rc, out, err = harness.run_client(["idevice_id", "-l"], path)
             if rc == 0:
