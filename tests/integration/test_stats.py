@@ -93,8 +93,7 @@ class NoisyClient(unittest.TestCase):
             st = self.stats(path)
         finally:
             for p in clients:
-                p.stdin.close()
-                out, err = p.communicate(timeout=60)
+                out, err = p.communicate(input="", timeout=60)   # EOF on stdin: stop
                 self.assertEqual(p.returncode, 0, err)
         procs = {p["pid"]: p for p in st["processes"]}
         self.assertIn(noisy.pid, procs, st)
