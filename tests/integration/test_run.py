@@ -198,7 +198,7 @@ class Wrapper(unittest.TestCase):
                             self.sock, "--", "true"], capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 125, r.stderr)
         self.assertIn("did not accept on %s within 500 ms" % self.sock, r.stderr)
-        self.assertLess(time.monotonic() - t0, 15)
+        self.assertLess(time.monotonic() - t0, 40)   # the fake shim would hang for 60 s
 
     def test_sigterm_before_the_command_started(self):
         never = os.path.join(self.d, "slow-shim")

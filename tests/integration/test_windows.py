@@ -230,7 +230,9 @@ class Faults(unittest.TestCase):
         t0 = time.monotonic()
         rc, out, err = harness.run_client(["idevice_id", "-l"], path)
         self.assertNotEqual(rc, 0)
-        self.assertLess(time.monotonic() - t0, 15, "the client must be closed, not hang")
+        # wine is slow to start a session on a busy machine; a hang would
+        # last until run_client's own 60 s bound
+        self.assertLess(time.monotonic() - t0, 45, "the client must be closed, not hang")
         harness.wait_for(lambda: "Connection refused" in helper.stderr_text(), 10,
                          what="the helper's refused line")
         self.assertIn("Apple Mobile Device Service", helper.stderr_text())
