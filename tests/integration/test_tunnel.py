@@ -105,7 +105,8 @@ class SeveralShimsAndLegacyTcp(unittest.TestCase):
         paths = [os.path.join(d, "shim%d.sock" % i) for i in range(3)]
         for p in paths:
             harness.Shim(p, helper.tunnel).start()
-        procs = [subprocess.Popen([harness.tool("muxconn"), "--socket", p, "--list-loop", "300"],
+        procs = [subprocess.Popen([harness.tool("muxconn"), "--socket", p, "--list-loop", "300",
+                                   "--timeout", "110"],   # just under the 120 s waited below
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE) for p in paths]
         for p in procs:
             out, err = p.communicate(timeout=120)
