@@ -189,7 +189,9 @@ class Lifecycle(unittest.TestCase):
         shim = harness.Proc([SHIM, "--listen", self.path],
                             env={"MUXSHIM_UPSTREAM": "unix:" + self.mux.socket},
                             ready_socket=self.path).start()
-        self.assertIn("upstream unix:" + self.mux.socket, shim.stderr_text())
+        # The socket may accept a moment before the start-up line is written.
+        harness.wait_for(lambda: "upstream unix:" + self.mux.socket in shim.stderr_text(), 30,
+                         what="the start-up line naming the upstream")
         rc, out, err = harness.run_client(["idevice_id", "-l"], self.path)
         self.assertEqual(rc, 0, err)
 

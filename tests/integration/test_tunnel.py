@@ -464,7 +464,9 @@ class AuthAndExposure(unittest.TestCase):
         h = harness.Proc([os.path.join(harness.BUILD, "muxshim-host"), "--listen",
                           "0.0.0.0:%d" % port, "--upstream", "unix:" + self.mux.socket,
                           "--allow-remote"], ready_fn=lambda: harness.tcp_listening(port)).start()
-        self.assertIn("WITHOUT a token", h.stderr_text())
+        # Logged just after listen(): the port may be seen listening first.
+        harness.wait_for(lambda: "WITHOUT a token" in h.stderr_text(), 30,
+                         what="the no-token warning")
 
 
 class Keepalive(unittest.TestCase):
