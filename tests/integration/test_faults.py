@@ -302,10 +302,18 @@ class CheckedDevice:
         finally:
             c.close()
             with self.cond:
+                rec["done"] = True
                 self.open -= 1
                 self.cond.notify_all()
 
-    def wait_idle(self, timeout=20):
+    def wait_done(self, rec, timeout=60):
+        """Waits until the connection `rec` records has ended here: a client
+        can see the device's last bytes (and a cut) before this thread has
+        written down that it sent them."""
+        with self.cond:
+            return self.cond.wait_for(lambda: rec.get("done"), timeout)
+
+    def wait_idle(self, timeout=60):
         with self.cond:
             return self.cond.wait_for(lambda: self.open == 0, timeout)
 
@@ -404,6 +412,7 @@ def check_sessions(test, sessions, dev):
             # The trailer came from the device, which sends it only after
             # the exact bytes and EOF.
             test.assertIsNotNone(rec)
+            test.assertTrue(dev.wait_done(rec), "session %s: the device never ended" % ss.sid)
             test.assertTrue(rec["ok_sent"] and rec["got"] == ss.up_n, rec)
     return counts
 
@@ -1481,7 +1490,7 @@ class TunnelCuts(unittest.TestCase):
             ch.assert_alive(self)
             # Quiet again: the helper has let go of the broken tunnel and
             # of every usbmuxd connection it carried.
-            self.assertTrue(ch.dev.wait_idle(20), "device connections left open")
+            self.assertTrue(ch.dev.wait_idle(60), "device connections left open")
             fds.append(settle(now, base, 15))
             rss.append((ch.shim.rss_kib(), ch.helper.rss_kib()))
             if os.environ.get("MUXSHIM_FAULT_VERBOSE"):
