@@ -54,7 +54,7 @@ UNIT_SRC   := tests/unit/run.c tests/unit/test_buf.c tests/unit/test_addr.c \
 
 PLIST_LIBS  = $(shell pkg-config --cflags --libs libplist-2.0 2>/dev/null)
 MUXD_LIBS   = $(shell pkg-config --cflags --libs libusbmuxd-2.0 libplist-2.0 2>/dev/null)
-TOOLS      := fakedev devsvc muxconn lmclient leaky
+TOOLS      := fakedev devsvc muxconn lmclient leaky tcprelay
 
 DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev usbmuxd libusbmuxd-dev \
             libusbmuxd-tools libimobiledevice-utils libplist-dev libplist-utils \

@@ -18,12 +18,13 @@ A. The real usbmuxd (a private instance, see tests/lib/harness.py):
      socat           client -> socat UNIX-LISTEN,fork UNIX-CONNECT -> usbmuxd
      tunnel          client -> muxshim tunnel: -> muxshim-host unix: -> usbmuxd
      tunnel, TCP up  as tunnel, but muxshim-host's upstream is usbmuxd's TCP
-                     listener (the Windows shape: a socat on :27015 stands in)
-     (stand-in)      client -> socat TCP-LISTEN:27015 -> usbmuxd, for reference:
+                     listener (the Windows shape: build/tests/tcprelay on :27015
+                     stands in, one event loop, no process per session)
+     (stand-in)      client -> tcprelay :27015 -> usbmuxd, for reference:
                      the ceiling of the two rows that use the stand-in
      seed chain      client -> socat UNIX-LISTEN,fork TCP:23333 (the container
-                     hop) -> socat reverse proxy :23333 -> :27015 -> socat
-                     TCP-LISTEN:27015 UNIX-CONNECT (Apple's TCP listener)
+                     hop) -> socat reverse proxy :23333 -> :27015 -> tcprelay
+                     (Apple's TCP listener)
 B. A fake device (fakedev + devsvc): bulk MB/s through one Connect session
    (--recv: device to client, --send: client to device) and the round trip
    of a 1 KiB request/response (--rtt); then the round trip while another
@@ -329,8 +330,10 @@ def build_paths_a(mux, logdir, res):
                 "socat", ready_socket=p.socket)
 
     def usbmuxd_tcp(p):
-        p.spawn(["socat", "TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork" % P_USBMUXD_TCP,
-                 "UNIX-CONNECT:" + mux.socket], "usbmuxd-tcp", ready_fn=p.tcp_ready(P_USBMUXD_TCP))
+        # Apple's listener: tcprelay, one event loop, so that the rows behind
+        # it measure themselves rather than a process forked per session.
+        p.spawn([harness.tool("tcprelay"), "127.0.0.1:%d" % P_USBMUXD_TCP, mux.socket],
+                "usbmuxd-tcp", ready_fn=p.tcp_ready(P_USBMUXD_TCP))
 
     def tunnel(p):
         p.daemons["muxshim-host (unix: upstream)"] = p.helper(P_TUNNEL, "unix:" + mux.socket)
@@ -369,7 +372,7 @@ def build_paths_a(mux, logdir, res):
     make("socat", "socat", socat)
     make("tunnel", "muxshim tunnel", tunnel)
     make("tunnel_tcp", "muxshim tunnel, TCP upstream", tunnel_tcp)
-    make("standin", "(TCP stand-in alone: client -> socat :27015)", standin)
+    make("standin", "(TCP stand-in alone: client -> tcprelay :27015)", standin)
     make("chain", "seed chain", chain)
     return paths
 

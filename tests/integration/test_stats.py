@@ -4,6 +4,7 @@
 20 % and the right message mix, and only the noisy one gets the warning."""
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -18,14 +19,14 @@ SHIM = os.environ.get("MUXSHIM_BIN", os.path.join(harness.BUILD, "muxshim"))
 #   plist5: each operation = 4 ListDevices + 1 ReadBUID (plist, version 1)
 #   binary: each operation = 1 binary (version 0) Connect to a missing device
 CLIENT = r'''
-import socket, struct, sys, time
-path, rate, seconds, mode = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+import select, socket, struct, sys, time
+path, rate, mode = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 def plist(t):
     b = ('<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0"><dict>'
          '<key>MessageType</key><string>%s</string></dict></plist>' % t).encode()
     return struct.pack("<IIII", 16 + len(b), 1, 8, 1) + b
 def session(msg):
-    s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(path); s.sendall(msg)
+    s = socket.socket(socket.AF_UNIX); s.settimeout(60); s.connect(path); s.sendall(msg)
     hdr = b""
     while len(hdr) < 16:
         c = s.recv(16 - len(hdr))
@@ -40,12 +41,13 @@ def session(msg):
     s.close()
 ops = [plist("ListDevices")] * 4 + [plist("ReadBUID")] if mode == "plist5" else \
       [struct.pack("<IIII", 24, 0, 2, 1) + struct.pack("<IHH", 4242, socket.htons(62078), 0)]
+print("started", flush=True)
 t0 = time.monotonic(); n = 0
-while time.monotonic() - t0 < seconds:
+while True:  # until the test closes our stdin
     for m in ops: session(m)
     n += 1
-    delay = t0 + n / rate - time.monotonic()
-    if delay > 0: time.sleep(delay)
+    delay = max(0.0, t0 + n / rate - time.monotonic())
+    if select.select([sys.stdin], [], [], delay)[0]: break
 print(n, flush=True)
 '''
 
@@ -54,14 +56,21 @@ class NoisyClient(unittest.TestCase):
     def tearDown(self):
         harness.cleanup_all()
 
-    def start_client(self, d, name, path, rate, seconds, mode):
+    def start_client(self, d, name, path, rate, mode):
+        """A client paced at `rate` operations/s until its stdin is closed;
+        returns (Popen, the time it started its first session)."""
         exe = os.path.join(d, name)
         os.symlink(os.path.realpath(sys.executable), exe)  # comm = name
         script = os.path.join(d, "client.py")
         with open(script, "w") as f:
             f.write(CLIENT)
-        return subprocess.Popen([exe, script, path, str(rate), str(seconds), mode],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen([exe, script, path, str(rate), mode], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Generous bound for a Python start-up on a busy machine.
+        if not select.select([p.stdout], [], [], 60)[0] or p.stdout.readline() != "started\n":
+            p.kill()
+            self.fail("client %s did not start: %s" % (name, p.communicate()[1]))
+        return p, time.monotonic()
 
     def stats(self, path):
         p = subprocess.run([SHIM, "stats", "--json", "--listen", path], capture_output=True,
@@ -71,14 +80,20 @@ class NoisyClient(unittest.TestCase):
 
     def run_pattern(self, path, d, shim):
         # noisy: 2 operations/s x 5 sessions = 10 sessions/s; normal: 1 session/s
-        noisy = self.start_client(d, "noisyclient", path, 2, 13, "plist5")
-        normal = self.start_client(d, "calmclient", path, 1, 13, "binary")
+        clients = []
         try:
-            time.sleep(11.5)  # the 10 s rate window is full, both still running
+            noisy, t_noisy = self.start_client(d, "noisyclient", path, 2, "plist5")
+            clients.append(noisy)
+            normal, t_normal = self.start_client(d, "calmclient", path, 1, "binary")
+            clients.append(normal)
+            # The shim's rate window is 10 s: look once both clients have run
+            # for longer (the duration under test, not a wait for an event).
+            # They run on until told to stop, however late this look comes.
+            time.sleep(max(0.0, max(t_noisy, t_normal) + 11.5 - time.monotonic()))
             st = self.stats(path)
         finally:
-            for p in (noisy, normal):
-                out, err = p.communicate(timeout=30)
+            for p in clients:
+                out, err = p.communicate(input="", timeout=60)   # EOF on stdin: stop
                 self.assertEqual(p.returncode, 0, err)
         procs = {p["pid"]: p for p in st["processes"]}
         self.assertIn(noisy.pid, procs, st)

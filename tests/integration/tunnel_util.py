@@ -55,11 +55,10 @@ def recv_msg(s):
 
 
 def usbmuxd_request(path, obj, timeout=10):
-    """One session, one plist request, the reply as a dict."""
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(timeout)
+    """One session, one plist request, the reply as a dict. The connect
+    retries a full listen queue or a restart (harness.connect_unix)."""
+    s = harness.connect_unix(path, timeout)
     try:
-        s.connect(path)
         s.sendall(plist_msg(obj))
         return recv_msg(s)[3]
     finally:
@@ -69,9 +68,7 @@ def usbmuxd_request(path, obj, timeout=10):
 def connect_device(path, port, device=1, timeout=10):
     """A usbmuxd Connect session to the fake device's port; returns the socket
     (now a raw pipe) or raises with the result number."""
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(timeout)
-    s.connect(path)
+    s = harness.connect_unix(path, timeout)
     s.sendall(plist_msg({"MessageType": "Connect", "DeviceID": device,
                          "PortNumber": socket.htons(port), "ProgName": "test"}))
     reply = recv_msg(s)[3]

@@ -21,6 +21,8 @@ What is here
   PrivateUsbmuxd                the real Debian usbmuxd in its own mount namespace
   Shim, FakeDev, DevSvc         build/muxshim and the test doubles in build/tests
   muxconn(...)                  run build/tests/muxconn, return its JSON line as a dict
+  TcpRelay                      build/tests/tcprelay: TCP listener in front of a UNIX
+                                socket (the stand-in for Apple's usbmuxd on 27015)
   run_client(cmd, socket)       run a real libusbmuxd client against a socket
   Container                     a simulated container (mount+net+pid namespaces)
   cleanup_all()                 stop everything still running (also runs at exit)
@@ -71,9 +73,16 @@ TMP_PREFIX = "muxshim-test."
 USBMUXD = shutil.which("usbmuxd", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/usbmuxd"
 LOCKDOWN_MOUNTPOINT = "/var/lib/lockdown"
 
-DEFAULT_READY_TIMEOUT = 10.0
-DEFAULT_STOP_TIMEOUT = 5.0
-DEFAULT_CLIENT_TIMEOUT = 30.0
+# Bounds, not expectations: each is an order of magnitude above what the
+# thing takes on an idle machine (a daemon is ready, or exits on SIGTERM,
+# in well under a second), so that a busy machine, ASan or valgrind never
+# fails a correct build. Waiting ends as soon as the condition holds.
+DEFAULT_READY_TIMEOUT = 30.0
+DEFAULT_STOP_TIMEOUT = 20.0
+DEFAULT_CLIENT_TIMEOUT = 60.0
+# wait_for() never gives up sooner than this: every condition it is used for
+# (a log line, a socket, a counter) comes within a second on an idle machine.
+WAIT_MIN_S = 30.0
 
 # --------------------------------------------------------------------------
 # valgrind
@@ -266,7 +275,9 @@ class TempDir:
 # --------------------------------------------------------------------------
 
 def wait_for(pred, timeout, interval=0.02, what="condition"):
-    """Poll pred() until it returns a true value (returned) or raise HarnessError."""
+    """Poll pred() until it returns a true value (returned) or raise
+    HarnessError after max(timeout, WAIT_MIN_S) seconds."""
+    timeout = max(timeout, WAIT_MIN_S)
     deadline = time.monotonic() + timeout
     while True:
         v = pred()
@@ -275,6 +286,37 @@ def wait_for(pred, timeout, interval=0.02, what="condition"):
         if time.monotonic() >= deadline:
             raise HarnessError("timed out after %.1f s waiting for %s" % (timeout, what))
         time.sleep(interval)
+
+
+# How long a client connection to usbmuxd (or to a daemon in front of it)
+# retries a full listen queue (EAGAIN: usbmuxd's is a few connections deep,
+# and a timeout on a socket makes Python's connect non-blocking), and a
+# refused or missing socket while the daemon restarts. Generous: a restart
+# takes ~0.1 s, a full queue drains in milliseconds; 30 s is two orders of
+# magnitude above either on a busy machine. The daemons do the same
+# (--connect-timeout).
+CONNECT_RETRY_S = 30.0
+_CONNECT_RETRY_ERRNOS = (errno.EAGAIN, errno.ECONNREFUSED, errno.ENOENT)
+
+
+def connect_unix(path, timeout=10.0, retry_for=CONNECT_RETRY_S):
+    """A stream socket connected to the UNIX socket path, with `timeout` set
+    on it. EAGAIN, ECONNREFUSED and ENOENT are retried (backing off from
+    5 ms to 100 ms) until retry_for seconds have passed, then raised."""
+    deadline = time.monotonic() + retry_for
+    delay = 0.005
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+            return s
+        except OSError as e:
+            s.close()
+            if e.errno not in _CONNECT_RETRY_ERRNOS or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def unix_accepts(path, timeout=0.5):
@@ -1010,9 +1052,30 @@ class MuxconnError(HarnessError):
         self.result = result
 
 
+class TcpRelay(Proc):
+    """build/tests/tcprelay on host:port (0: a free one, read back from its
+    ready line, so no other process can take it in between) in front of the
+    UNIX socket target: one event loop, no process per session. After
+    start(), .port is the port it listens on."""
+
+    def __init__(self, target, port=0, host="127.0.0.1", name="tcprelay", **kw):
+        argv = [tool("tcprelay"), "%s:%d" % (host, port), target]
+        kw.setdefault("ready_line", r"^tcprelay ready (\d+)")
+        super().__init__(argv, name=name, **kw)
+        self.port = port or None
+
+    def start(self):
+        super().start()
+        self.port = int(self.ready_match.group(1))
+        return self
+
+
 def muxconn(*args, socket=None, tcp=None, timeout=120.0, check=True):
     """Run build/tests/muxconn (--socket PATH or --tcp HOST:PORT, then args).
 
+    timeout bounds the run: unless args give --timeout, muxconn gets one a
+    little shorter, so that a run cut short still prints its counts
+    (ops_ok, ops_failed, ops_unfinished) instead of being killed silently.
     Returns its JSON line as a dict plus "_rc" and "_stderr". With check=True
     (default) raises MuxconnError unless rc == 0 and "ok" is true.
     """
@@ -1022,6 +1085,8 @@ def muxconn(*args, socket=None, tcp=None, timeout=120.0, check=True):
     if tcp is not None:
         argv += ["--tcp", tcp]
     argv += [str(a) for a in args]
+    if "--timeout" not in argv:
+        argv += ["--timeout", "%.1f" % max(1.0, timeout - max(2.0, timeout * 0.05))]
     rc, out, err = _run(argv, timeout=timeout)
     lines = [l for l in out.splitlines() if l.strip()]
     result = None
@@ -1039,6 +1104,59 @@ def muxconn(*args, socket=None, tcp=None, timeout=120.0, check=True):
         raise MuxconnError("muxconn %s failed: rc=%d %s\n%s"
                            % (" ".join(argv[1:]), rc, lines[0], err), result)
     return result
+
+
+def unix_recv_queue(pid):
+    """Bytes waiting unread in the receive queues of pid's UNIX stream
+    sockets, as ss(8) reports them."""
+    out = subprocess.run(["ss", "-xHpn"], capture_output=True, text=True, timeout=30).stdout
+    tag = "pid=%d," % pid
+    return sum(int(line.split()[2]) for line in out.splitlines()
+               if tag in line and line.split()[2].isdigit())
+
+
+def start_stall(socket_path, port, *extra, timeout=60.0):
+    """A client that stops reading while its device floods (muxconn --stall,
+    in the background). Returns its Popen once the flood has filled what
+    lies behind it: bytes wait unread in its socket and their count held
+    still for 0.3 s (bounded by timeout, generous: it fills in milliseconds).
+    It reads nothing until end_stall(), however long the test takes."""
+    p = subprocess.Popen([tool("muxconn"), "--socket", socket_path, "--port", str(port),
+                          "--stall", "3600", "--timeout", "3700"] + [str(a) for a in extra],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        last, since = -1, time.monotonic()
+        while True:
+            if p.poll() is not None:
+                out, err = p.communicate()
+                raise HarnessError("the stalled client ended early: %s %s" % (out, err))
+            n = unix_recv_queue(p.pid)
+            if n != last:
+                last, since = n, time.monotonic()
+            elif n > 0 and time.monotonic() - since >= 0.3:
+                return p
+            if time.monotonic() >= deadline:
+                raise HarnessError("the flood did not fill the stalled client's socket in "
+                                   "%.0f s (%d bytes queued)" % (timeout, n))
+            time.sleep(0.05)
+    except BaseException:
+        _killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        raise
+
+
+def end_stall(p, timeout=60.0):
+    """Ends a start_stall() client (SIGUSR1: it closes and reports). Returns
+    (returncode, its JSON line as a dict or None, stderr)."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGUSR1)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    finally:
+        _killpg(p.pid, signal.SIGKILL)
+    lines = [l for l in out.decode("utf-8", "replace").splitlines() if l.startswith("{")]
+    return p.returncode, json.loads(lines[0]) if lines else None, err.decode("utf-8", "replace")
 
 
 # --------------------------------------------------------------------------

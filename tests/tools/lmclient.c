@@ -20,7 +20,9 @@
  *   delete      usbmuxd_delete_pair_record(ID)
  *   reread      usbmuxd_read_pair_record(ID) again: must fail
  *   events      usbmuxd_events_subscribe, events seen within --events-ms
- *               (default 1000), sorted; then usbmuxd_events_unsubscribe
+ *               (default 1000; longer, up to LM_EVENTS_MAX_MS, while fewer
+ *               than --expect-devices adds have come), sorted; then
+ *               usbmuxd_events_unsubscribe
  *   connect     usbmuxd_connect(12345, 22): -19 (ENODEV) without such a device
  *   connect1    only with --connect-port P: usbmuxd_connect(1, P), then an
  *               "ECHO" exchange with devsvc through the pipe
@@ -54,7 +56,10 @@
 #define LM_MAX_EVENTS 4096
 #define LM_EVENT_LEN 80
 #define LM_ECHO_PAYLOAD "lmclient-echo-0123456789-abcdefghijklmnopqrstuvwxyz\n"
-#define LM_ECHO_TIMEOUT_MS 5000
+/* Generous bounds, for a busy machine: each is two orders of magnitude
+ * above what the step takes on an idle one. */
+#define LM_ECHO_TIMEOUT_MS 30000
+#define LM_EVENTS_MAX_MS 30000
 
 static int g_failures;
 static bool g_no_pair_check;
@@ -209,11 +214,13 @@ static void step_pair_records(const char *udid)
 /* Events are collected by libusbmuxd's listener thread. */
 static struct {
     pthread_mutex_t lock;
+    pthread_cond_t cond; /* signalled on every event */
     bool recording;
     size_t n;
+    size_t adds;
     size_t dropped;
     char ev[LM_MAX_EVENTS][LM_EVENT_LEN];
-} g_events = {.lock = PTHREAD_MUTEX_INITIALIZER};
+} g_events = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static void on_event(const usbmuxd_event_t *event, void *user_data)
 {
@@ -224,6 +231,9 @@ static void on_event(const usbmuxd_event_t *event, void *user_data)
                                                           : "unknown";
     pthread_mutex_lock(&g_events.lock);
     if (g_events.recording) {
+        if (event->event == UE_DEVICE_ADD)
+            g_events.adds++;
+        pthread_cond_broadcast(&g_events.cond);
         if (g_events.n < LM_MAX_EVENTS) {
             /* Removal events carry only the handle; add/paired carry the serial. */
             if (event->event == UE_DEVICE_REMOVE)
@@ -240,16 +250,48 @@ static void on_event(const usbmuxd_event_t *event, void *user_data)
     pthread_mutex_unlock(&g_events.lock);
 }
 
-static void sleep_ms(long ms)
+static struct timespec after_ms(const struct timespec *t0, long ms)
 {
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+    struct timespec t = {.tv_sec = t0->tv_sec + ms / 1000,
+                         .tv_nsec = t0->tv_nsec + (ms % 1000) * 1000000L};
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+/*
+ * Records events for wait_ms, and beyond it, up to LM_EVENTS_MAX_MS, until
+ * the expected adds have come: how soon they come depends on the machine,
+ * and the output must not. (Extra events are looked for during wait_ms.)
+ */
+static void wait_events(size_t expect_adds, long wait_ms)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct timespec min_end = after_ms(&t0, wait_ms);
+    struct timespec max_end = after_ms(&t0, wait_ms > LM_EVENTS_MAX_MS ? wait_ms : LM_EVENTS_MAX_MS);
+    pthread_mutex_lock(&g_events.lock);
+    /* at least wait_ms, then only while adds are missing */
+    while (pthread_cond_timedwait(&g_events.cond, &g_events.lock, &min_end) != ETIMEDOUT)
         ;
+    while (g_events.adds + g_events.dropped < expect_adds &&
+           pthread_cond_timedwait(&g_events.cond, &g_events.lock, &max_end) != ETIMEDOUT)
+        ;
+    pthread_mutex_unlock(&g_events.lock);
 }
 
 static void step_events(int expect_devices, long wait_ms)
 {
     usbmuxd_subscription_context_t ctx = NULL;
+    /* the deadlines are CLOCK_MONOTONIC; set before the listener thread exists */
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_destroy(&g_events.cond);
+    pthread_cond_init(&g_events.cond, &attr);
+    pthread_condattr_destroy(&attr);
     pthread_mutex_lock(&g_events.lock);
     g_events.recording = true;
     pthread_mutex_unlock(&g_events.lock);
@@ -260,7 +302,7 @@ static void step_events(int expect_devices, long wait_ms)
         fail("events", "usbmuxd_events_subscribe returned %d", rc);
         return;
     }
-    sleep_ms(wait_ms);
+    wait_events((size_t)expect_devices, wait_ms);
 
     /* Stop recording before unsubscribing: tearing the listener down may
      * synthesise removals, and those are not what the daemon said. */

@@ -10,7 +10,7 @@
  *   --echo N           ECHO: send N bytes while reading them back concurrently
  *   --both N           BOTH: send PRNG(seed) and verify PRNG(seed^0x5a5a) concurrently
  *   --rtt COUNT        ECHO: COUNT sequential round trips of --size BYTES (default 1024)
- *   --stall SECONDS    FLOOD: read nothing for SECONDS, then close
+ *   --stall SECONDS    FLOOD: read nothing for SECONDS (or until SIGUSR1), then close
  * usbmuxd-only modes (no Connect):
  *   --list-loop COUNT  COUNT sessions in total (split over --parallel workers), each
  *                      a new connection doing one ListDevices
@@ -21,6 +21,10 @@
  * Prints exactly one JSON line on stdout ("ok":true|false); exit 0 on success,
  * 1 on any failure (reason on stderr), 2 on usage errors. Throughput "mbps" is
  * in megabytes (1e6 bytes) per second of wall time, all sessions together.
+ * Every line, also the one printed when --timeout stops a run, counts the
+ * operations (ListDevices sessions for --list-loop, sessions otherwise) that
+ * succeeded ("ops_ok"), failed ("ops_failed") and never finished
+ * ("ops_unfinished"), so that a run cut short still says how much it did.
  */
 #include "toolutil.h"
 
@@ -58,6 +62,24 @@ static struct {
 } g = {.size = 1024, .seed = 1, .device = 1, .port = -1, .parallel = 1, .timeout = 60};
 
 static atomic_int g_emitted;
+/* Operations finished so far, for the line printed on a timeout. */
+static atomic_ullong g_ops_ok, g_ops_failed;
+static double g_t0;
+
+static uint64_t ops_total(void)
+{
+    return g.mode == M_LIST_LOOP ? g.n : g.parallel;
+}
+
+/* "ops_ok":..,"ops_failed":..,"ops_unfinished":.. as of now. */
+static int ops_fields(char *out, size_t cap)
+{
+    unsigned long long ok = atomic_load(&g_ops_ok), bad = atomic_load(&g_ops_failed);
+    unsigned long long total = ops_total();
+    unsigned long long left = ok + bad < total ? total - ok - bad : 0;
+    return snprintf(out, cap, "\"ops_ok\":%llu,\"ops_failed\":%llu,\"ops_unfinished\":%llu", ok,
+                    bad, left);
+}
 
 /* Print the single JSON line (first caller wins) and return the exit code. */
 static int emit(bool ok, const char *json_fields, const char *err)
@@ -91,9 +113,17 @@ static void *watchdog(void *arg)
     ts.tv_nsec = (long)((g.timeout - (double)ts.tv_sec) * 1e9);
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
         ;
-    char msg[96];
+    char msg[96], f[512];
     snprintf(msg, sizeof msg, "timeout after %.1f s", g.timeout);
-    emit(false, "", msg);
+    double secs = tu_now() - g_t0;
+    int n = snprintf(f, sizeof f, "\"timed_out\":true,\"seconds\":%.6f,", secs);
+    n += ops_fields(f + n, sizeof f - (size_t)n);
+    if (g.mode == M_LIST_LOOP) {
+        unsigned long long ok = atomic_load(&g_ops_ok);
+        snprintf(f + n, sizeof f - (size_t)n, ",\"list_sessions\":%llu,\"sessions_per_s\":%.1f", ok,
+                 secs > 0 ? (double)ok / secs : 0);
+    }
+    emit(false, f, msg);
     fflush(stderr);
     _exit(1);
 }
@@ -481,13 +511,25 @@ out:
     free(in);
 }
 
+/* SIGUSR1 ends --stall early: a test stalls "until it is done measuring",
+ * which no fixed number of seconds can say on a busy machine. */
+static volatile sig_atomic_t g_stall_end;
+
+static void on_sigusr1(int sig)
+{
+    (void)sig;
+    g_stall_end = 1;
+}
+
 static void run_stall(struct session *s)
 {
     if (send_line(s, "FLOOD\n") < 0)
         return;
-    struct timespec ts = {.tv_sec = (time_t)g.n};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
+    double end = tu_now() + (double)g.n;
+    while (!g_stall_end && tu_now() < end) {
+        struct timespec ts = {.tv_nsec = 20 * 1000 * 1000}; /* the flag is polled */
+        nanosleep(&ts, NULL);
+    }
     int pending = 0;
     if (ioctl(s->fd, FIONREAD, &pending) == 0)
         s->pending = pending;
@@ -652,8 +694,11 @@ static void run_list_loop(struct session *s)
     for (uint64_t i = 0; i < count; i++) {
         double t0 = tu_now();
         /* full parse on the first session of each worker, framing checks after */
-        if (list_devices_once(s, (uint32_t)(i + 1), i == 0, false) < 0)
+        if (list_devices_once(s, (uint32_t)(i + 1), i == 0, false) < 0) {
+            atomic_fetch_add(&g_ops_failed, 1);
             return;
+        }
+        atomic_fetch_add(&g_ops_ok, 1);
         s->lat_us[s->nlat++] = (tu_now() - t0) * 1e6;
         s->iterations++;
     }
@@ -671,6 +716,7 @@ static void *session_thread(void *arg)
     s->buf = malloc(TU_IO_BUF);
     if (s->buf == NULL) {
         fail(s, "out of memory");
+        atomic_fetch_add(&g_ops_failed, 1);
         return NULL;
     }
     if (g.mode == M_LIST_LOOP) {
@@ -702,6 +748,8 @@ static void *session_thread(void *arg)
             fail(s, "internal: bad mode");
         }
     }
+    if (g.mode != M_LIST_LOOP) /* list-loop counts each of its sessions */
+        atomic_fetch_add(s->ok ? &g_ops_ok : &g_ops_failed, 1);
     if (s->fd >= 0)
         close(s->fd);
     free(s->buf);
@@ -762,7 +810,7 @@ static void usage(FILE *f)
             "  --echo N          ECHO: send N bytes, read them back concurrently\n"
             "  --both N          BOTH: full-duplex N bytes each way, both verified\n"
             "  --rtt COUNT       ECHO: COUNT sequential round trips of --size BYTES\n"
-            "  --stall SECONDS   FLOOD: read nothing for SECONDS, then close\n"
+            "  --stall SECONDS   FLOOD: read nothing for SECONDS (or until SIGUSR1), then close\n"
             "  --list-loop COUNT COUNT ListDevices sessions (total, split over --parallel)\n"
             "  --list-once       one ListDevices; prints the serial numbers\n"
             "options:\n"
@@ -771,7 +819,8 @@ static void usage(FILE *f)
             "  --size BYTES      rtt message size (default 1024)\n"
             "  --seed S          PRNG seed (default 1; session i uses S+i)\n"
             "  --parallel K      K concurrent sessions (default 1)\n"
-            "  --timeout SEC     overall limit (default 60)\n"
+            "  --timeout SEC     overall limit (default 60); a run it stops still\n"
+            "                    reports ops_ok / ops_failed / ops_unfinished\n"
             "output: one JSON line; exit 0 ok, 1 failure, 2 usage. mbps = 1e6 bytes/s.\n");
 }
 
@@ -945,9 +994,11 @@ int main(int argc, char **argv)
 
     tu_raise_nofile();
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGUSR1, on_sigusr1);
     if ((g.mode == M_LIST_LOOP || g.mode == M_LIST_ONCE) && build_listreq() < 0)
         return emit(false, "", "cannot build ListDevices request");
 
+    g_t0 = tu_now();
     pthread_t wd;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
@@ -991,8 +1042,9 @@ int main(int argc, char **argv)
     }
     bool ok = (nok == g.parallel);
     char f[1024];
-    int n = snprintf(f, sizeof f, "\"sessions\":%u,\"failed\":%u,\"seconds\":%.6f", g.parallel,
+    int n = snprintf(f, sizeof f, "\"sessions\":%u,\"failed\":%u,\"seconds\":%.6f,", g.parallel,
                      g.parallel - nok, secs);
+    n += ops_fields(f + n, sizeof f - (size_t)n);
     switch (g.mode) {
     case M_SEND:
     case M_RECV:
