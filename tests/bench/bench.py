@@ -361,6 +361,16 @@ def build_paths_a(mux, logdir, res):
         p.spawn(["socat", "UNIX-LISTEN:%s,fork" % p.socket, "TCP:127.0.0.1:%d" % P_REVERSE_PROXY],
                 "container-hop", ready_socket=p.socket)
 
+    def broker(p):
+        p.socket = os.path.join(p.logdir, "client.sock")
+        p.daemons["muxshim --broker (unix:)"] = p.shim(p.socket, "unix:" + mux.socket, "--broker")
+
+    def broker_tunnel(p):
+        p.daemons["muxshim-host (for the broker)"] = p.helper(P_TUNNEL, "unix:" + mux.socket)
+        p.socket = os.path.join(p.logdir, "client.sock")
+        p.daemons["muxshim --broker (tunnel:)"] = p.shim(p.socket, "tunnel:127.0.0.1:%d" % P_TUNNEL,
+                                                         "--broker")
+
     def shim_noinspect(p):
         p.socket = os.path.join(p.logdir, "client.sock")
         p.daemons["muxshim --no-inspect"] = p.shim(p.socket, "unix:" + mux.socket,
@@ -369,6 +379,8 @@ def build_paths_a(mux, logdir, res):
     make("direct", "direct", direct)
     make("muxshim", "muxshim", shim)
     make("noinspect", "muxshim --no-inspect", shim_noinspect)
+    make("broker", "muxshim --broker", broker)
+    make("broker_tunnel", "muxshim --broker, tunnel", broker_tunnel)
     make("socat", "socat", socat)
     make("tunnel", "muxshim tunnel", tunnel)
     make("tunnel_tcp", "muxshim tunnel, TCP upstream", tunnel_tcp)
@@ -432,7 +444,19 @@ def part_a(paths, args, res):
                 except Exception as e:
                     p.fail("%d sessions, parallel %d" % (n, par), e, res, ("list", par))
         log("part A round %d/%d done" % (rnd + 1, args.reps))
-    # 4. TIME_WAIT on each hop after everything that ran through the path.
+    # 4. What all those sessions cost the host through the broker: its
+    #    upstream connections are its subscriptions and what it forwarded.
+    for p in live:
+        if p.key.startswith("broker") and not p.error:
+            try:
+                out = subprocess.run([harness.shim_binary(), "stats", "--json", "--listen",
+                                      p.socket], capture_output=True, text=True, timeout=30)
+                b = json.loads(out.stdout)["broker"]
+                res["broker_up"][p.key] = (b["subscribes"] + sum(b["forwarded"].values()),
+                                           p.sessions)
+            except Exception as e:
+                log("broker statistics for %s: %s" % (p.label, e))
+    # 5. TIME_WAIT on each hop after everything that ran through the path.
     for p in live:
         if p.key in res["tw"]:
             try:
@@ -694,6 +718,16 @@ def report(env, paths_a, paths_b, res, rss_start, rss_end, args, elapsed):
         vals = [v for v in (rss_start.get(name), rss_end.get(name)) if v is not None]
         target("idle RSS <= 4 MiB: %s" % name, "%s KiB" % f0(max(vals)) if vals else "FAIL",
                (max(vals) <= 4096) if vals else None)
+    for key, lbl in (("broker", "unix:"), ("broker_tunnel", "tunnel")):
+        v = res["broker_up"].get(key)
+        target("broker: upstream connections for all its ListDevices sessions <= 2 (%s)" % lbl,
+               "FAIL" if v is None else "%d for %s sessions" % (v[0], "{:,}".format(v[1])),
+               None if v is None else v[0] <= 2)
+    for par, lbl in ((1, "sequential"), (8, "8 parallel")):
+        r = S.ratio(("list", "broker", par), ("list", "direct", par))
+        target("broker ListDevices sessions/s >= 1.5x direct, %s" % lbl, fx3(r), ge(r, 1.5))
+        r = S.ratio(("list", "broker_tunnel", par), ("list", "direct", par))
+        target("broker through the tunnel >= 1.0x direct, %s" % lbl, fx3(r), ge(r, 1.0))
     for par, lbl in ((1, "sequential"), (8, "8 parallel")):
         r = S.ratio(("list", "tunnel", par), ("list", "direct", par))
         target("tunnel sessions/s >= 0.4x direct, %s" % lbl, fx3(r), ge(r, 0.4))
@@ -815,7 +849,8 @@ def main():
     t0 = time.monotonic()
     env = environment()
     logdir = harness.tempdir("bench")
-    res = {"samples": Samples(), "tw": {}, "tw_end": {}, "failed": {}, "errors": []}
+    res = {"samples": Samples(), "tw": {}, "tw_end": {}, "broker_up": {}, "failed": {},
+           "errors": []}
     paths_a, paths_b = [], []
     rss_start, rss_end = {}, {}
     fatal = None
