@@ -21,6 +21,12 @@
 #define SUB_TAG_LISTEN 3u
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS   5000
+/* An upstream that accepts and never answers must not hold clients that
+ * wait for the table: after this, the subscription is given up (and
+ * retried) and they are answered from the empty table. Generous: usbmuxd
+ * answers in milliseconds, a tunnel that is down gives up after
+ * --tunnel-wait. */
+#define SYNC_TIMEOUT_MS  10000
 
 static void sub_start(struct shim *s);
 
@@ -151,6 +157,7 @@ static void sub_end(struct shim *s, const char *why)
 {
 	struct broker *b = &s->broker;
 	bool was_live = b->state == SUB_LIVE;
+	loop_timer_cancel(s->loop, &b->sync);
 	int fd = b->w.fd;
 	loop_watch_remove(s->loop, &b->w);
 	plat_close(fd);
@@ -190,6 +197,7 @@ static void on_list(struct shim *s, const struct umx_event *ev)
 	if (b->state != SUB_LIVE) {
 		b->state = SUB_LIVE;
 		b->n->live = true;
+		loop_timer_cancel(s->loop, &b->sync);
 		b->backoff_ms = BACKOFF_FIRST_MS;
 		log_info("broker: subscribed to the upstream (%zu devices)", b->table.n);
 		unpark_all(s);
@@ -309,6 +317,7 @@ static void sub_start(struct shim *s)
 	loop_watch_init(&b->w, fds[0], on_sub, s);
 	b->state = SUB_SYNCING;
 	b->n->subscribes++;
+	loop_timer_arm(s->loop, &b->sync, SYNC_TIMEOUT_MS);
 	if ((rc = send_request(fds[0], "ReadBUID", SUB_TAG_BUID)) < 0 ||
 	    (rc = send_request(fds[0], "ListDevices", SUB_TAG_LIST)) < 0 ||
 	    (rc = send_request(fds[0], "Listen", SUB_TAG_LISTEN)) < 0 ||
@@ -329,6 +338,11 @@ static void on_retry(struct loop_timer *t)
 	sub_start(t->ctx);
 }
 
+static void on_sync_timeout(struct loop_timer *t)
+{
+	sub_end(t->ctx, "no device list within 10 s");
+}
+
 void broker_init(struct shim *s)
 {
 	struct broker *b = &s->broker;
@@ -342,6 +356,7 @@ void broker_init(struct shim *s)
 	umx_table_init(&b->table);
 	loop_watch_init(&b->w, -1, on_sub, s);
 	loop_timer_init(&b->retry, on_retry, s);
+	loop_timer_init(&b->sync, on_sync_timeout, s);
 	sub_start(s);
 }
 
@@ -351,6 +366,7 @@ void broker_shutdown(struct shim *s)
 	if (!b->on)
 		return;
 	loop_timer_cancel(s->loop, &b->retry);
+	loop_timer_cancel(s->loop, &b->sync);
 	while (b->clients)
 		client_close(b->clients, NULL);
 	broker_reap(s);

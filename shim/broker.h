@@ -54,6 +54,7 @@ struct broker {
 	struct loop_watch w;      /* our end of the subscription */
 	struct buf in;
 	struct loop_timer retry;
+	struct loop_timer sync;   /* a subscription that never answers ends */
 	unsigned backoff_ms;
 	struct umx_table table;
 	char buid[UMX_SERIAL_MAX + 1];

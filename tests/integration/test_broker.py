@@ -288,6 +288,26 @@ class WithDevices(unittest.TestCase):
         self.start_shim("--connection", "network")  # fakedev's devices are USB
         self.assertEqual(serials(ask(self.path, LIST)), [])
 
+    def test_upstream_that_never_answers(self):
+        # A listener that accepts and says nothing: clients that need the
+        # table wait for the subscription, which gives up after 10 s; then
+        # they are answered (no devices), not held forever.
+        hung = os.path.join(self.d, "hung.sock")
+        lsock = socket.socket(socket.AF_UNIX)
+        lsock.bind(hung)
+        lsock.listen(64)
+        held = []
+        shim = harness.Shim(self.path, hung, "--broker").start()
+        held.append(lsock.accept()[0])  # the subscription, never answered
+        with session(self.path, timeout=60) as s:
+            s.sendall(raw(LIST, 5))
+            v, m, t, whole, body = read_msg(s)
+            self.assertEqual((t, body), (5, {"DeviceList": []}))
+        self.assertIn("no device list within 10 s", shim.stderr_text())
+        for c in held:
+            c.close()
+        lsock.close()
+
     def test_bad_filters_are_refused(self):
         for args, msg in [(["--device", "a/b"], "--device"), (["--device", ""], "--device"),
                           (["--connection", "wifi"], "--connection")]:
