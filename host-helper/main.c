@@ -349,7 +349,10 @@ static void usage(FILE *f)
 		"  --listen HOST:PORT     tunnel port (default 127.0.0.1:27016)\n"
 		"  --upstream ADDR        usbmuxd: unix:PATH or tcp:HOST:PORT (default\n"
 		"                         $USBMUXD_SOCKET_ADDRESS, else %s)\n"
-		"  --token-file FILE      shared secret; shims must present the same one\n"
+		"  --token-file FILE      shared secret; shims must present the same one (at\n"
+		"                         least 128 random bits: see --gen-token)\n"
+		"  --gen-token FILE       write a new random token to FILE (a new file, mode\n"
+		"                         0600) and exit\n"
 		"  --allow-remote         listen on a non-loopback address without a token\n"
 		"  --max-tunnels N        concurrent tunnels (containers), default 64\n"
 		"  --max-streams N        concurrent streams per tunnel, default 1024\n"
@@ -394,11 +397,12 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 {
 	enum { O_LISTEN = 256, O_UPSTREAM, O_TOKEN, O_REMOTE, O_TUNNELS, O_STREAMS, O_WINDOW,
 	       O_KEEPALIVE, O_INTERVAL, O_LOGLEVEL, O_LOGFILE, O_SERVICE, O_INSTALL, O_UNINSTALL, O_HELP,
-	       O_VERSION, O_HANDSHAKE, O_USER, O_NOSECCOMP };
+	       O_VERSION, O_HANDSHAKE, O_USER, O_NOSECCOMP, O_GENTOKEN };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "upstream", required_argument, NULL, O_UPSTREAM },
 		{ "token-file", required_argument, NULL, O_TOKEN },
+		{ "gen-token", required_argument, NULL, O_GENTOKEN },
 		{ "allow-remote", no_argument, NULL, O_REMOTE },
 		{ "max-tunnels", required_argument, NULL, O_TUNNELS },
 		{ "max-streams", required_argument, NULL, O_STREAMS },
@@ -417,7 +421,7 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
 	};
-	char err[256];
+	char err[512];
 	const char *listen = "127.0.0.1:27016";
 	const char *upstream = NULL;
 	uint32_t v;
@@ -442,19 +446,14 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 		case O_UPSTREAM:
 			upstream = optarg;
 			break;
-		case O_TOKEN: {
-			int rc = daemon_read_token(optarg, cfg->token, sizeof(cfg->token),
-						   &cfg->token_len);
-			cfg->has_token = rc == 0;
-			if (rc == -EINVAL)
-				die_usage("--token-file %s: the file must hold 1 to 256 bytes", optarg);
-			if (rc < 0) {
-				snprintf(err, sizeof(err), "--token-file %s: %s", optarg,
-					 plat_strerror(-rc));
+		case O_TOKEN:
+			if (daemon_load_token("muxshim-host", optarg, cfg->token, sizeof(cfg->token),
+					      &cfg->token_len, err, sizeof(err)) < 0)
 				die_usage("%s", err);
-			}
+			cfg->has_token = true;
 			break;
-		}
+		case O_GENTOKEN:
+			exit(daemon_gen_token("muxshim-host", optarg));
 		case O_REMOTE:
 			cfg->allow_remote = true;
 			break;

@@ -1522,9 +1522,8 @@ class TokenMismatch(unittest.TestCase):
         the helper keeps serving the good shim, and both logs stay short."""
         mux = harness.PrivateUsbmuxd().start()
         d = harness.tempdir("token")
-        for name, text in (("a", "the right secret\n"), ("b", "a wrong secret\n")):
-            with open(os.path.join(d, name), "w") as f:
-                f.write(text)
+        for name in ("a", "b"):
+            harness.write_token(os.path.join(d, name))
         helper = Helper("unix:" + mux.socket, "--token-file", os.path.join(d, "a"),
                         log_level="info").start()
         good = os.path.join(d, "good.sock")
