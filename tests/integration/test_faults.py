@@ -929,7 +929,7 @@ class VanishingShims(unittest.TestCase):
         s.close()
         # Meanwhile the helper serves a good shim.
         assert_same_answers(self, good, mux.socket)
-        harness.wait_for(lambda: "no handshake within 10000 ms" in helper.stderr_text(), 15,
+        harness.wait_for(lambda: "no handshake within 3000 ms" in helper.stderr_text(), 15,
                          what="the helper's handshake timeout")
         harness.wait_for(lambda: "no handshake within 10000 ms" in shim.stderr_text(), 15,
                          what="the shim's handshake timeout")
