@@ -304,9 +304,9 @@ static void tunnel_unlink(struct tunnel *t)
 static void on_summary(struct loop_timer *tm)
 {
 	struct helper *h = tm->ctx;
-	log_info("stats: %u tunnels open, %u in the handshake, %llu served; %llu evicted in the "
-		 "handshake, %llu failed authentications, %llu proofs refused unchecked", h->ntunnels,
-		 h->npending, (unsigned long long)h->tunnels_total,
+	log_info("stats: %u tunnels open, %llu served; %u in the handshake, %llu evicted from "
+		 "it, %llu failed authentications, %llu proofs refused unchecked", h->ntunnels,
+		 (unsigned long long)h->tunnels_total, h->npending,
 		 (unsigned long long)h->pending_evicted, (unsigned long long)h->auth_failed,
 		 (unsigned long long)h->auth_unchecked);
 	for (struct tunnel *t = h->tunnels; t; t = t->next) {

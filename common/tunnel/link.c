@@ -701,6 +701,22 @@ static long handshake_input(struct link *l, const uint8_t *p, size_t n)
 		link_close(l, TUN_GOAWAY_AUTH, "token mismatch");
 		return -1;
 	}
+	if (n2 == TUN_E_AUTH_EXPECTED && f.type == TUN_GOAWAY) {
+		/* The helper refuses a wrong proof with GOAWAY AUTH instead of
+		 * its own proof: say what it said. */
+		const uint8_t *reason;
+		size_t reason_len;
+		uint32_t last, code = tun_goaway_fields(&f, &last, &reason, &reason_len);
+		char why[320];
+		snprintf(why, sizeof(why), "%.*s%sGOAWAY %s from the peer%s", (int)reason_len,
+			 (const char *)reason, reason_len ? " (" : "", tun_goaway_str(code),
+			 reason_len ? ")" : "");
+		log_auth_refused(l, why);
+		l->peer_goaway = true;
+		l->peer_goaway_code = code;
+		link_close(l, TUN_GOAWAY_NORMAL, why);
+		return -1;
+	}
 	if (n2 < 0) {
 		char why[128];
 		snprintf(why, sizeof(why), "expected authentication, got %s",

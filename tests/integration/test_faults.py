@@ -1486,7 +1486,8 @@ class TunnelCuts(unittest.TestCase):
         """Every tunnel that came up was later reported lost, with a reason."""
         state, ups, losts = "down", 0, 0
         for line in ch.shim.stderr_text().splitlines():
-            m = re.search(r"tunnel to \S+: (up|lost \((.*?)\); open sessions were closed)", line)
+            m = re.search(r"tunnel to \S+: (up|(?:lost|closed by the helper) \((.*?)\); open sessions were "
+                          r"closed)", line)
             if not m:
                 continue
             if m.group(1) == "up":
