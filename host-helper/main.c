@@ -310,6 +310,8 @@ static void on_summary(struct loop_timer *tm)
 		 (unsigned long long)h->pending_evicted, (unsigned long long)h->auth_failed,
 		 (unsigned long long)h->auth_unchecked);
 	for (struct tunnel *t = h->tunnels; t; t = t->next) {
+		if (!t->was_up)
+			continue; /* in its handshake: counted above */
 		const struct link_stats *s = link_get_stats(t->link);
 		log_info("stats: tunnel %s: %u streams open, %llu opened, %llu refused, "
 			 "%llu upstream connects, %llu upstream failures, rtt %u ms", t->name,
@@ -362,17 +364,18 @@ static const struct link_ops tunnel_ops = {
  * would let a flood that re-opens as fast as slots free up keep it out for
  * as long as it lasts (and leave it in the listen queue, or its SYNs
  * dropped, in the meantime). */
-static void evict_oldest_pending(struct helper *h)
+static bool evict_oldest_pending(struct helper *h)
 {
 	struct tunnel *oldest = NULL;
 	for (struct tunnel *t = h->tunnels; t; t = t->next)
 		if (t->pending)
 			oldest = t;
 	if (!oldest)
-		return;
+		return false;
 	h->pending_evicted++;
 	link_close(oldest->link, TUN_GOAWAY_LIMIT,
 		   "evicted: too many connections in the handshake (--max-pending)");
+	return true;
 }
 
 static void tunnel_start(struct helper *h, int fd)
@@ -386,8 +389,8 @@ static void tunnel_start(struct helper *h, int fd)
 	snprintf(t->name, sizeof(t->name), "#%llu", (unsigned long long)++h->next_tunnel_id);
 	if (plat_peer_addr(fd, t->addr, sizeof(t->addr)) < 0)
 		snprintf(t->addr, sizeof(t->addr), "?");
-	while (h->npending >= h->cfg.max_pending && h->npending)
-		evict_oldest_pending(h);
+	while (h->npending >= h->cfg.max_pending && evict_oldest_pending(h))
+		;
 	struct link_config lc = {
 		.role = TUN_ROLE_HELPER,
 		.max_frame = h->cfg.max_frame,

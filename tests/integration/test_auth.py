@@ -5,6 +5,7 @@ as issue 17 did (items 2 and 3), and the helper's GOAWAY at SIGTERM.
   GuessLimit       wrong proofs from one address back off; counted in the log
   TokenRule        short tokens refused at start; --gen-token in both daemons
   PreAuthFlood     200 idle connections, re-opened as they close, beside a real shim
+  TunnelLimit      a shim beyond --max-tunnels is told so after its handshake
   DialTimeout      the shim's tunnel dial gives up on an unanswered SYN
   HelperShutdown   SIGTERM: the shim hears GOAWAY NORMAL and says so
 """
@@ -313,6 +314,31 @@ class PreAuthFlood(unittest.TestCase):
         self.assertLessEqual(len(per_conn), 2 * (1 + int(elapsed / 10)), "\n".join(per_conn[:20]))
         self.assertTrue(any(re.search(r"\d+ more like it", l) for l in per_conn), per_conn)
         self.assertLess(len(log), 40 + 2 * int(elapsed / 10), "\n".join(log[:60]))
+
+
+class TunnelLimit(unittest.TestCase):
+    """--max-tunnels now counts authenticated tunnels only: a shim beyond it
+    is told so (GOAWAY LIMIT) instead of waiting unseen in the listen queue."""
+
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def test_shim_beyond_max_tunnels_is_told(self):
+        d = harness.tempdir("auth-limit-tunnels")
+        fake = harness.FakeDev(os.path.join(d, "fake.sock")).start()
+        helper = Helper("unix:" + fake.socket, "--max-tunnels", 1, log_level="info").start()
+        first = os.path.join(d, "first.sock")
+        harness.Shim(first, helper.tunnel, "--tunnel-wait", 30000).start()
+        self.assertIn("DeviceList", usbmuxd_request(first, {"MessageType": "ListDevices"},
+                                                    timeout=60))
+        second = harness.Shim(os.path.join(d, "second.sock"), helper.tunnel,
+                              log_level="info").start()
+        harness.wait_for(lambda: "too many tunnels" in second.stderr_text(), 30,
+                         what="the second shim's log of GOAWAY LIMIT")
+        harness.wait_for(lambda: "refused: 1 tunnels are up" in helper.stderr_text(), 30,
+                         what="the helper's log of the refusal")
+        self.assertIn("DeviceList", usbmuxd_request(first, {"MessageType": "ListDevices"},
+                                                    timeout=60))
 
 
 class DialTimeout(unittest.TestCase):
