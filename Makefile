@@ -34,7 +34,7 @@ COMMON_HDR := $(wildcard common/*.h common/tunnel/*.h)
 SHIM_SRC   := shim/main.c shim/session.c shim/upstream.c shim/diag.c shim/tunnel.c \
               shim/inspect.c shim/stats.c shim/control.c
 SHIM_HDR   := $(wildcard shim/*.h)
-HELPER_SRC := host-helper/main.c host-helper/service_posix.c
+HELPER_SRC := host-helper/main.c host-helper/authlimit.c host-helper/service_posix.c
 HELPER_HDR := $(wildcard host-helper/*.h)
 # muxshim-run: the ENTRYPOINT wrapper (Linux containers only).
 RUN_SRC    := run/main.c run/args.c common/log.c common/plat_posix.c common/plat_linux.c
@@ -46,6 +46,7 @@ UNIT_SRC   := tests/unit/run.c tests/unit/test_buf.c tests/unit/test_addr.c \
               tests/unit/test_loop.c tests/unit/test_codec.c tests/unit/test_mux.c tests/unit/test_sha256.c tests/unit/test_inspect.c \
               tests/unit/test_run_args.c run/args.c tests/unit/test_auth.c \
               tests/unit/test_daemon.c common/daemon.c \
+              tests/unit/test_authlimit.c host-helper/authlimit.c \
               common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c common/sha256.c common/buf.c common/addr.c common/log.c shim/diag.c shim/inspect.c \
               common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC)
 
@@ -97,7 +98,7 @@ $(B)/asan/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 WIN_CC    := x86_64-w64-mingw32-gcc
 WIN_FLAGS := -std=c17 -D_POSIX_C_SOURCE=200809L -D_WIN32_WINNT=0x0A00 -DNTDDI_VERSION=0x0A000003 \
              -include common/plat_win_types.h $(WARN) -O2 -Icommon -DMUXSHIM_VERSION='"$(VERSION)"'
-WIN_SRC   := host-helper/main.c host-helper/service_win.c common/log.c common/buf.c common/addr.c \
+WIN_SRC   := host-helper/main.c host-helper/authlimit.c host-helper/service_win.c common/log.c common/buf.c common/addr.c \
              common/daemon.c common/loop_timer.c common/loop_poll.c common/plat_win.c $(TUNNEL_SRC)
 
 $(B)/muxshim-host.exe: $(WIN_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
@@ -122,14 +123,14 @@ $(B)/tests/%: tests/tools/%.c $(wildcard tests/tools/*.h) Makefile
 
 tools: $(addprefix $(B)/tests/,$(TOOLS))
 
-$(B)/tests/unit: $(UNIT_SRC) $(wildcard tests/unit/*.h) $(COMMON_HDR) $(SHIM_HDR) $(RUN_HDR) Makefile
+$(B)/tests/unit: $(UNIT_SRC) $(wildcard tests/unit/*.h) $(COMMON_HDR) $(SHIM_HDR) $(RUN_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)/tests
-	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim -Irun $(UNIT_SRC) -o $@ -lcunit $(PLIST_LIBS) $(PLAT_LIBS)
+	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim -Irun -Ihost-helper $(UNIT_SRC) -o $@ -lcunit $(PLIST_LIBS) $(PLAT_LIBS)
 
 # The same suites on the portable platform set (poll backend, plat_other.c).
-$(B)/tests/unit-poll: $(UNIT_SRC) $(PORTABLE_LOOP_SRC) $(PORTABLE_PLAT_SRC) $(wildcard tests/unit/*.h) $(COMMON_HDR) $(SHIM_HDR) Makefile
+$(B)/tests/unit-poll: $(UNIT_SRC) $(PORTABLE_LOOP_SRC) $(PORTABLE_PLAT_SRC) $(wildcard tests/unit/*.h) $(COMMON_HDR) $(SHIM_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)/tests
-	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim -Irun \
+	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim -Irun -Ihost-helper \
 		$(filter-out $(LOOP_SRC) $(PLAT_SRC),$(UNIT_SRC)) $(PORTABLE_LOOP_SRC) $(PORTABLE_PLAT_SRC) \
 		-o $@ -lcunit $(PLIST_LIBS)
 

@@ -43,6 +43,9 @@ void plat_unix_unlink_if_ours(const char *path, const struct plat_file_id *id);
 int plat_peer_cred(int fd, pid_t *pid, uid_t *uid);
 /* Accepts one connection as a non-blocking fd. */
 int plat_accept(int listen_fd, int *fd_out);
+/* The numeric address (no port) of a connected TCP socket's peer, e.g.
+ * "127.0.0.1" or "::1". 0 or a negative errno. */
+int plat_peer_addr(int fd, char *out, size_t cap);
 
 /* Signals: SIGTERM/SIGINT become readable bytes on the returned fd, so the
  * loop notices them without races; SIGPIPE is ignored. */
@@ -66,8 +69,14 @@ int plat_tcp_unacked(int fd);
 /* Is this a loopback address (127.0.0.0/8, ::1, "localhost")? */
 bool plat_is_loopback(const char *host);
 
-/* Cryptographically random bytes (nonces). */
+/* Cryptographically random bytes (nonces, generated tokens). */
 int plat_random(void *p, size_t n);
+
+/* Creates path, which must not exist yet (-EEXIST; a symlink there counts),
+ * readable and writable by its owner only (POSIX: mode 0600; Windows: a
+ * protected ACL for the owner, SYSTEM and Administrators), and writes n
+ * bytes to it. A file that could not be written whole is removed. */
+int plat_write_new_file(const char *path, const void *p, size_t n);
 
 /* Moving bytes between sockets through a kernel pipe without copying them
  * to user space (Linux splice). Where the OS has no such call, plat_pipe_open

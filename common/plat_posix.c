@@ -206,6 +206,22 @@ int plat_accept(int listen_fd, int *fd_out)
 	}
 }
 
+int plat_peer_addr(int fd, char *out, size_t cap)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+		return -errno;
+	const void *a;
+	if (ss.ss_family == AF_INET)
+		a = &((struct sockaddr_in *)&ss)->sin_addr;
+	else if (ss.ss_family == AF_INET6)
+		a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+	else
+		return -EAFNOSUPPORT;
+	return inet_ntop(ss.ss_family, a, out, (socklen_t)cap) ? 0 : -errno;
+}
+
 static int signal_pipe[2] = { -1, -1 };
 static volatile sig_atomic_t last_signal;
 
@@ -416,6 +432,32 @@ int plat_random(void *p, size_t n)
 	}
 	close(fd);
 	return 0;
+}
+
+int plat_write_new_file(const char *path, const void *p, size_t n)
+{
+	/* O_EXCL with O_CREAT also refuses a symlink planted at path. */
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	int rc = fchmod(fd, 0600) < 0 ? -errno : 0; /* whatever the umask */
+	size_t done = 0;
+	while (rc == 0 && done < n) {
+		ssize_t w = write(fd, (const char *)p + done, n - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			rc = w < 0 ? -errno : -EIO;
+		else
+			done += (size_t)w;
+	}
+	if (rc == 0 && fsync(fd) < 0)
+		rc = -errno;
+	if (close(fd) < 0 && rc == 0)
+		rc = -errno;
+	if (rc < 0)
+		unlink(path);
+	return rc;
 }
 
 const char *plat_strerror(int err)

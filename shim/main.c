@@ -38,6 +38,9 @@ static void usage(FILE *f)
 		"                            tcp:HOST:PORT      one TCP connection per session (legacy:\n"
 		"                                               spends a host port per session)\n"
 		"  --token-file FILE       tunnel: shared secret, the same file as muxshim-host's\n"
+		"                          (at least 128 random bits: see --gen-token)\n"
+		"  --gen-token FILE        write a new random token to FILE (a new file, mode\n"
+		"                          0600) and exit\n"
 		"  --tunnel-wait MS        tunnel: how long a new client waits for a tunnel that is\n"
 		"                          down before it is closed (default 2000)\n"
 		"  --keepalive MS          tunnel: ping after MS without traffic (default 15000)\n"
@@ -89,7 +92,8 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 {
 	enum { O_LISTEN = 256, O_MODE, O_UPSTREAM, O_MAXSESS, O_CTIMEOUT, O_LOGLEVEL, O_HELP,
 	       O_VERSION, O_NOSPLICE, O_TOKEN, O_TWAIT, O_KEEPALIVE, O_CONTROL, O_METRICS,
-	       O_INTERVAL, O_WARNRATE, O_NOINSPECT, O_RTIMEOUT, O_USER, O_OWNER, O_NOSECCOMP };
+	       O_INTERVAL, O_WARNRATE, O_NOINSPECT, O_RTIMEOUT, O_USER, O_OWNER, O_NOSECCOMP,
+	       O_GENTOKEN };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "socket-mode", required_argument, NULL, O_MODE },
@@ -99,6 +103,7 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		{ "log-level", required_argument, NULL, O_LOGLEVEL },
 		{ "no-splice", no_argument, NULL, O_NOSPLICE },
 		{ "token-file", required_argument, NULL, O_TOKEN },
+		{ "gen-token", required_argument, NULL, O_GENTOKEN },
 		{ "tunnel-wait", required_argument, NULL, O_TWAIT },
 		{ "keepalive", required_argument, NULL, O_KEEPALIVE },
 		{ "control", required_argument, NULL, O_CONTROL },
@@ -163,10 +168,15 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 				die_usage("--log-level '%s': need error, warn, info or debug", optarg);
 			break;
 		case O_TOKEN:
-			if (daemon_read_token(optarg, cfg->token, sizeof(cfg->token),
-					      &cfg->token_len) < 0)
-				die_usage("--token-file %s: cannot read 1 to 256 bytes from it", optarg);
+		{
+			char err[512];
+			if (daemon_load_token("muxshim", optarg, cfg->token, sizeof(cfg->token),
+					      &cfg->token_len, err, sizeof(err)) < 0)
+				die_usage("%s", err);
 			break;
+		}
+		case O_GENTOKEN:
+			exit(daemon_gen_token("muxshim", optarg));
 		case O_TWAIT:
 			if (parse_uint(optarg, 10, 0, 600000, &cfg->tunnel_wait_ms) < 0)
 				die_usage("--tunnel-wait '%s': need milliseconds, 0 to 600000", optarg);

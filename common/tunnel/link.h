@@ -50,6 +50,12 @@ struct link_ops {
 	 * and received for it from the peer (the shim inspects them). */
 	void (*local_bytes)(struct link_stream *st, const uint8_t *p, size_t n);
 	void (*remote_bytes)(struct link_stream *st, const uint8_t *p, size_t n);
+	/* Optional: may the peer's complete AUTH be checked now? False refuses
+	 * it unchecked (GOAWAY AUTH, nothing logged here): the helper's limit
+	 * on guesses from one address. */
+	bool (*auth_allowed)(struct link *l);
+	/* Optional: the peer's proof was checked: right (ok) or wrong. */
+	void (*auth_result)(struct link *l, bool ok);
 };
 
 struct link_stats {
@@ -69,6 +75,9 @@ enum link_state link_state(const struct link *l);
 void *link_ctx(const struct link *l);
 unsigned link_stream_count(const struct link *l);
 const struct link_stats *link_get_stats(const struct link *l);
+/* Did the link end because the peer sent GOAWAY? Its code in *code. Valid
+ * until link_reap, so in ops->down too. */
+bool link_peer_goaway(const struct link *l, uint32_t *code);
 
 /* Shim: opens a stream for a connected local socket; its OPEN goes out with
  * the client's first bytes. On success the link owns the fd and calls
