@@ -28,12 +28,16 @@ void plat_close(int fd);
 int plat_unix_connect(const char *path, int *fd_out);      /* non-blocking fd */
 /* A stale socket file (nothing listening) is replaced; a live one or a file
  * that is not a socket is refused with -EADDRINUSE / -EEXIST. *replaced is
- * set when a stale file was removed. */
+ * set when a stale file was removed. The socket appears at path only once it
+ * has its mode (umask does not matter) and, unless owner_group is NULL, its
+ * owner OWNER[:GROUP] (names or numbers; GROUP defaults to OWNER's primary
+ * group, OWNER may be empty as in ":GROUP"; -ESRCH for an unknown one); no
+ * path lookup after bind can be redirected by a symlink planted at path. */
 struct plat_file_id {
 	uint64_t dev, ino;
 };
-int plat_unix_listen(const char *path, unsigned mode, int backlog, int *fd_out,
-		     bool *replaced, struct plat_file_id *id);
+int plat_unix_listen(const char *path, unsigned mode, const char *owner_group, int backlog,
+		     int *fd_out, bool *replaced, struct plat_file_id *id);
 /* Is path still the socket file we created (not removed or replaced)? */
 bool plat_unix_is_ours(const char *path, const struct plat_file_id *id);
 /* Removes path only if it is still the socket file we created. */
@@ -96,14 +100,11 @@ bool plat_fd_writable_now(int fd);
  * receives log lines. First thing in main. */
 void plat_std_fds(void);
 
-/* Privileges, once sockets are bound and files opened. plat_drop_user
- * becomes that account (name or number: its uid, primary gid, and its
- * supplementary groups). plat_chown_path gives a file to OWNER[:GROUP]
- * (names or numbers; GROUP defaults to OWNER's primary group, OWNER may be
- * empty as in ":GROUP"). -ENOTSUP where the OS has no such thing; -ESRCH
- * for an unknown user or group. */
+/* Privileges, once sockets are bound and files opened: becomes that
+ * account (name or number: its uid, primary gid, and its supplementary
+ * groups). -ENOTSUP where the OS has no such thing; -ESRCH for an unknown
+ * user. */
 int plat_drop_user(const char *user);
-int plat_chown_path(const char *path, const char *owner_group);
 
 /* The sandbox (Linux: a seccomp allow-list with no_new_privs), entered last
  * in setup. strict: a call outside the list kills the process instead of

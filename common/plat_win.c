@@ -208,10 +208,10 @@ int plat_unix_connect(const char *path, int *fd_out)
 	return -ENOTSUP;
 }
 
-int plat_unix_listen(const char *path, unsigned mode, int backlog, int *fd_out,
-		     bool *replaced, struct plat_file_id *id)
+int plat_unix_listen(const char *path, unsigned mode, const char *owner_group, int backlog,
+		     int *fd_out, bool *replaced, struct plat_file_id *id)
 {
-	(void)path, (void)mode, (void)backlog, (void)fd_out, (void)id;
+	(void)path, (void)mode, (void)owner_group, (void)backlog, (void)fd_out, (void)id;
 	*replaced = false;
 	return -ENOTSUP;
 }
@@ -674,13 +674,6 @@ int plat_poll(struct plat_pollfd *fds, size_t n, int timeout_ms)
 int plat_drop_user(const char *user)
 {
 	(void)user;
-	return -ENOTSUP;
-}
-
-int plat_chown_path(const char *path, const char *owner_group)
-{
-	(void)path;
-	(void)owner_group;
 	return -ENOTSUP;
 }
 

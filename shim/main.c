@@ -394,8 +394,13 @@ int main(int argc, char **argv)
 	}
 
 	bool replaced;
-	rc = plat_unix_listen(s->cfg.listen_path, s->cfg.socket_mode, LISTEN_BACKLOG,
-			      &s->listen_fd, &replaced, &s->listen_id);
+	rc = plat_unix_listen(s->cfg.listen_path, s->cfg.socket_mode, s->cfg.socket_owner,
+			      LISTEN_BACKLOG, &s->listen_fd, &replaced, &s->listen_id);
+	if (rc == -ESRCH || (rc == -EPERM && s->cfg.socket_owner)) {
+		log_error("--socket-owner %s: %s", s->cfg.socket_owner,
+			  rc == -ESRCH ? "no such user or group" : strerror(-rc));
+		return 1;
+	}
 	if (rc == -EADDRINUSE) {
 		log_error("%s is in use: another process (a usbmuxd inside this container?) "
 			  "is accepting connections on it. Refusing to take it over; stop that "
@@ -414,15 +419,6 @@ int main(int argc, char **argv)
 	if (replaced)
 		log_info("replaced the stale socket file %s (nothing was listening on it)",
 			 s->cfg.listen_path);
-	if (s->cfg.socket_owner) {
-		rc = plat_chown_path(s->cfg.listen_path, s->cfg.socket_owner);
-		if (rc < 0) {
-			log_error("--socket-owner %s: %s", s->cfg.socket_owner,
-				  rc == -ESRCH ? "no such user or group" : strerror(-rc));
-			plat_unix_unlink_if_ours(s->cfg.listen_path, &s->listen_id);
-			return 1;
-		}
-	}
 
 	char up[ADDR_SPEC_MAX];
 	addr_format(&s->cfg.upstream, up, sizeof(up));
