@@ -12,6 +12,11 @@
 static const char *log_prog = "muxshim";
 static enum log_level log_level = LOG_INFO;
 static int log_fd = STDERR_FILENO;
+/* The --log-file: its stream as first opened, or after a reopen a plain
+ * descriptor (log_fd), and its directory for the reopen. */
+static FILE *log_file;
+static char log_path[4096];
+static int log_dirfd = -1;
 /* Lines no destination took (full disk, closed stderr), and why: reported
  * by the next line that gets through. */
 static unsigned long log_lost;
@@ -29,11 +34,47 @@ int log_open_file(const char *path)
 {
 	/* stdio only to open: "a" means append on every system (O_APPEND),
 	 * and text mode on Windows, so lines end in CRLF there. */
+	if (strlen(path) >= sizeof(log_path))
+		return -ENAMETOOLONG;
 	FILE *f = fopen(path, "a");
 	if (!f)
 		return -errno;
+	log_file = f;
 	log_fd = fileno(f);
+	strcpy(log_path, path);
+	if (plat_log_dir_open(path, &log_dirfd) < 0)
+		log_dirfd = -1; /* no reopening here: log_reopen says so */
 	return 0;
+}
+
+int log_reopen(void)
+{
+	if (log_fd == STDERR_FILENO)
+		return -ENOENT;
+	if (log_dirfd < 0)
+		return -ENOTSUP;
+	int fd;
+	int rc = plat_log_reopen(log_dirfd, log_path, &fd);
+	if (rc < 0)
+		return rc;
+	if (log_file) {
+		fclose(log_file);
+		log_file = NULL;
+	} else {
+		close(log_fd);
+	}
+	log_fd = fd;
+	return 0;
+}
+
+const char *log_file_path(void)
+{
+	return log_fd == STDERR_FILENO ? NULL : log_path;
+}
+
+int log_file_dirfd(void)
+{
+	return log_dirfd;
 }
 
 int log_parse_level(const char *s, enum log_level *out)

@@ -13,6 +13,13 @@ void log_init(const char *prog, enum log_level level);
 /* From now on, lines are appended to this file instead of stderr (a Windows
  * service has no console). 0 or -errno; stderr stays on failure. */
 int log_open_file(const char *path);
+/* The file opened again by name (SIGHUP, after logrotate renamed it): new
+ * lines go to the new file. 0, -ENOENT when logging to stderr, or -errno
+ * (the old file stays in use). */
+int log_reopen(void);
+const char *log_file_path(void); /* NULL: stderr */
+/* The log file's directory (held open for log_reopen), or -1. */
+int log_file_dirfd(void);
 int log_parse_level(const char *s, enum log_level *out);
 bool log_enabled(enum log_level level);
 

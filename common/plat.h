@@ -48,11 +48,26 @@ int plat_peer_cred(int fd, pid_t *pid, uid_t *uid);
 /* Accepts one connection as a non-blocking fd. */
 int plat_accept(int listen_fd, int *fd_out);
 
-/* Signals: SIGTERM/SIGINT become readable bytes on the returned fd, so the
- * loop notices them without races; SIGPIPE is ignored. */
+/* Signals become readable bytes on the returned fd, so the loop notices
+ * them without races; the handlers only count. Caught: the signals whose
+ * default action would end the process (SIGTERM, SIGINT, SIGQUIT, SIGALRM,
+ * SIGVTALRM, SIGPROF, SIGXCPU), SIGHUP, SIGUSR1, SIGUSR2. Ignored: SIGPIPE
+ * and SIGXFSZ (the write fails instead). Windows: console events and service
+ * stops arrive as SIGINT/SIGTERM. */
 int plat_signals_init(int *fd_out);
-/* Returns the last signal number noted, 0 if none (drains the fd). */
-int plat_signals_take(int fd);
+struct plat_signals {
+	int stop;              /* a signal that asks the daemon to end, 0 if none */
+	unsigned hup, usr1, usr2; /* how many arrived since the last call */
+};
+/* What arrived since the last call (drains the fd). */
+void plat_signals_take(int fd, struct plat_signals *out);
+
+/* The log file's reopening (SIGHUP, after logrotate renamed it): the
+ * directory is opened once at start, and the file is opened again relative
+ * to it, for appending, created if missing; the sandbox allows exactly that
+ * open (plat_sandbox_enter). -ENOTSUP where there is no SIGHUP (Windows). */
+int plat_log_dir_open(const char *path, int *dirfd_out);
+int plat_log_reopen(int dirfd, const char *path, int *fd_out);
 
 /* TCP. Hosts are names or literal addresses (resolution may block briefly).
  * plat_tcp_connect returns 0 when connected at once, -EINPROGRESS when the
@@ -107,10 +122,11 @@ void plat_std_fds(void);
 int plat_drop_user(const char *user);
 
 /* The sandbox (Linux: a seccomp allow-list with no_new_privs), entered last
- * in setup. strict: a call outside the list kills the process instead of
+ * in setup. With a log directory, the one open for writing it allows is
+ * plat_log_reopen's, relative to that directory. strict: a call outside the list kills the process instead of
  * failing with EPERM (the test suites run strict). plat_sandbox_probe makes
  * one call outside the list and returns what it got (-EPERM when denied). */
-int plat_sandbox_enter(bool strict);
+int plat_sandbox_enter(bool strict, int log_dirfd); /* log_dirfd: -1 or plat_log_dir_open's */
 int plat_sandbox_probe(void);
 
 /* poll(2), or WSAPoll on Windows: for the poll backend of the loop. */

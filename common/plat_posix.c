@@ -302,12 +302,26 @@ int plat_accept(int listen_fd, int *fd_out)
 }
 
 static int signal_pipe[2] = { -1, -1 };
-static volatile sig_atomic_t last_signal;
+/* Counters, not flags: the loop compares them with what it has seen, so a
+ * signal that arrives while it reads them is never lost. Each is written by
+ * one signal's handler only, and a handler is not re-entered for its own
+ * signal. */
+static volatile sig_atomic_t stop_signal, hup_count, usr1_count, usr2_count;
+
+static const int stop_signals[] = { SIGTERM, SIGINT, SIGQUIT, SIGALRM, SIGVTALRM, SIGPROF,
+				    SIGXCPU };
 
 static void on_signal(int sig)
 {
 	int saved = errno;
-	last_signal = sig;
+	if (sig == SIGHUP)
+		hup_count++;
+	else if (sig == SIGUSR1)
+		usr1_count++;
+	else if (sig == SIGUSR2)
+		usr2_count++;
+	else
+		stop_signal = sig;
 	ssize_t w = write(signal_pipe[1], "s", 1);
 	(void)w; /* a full pipe already holds a wake-up */
 	errno = saved;
@@ -326,19 +340,63 @@ int plat_signals_init(int *fd_out)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
-	if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0)
+	sa.sa_flags = SA_RESTART;
+	for (size_t i = 0; i < sizeof(stop_signals) / sizeof(stop_signals[0]); i++)
+		if (sigaction(stop_signals[i], &sa, NULL) < 0)
+			return -errno;
+	if (sigaction(SIGHUP, &sa, NULL) < 0 || sigaction(SIGUSR1, &sa, NULL) < 0 ||
+	    sigaction(SIGUSR2, &sa, NULL) < 0)
 		return -errno;
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGXFSZ, SIG_IGN);
 	*fd_out = signal_pipe[0];
 	return 0;
 }
 
-int plat_signals_take(int fd)
+void plat_signals_take(int fd, struct plat_signals *out)
 {
+	static unsigned seen_hup, seen_usr1, seen_usr2;
 	char drain[64];
 	while (read(fd, drain, sizeof(drain)) > 0)
 		;
-	return last_signal;
+	unsigned hup = (unsigned)hup_count, usr1 = (unsigned)usr1_count,
+		 usr2 = (unsigned)usr2_count;
+	out->stop = stop_signal;
+	out->hup = hup - seen_hup;
+	out->usr1 = usr1 - seen_usr1;
+	out->usr2 = usr2 - seen_usr2;
+	seen_hup = hup;
+	seen_usr1 = usr1;
+	seen_usr2 = usr2;
+}
+
+int plat_log_dir_open(const char *path, int *dirfd_out)
+{
+	const char *slash = strrchr(path, '/');
+	char dir[PATH_MAX];
+	if (!slash)
+		strcpy(dir, ".");
+	else if (slash == path)
+		strcpy(dir, "/");
+	else if ((size_t)(slash - path) >= sizeof(dir))
+		return -ENAMETOOLONG;
+	else
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	*dirfd_out = fd;
+	return 0;
+}
+
+int plat_log_reopen(int dirfd, const char *path, int *fd_out)
+{
+	const char *slash = strrchr(path, '/');
+	int fd = openat(dirfd, slash ? slash + 1 : path, PLAT_LOG_OPEN_FLAGS, 0666);
+	if (fd < 0)
+		return -errno;
+	*fd_out = fd;
+	return 0;
 }
 
 int plat_read_file(const char *path, size_t max, char **out, size_t *len)

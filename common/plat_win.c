@@ -364,12 +364,25 @@ int plat_signals_init(int *fd_out)
 	return 0;
 }
 
-int plat_signals_take(int fd)
+void plat_signals_take(int fd, struct plat_signals *out)
 {
 	char drain[64];
 	while (recv(sock_of(fd), drain, sizeof(drain), 0) > 0)
 		;
-	return (int)InterlockedCompareExchange(&last_signal, 0, 0);
+	*out = (struct plat_signals){ .stop = (int)InterlockedCompareExchange(&last_signal, 0, 0) };
+}
+
+/* No SIGHUP on Windows: the log file is opened once. */
+int plat_log_dir_open(const char *path, int *dirfd_out)
+{
+	(void)path, (void)dirfd_out;
+	return -ENOTSUP;
+}
+
+int plat_log_reopen(int dirfd, const char *path, int *fd_out)
+{
+	(void)dirfd, (void)path, (void)fd_out;
+	return -ENOTSUP;
 }
 
 /* ---- TCP ---------------------------------------------------------------- */
@@ -677,9 +690,9 @@ int plat_drop_user(const char *user)
 	return -ENOTSUP;
 }
 
-int plat_sandbox_enter(bool strict)
+int plat_sandbox_enter(bool strict, int log_dirfd)
 {
-	(void)strict;
+	(void)strict, (void)log_dirfd;
 	return -ENOTSUP;
 }
 

@@ -242,10 +242,11 @@ static void tunnel_unlink(struct tunnel *t)
 		t->next->prev = t->prev;
 }
 
-/* Per-tunnel counters in the log, every --stats-interval seconds. */
-static void on_summary(struct loop_timer *tm)
+/* Per-tunnel counters in the log, every --stats-interval seconds and on
+ * SIGUSR1. */
+static void helper_status(void *ctx)
 {
-	struct helper *h = tm->ctx;
+	struct helper *h = ctx;
 	log_info("stats: %u tunnels open, %llu served", h->ntunnels,
 		 (unsigned long long)h->tunnels_total);
 	for (struct tunnel *t = h->tunnels; t; t = t->next) {
@@ -257,6 +258,12 @@ static void on_summary(struct loop_timer *tm)
 			 (unsigned long long)t->upstream_connects,
 			 (unsigned long long)t->upstream_failures, s->last_rtt_ms);
 	}
+}
+
+static void on_summary(struct loop_timer *tm)
+{
+	struct helper *h = tm->ctx;
+	helper_status(h);
 	loop_timer_arm(h->loop, tm, (uint64_t)h->cfg.stats_interval_s * 1000);
 }
 
@@ -597,9 +604,9 @@ static int helper_run(void)
 		log_error("cannot create the event loop: %s", plat_strerror(-rc));
 		return 1;
 	}
-	int stop = 0;
-	struct loop_watch sigw;
-	rc = daemon_watch_signals(h->loop, &sigw, &stop);
+	static struct daemon_signals sig = { .status = helper_status };
+	sig.ctx = h;
+	rc = daemon_watch_signals(h->loop, &sig);
 	if (rc < 0) {
 		log_error("cannot install signal handlers: %s", plat_strerror(-rc));
 		return 1;
@@ -626,11 +633,11 @@ static int helper_run(void)
 	if (h->cfg.stats_interval_s)
 		loop_timer_arm(h->loop, &h->summary, (uint64_t)h->cfg.stats_interval_s * 1000);
 	service_ready();
-	while (rc == 0 && !stop) {
+	while (rc == 0 && !sig.stop) {
 		rc = loop_run_once(h->loop, -1);
 		link_reap();
 	}
-	log_info("signal %d: shutting down (%u tunnels open, %llu served)", stop, h->ntunnels,
+	log_info("signal %d: shutting down (%u tunnels open, %llu served)", sig.stop, h->ntunnels,
 		 (unsigned long long)h->tunnels_total);
 	acceptor_stop(&h->acceptor);
 	plat_close(h->listen_fd);

@@ -3,6 +3,7 @@ a symlink swapped in at the socket path while the shim starts, signals,
 untrusted process names in output, and a TCP upstream that never answers."""
 import os
 import pwd
+import signal
 import stat
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tunnel_util import harness  # noqa: E402
+from tunnel_util import Helper, harness  # noqa: E402
 
 NOBODY = pwd.getpwnam("nobody")
 
@@ -133,6 +134,101 @@ class SocketPathRace(unittest.TestCase):
             t.join()
         stop(p)
         self.assertEqual(seen, [(NOBODY.pw_uid, 0o640)])
+
+
+def file_text(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+# The signals whose default action ends a process, which the daemons turn
+# into a logged, clean shutdown (SIGKILL cannot be caught).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGALRM,
+                signal.SIGVTALRM, signal.SIGPROF, signal.SIGXCPU)
+# Every wait below is for a log line or an exit that follows the signal at
+# once; 20 s is generous by orders of magnitude (valgrind included).
+WAIT = 20
+
+
+class Signals(unittest.TestCase):
+    """SIGHUP reopens --log-file, SIGUSR1 logs a status line, SIGUSR2 is
+    logged and ignored: the daemon stays up through all three. Before, each
+    of them killed both daemons silently (exit 129/138/140, sockets left on
+    disk). Every signal that ends a daemon is logged and its sockets removed."""
+
+    def make_shim(self, tag, **kw):
+        d = harness.tempdir(tag)
+        log = os.path.join(d, "shim.log")
+        listen = os.path.join(d, "usbmuxd")
+        shim = harness.Shim(listen, "unix:" + os.path.join(d, "nothing"), "--log-file", log,
+                            **kw).start()
+        return shim, listen, log
+
+    def make_helper(self, tag, **kw):
+        d = harness.tempdir(tag)
+        log = os.path.join(d, "helper.log")
+        helper = Helper("unix:" + os.path.join(d, "nothing"), "--log-file", log, **kw).start()
+        return helper, log
+
+    def check_stays_up(self, proc, log, serving):
+        for sig, line in ((signal.SIGUSR1, "SIGUSR1: status"),
+                          (signal.SIGUSR2, "SIGUSR2: ignored")):
+            proc.send_signal(sig)
+            harness.wait_for(lambda: line in file_text(log), WAIT, what=line)
+            self.assertTrue(proc.alive(), "%s ended the daemon" % sig.name)
+        # logrotate: rename, then HUP; new lines go to a new file of the old name.
+        os.rename(log, log + ".1")
+        proc.send_signal(signal.SIGHUP)
+        harness.wait_for(lambda: "SIGHUP: reopened the log file %s" % log in file_text(log),
+                         WAIT, what="the reopened log file")
+        self.assertTrue(proc.alive(), "SIGHUP ended the daemon")
+        self.assertNotIn("SIGHUP", file_text(log + ".1"))
+        proc.send_signal(signal.SIGUSR1)
+        harness.wait_for(lambda: file_text(log).count("SIGUSR1: status") == 1, WAIT,
+                         what="a line in the new file")
+        self.assertEqual(file_text(log + ".1").count("SIGUSR1: status"), 1)
+        self.assertTrue(serving())
+
+    def test_shim_hup_usr1_usr2_keep_it_up(self):
+        shim, listen, log = self.make_shim("sig")
+        self.check_stays_up(shim, log, lambda: harness.unix_accepts(listen))
+        self.assertIn("sessions", file_text(log).split("SIGUSR1: status")[-1])  # the status line
+        self.assertEqual(shim.stop(), 0)
+
+    def test_helper_hup_usr1_usr2_keep_it_up(self):
+        helper, log = self.make_helper("sig")
+        self.check_stays_up(helper, log, lambda: harness.tcp_accepts("127.0.0.1", helper.port))
+        self.assertIn("stats: 0 tunnels open", file_text(log))
+        self.assertEqual(helper.stop(), 0)
+
+    def test_hup_without_log_file_is_logged_and_harmless(self):
+        d = harness.tempdir("sig")
+        listen = os.path.join(d, "usbmuxd")
+        shim = harness.Shim(listen, "unix:" + os.path.join(d, "nothing")).start()
+        shim.send_signal(signal.SIGHUP)
+        harness.wait_for(lambda: "no log file to reopen" in shim.stderr_text(), WAIT,
+                         what="the SIGHUP line")
+        self.assertTrue(shim.alive())
+        self.assertEqual(shim.stop(), 0)
+
+    def test_stop_signals_log_and_remove_sockets(self):
+        for sig in STOP_SIGNALS:
+            with self.subTest(signal=sig.name):
+                # Not under valgrind: it would judge each of these exits.
+                shim, listen, log = self.make_shim("sigstop", valgrind=False)
+                shim.send_signal(sig)
+                self.assertEqual(shim.wait(WAIT), 0)
+                self.assertIn("signal %d: shutting down" % sig, file_text(log))
+                self.assertFalse(os.path.exists(listen))
+                self.assertFalse(os.path.exists(listen + ".ctl"))
+                helper, hlog = self.make_helper("sigstop", valgrind=False)
+                helper.send_signal(sig)
+                self.assertEqual(helper.wait(WAIT), 0)
+                self.assertIn("signal %d: shutting down" % sig, file_text(hlog))
+                self.assertFalse(harness.tcp_accepts("127.0.0.1", helper.port))
 
 
 if __name__ == "__main__":
