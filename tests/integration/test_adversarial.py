@@ -1,8 +1,10 @@
 """What a hostile local user or peer tries against the daemons (issue 17):
 a symlink swapped in at the socket path while the shim starts, signals,
 untrusted process names in output, and a TCP upstream that never answers."""
+import json
 import os
 import pwd
+import re
 import signal
 import stat
 import subprocess
@@ -10,6 +12,7 @@ import sys
 import tempfile
 import threading
 import unittest
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tunnel_util import Helper, harness  # noqa: E402
@@ -229,6 +232,88 @@ class Signals(unittest.TestCase):
                 self.assertEqual(helper.wait(WAIT), 0)
                 self.assertIn("signal %d: shutting down" % sig, file_text(hlog))
                 self.assertFalse(harness.tcp_accepts("127.0.0.1", helper.port))
+
+
+# A client that names itself (prctl PR_SET_NAME, what /proc/PID/comm shows),
+# connects to the shim and waits for it to close the session.
+NAMED_CLIENT = r"""
+import ctypes, socket, sys
+name = bytes.fromhex(sys.argv[2])
+if ctypes.CDLL(None, use_errno=True).prctl(15, ctypes.c_char_p(name), 0, 0, 0) != 0:
+    sys.exit("prctl failed")
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(20)
+s.connect(sys.argv[1])
+s.recv(1)
+"""
+
+# The names: terminal escape and quote; bytes that are not UTF-8 and a C1
+# control (CSI) encoded in UTF-8; a backslash, newline and tab.
+NAMES = {b'\x1b[31mEVIL"': '\\x1b[31mEVIL"',
+         b'\xff\xfebad\xc2\x9b': '\\xff\\xfebad\\xc2\\x9b',
+         b'a\\b\nc\td': 'a\\b\\x0ac\\x09d'}
+
+# One sample line of the text exposition format: name, optional labels whose
+# values escape exactly backslash, double quote and newline, a value.
+PROM_LINE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*'
+                       r'(\{[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+                       r'(,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*")*\})? [-+0-9.eEInfNa]+$')
+
+
+def prom_unescape(v):
+    return re.sub(r'\\(.)', lambda m: {"n": "\n"}.get(m.group(1), m.group(1)), v)
+
+
+class UntrustedNames(unittest.TestCase):
+    """Process names are chosen by the processes. Before, a client named
+    '\x1b[31mEVIL"' put raw escape bytes into the `muxshim stats` table and
+    the log, and /metrics wrote \u001b escapes the Prometheus text format
+    does not define."""
+
+    def test_names_escaped_in_table_json_metrics_and_log(self):
+        d = harness.tempdir("names")
+        path = os.path.join(d, "usbmuxd")
+        port = harness.free_tcp_port()
+        # The upstream does not exist: each client is closed at once, after
+        # being counted; --warn-rate 0.01 makes the first session a "busy
+        # client" line in the log, with the name.
+        shim = harness.Shim(path, "unix:" + os.path.join(d, "nothing"), "--metrics",
+                            "127.0.0.1:%d" % port, "--warn-rate", "0.01").start()
+        for raw in NAMES:
+            subprocess.run(["/usr/bin/python3", "-c", NAMED_CLIENT, path, raw.hex()], check=True,
+                           timeout=30)
+        for shown in NAMES.values():
+            harness.wait_for(lambda: shown in shim.stderr_text(), WAIT, what="the busy-client line")
+
+        table = subprocess.run([harness.shim_binary(), "stats", "--listen", path],
+                               capture_output=True, timeout=20, check=True).stdout
+        text = table.decode("utf-8")  # valid UTF-8
+        self.assertFalse(re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", text), table)
+        for shown in NAMES.values():
+            self.assertIn(shown, text)
+
+        out = subprocess.run([harness.shim_binary(), "stats", "--json", "--listen", path],
+                             capture_output=True, timeout=20, check=True).stdout
+        comms = {p["comm"] for p in json.loads(out.decode("utf-8"))["processes"]}
+        self.assertTrue(set(NAMES.values()) <= comms, comms)
+
+        body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=20).read()
+        labels = set()
+        for line in body.decode("utf-8").splitlines():
+            if line.startswith("#"):
+                continue
+            self.assertRegex(line, PROM_LINE)
+            self.assertFalse(re.search(r"[\x00-\x1f\x7f-\x9f]", line), line)
+            labels.update(prom_unescape(v) for v in re.findall(r'comm="((?:[^"\\]|\\.)*)"', line))
+        self.assertTrue(set(NAMES.values()) <= labels, labels)
+
+        with open(shim.err_path, "rb") as f:
+            log = f.read()
+        self.assertNotIn(b"\x1b", log)
+        self.assertNotIn(b"\xff", log)
+        for line in log.decode("utf-8").splitlines():
+            self.assertFalse(re.search(r"[\x00-\x1f\x7f-\x9f]", line), line)
+        self.assertEqual(shim.stop(), 0)
 
 
 if __name__ == "__main__":
