@@ -6,6 +6,7 @@ import os
 import pwd
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tunnel_util import Helper, harness  # noqa: E402
+from tunnel_util import Helper, harness, plist_msg  # noqa: E402
 
 NOBODY = pwd.getpwnam("nobody")
 
@@ -314,6 +315,102 @@ class UntrustedNames(unittest.TestCase):
         for line in log.decode("utf-8").splitlines():
             self.assertFalse(re.search(r"[\x00-\x1f\x7f-\x9f]", line), line)
         self.assertEqual(shim.stop(), 0)
+
+
+class DeafListener:
+    """A TCP port on 127.0.0.1 that never answers a SYN: a listener with
+    backlog 0 whose one-entry accept queue is filled by a connection nobody
+    accepts. Linux then drops further SYNs (whatever tcp_syncookies says, that
+    is for the SYN queue), so a connect sits in SYN-SENT for the kernel's
+    retries (about 130 s with tcp_syn_retries 6) unless the caller bounds it."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.filler = socket.create_connection(("127.0.0.1", self.port), timeout=20)
+        # The queue is full once a further SYN goes unanswered.
+        probe = socket.socket()
+        probe.setblocking(False)
+        self.assert_silent(probe)
+
+    def assert_silent(self, probe):
+        probe.connect_ex(("127.0.0.1", self.port))
+        try:
+            import select
+            _, w, _ = select.select([], [probe], [], 1.0)
+            if w:
+                raise AssertionError("the deaf listener answered a SYN: accept queue not full")
+        finally:
+            probe.close()
+
+    def close(self):
+        self.filler.close()
+        self.sock.close()
+
+
+def eof_within(s, seconds):
+    """True if the peer closed s within seconds (EOF or reset)."""
+    s.settimeout(seconds)
+    try:
+        while s.recv(4096):
+            pass
+        return True
+    except socket.timeout:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+# The daemons give up after --connect-timeout 300 ms; without the bound the
+# client waits for the kernel's SYN retries (~130 s). 60 s: generous by two
+# orders of magnitude over the bound, and still half the unbounded wait.
+CLOSE_BOUND = 60
+
+
+class TcpUpstreamConnectTimeout(unittest.TestCase):
+    """tcp: upstreams (the helper's toward Windows' usbmuxd, the shim's legacy
+    one) bound a connect that gets no answer by --connect-timeout (issue 11,
+    6b: a client once waited 134.7 s)."""
+
+    def setUp(self):
+        self.deaf = DeafListener()
+        self.addCleanup(self.deaf.close)
+
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def client_closed(self, path):
+        c = socket.socket(socket.AF_UNIX)
+        c.settimeout(20)
+        c.connect(path)
+        c.sendall(plist_msg({"MessageType": "ListDevices"}))
+        try:
+            return eof_within(c, CLOSE_BOUND)
+        finally:
+            c.close()
+
+    def test_helper_tcp_upstream(self):
+        helper = Helper("tcp:127.0.0.1:%d" % self.deaf.port, "--connect-timeout", "300").start()
+        d = harness.tempdir("ctimeout")
+        path = os.path.join(d, "usbmuxd")
+        shim = harness.Shim(path, helper.tunnel, "--tunnel-wait", "20000").start()
+        harness.wait_for(lambda: "tunnel #1: up" in helper.stderr_text(), WAIT,
+                         what="the tunnel")
+        self.assertTrue(self.client_closed(path), "the client was not closed")
+        self.assertIn("no answer within 300 ms (--connect-timeout)", helper.stderr_text())
+        self.assertTrue(helper.alive() and shim.alive())
+
+    def test_shim_legacy_tcp_upstream(self):
+        d = harness.tempdir("ctimeout")
+        path = os.path.join(d, "usbmuxd")
+        shim = harness.Shim(path, "tcp:127.0.0.1:%d" % self.deaf.port,
+                            "--connect-timeout", "300").start()
+        self.assertTrue(self.client_closed(path), "the client was not closed")
+        harness.wait_for(lambda: "no answer within 300 ms (--connect-timeout)" in
+                         shim.stderr_text(), WAIT, what="the warning")
+        self.assertTrue(shim.alive())
 
 
 if __name__ == "__main__":
