@@ -188,7 +188,7 @@ integration: all tools
 # tests see as a failure; logs are kept in the test's temp dir.
 ASAN_SUITES := tests.integration.test_shim tests.integration.test_tunnel tests.integration.test_realclients \
                tests.integration.test_stats tests.integration.test_hardening tests.integration.test_run \
-               tests.integration.test_faults
+               tests.integration.test_faults tests.integration.test_adversarial
 integration-asan: $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/muxshim-run tools
 	MUXSHIM_SANITIZED=1 MUXSHIM_BIN=$(CURDIR)/$(B)/asan/muxshim \
 	MUXSHIM_HOST_BIN=$(CURDIR)/$(B)/asan/muxshim-host \
