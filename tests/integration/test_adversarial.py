@@ -399,7 +399,9 @@ class TcpUpstreamConnectTimeout(unittest.TestCase):
         helper = Helper("tcp:127.0.0.1:%d" % self.deaf.port, "--connect-timeout", "300").start()
         d = harness.tempdir("ctimeout")
         path = os.path.join(d, "usbmuxd")
-        shim = harness.Shim(path, helper.tunnel, "--tunnel-wait", "20000").start()
+        # --request-timeout 0: only the connect bound may close the client.
+        shim = harness.Shim(path, helper.tunnel, "--tunnel-wait", "20000",
+                            "--request-timeout", "0").start()
         harness.wait_for(lambda: "tunnel #1: up" in helper.stderr_text(), WAIT,
                          what="the tunnel")
         self.assertTrue(self.client_closed(path), "the client was not closed")
@@ -409,8 +411,11 @@ class TcpUpstreamConnectTimeout(unittest.TestCase):
     def test_shim_legacy_tcp_upstream(self):
         d = harness.tempdir("ctimeout")
         path = os.path.join(d, "usbmuxd")
+        # --request-timeout 0: the shim does not read a client before its
+        # upstream is connected, so the request clock would otherwise close
+        # it after 10 s whatever the connect does.
         shim = harness.Shim(path, "tcp:127.0.0.1:%d" % self.deaf.port,
-                            "--connect-timeout", "300").start()
+                            "--connect-timeout", "300", "--request-timeout", "0").start()
         self.assertTrue(self.client_closed(path), "the client was not closed")
         harness.wait_for(lambda: "no answer within 300 ms (--connect-timeout)" in
                          shim.stderr_text(), WAIT, what="the warning")
