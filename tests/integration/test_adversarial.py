@@ -137,6 +137,8 @@ class SocketPathRace(unittest.TestCase):
                 [harness.shim_binary(), "--listen", path, "--upstream", "unix:/nonexistent",
                  "--control", "none", "--socket-mode", "0640", "--socket-owner", "nobody"],
                 os.path.join(d, "log"))
+            if p.poll() is None:
+                t.join(20)  # the socket stays: the watcher sees it (20 s: generous)
         finally:
             stop_flag.set()
             t.join()

@@ -98,10 +98,14 @@ class Sandbox(unittest.TestCase):
         tshim = harness.Shim(os.path.join(harness.tempdir("sandbox-t"), "s.sock"),
                              helper.tunnel).start()
         for p in (shim, helper, tshim):
+            # The line follows the filter's loading, which follows readiness
+            # (the sockets accept first): wait for it (5 s: it is the next
+            # thing the daemon does).
+            harness.wait_for(lambda: "seccomp sandbox on" in p.stderr_text(), 5,
+                             what="the sandbox line")
             st = status_fields(p.pid)
             self.assertEqual(st["Seccomp"], "2", p)    # filter mode
             self.assertEqual(st["NoNewPrivs"], "1", p)
-            self.assertIn("seccomp sandbox on", p.stderr_text())
         # ... and serve real requests from inside the sandbox.
         direct = list_devices(self.mux.socket)
         self.assertEqual(list_devices(shim.listen), direct)
