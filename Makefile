@@ -62,7 +62,7 @@ DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev usbmuxd libusbmu
 .PHONY: all deps tools unit integration integration-asan integration-valgrind integration-windows \
         integration-docker \
         windows fuzz-smoke fuzz \
-        check bench demo soak clean
+        check bench bench-mux demo soak clean
 
 all: $(B)/muxshim $(B)/muxshim-host $(B)/muxshim-run
 
@@ -189,7 +189,7 @@ integration: all tools
 # tests see as a failure; logs are kept in the test's temp dir.
 ASAN_SUITES := tests.integration.test_shim tests.integration.test_tunnel tests.integration.test_realclients \
                tests.integration.test_stats tests.integration.test_hardening tests.integration.test_run \
-               tests.integration.test_faults
+               tests.integration.test_faults tests.integration.test_adversarial
 integration-asan: $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/muxshim-run tools
 	MUXSHIM_SANITIZED=1 MUXSHIM_BIN=$(CURDIR)/$(B)/asan/muxshim \
 	MUXSHIM_HOST_BIN=$(CURDIR)/$(B)/asan/muxshim-host \
@@ -228,6 +228,17 @@ check: deps
 bench: deps
 	$(MAKE) all tools
 	python3 tests/bench/bench.py
+
+# The stream table under ids a hostile shim chose (tests/bench/bench_mux.c);
+# MUX_SRC=FILE measures another mux.c (e.g. an older one) the same way.
+MUX_SRC ?= common/tunnel/mux.c
+bench-mux: $(B)/tests/bench_mux
+	$(B)/tests/bench_mux 1000
+	$(B)/tests/bench_mux 16384
+
+$(B)/tests/bench_mux: tests/bench/bench_mux.c $(MUX_SRC) common/tunnel/codec.c $(COMMON_HDR) Makefile
+	@mkdir -p $(B)/tests
+	$(CC) $(CSTD) $(WARN) -O2 -g -Icommon -Icommon/tunnel tests/bench/bench_mux.c $(MUX_SRC) common/tunnel/codec.c -o $@
 
 # Long mixed traffic through the tunnel with helper and usbmuxd restarts, ending
 # in a verdict on memory, descriptors and failures (docs/SOAK.md). Not part of

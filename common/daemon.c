@@ -224,21 +224,46 @@ int daemon_gen_token(const char *prog, const char *path)
 	return 0;
 }
 
+static void reopen_log(void)
+{
+	const char *path = log_file_path();
+	int rc = log_reopen();
+	if (rc == -ENOENT)
+		log_info("SIGHUP: logging to stderr, no log file to reopen");
+	else if (rc < 0)
+		log_warn("SIGHUP: cannot reopen the log file %s: %s (still writing to the old one)",
+			 path, plat_strerror(-rc));
+	else
+		log_info("SIGHUP: reopened the log file %s", path);
+}
+
 static void on_signal(struct loop_watch *w, unsigned ev)
 {
 	(void)ev;
-	int *stop = w->ctx;
-	*stop = plat_signals_take(w->fd);
+	struct daemon_signals *ds = w->ctx;
+	struct plat_signals got;
+	plat_signals_take(w->fd, &got);
+	if (got.hup)
+		reopen_log();
+	if (got.usr1) {
+		log_info("SIGUSR1: status");
+		if (ds->status)
+			ds->status(ds->ctx);
+	}
+	if (got.usr2)
+		log_info("SIGUSR2: ignored (reserved)");
+	ds->stop = got.stop;
 }
 
-int daemon_watch_signals(struct loop *l, struct loop_watch *w, int *stop)
+int daemon_watch_signals(struct loop *l, struct daemon_signals *ds)
 {
 	int fd;
 	int rc = plat_signals_init(&fd);
 	if (rc < 0)
 		return rc;
-	loop_watch_init(w, fd, on_signal, stop);
-	return loop_watch_set(l, w, LOOP_IN);
+	ds->stop = 0;
+	loop_watch_init(&ds->w, fd, on_signal, ds);
+	return loop_watch_set(l, &ds->w, LOOP_IN);
 }
 
 int daemon_harden(const char *user, bool seccomp)
@@ -259,7 +284,7 @@ int daemon_harden(const char *user, bool seccomp)
 	const char *strict_env = getenv("MUXSHIM_SECCOMP_STRICT");
 	bool strict = strict_env && strcmp(strict_env, "1") == 0;
 	if (seccomp) {
-		int rc = plat_sandbox_enter(strict);
+		int rc = plat_sandbox_enter(strict, log_file_dirfd());
 		if (rc == -ENOTSUP) {
 			log_debug("no seccomp sandbox on this platform");
 		} else if (rc < 0) {

@@ -63,8 +63,17 @@ int daemon_load_token(const char *prog, const char *path, uint8_t *out, size_t c
  * what it did and returns the exit status. */
 int daemon_gen_token(const char *prog, const char *path);
 
-/* SIGTERM/SIGINT set *stop to the signal number from within the loop. */
-int daemon_watch_signals(struct loop *l, struct loop_watch *w, int *stop);
+/* Signals, handled in the loop (the handlers only count): SIGTERM, SIGINT
+ * and every other signal that would end the process set stop to its number;
+ * SIGHUP reopens the log file (logrotate's convention); SIGUSR1 calls
+ * status (a status line in the log); SIGUSR2 is logged and ignored. */
+struct daemon_signals {
+	struct loop_watch w;
+	int stop;                  /* 0 until a signal asks the daemon to end */
+	void (*status)(void *ctx); /* SIGUSR1; may be NULL */
+	void *ctx;
+};
+int daemon_watch_signals(struct loop *l, struct daemon_signals *ds);
 
 /* The last step of setup, once sockets are bound and files open: become
  * `user` (NULL: stay), then enter the sandbox unless seccomp is false.

@@ -209,10 +209,10 @@ int plat_unix_connect(const char *path, int *fd_out)
 	return -ENOTSUP;
 }
 
-int plat_unix_listen(const char *path, unsigned mode, int backlog, int *fd_out,
-		     bool *replaced, struct plat_file_id *id)
+int plat_unix_listen(const char *path, unsigned mode, const char *owner_group, int backlog,
+		     int *fd_out, bool *replaced, struct plat_file_id *id)
 {
-	(void)path, (void)mode, (void)backlog, (void)fd_out, (void)id;
+	(void)path, (void)mode, (void)owner_group, (void)backlog, (void)fd_out, (void)id;
 	*replaced = false;
 	return -ENOTSUP;
 }
@@ -381,12 +381,25 @@ int plat_signals_init(int *fd_out)
 	return 0;
 }
 
-int plat_signals_take(int fd)
+void plat_signals_take(int fd, struct plat_signals *out)
 {
 	char drain[64];
 	while (recv(sock_of(fd), drain, sizeof(drain), 0) > 0)
 		;
-	return (int)InterlockedCompareExchange(&last_signal, 0, 0);
+	*out = (struct plat_signals){ .stop = (int)InterlockedCompareExchange(&last_signal, 0, 0) };
+}
+
+/* No SIGHUP on Windows: the log file is opened once. */
+int plat_log_dir_open(const char *path, int *dirfd_out)
+{
+	(void)path, (void)dirfd_out;
+	return -ENOTSUP;
+}
+
+int plat_log_reopen(int dirfd, const char *path, int *fd_out)
+{
+	(void)dirfd, (void)path, (void)fd_out;
+	return -ENOTSUP;
 }
 
 /* ---- TCP ---------------------------------------------------------------- */
@@ -730,16 +743,9 @@ int plat_drop_user(const char *user)
 	return -ENOTSUP;
 }
 
-int plat_chown_path(const char *path, const char *owner_group)
+int plat_sandbox_enter(bool strict, int log_dirfd)
 {
-	(void)path;
-	(void)owner_group;
-	return -ENOTSUP;
-}
-
-int plat_sandbox_enter(bool strict)
-{
-	(void)strict;
+	(void)strict, (void)log_dirfd;
 	return -ENOTSUP;
 }
 

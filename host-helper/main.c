@@ -39,6 +39,7 @@ struct helper_config {
 	unsigned keepalive_ms;
 	unsigned stats_interval_s;
 	unsigned handshake_ms;
+	unsigned connect_timeout_ms; /* usbmuxd: retries of a full queue, a TCP connect */
 	enum log_level log_level;
 	const char *log_file;        /* NULL: stderr */
 	bool service;                /* --service: under the Service Control Manager */
@@ -91,7 +92,6 @@ struct upstream {
 
 #define RETRY_FIRST_MS   5
 #define RETRY_MAX_MS     100
-#define RETRY_WINDOW_MS  2000
 
 static void upstream_try(struct upstream *u);
 
@@ -126,8 +126,12 @@ static void upstream_failed(struct upstream *u, int err)
 	char up[ADDR_SPEC_MAX], reason[600];
 	unsigned suppressed;
 	addr_format(&h->cfg.upstream, up, sizeof(up));
-	snprintf(reason, sizeof(reason), "cannot connect to usbmuxd at %s: %s", up,
-		 plat_strerror(-err));
+	if (err == -ETIMEDOUT)
+		snprintf(reason, sizeof(reason), "cannot connect to usbmuxd at %s: no answer "
+			 "within %u ms (--connect-timeout)", up, h->cfg.connect_timeout_ms);
+	else
+		snprintf(reason, sizeof(reason), "cannot connect to usbmuxd at %s: %s", up,
+			 plat_strerror(-err));
 	u->t->upstream_failures++;
 	if (log_ratelimit_pass(&h->rl_upstream, loop_now(h->loop), &suppressed))
 		log_warn("tunnel %s: %s (%s); retried with the next session%s", u->t->name, reason,
@@ -151,6 +155,7 @@ static void on_upstream_writable(struct loop_watch *w, unsigned ev)
 {
 	struct upstream *u = w->ctx;
 	(void)ev;
+	loop_timer_cancel(u->t->h->loop, &u->retry);
 	int fd = w->fd;
 	int rc = plat_connect_result(fd);
 	loop_watch_remove(u->t->h->loop, w);
@@ -164,7 +169,15 @@ static void on_upstream_writable(struct loop_watch *w, unsigned ev)
 
 static void on_upstream_retry(struct loop_timer *t)
 {
-	upstream_try(t->ctx);
+	struct upstream *u = t->ctx;
+	if (u->w.fd >= 0) { /* a TCP connect that got no answer in time */
+		int fd = u->w.fd;
+		loop_watch_remove(u->t->h->loop, &u->w);
+		plat_close(fd);
+		upstream_failed(u, -ETIMEDOUT);
+		return;
+	}
+	upstream_try(u);
 }
 
 static void upstream_try(struct upstream *u)
@@ -179,11 +192,18 @@ static void upstream_try(struct upstream *u)
 		upstream_connected(u, fd);
 		return;
 	}
+	uint64_t waited = loop_now(h->loop) - u->started_ms;
 	if (rc == -EINPROGRESS) {
 		loop_watch_init(&u->w, fd, on_upstream_writable, u);
 		rc = loop_watch_set(h->loop, &u->w, LOOP_OUT);
-		if (rc == 0)
+		if (rc == 0) {
+			/* A usbmuxd port that never answers (queue full, SYNs
+			 * dropped) would hold the stream for the kernel's SYN
+			 * retries, two minutes: bounded by --connect-timeout. */
+			unsigned limit = h->cfg.connect_timeout_ms;
+			loop_timer_arm(h->loop, &u->retry, waited < limit ? limit - waited : 0);
 			return;
+		}
 		loop_watch_remove(h->loop, &u->w);
 		plat_close(fd);
 	}
@@ -191,7 +211,7 @@ static void upstream_try(struct upstream *u)
 	 * full queue (EAGAIN), which a moment later has room again. So does
 	 * a helper briefly out of descriptors. Retry those, briefly. */
 	bool transient = rc == -EAGAIN || rc == -EMFILE || rc == -ENFILE;
-	if (transient && loop_now(h->loop) - u->started_ms < RETRY_WINDOW_MS) {
+	if (transient && waited < h->cfg.connect_timeout_ms) {
 		if (rc != -EAGAIN)
 			acceptor_pause(&h->acceptor, rc);
 		loop_timer_arm(h->loop, &u->retry, u->delay_ms);
@@ -300,10 +320,11 @@ static void tunnel_unlink(struct tunnel *t)
 		t->next->prev = t->prev;
 }
 
-/* Per-tunnel counters in the log, every --stats-interval seconds. */
-static void on_summary(struct loop_timer *tm)
+/* Per-tunnel counters in the log, every --stats-interval seconds and on
+ * SIGUSR1. */
+static void helper_status(void *ctx)
 {
-	struct helper *h = tm->ctx;
+	struct helper *h = ctx;
 	log_info("stats: %u tunnels open, %llu served; %u in the handshake, %llu evicted from "
 		 "it, %llu failed authentications, %llu proofs refused unchecked", h->ntunnels,
 		 (unsigned long long)h->tunnels_total, h->npending,
@@ -320,6 +341,12 @@ static void on_summary(struct loop_timer *tm)
 			 (unsigned long long)t->upstream_connects,
 			 (unsigned long long)t->upstream_failures, s->last_rtt_ms);
 	}
+}
+
+static void on_summary(struct loop_timer *tm)
+{
+	struct helper *h = tm->ctx;
+	helper_status(h);
 	loop_timer_arm(h->loop, tm, (uint64_t)h->cfg.stats_interval_s * 1000);
 }
 
@@ -459,6 +486,8 @@ static void usage(FILE *f)
 		"                         silent for 3 x MS is closed\n"
 		"  --handshake-timeout MS close a connection that has not completed the\n"
 		"                         tunnel handshake within MS, default 3000\n"
+		"  --connect-timeout MS   how long a stream waits for usbmuxd: retries of a full\n"
+		"                         listen queue, and a TCP connect (default 2000)\n"
 		"  --user NAME            run as this user once the port is bound (from root)\n"
 		"  --no-seccomp           do not enter the seccomp sandbox (Linux)\n"
 		"  --stats-interval S     log per-tunnel counters every S seconds (default 300; 0 off)\n"
@@ -495,7 +524,7 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 {
 	enum { O_LISTEN = 256, O_UPSTREAM, O_TOKEN, O_REMOTE, O_TUNNELS, O_STREAMS, O_WINDOW,
 	       O_KEEPALIVE, O_INTERVAL, O_LOGLEVEL, O_LOGFILE, O_SERVICE, O_INSTALL, O_UNINSTALL, O_HELP,
-	       O_VERSION, O_HANDSHAKE, O_USER, O_NOSECCOMP, O_GENTOKEN, O_PENDING };
+	       O_VERSION, O_HANDSHAKE, O_USER, O_NOSECCOMP, O_GENTOKEN, O_PENDING, O_CTIMEOUT };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "upstream", required_argument, NULL, O_UPSTREAM },
@@ -513,6 +542,7 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 		{ "handshake-timeout", required_argument, NULL, O_HANDSHAKE },
 		{ "user", required_argument, NULL, O_USER },
 		{ "no-seccomp", no_argument, NULL, O_NOSECCOMP },
+		{ "connect-timeout", required_argument, NULL, O_CTIMEOUT },
 		{ "service", no_argument, NULL, O_SERVICE },
 		{ "install-service", no_argument, NULL, O_INSTALL },
 		{ "uninstall-service", no_argument, NULL, O_UNINSTALL },
@@ -533,6 +563,7 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 	cfg->keepalive_ms = 15000;
 	cfg->stats_interval_s = 300;
 	cfg->handshake_ms = 3000;
+	cfg->connect_timeout_ms = 2000;
 	cfg->log_level = LOG_INFO;
 	cfg->seccomp = true;
 
@@ -604,6 +635,11 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 			break;
 		case O_NOSECCOMP:
 			cfg->seccomp = false;
+			break;
+		case O_CTIMEOUT:
+			if (parse_u32(optarg, 0, 600000, &v) < 0)
+				die_usage("--connect-timeout '%s': need milliseconds, 0 to 600000", optarg);
+			cfg->connect_timeout_ms = v;
 			break;
 		case O_SERVICE:
 			cfg->service = true;
@@ -703,9 +739,9 @@ static int helper_run(void)
 		log_error("cannot create the event loop: %s", plat_strerror(-rc));
 		return 1;
 	}
-	int stop = 0;
-	struct loop_watch sigw;
-	rc = daemon_watch_signals(h->loop, &sigw, &stop);
+	static struct daemon_signals sig = { .status = helper_status };
+	sig.ctx = h;
+	rc = daemon_watch_signals(h->loop, &sig);
 	if (rc < 0) {
 		log_error("cannot install signal handlers: %s", plat_strerror(-rc));
 		return 1;
@@ -732,11 +768,11 @@ static int helper_run(void)
 	if (h->cfg.stats_interval_s)
 		loop_timer_arm(h->loop, &h->summary, (uint64_t)h->cfg.stats_interval_s * 1000);
 	service_ready();
-	while (rc == 0 && !stop) {
+	while (rc == 0 && !sig.stop) {
 		rc = loop_run_once(h->loop, -1);
 		link_reap();
 	}
-	log_info("signal %d: shutting down (%u tunnels open, %llu served)", stop, h->ntunnels,
+	log_info("signal %d: shutting down (%u tunnels open, %llu served)", sig.stop, h->ntunnels,
 		 (unsigned long long)h->tunnels_total);
 	/* Each shim hears why (GOAWAY NORMAL, docs/PROTOCOL.md §5) instead of
 	 * seeing its connection drop. */

@@ -50,6 +50,8 @@ static void usage(FILE *f)
 		"  --request-timeout MS    close a client that sends nothing, or stops in the middle\n"
 		"                          of a request, for MS (default 10000; 0 off)\n"
 		"  --log-level LEVEL       error, warn, info or debug (default info)\n"
+		"  --log-file PATH         append log lines to PATH instead of stderr (reopened\n"
+		"                          on SIGHUP)\n"
 		"  --no-splice             always copy through user space (for comparison)\n"
 		"  --control PATH          statistics socket for `muxshim stats` (default LISTEN.ctl;\n"
 		"                          \"none\" disables it)\n"
@@ -93,7 +95,7 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 	enum { O_LISTEN = 256, O_MODE, O_UPSTREAM, O_MAXSESS, O_CTIMEOUT, O_LOGLEVEL, O_HELP,
 	       O_VERSION, O_NOSPLICE, O_TOKEN, O_TWAIT, O_KEEPALIVE, O_CONTROL, O_METRICS,
 	       O_INTERVAL, O_WARNRATE, O_NOINSPECT, O_RTIMEOUT, O_USER, O_OWNER, O_NOSECCOMP,
-	       O_GENTOKEN };
+	       O_GENTOKEN, O_LOGFILE };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "socket-mode", required_argument, NULL, O_MODE },
@@ -115,6 +117,7 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		{ "user", required_argument, NULL, O_USER },
 		{ "socket-owner", required_argument, NULL, O_OWNER },
 		{ "no-seccomp", no_argument, NULL, O_NOSECCOMP },
+		{ "log-file", required_argument, NULL, O_LOGFILE },
 		{ "help", no_argument, NULL, O_HELP },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
@@ -226,6 +229,11 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 			break;
 		case O_NOSECCOMP:
 			cfg->seccomp = false;
+			break;
+		case O_LOGFILE:
+			if (!*optarg)
+				die_usage("--log-file '%s': need a path", optarg);
+			cfg->log_file = optarg;
 			break;
 		case O_NOSPLICE:
 			cfg->splice = false;
@@ -346,12 +354,19 @@ void shim_request_timed_out(struct shim *s, const struct stats_session *ss)
 	s->stats.request_timeouts++;
 }
 
-static void on_summary(struct loop_timer *t)
+/* The summary line: every --stats-interval, and on SIGUSR1. */
+static void shim_status(void *ctx)
 {
-	struct shim *s = t->ctx;
+	struct shim *s = ctx;
 	char line[512];
 	stats_summary(&s->stats, loop_now(s->loop), line, sizeof(line));
 	log_info("%s", line);
+}
+
+static void on_summary(struct loop_timer *t)
+{
+	struct shim *s = t->ctx;
+	shim_status(s);
 	loop_timer_arm(s->loop, t, (uint64_t)s->cfg.stats_interval_s * 1000);
 }
 
@@ -387,6 +402,13 @@ int main(int argc, char **argv)
 		return health_main(argc, argv);
 	parse_args(argc, argv, &s->cfg);
 	log_init("muxshim", s->cfg.log_level);
+	if (s->cfg.log_file) {
+		int lrc = log_open_file(s->cfg.log_file);
+		if (lrc < 0) {
+			log_error("cannot open the log file %s: %s", s->cfg.log_file, strerror(-lrc));
+			return 1;
+		}
+	}
 
 	s->rl_upstream.interval_ms = 10000;
 	s->rl_timeout.interval_ms = 10000;
@@ -395,17 +417,22 @@ int main(int argc, char **argv)
 		log_error("cannot create the event loop: %s", strerror(-rc));
 		return 1;
 	}
-	int stop = 0;
-	struct loop_watch sigw;
-	rc = daemon_watch_signals(s->loop, &sigw, &stop);
+	static struct daemon_signals sig = { .status = shim_status };
+	sig.ctx = s;
+	rc = daemon_watch_signals(s->loop, &sig);
 	if (rc < 0) {
 		log_error("cannot install signal handlers: %s", strerror(-rc));
 		return 1;
 	}
 
 	bool replaced;
-	rc = plat_unix_listen(s->cfg.listen_path, s->cfg.socket_mode, LISTEN_BACKLOG,
-			      &s->listen_fd, &replaced, &s->listen_id);
+	rc = plat_unix_listen(s->cfg.listen_path, s->cfg.socket_mode, s->cfg.socket_owner,
+			      LISTEN_BACKLOG, &s->listen_fd, &replaced, &s->listen_id);
+	if (rc == -ESRCH || (rc == -EPERM && s->cfg.socket_owner)) {
+		log_error("--socket-owner %s: %s", s->cfg.socket_owner,
+			  rc == -ESRCH ? "no such user or group" : strerror(-rc));
+		return 1;
+	}
 	if (rc == -EADDRINUSE) {
 		log_error("%s is in use: another process (a usbmuxd inside this container?) "
 			  "is accepting connections on it. Refusing to take it over; stop that "
@@ -424,15 +451,6 @@ int main(int argc, char **argv)
 	if (replaced)
 		log_info("replaced the stale socket file %s (nothing was listening on it)",
 			 s->cfg.listen_path);
-	if (s->cfg.socket_owner) {
-		rc = plat_chown_path(s->cfg.listen_path, s->cfg.socket_owner);
-		if (rc < 0) {
-			log_error("--socket-owner %s: %s", s->cfg.socket_owner,
-				  rc == -ESRCH ? "no such user or group" : strerror(-rc));
-			plat_unix_unlink_if_ours(s->cfg.listen_path, &s->listen_id);
-			return 1;
-		}
-	}
 
 	char up[ADDR_SPEC_MAX];
 	addr_format(&s->cfg.upstream, up, sizeof(up));
@@ -458,7 +476,7 @@ int main(int argc, char **argv)
 	}
 	if (s->cfg.upstream.kind == ADDR_TUNNEL)
 		tunnel_init(s);
-	while (rc == 0 && !stop) {
+	while (rc == 0 && !sig.stop) {
 		rc = loop_run_once(s->loop, -1);
 		session_reap(s);
 		link_reap();
@@ -467,7 +485,7 @@ int main(int argc, char **argv)
 	if (rc < 0)
 		log_error("event loop failed: %s", strerror(-rc));
 	else
-		log_info("signal %d: shutting down (%u sessions open, %llu served)", stop,
+		log_info("signal %d: shutting down (%u sessions open, %llu served)", sig.stop,
 			 s->nsessions, (unsigned long long)s->sessions_total);
 
 	acceptor_stop(&s->acceptor);

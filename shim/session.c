@@ -183,6 +183,7 @@ static void on_upstream(struct loop_watch *w, unsigned ev)
 	int rc = 0;
 	if (ss->state == SESSION_CONNECTING) {
 		/* A TCP upstream finished connecting, one way or the other. */
+		loop_timer_cancel(ss->shim->loop, &ss->retry);
 		rc = plat_connect_result(w->fd);
 		if (rc < 0) {
 			upstream_report_failure(ss->shim, rc);
@@ -239,15 +240,22 @@ static void session_try_connect(struct session *ss)
 		session_connected(ss);
 		return;
 	}
+	uint64_t waited = loop_now(s->loop) - ss->started_ms;
 	if (rc == -EINPROGRESS) {
 		loop_watch_init(&ss->upstream, fd, on_upstream, ss);
 		rc = loop_watch_set(s->loop, &ss->upstream, LOOP_OUT);
-		if (rc == 0)
+		if (rc < 0) {
+			session_teardown(ss, "event registration", rc);
 			return;
-		session_teardown(ss, "event registration", rc);
+		}
+		/* A TCP peer that never answers (its accept queue full, a
+		 * firewall dropping SYNs) would leave the client waiting for
+		 * the kernel's SYN retries, two minutes: bounded by the same
+		 * --connect-timeout, counted from the session's start. */
+		uint64_t left = waited < s->cfg.connect_timeout_ms ? s->cfg.connect_timeout_ms - waited : 0;
+		loop_timer_arm(s->loop, &ss->retry, left);
 		return;
 	}
-	uint64_t waited = loop_now(s->loop) - ss->started_ms;
 	bool no_fds = rc == -EMFILE || rc == -ENFILE;
 	if (no_fds)
 		acceptor_pause(&s->acceptor, rc); /* take no more clients for now */
@@ -273,7 +281,13 @@ static void session_connected(struct session *ss)
 
 static void on_retry(struct loop_timer *t)
 {
-	session_try_connect(t->ctx);
+	struct session *ss = t->ctx;
+	if (ss->upstream.fd >= 0) { /* a TCP connect still in progress */
+		upstream_report_failure(ss->shim, -ETIMEDOUT);
+		session_teardown(ss, "upstream connect", -ETIMEDOUT);
+		return;
+	}
+	session_try_connect(ss);
 }
 
 static void on_request_timeout(struct loop_timer *t)

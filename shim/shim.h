@@ -25,6 +25,7 @@ struct shim_config {
 	unsigned max_sessions;
 	unsigned connect_timeout_ms;
 	enum log_level log_level;
+	const char *log_file;        /* NULL: stderr */
 	bool splice;
 	unsigned tunnel_wait_ms;
 	unsigned keepalive_ms;

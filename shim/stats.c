@@ -32,11 +32,16 @@ bool stats_read_comm(pid_t pid, char *out, size_t len)
 	FILE *f = fopen(path, "r");
 	if (!f)
 		return false;
-	bool ok = fgets(out, (int)len, f) != NULL;
+	char raw[64];
+	size_t n = fread(raw, 1, sizeof(raw), f);
+	bool ok = !ferror(f) && n > 0;
 	fclose(f);
-	if (ok)
-		out[strcspn(out, "\n")] = '\0';
-	return ok;
+	if (!ok)
+		return false;
+	if (raw[n - 1] == '\n')
+		n--; /* the kernel's line end; a newline inside the name is escaped */
+	log_sanitize(out, len, raw, n);
+	return true;
 }
 
 /* Advances a process's ring to the current second, zeroing skipped ones. */
@@ -297,17 +302,33 @@ __attribute__((format(printf, 2, 3))) static void put(struct out *o, const char 
 	}
 }
 
-/* Command names come from processes: escape them for JSON and Prometheus. */
-static void put_escaped(struct out *o, const char *s)
+/* A JSON string's contents. Command names are valid UTF-8 without controls
+ * already (stats_read_comm); controls are escaped all the same. */
+static void put_json_str(struct out *o, const char *s)
 {
 	for (; *s; s++) {
 		unsigned char c = (unsigned char)*s;
 		if (c == '"' || c == '\\')
 			put(o, "\\%c", c);
-		else if (c < 0x20 || c > 0x7e)
+		else if (c < 0x20)
 			put(o, "\\u%04x", c);
 		else
 			put(o, "%c", c);
+	}
+}
+
+/* A Prometheus label value, escaped exactly as the text exposition format
+ * defines: backslash, double quote and line feed, nothing else (the value
+ * is UTF-8, which stats_read_comm guarantees). */
+static void put_label(struct out *o, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			put(o, "\\%c", *s);
+		else if (*s == '\n')
+			put(o, "\\n");
+		else
+			put(o, "%c", *s);
 	}
 }
 
@@ -350,7 +371,7 @@ static void render_json(const struct stats *st, struct out *o, uint64_t now_ms)
 	for (const struct stats_proc *p = st->procs; p; p = p->next, i++) {
 		put(o, "%s{\"pid\":%ld,\"uid\":%ld,\"comm\":\"", i ? "," : "", (long)p->pid,
 		    (long)p->uid);
-		put_escaped(o, p->comm);
+		put_json_str(o, p->comm);
 		put(o, "\",\"comm_visible\":%s,\"sessions\":%llu,\"rate_per_s\":%.2f,\"warned\":%s,"
 		       "\"requests\":{",
 		    p->comm_visible ? "true" : "false", (unsigned long long)p->sessions,
@@ -444,10 +465,10 @@ static void render_prometheus(const struct stats *st, struct out *o, uint64_t no
 	       "# TYPE muxshim_client_session_rate gauge\n");
 	for (const struct stats_proc *p = st->procs; p; p = p->next) {
 		put(o, "muxshim_client_sessions_total{pid=\"%ld\",comm=\"", (long)p->pid);
-		put_escaped(o, p->comm);
+		put_label(o, p->comm);
 		put(o, "\"} %llu\nmuxshim_client_session_rate{pid=\"%ld\",comm=\"",
 		    (unsigned long long)p->sessions, (long)p->pid);
-		put_escaped(o, p->comm);
+		put_label(o, p->comm);
 		put(o, "\"} %.2f\n", stats_proc_rate(p, now_ms));
 	}
 }

@@ -17,7 +17,7 @@
 struct stats_proc {
 	pid_t pid;                /* 0: not visible from here */
 	uid_t uid;
-	char comm[32];
+	char comm[64];   /* as shown: /proc comm (<= 15 bytes), made safe (log_sanitize) */
 	bool comm_visible;
 	uint64_t sessions;
 	uint64_t by_type[INSP_NTYPES];
@@ -92,7 +92,9 @@ char *stats_render(const struct stats *st, const char *format, uint64_t now_ms);
 /* One line for the log. */
 void stats_summary(const struct stats *st, uint64_t now_ms, char *out, size_t len);
 
-/* Reads a process's command name the way /proc shows it. Exposed for tests. */
+/* Reads a process's command name the way /proc shows it, made safe to show
+ * (log_sanitize: a name is chosen by the process, prctl(PR_SET_NAME), and
+ * may hold any bytes but NUL). Exposed for tests. */
 bool stats_read_comm(pid_t pid, char *out, size_t len);
 
 #endif

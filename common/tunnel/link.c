@@ -837,6 +837,22 @@ static void on_timer(struct loop_timer *t)
 	loop_timer_arm(l->loop, &l->timer, l->cfg.keepalive_ms / 2 ? l->cfg.keepalive_ms / 2 : 1);
 }
 
+/* The stream tables' secret (mux.c: why), drawn once per process before the
+ * first tunnel carries a stream. */
+static int table_key_once(void)
+{
+	static bool keyed;
+	uint8_t key[16];
+	if (keyed)
+		return 0;
+	int rc = plat_random(key, sizeof(key));
+	if (rc < 0)
+		return rc;
+	tun_mux_set_key(key);
+	keyed = true;
+	return 0;
+}
+
 int link_new(struct loop *loop, int fd, const struct link_config *cfg,
 	     const struct link_ops *ops, void *ctx, struct link **out)
 {
@@ -864,6 +880,8 @@ int link_new(struct loop *loop, int fd, const struct link_config *cfg,
 					     .max_frame = cfg->max_frame, .window = cfg->window,
 					     .max_streams = cfg->max_streams };
 	int rc = plat_random(l->local_hello.nonce, TUN_NONCE_LEN);
+	if (rc == 0)
+		rc = table_key_once();
 	if (rc < 0) {
 		free(l);
 		return rc;
