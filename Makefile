@@ -30,9 +30,9 @@ TUNNEL_SRC := common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c com
               common/sha256.c
 COMMON_SRC := common/log.c common/buf.c common/addr.c common/daemon.c common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC) \
               $(TUNNEL_SRC)
-COMMON_HDR := $(wildcard common/*.h common/tunnel/*.h)
+COMMON_HDR := $(wildcard common/*.h common/tunnel/*.h common/usbmuxd/*.h)
 SHIM_SRC   := shim/main.c shim/session.c shim/upstream.c shim/diag.c shim/tunnel.c \
-              shim/inspect.c shim/stats.c shim/control.c
+              shim/inspect.c shim/stats.c shim/control.c common/usbmuxd/plist_guard.c
 SHIM_HDR   := $(wildcard shim/*.h)
 HELPER_SRC := host-helper/main.c host-helper/service_posix.c
 HELPER_HDR := $(wildcard host-helper/*.h)
@@ -44,6 +44,7 @@ RUN_HDR    := $(wildcard run/*.h)
 UNIT_SRC   := tests/unit/run.c tests/unit/test_buf.c tests/unit/test_addr.c \
               tests/unit/test_diag.c tests/unit/test_log.c \
               tests/unit/test_loop.c tests/unit/test_codec.c tests/unit/test_mux.c tests/unit/test_sha256.c tests/unit/test_inspect.c \
+              tests/unit/test_plist_guard.c common/usbmuxd/plist_guard.c \
               tests/unit/test_run_args.c run/args.c tests/unit/test_auth.c \
               tests/unit/test_daemon.c common/daemon.c \
               common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c common/sha256.c common/buf.c common/addr.c common/log.c shim/diag.c shim/inspect.c \

@@ -15,6 +15,7 @@ int unit_inspect(void);
 int unit_run_args(void);
 int unit_auth(void);
 int unit_daemon(void);
+int unit_plist_guard(void);
 
 /* Adds a suite with the given tests; 0 or -1. */
 struct unit_test { const char *name; CU_TestFunc fn; };
