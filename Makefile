@@ -150,7 +150,7 @@ FUZZ_FLAGS   := $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -fno-
                 -Icommon -Ishim
 FUZZ_SRC_tunnel    := common/tunnel/codec.c common/tunnel/mux.c
 FUZZ_SRC_hello     := common/tunnel/codec.c common/tunnel/auth.c common/sha256.c
-FUZZ_SRC_inspect   := shim/inspect.c
+FUZZ_SRC_inspect   := shim/inspect.c common/usbmuxd/plist_guard.c
 FUZZ_SRC_addr      := common/addr.c
 FUZZ_SRC_mountinfo := shim/diag.c
 FUZZ_LIBS_inspect   = $(PLIST_LIBS)
