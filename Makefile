@@ -144,8 +144,13 @@ unit: $(B)/tests/unit $(B)/tests/unit-poll
 # /proc/self/mountinfo. Seed corpora: tests/fuzz/corpus/NAME/; inputs that
 # once failed: tests/fuzz/regress/NAME/, run first, every time. UBSan
 # findings abort (-fno-sanitize-recover) so that the fuzzer stops on them.
-FUZZERS      := tunnel hello inspect addr mountinfo
+FUZZERS      := tunnel hello inspect plist addr mountinfo
 FUZZ_SECONDS ?= 12
+# A memory bound for every target: a decoder that lets a few KiB amplify
+# (issue 17: a 4 KB binary plist made libplist build 96 MB) fails the run.
+# 8 KiB inputs of that shape need over 1 GiB; the targets run in tens of MiB.
+FUZZ_MEM_MB  ?= 256
+FUZZ_MEM     := -rss_limit_mb=$(FUZZ_MEM_MB) -malloc_limit_mb=$(FUZZ_MEM_MB)
 FUZZ_FLAGS   := $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                 -Icommon -Ishim
 FUZZ_SRC_tunnel    := common/tunnel/codec.c common/tunnel/mux.c
@@ -153,7 +158,9 @@ FUZZ_SRC_hello     := common/tunnel/codec.c common/tunnel/auth.c common/sha256.c
 FUZZ_SRC_inspect   := shim/inspect.c common/usbmuxd/plist_guard.c
 FUZZ_SRC_addr      := common/addr.c
 FUZZ_SRC_mountinfo := shim/diag.c
+FUZZ_SRC_plist     := common/usbmuxd/plist_guard.c
 FUZZ_LIBS_inspect   = $(PLIST_LIBS)
+FUZZ_LIBS_plist     = $(PLIST_LIBS)
 
 .SECONDEXPANSION:
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_SRC_$$*) $(COMMON_HDR) $(SHIM_HDR) Makefile
@@ -168,11 +175,11 @@ fuzz-smoke: $(addprefix $(B)/fuzz/fuzz_,$(FUZZERS))
 		regress=$$(find tests/fuzz/regress/$$f -type f 2>/dev/null | sort) && \
 		if [ -n "$$regress" ]; then \
 			echo "fuzz $$f: $$(echo $$regress | wc -w) regression inputs"; \
-			if ! $(B)/fuzz/fuzz_$$f $$regress > $(B)/fuzz/$$f-regress.log 2>&1; then \
+			if ! $(B)/fuzz/fuzz_$$f $(FUZZ_MEM) $$regress > $(B)/fuzz/$$f-regress.log 2>&1; then \
 				tail -40 $(B)/fuzz/$$f-regress.log; echo "fuzz $$f: a regression input FAILED"; exit 1; fi; \
 		fi && \
 		echo "fuzz $$f for $(FUZZ_SECONDS) s" && \
-		if $(B)/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 \
+		if $(B)/fuzz/fuzz_$$f $(FUZZ_MEM) -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 \
 			$(B)/fuzz/work-$$f tests/fuzz/corpus/$$f > $(B)/fuzz/$$f.log 2>&1; then \
 			grep -E 'stat::number_of_executed_units' $(B)/fuzz/$$f.log; \
 		else tail -40 $(B)/fuzz/$$f.log; echo "fuzz $$f FAILED"; exit 1; fi; \

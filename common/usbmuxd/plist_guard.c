@@ -120,6 +120,12 @@ static int obj_open(struct bplist *b, uint64_t idx, struct frame *f, const char 
 		/* libplist allocates 4 bytes per UTF-16 unit, plus one. */
 		if (count == 0 || count > room / 2)
 			return -EBADMSG;
+		/* U+0000 survives into libplist's UTF-8 and makes its string and
+		 * key getters abort (an ASCII string is cut at a NUL instead). */
+		*why = "a NUL inside a string";
+		for (uint64_t i = 0; i < count; i++)
+			if (b->p[pos + 2 * i] == 0 && b->p[pos + 2 * i + 1] == 0)
+				return -EBADMSG;
 		o->bytes = 4 * (count + 1);
 		return 0;
 	case T_ARRAY:

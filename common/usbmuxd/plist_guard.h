@@ -17,7 +17,9 @@
  *     sharing short keys is normal, sharing long strings thousands of
  *     times is not;
  *   - depth <= UMX_PLIST_MAX_DEPTH and no cycles (libplist recurses per
- *     level and searches its path at every node).
+ *     level and searches its path at every node);
+ *   - no U+0000 in a UTF-16 string (libplist keeps it, and its string and
+ *     key getters then abort the process).
  * XML bodies: libplist 2.2's XML parser is iterative, knows only the five
  * predefined entities and numeric references (no entity declarations: no
  * expansion), and every node costs at least 7 bytes ("<true/>"), so memory

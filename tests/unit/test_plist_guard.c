@@ -278,6 +278,20 @@ static void bad_structure_refused(void)
 #undef RESTORE
 	free(w.p);
 
+	/* a UTF-16 key holding U+0000 (fuzz_plist find: libplist's key getter
+	 * aborts on it) */
+	bw_init(&w, 1);
+	unsigned u = bw_obj(&w);
+	bw_marker(&w, 0x6, 2);
+	memcpy(w.p + w.len, "\0A\0\0", 4);
+	w.len += 4;
+	unsigned tv = bw_true(&w);
+	n = bw_finish(&w, bw_dict1(&w, u, tv));
+	CU_ASSERT_EQUAL(umx_plist_check(w.p, n, NULL), -EBADMSG);
+	w.p[w.offs[0] + 4] = 'B';
+	CU_ASSERT_EQUAL(umx_plist_check(w.p, n, NULL), 0);
+	free(w.p);
+
 	/* an array claiming 2^32-1 references */
 	bw_init(&w, 1);
 	unsigned a = bw_obj(&w);
