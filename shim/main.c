@@ -354,6 +354,18 @@ void shim_request_timed_out(struct shim *s, const struct stats_session *ss)
 	s->stats.request_timeouts++;
 }
 
+void shim_request_refused(struct shim *s, const struct stats_session *ss)
+{
+	const struct stats_proc *p = ss->proc;
+	unsigned suppressed;
+	if (log_ratelimit_pass(&s->rl_refused, loop_now(s->loop), &suppressed))
+		log_warn("closed a client (pid %ld, %s, uid %ld): request refused before it reached "
+			 "usbmuxd: %s%s",
+			 p ? (long)p->pid : 0L, p && p->comm_visible ? p->comm : "?",
+			 p ? (long)p->uid : -1L, ss->insp.refused ? ss->insp.refused : "?",
+			 suppressed ? " (more suppressed)" : "");
+}
+
 /* The summary line: every --stats-interval, and on SIGUSR1. */
 static void shim_status(void *ctx)
 {
@@ -412,6 +424,7 @@ int main(int argc, char **argv)
 
 	s->rl_upstream.interval_ms = 10000;
 	s->rl_timeout.interval_ms = 10000;
+	s->rl_refused.interval_ms = 10000;
 	int rc = loop_new(&s->loop);
 	if (rc < 0) {
 		log_error("cannot create the event loop: %s", strerror(-rc));

@@ -214,6 +214,9 @@ static void on_insp(void *ctx, const struct insp_event *ev)
 	case INSP_EV_PARSE_ERROR:
 		st->parse_errors++;
 		return;
+	case INSP_EV_REFUSED:
+		st->requests_refused++;
+		return;
 	}
 }
 
@@ -224,18 +227,28 @@ bool stats_session_awaits_client(const struct stats *st, const struct stats_sess
 	return st->inspect && ss->insp.cb && insp_mid_request(&ss->insp);
 }
 
-void stats_client_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p, size_t n)
+size_t stats_client_room(const struct stats *st, const struct stats_session *ss)
+{
+	if (!st->inspect)
+		return SIZE_MAX;
+	if (!ss->insp.cb)
+		return 16; /* a fresh inspector: the first header */
+	return insp_client_room(&ss->insp);
+}
+
+int stats_client_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p, size_t n)
 {
 	ss->bytes_up += n;
 	st->bytes_up += n;
 	if (!st->inspect || insp_done(&ss->insp))
-		return;
+		return 0;
 	struct insp_ctx c = { st, ss };
 	if (!ss->insp.cb)
 		insp_init(&ss->insp, on_insp, NULL);
 	ss->insp.ctx = &c;
-	insp_client_bytes(&ss->insp, p, n);
+	int rc = insp_client_bytes(&ss->insp, p, n);
 	ss->insp.ctx = NULL;
+	return rc;
 }
 
 void stats_upstream_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p,
@@ -361,7 +374,8 @@ static void render_json(const struct stats *st, struct out *o, uint64_t now_ms)
 		if (st->upstream_fail_by_errno[i])
 			put(o, ",\"%s\":%llu", errno_label(i),
 			    (unsigned long long)st->upstream_fail_by_errno[i]);
-	put(o, "},\"request_timeouts\":%llu", (unsigned long long)st->request_timeouts);
+	put(o, "},\"request_timeouts\":%llu,\"requests_refused\":%llu",
+	    (unsigned long long)st->request_timeouts, (unsigned long long)st->requests_refused);
 	if (st->tunnel)
 		put(o, ",\"tunnel\":{\"up\":%s,\"connects\":%llu,\"drops\":%llu,\"rtt_ms\":%u}",
 		    st->tunnel_up ? "true" : "false", (unsigned long long)st->tunnel_connects,
@@ -406,6 +420,8 @@ static void render_table(const struct stats *st, struct out *o, uint64_t now_ms)
 	put(o, "upstream failures: %llu\n", (unsigned long long)st->upstream_failures);
 	put(o, "clients closed by --request-timeout: %llu\n",
 	    (unsigned long long)st->request_timeouts);
+	put(o, "clients closed for a refused request: %llu\n",
+	    (unsigned long long)st->requests_refused);
 	put(o, "\n%8s %6s %-16s %10s %10s  %s\n", "PID", "UID", "COMMAND", "SESSIONS", "RATE/s",
 	    "REQUESTS");
 	for (const struct stats_proc *p = st->procs; p; p = p->next) {
@@ -455,6 +471,8 @@ static void render_prometheus(const struct stats *st, struct out *o, uint64_t no
 		    (unsigned long long)st->upstream_fail_by_errno[i]);
 	put(o, "# TYPE muxshim_request_timeouts_total counter\nmuxshim_request_timeouts_total %llu\n",
 	    (unsigned long long)st->request_timeouts);
+	put(o, "# TYPE muxshim_requests_refused_total counter\nmuxshim_requests_refused_total %llu\n",
+	    (unsigned long long)st->requests_refused);
 	if (st->tunnel)
 		put(o, "# TYPE muxshim_tunnel_up gauge\nmuxshim_tunnel_up %d\n"
 		       "# TYPE muxshim_tunnel_connects_total counter\nmuxshim_tunnel_connects_total %llu\n"

@@ -56,6 +56,7 @@ struct stats {
 	unsigned nports;
 	uint64_t upstream_failures;
 	uint64_t request_timeouts; /* clients closed by --request-timeout */
+	uint64_t requests_refused; /* clients closed by the request gate (inspect.h) */
 	uint64_t upstream_fail_by_errno[8]; /* see stats.c: ENOENT, ECONNREFUSED, ... */
 	/* tunnel */
 	bool tunnel;
@@ -79,7 +80,11 @@ void stats_session_close(struct stats *st, struct stats_session *ss);
 /* Is the session waiting for its client to send (the first bytes, or the
  * rest of a request it started)? Drives --request-timeout. */
 bool stats_session_awaits_client(const struct stats *st, const struct stats_session *ss);
-void stats_client_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p, size_t n);
+/* How many client bytes may be read now (inspect.h: the request gate). */
+size_t stats_client_room(const struct stats *st, const struct stats_session *ss);
+/* 0, or -EBADMSG: the client is refused (ss->insp.refused says why); forward
+ * nothing of these bytes and close it. */
+int stats_client_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p, size_t n);
 void stats_upstream_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p,
 			  size_t n);
 void stats_upstream_failure(struct stats *st, int err);

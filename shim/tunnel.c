@@ -187,11 +187,24 @@ static void link_rtt(struct link *l, unsigned ms)
 	tc.s->stats.tunnel_rtt_known = true;
 }
 
-static void client_bytes(struct link_stream *st, const uint8_t *p, size_t n)
+static size_t client_room(struct link_stream *st)
 {
 	struct tsession *ts = link_stream_ctx(st);
-	stats_client_bytes(&tc.s->stats, &ts->ss, p, n);
+	return stats_client_room(&tc.s->stats, &ts->ss);
+}
+
+/* A refused request: the link resets the stream without sending this read
+ * (and if it was the stream's first, the helper never hears of it). */
+static int client_bytes(struct link_stream *st, const uint8_t *p, size_t n)
+{
+	struct tsession *ts = link_stream_ctx(st);
+	int rc = stats_client_bytes(&tc.s->stats, &ts->ss, p, n);
+	if (rc < 0) {
+		shim_request_refused(tc.s, &ts->ss);
+		return rc;
+	}
 	shim_request_clock(tc.s, &ts->ss, &ts->clock);
+	return 0;
 }
 
 static void upstream_bytes(struct link_stream *st, const uint8_t *p, size_t n)
@@ -204,6 +217,7 @@ static const struct link_ops ops = {
 	.down = link_down,
 	.stream_closed = link_stream_closed,
 	.rtt = link_rtt,
+	.local_room = client_room,
 	.local_bytes = client_bytes,
 	.remote_bytes = upstream_bytes,
 };

@@ -250,6 +250,50 @@ static int stream_send_fin(struct link_stream *st)
 	return 0;
 }
 
+/* How much the local socket may be read now. Once the peer has finished
+ * (the upstream closed), the gate has nothing left to protect: the socket is
+ * read to see its EOF. */
+static size_t stream_local_room(struct link_stream *st)
+{
+	struct link *l = st->link;
+	if (!l->ops->local_room || st->ts.fin_recvd)
+		return SIZE_MAX;
+	return l->ops->local_room(st);
+}
+
+/* Reads up to cap bytes of the local socket into scratch for one frame:
+ * one read, or with a gate several that each stop where it says. Every
+ * byte is shown to ops->local_bytes before it may be sent. */
+static int stream_read_local(struct link_stream *st, size_t cap, size_t *got, bool *eof)
+{
+	struct link *l = st->link;
+	while (*got < cap) {
+		size_t want = cap - *got, room = stream_local_room(st);
+		if (room < want)
+			want = room;
+		if (want == 0)
+			return 0;
+		ssize_t r = plat_read(st->w.fd, scratch + *got, want);
+		if (r == -EAGAIN)
+			return 0;
+		if (r < 0)
+			return (int)r;
+		if (r == 0) {
+			*eof = true;
+			return 0;
+		}
+		if (l->ops->local_bytes) {
+			int rc = l->ops->local_bytes(st, scratch + *got, (size_t)r);
+			if (rc < 0)
+				return rc;
+		}
+		*got += (size_t)r;
+		if ((size_t)r < want || !l->ops->local_room)
+			return 0;
+	}
+	return 0;
+}
+
 /* Reads the local socket into DATA frames: up to LINK_IN_CHUNK bytes per
  * wake-up (several frames of at most the peer's max_frame), as far as the
  * stream's credit and the tunnel's room allow. */
@@ -263,29 +307,29 @@ static int stream_pump_local(struct link_stream *st)
 			can = (uint32_t)budget;
 		if (can == 0)
 			return 0;
-		ssize_t r = plat_read(st->w.fd, scratch, can);
-		if (r == -EAGAIN)
-			return 0;
-		if (r < 0)
-			return (int)r;
-		if (r == 0) {
+		size_t got = 0;
+		bool eof = false;
+		int rc = stream_read_local(st, can, &got, &eof);
+		if (rc < 0)
+			return rc;
+		if (got) {
+			uint8_t h[TUN_HDR_LEN], type;
+			rc = stream_announce(st, &type);
+			if (rc < 0)
+				return rc;
+			tun_header_encode(h, type, 0, st->ts.id, (uint32_t)got);
+			if (out_append(l, h, sizeof(h)) < 0 || out_append(l, scratch, got) < 0)
+				return -EPIPE;
+			tun_stream_sent(&st->ts, (uint32_t)got, false);
+			l->stats.bytes_out += (uint64_t)got;
+			budget -= got;
+		}
+		if (eof) {
 			st->local_eof = true;
 			return stream_send_fin(st);
 		}
-		if (l->ops->local_bytes)
-			l->ops->local_bytes(st, scratch, (size_t)r);
-		uint8_t h[TUN_HDR_LEN], type;
-		int rc = stream_announce(st, &type);
-		if (rc < 0)
-			return rc;
-		tun_header_encode(h, type, 0, st->ts.id, (uint32_t)r);
-		if (out_append(l, h, sizeof(h)) < 0 || out_append(l, scratch, (size_t)r) < 0)
-			return -EPIPE;
-		tun_stream_sent(&st->ts, (uint32_t)r, false);
-		l->stats.bytes_out += (uint64_t)r;
-		budget -= (size_t)r;
-		if ((uint32_t)r < can)
-			return 0; /* drained for now */
+		if (got < can)
+			return 0; /* drained for now, or the gate says wait */
 	}
 	return 0;
 }
@@ -368,7 +412,8 @@ static void stream_update(struct link_stream *st)
 		return;
 	}
 	unsigned want = 0;
-	if (!st->local_eof && !st->ts.fin_sent && tun_stream_sendable(&l->mux, &st->ts) > 0) {
+	if (!st->local_eof && !st->ts.fin_sent && tun_stream_sendable(&l->mux, &st->ts) > 0 &&
+	    stream_local_room(st) > 0) {
 		if (out_has_room(l)) {
 			want |= LOOP_IN;
 		} else if (!st->waiting) {
@@ -404,6 +449,10 @@ static void on_local(struct loop_watch *w, unsigned ev)
 		rc = stream_flush_local(st);
 	if (l->state == LINK_DEAD || st->dead)
 		return;
+	if (rc == -EBADMSG) {
+		link_stream_reset(st, TUN_RESET_CANCEL, "request refused");
+		return;
+	}
 	if (rc < 0) {
 		bool gone = rc == -EPIPE || rc == -ECONNRESET;
 		link_stream_reset(st, gone ? TUN_RESET_CANCEL : TUN_RESET_LOCAL_ERROR,

@@ -46,9 +46,15 @@ struct link_ops {
 	/* A stream ended (both ways done, reset, or the link died). */
 	void (*stream_closed)(struct link *l, struct link_stream *st);
 	void (*rtt)(struct link *l, unsigned rtt_ms);
-	/* Optional: a stream's bytes as they pass, read from its local socket
-	 * and received for it from the peer (the shim inspects them). */
-	void (*local_bytes)(struct link_stream *st, const uint8_t *p, size_t n);
+	/* Optional (the shim's request gate): how many bytes may be read from
+	 * a stream's local socket now (SIZE_MAX: any; 0: do not read it). With
+	 * it, one frame may gather several reads that each stop there. */
+	size_t (*local_room)(struct link_stream *st);
+	/* Optional: a stream's bytes read from its local socket, before they
+	 * are sent: 0, or a negative errno to reset the stream without sending
+	 * them. And bytes received for it from the peer (the shim inspects
+	 * both). */
+	int (*local_bytes)(struct link_stream *st, const uint8_t *p, size_t n);
 	void (*remote_bytes)(struct link_stream *st, const uint8_t *p, size_t n);
 	/* Optional: may the peer's complete AUTH be checked now? False refuses
 	 * it unchecked (GOAWAY AUTH, nothing logged here): the helper's limit

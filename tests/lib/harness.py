@@ -458,6 +458,16 @@ def proc_rss_kib(pid):
     return 0
 
 
+def proc_peak_rss_kib(pid):
+    """VmHWM: the most RSS pid ever had, so that a transient blow-up that
+    was freed again still shows."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
 def proc_fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 

@@ -16,6 +16,7 @@ int unit_run_args(void);
 int unit_auth(void);
 int unit_daemon(void);
 int unit_authlimit(void);
+int unit_plist_guard(void);
 
 /* Adds a suite with the given tests; 0 or -1. */
 struct unit_test { const char *name; CU_TestFunc fn; };
