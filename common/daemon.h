@@ -41,8 +41,39 @@ void acceptor_stop(struct acceptor *a);
  * or too long) or a read error. */
 int daemon_read_token(const char *path, uint8_t *out, size_t cap, size_t *len);
 
-/* SIGTERM/SIGINT set *stop to the signal number from within the loop. */
-int daemon_watch_signals(struct loop *l, struct loop_watch *w, int *stop);
+/* Does a token carry at least 128 bits, as far as its bytes can tell?
+ * Each byte counts for what its alphabet allows: decimal digits only 3.3
+ * bits, hex digits 4, base64 or other printable text 6, anything else 8;
+ * so at least 39 digits, 32 hex digits, 22 base64 or text characters or
+ * 16 binary bytes. Obviously patterned tokens (fewer than 8 different
+ * bytes, or a shorter piece repeated) are refused whatever their length.
+ * No rule can tell a random token from a chosen one: --gen-token makes
+ * random ones. NULL if acceptable, else why not (static text). Pure. */
+const char *daemon_token_weakness(const uint8_t *t, size_t n);
+
+/* Reads a token file (daemon_read_token) and refuses a weak token. 0 or a
+ * negative errno with a message for the user in err, which says how to
+ * make a good one. */
+int daemon_load_token(const char *prog, const char *path, uint8_t *out, size_t cap, size_t *len,
+		      char *err, size_t errlen);
+
+/* --gen-token FILE: writes a fresh token (32 bytes from the platform's
+ * random generator, as 64 hex digits and a line end) to a new file that
+ * only its owner can read; an existing file is never overwritten. Prints
+ * what it did and returns the exit status. */
+int daemon_gen_token(const char *prog, const char *path);
+
+/* Signals, handled in the loop (the handlers only count): SIGTERM, SIGINT
+ * and every other signal that would end the process set stop to its number;
+ * SIGHUP reopens the log file (logrotate's convention); SIGUSR1 calls
+ * status (a status line in the log); SIGUSR2 is logged and ignored. */
+struct daemon_signals {
+	struct loop_watch w;
+	int stop;                  /* 0 until a signal asks the daemon to end */
+	void (*status)(void *ctx); /* SIGUSR1; may be NULL */
+	void *ctx;
+};
+int daemon_watch_signals(struct loop *l, struct daemon_signals *ds);
 
 /* The last step of setup, once sockets are bound and files open: become
  * `user` (NULL: stay), then enter the sandbox unless seccomp is false.

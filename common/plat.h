@@ -30,12 +30,16 @@ int plat_unix_connect(const char *path, int *fd_out);      /* non-blocking fd */
 int plat_socketpair(int fds[2]);
 /* A stale socket file (nothing listening) is replaced; a live one or a file
  * that is not a socket is refused with -EADDRINUSE / -EEXIST. *replaced is
- * set when a stale file was removed. */
+ * set when a stale file was removed. The socket appears at path only once it
+ * has its mode (umask does not matter) and, unless owner_group is NULL, its
+ * owner OWNER[:GROUP] (names or numbers; GROUP defaults to OWNER's primary
+ * group, OWNER may be empty as in ":GROUP"; -ESRCH for an unknown one); no
+ * path lookup after bind can be redirected by a symlink planted at path. */
 struct plat_file_id {
 	uint64_t dev, ino;
 };
-int plat_unix_listen(const char *path, unsigned mode, int backlog, int *fd_out,
-		     bool *replaced, struct plat_file_id *id);
+int plat_unix_listen(const char *path, unsigned mode, const char *owner_group, int backlog,
+		     int *fd_out, bool *replaced, struct plat_file_id *id);
 /* Is path still the socket file we created (not removed or replaced)? */
 bool plat_unix_is_ours(const char *path, const struct plat_file_id *id);
 /* Removes path only if it is still the socket file we created. */
@@ -45,12 +49,30 @@ void plat_unix_unlink_if_ours(const char *path, const struct plat_file_id *id);
 int plat_peer_cred(int fd, pid_t *pid, uid_t *uid);
 /* Accepts one connection as a non-blocking fd. */
 int plat_accept(int listen_fd, int *fd_out);
+/* The numeric address (no port) of a connected TCP socket's peer, e.g.
+ * "127.0.0.1" or "::1". 0 or a negative errno. */
+int plat_peer_addr(int fd, char *out, size_t cap);
 
-/* Signals: SIGTERM/SIGINT become readable bytes on the returned fd, so the
- * loop notices them without races; SIGPIPE is ignored. */
+/* Signals become readable bytes on the returned fd, so the loop notices
+ * them without races; the handlers only count. Caught: the signals whose
+ * default action would end the process (SIGTERM, SIGINT, SIGQUIT, SIGALRM,
+ * SIGVTALRM, SIGPROF, SIGXCPU), SIGHUP, SIGUSR1, SIGUSR2. Ignored: SIGPIPE
+ * and SIGXFSZ (the write fails instead). Windows: console events and service
+ * stops arrive as SIGINT/SIGTERM. */
 int plat_signals_init(int *fd_out);
-/* Returns the last signal number noted, 0 if none (drains the fd). */
-int plat_signals_take(int fd);
+struct plat_signals {
+	int stop;              /* a signal that asks the daemon to end, 0 if none */
+	unsigned hup, usr1, usr2; /* how many arrived since the last call */
+};
+/* What arrived since the last call (drains the fd). */
+void plat_signals_take(int fd, struct plat_signals *out);
+
+/* The log file's reopening (SIGHUP, after logrotate renamed it): the
+ * directory is opened once at start, and the file is opened again relative
+ * to it, for appending, created if missing; the sandbox allows exactly that
+ * open (plat_sandbox_enter). -ENOTSUP where there is no SIGHUP (Windows). */
+int plat_log_dir_open(const char *path, int *dirfd_out);
+int plat_log_reopen(int dirfd, const char *path, int *fd_out);
 
 /* TCP. Hosts are names or literal addresses (resolution may block briefly).
  * plat_tcp_connect returns 0 when connected at once, -EINPROGRESS when the
@@ -68,8 +90,14 @@ int plat_tcp_unacked(int fd);
 /* Is this a loopback address (127.0.0.0/8, ::1, "localhost")? */
 bool plat_is_loopback(const char *host);
 
-/* Cryptographically random bytes (nonces). */
+/* Cryptographically random bytes (nonces, generated tokens). */
 int plat_random(void *p, size_t n);
+
+/* Creates path, which must not exist yet (-EEXIST; a symlink there counts),
+ * readable and writable by its owner only (POSIX: mode 0600; Windows: a
+ * protected ACL for the owner, SYSTEM and Administrators), and writes n
+ * bytes to it. A file that could not be written whole is removed. */
+int plat_write_new_file(const char *path, const void *p, size_t n);
 
 /* Moving bytes between sockets through a kernel pipe without copying them
  * to user space (Linux splice). Where the OS has no such call, plat_pipe_open
@@ -98,20 +126,18 @@ bool plat_fd_writable_now(int fd);
  * receives log lines. First thing in main. */
 void plat_std_fds(void);
 
-/* Privileges, once sockets are bound and files opened. plat_drop_user
- * becomes that account (name or number: its uid, primary gid, and its
- * supplementary groups). plat_chown_path gives a file to OWNER[:GROUP]
- * (names or numbers; GROUP defaults to OWNER's primary group, OWNER may be
- * empty as in ":GROUP"). -ENOTSUP where the OS has no such thing; -ESRCH
- * for an unknown user or group. */
+/* Privileges, once sockets are bound and files opened: becomes that
+ * account (name or number: its uid, primary gid, and its supplementary
+ * groups). -ENOTSUP where the OS has no such thing; -ESRCH for an unknown
+ * user. */
 int plat_drop_user(const char *user);
-int plat_chown_path(const char *path, const char *owner_group);
 
 /* The sandbox (Linux: a seccomp allow-list with no_new_privs), entered last
- * in setup. strict: a call outside the list kills the process instead of
+ * in setup. With a log directory, the one open for writing it allows is
+ * plat_log_reopen's, relative to that directory. strict: a call outside the list kills the process instead of
  * failing with EPERM (the test suites run strict). plat_sandbox_probe makes
  * one call outside the list and returns what it got (-EPERM when denied). */
-int plat_sandbox_enter(bool strict);
+int plat_sandbox_enter(bool strict, int log_dirfd); /* log_dirfd: -1 or plat_log_dir_open's */
 int plat_sandbox_probe(void);
 
 /* poll(2), or WSAPoll on Windows: for the poll backend of the loop. */

@@ -8,4 +8,7 @@ int plat_set_nb_cloexec(int fd);
 int plat_socket_nb(int domain, int type, int protocol);
 int plat_accept_nb(int listen_fd);
 
+/* plat_log_reopen's open flags, which the sandbox checks for. */
+#define PLAT_LOG_OPEN_FLAGS (O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC)
+
 #endif

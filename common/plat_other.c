@@ -79,9 +79,9 @@ int plat_peer_cred(int fd, pid_t *pid, uid_t *uid)
 }
 
 /* No seccomp here. (macOS has its own sandbox, not used yet.) */
-int plat_sandbox_enter(bool strict)
+int plat_sandbox_enter(bool strict, int log_dirfd)
 {
-	(void)strict;
+	(void)strict, (void)log_dirfd;
 	return -ENOTSUP;
 }
 

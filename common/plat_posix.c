@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <pwd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -115,6 +116,9 @@ out_close:
 	return rc;
 }
 
+static int lookup_user(const char *s, uid_t *uid, gid_t *gid, bool *named);
+static int lookup_group(const char *s, gid_t *gid);
+
 /* Is something accepting on this socket file right now? */
 static int probe_live(const struct sockaddr_un *sa)
 {
@@ -129,8 +133,109 @@ static int probe_live(const struct sockaddr_un *sa)
 	return rc == -EAGAIN ? 1 : rc;
 }
 
-int plat_unix_listen(const char *path, unsigned mode, int backlog, int *fd_out,
-		     bool *replaced, struct plat_file_id *id)
+/* OWNER[:GROUP], :GROUP or OWNER into ids; (uid_t)-1 / (gid_t)-1 leave one
+ * unchanged. -ESRCH for an unknown name or an empty spec. */
+static int parse_owner(const char *owner_group, uid_t *uid, gid_t *gid)
+{
+	char owner[256];
+	const char *colon = strchr(owner_group, ':');
+	size_t n = colon ? (size_t)(colon - owner_group) : strlen(owner_group);
+	if (n >= sizeof(owner))
+		return -ESRCH;
+	memcpy(owner, owner_group, n);
+	owner[n] = 0;
+	*uid = (uid_t)-1;
+	*gid = (gid_t)-1;
+	bool named;
+	int rc = 0;
+	if (n)
+		rc = lookup_user(owner, uid, gid, &named);
+	if (rc == 0 && colon)
+		rc = colon[1] ? lookup_group(colon + 1, gid) : -ESRCH;
+	if (rc == 0 && !n && !colon)
+		rc = -ESRCH;
+	return rc;
+}
+
+/* Binds, sets mode and owner, and listens inside a fresh private directory
+ * (mkdtemp, 0700) next to path, then links the finished socket into place.
+ * Every step after bind works on that directory's descriptor, where nobody
+ * else can create or swap an entry: a symlink planted at path (the parent
+ * may be writable by others) can neither redirect chmod/chown to another
+ * file nor be replaced (link() refuses an existing name), and no client can
+ * connect before mode and owner are what was asked. */
+static int listen_private(const char *path, unsigned mode, const char *owner_group,
+			  int backlog, int fd, struct stat *st)
+{
+	uid_t uid = (uid_t)-1;
+	gid_t gid = (gid_t)-1;
+	int rc = owner_group ? parse_owner(owner_group, &uid, &gid) : 0;
+	if (rc < 0)
+		return rc;
+	const char *slash = strrchr(path, '/');
+	size_t dlen = slash ? (size_t)(slash - path) : 0;
+	char tmpl[PATH_MAX];
+	if (snprintf(tmpl, sizeof(tmpl), "%.*s/.muxshim-XXXXXX", (int)dlen, path) >=
+	    (int)sizeof(tmpl))
+		return -ENAMETOOLONG;
+	if (!mkdtemp(tmpl))
+		return -errno;
+	int cwd = -1;
+	/* The directory is ours only if it is still the one mkdtemp made: a
+	 * neighbour may rename entries of a directory without the sticky bit. */
+	int dir = open(tmpl, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat dst;
+	if (dir < 0 || fstat(dir, &dst) < 0) {
+		rc = -errno;
+		goto out_rmdir;
+	}
+	if (dst.st_uid != geteuid() || (dst.st_mode & 07777) != 0700) {
+		rc = -EEXIST;
+		goto out_close_dir;
+	}
+	/* bind() takes a path; a relative one from inside the directory names
+	 * exactly the directory we hold, whatever is renamed around it, and has
+	 * no length issue. The daemon is single-threaded during setup. */
+	cwd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fchdir(dir) < 0) {
+		rc = -errno;
+		goto out_close_dir;
+	}
+	struct sockaddr_un sa;
+	unix_sockaddr("s", &sa);
+	rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 ? 0 : -errno;
+	if (cwd < 0 || fchdir(cwd) < 0)
+		rc = chdir("/") == 0 || rc < 0 ? rc : -errno; /* never stay in the temp dir */
+	if (rc < 0)
+		goto out_close_dir;
+	/* chmod after bind: the mode must not depend on the caller's umask. */
+	if (fchmodat(dir, "s", (mode_t)mode, 0) < 0 ||
+	    (owner_group && fchownat(dir, "s", uid, gid, AT_SYMLINK_NOFOLLOW) < 0) ||
+	    fstatat(dir, "s", st, AT_SYMLINK_NOFOLLOW) < 0 || listen(fd, backlog) < 0) {
+		rc = -errno;
+		goto out_unlink;
+	}
+	if (linkat(dir, "s", AT_FDCWD, path, 0) < 0) {
+		rc = errno == EEXIST ? -EADDRINUSE : -errno;
+		goto out_unlink;
+	}
+	rc = 0;
+out_unlink:
+	unlinkat(dir, "s", 0);
+out_close_dir:
+	if (dir >= 0)
+		close(dir);
+	if (cwd >= 0)
+		close(cwd);
+out_rmdir:
+	/* By name: if a neighbour renamed ours away, this fails on theirs
+	 * (rmdir removes only empty directories) and ours stays, empty. */
+	rmdir(tmpl);
+	return rc;
+}
+
+int plat_unix_listen(const char *path, unsigned mode, const char *owner_group, int backlog,
+		     int *fd_out, bool *replaced, struct plat_file_id *id)
 {
 	struct sockaddr_un sa;
 	struct stat st;
@@ -157,26 +262,16 @@ int plat_unix_listen(const char *path, unsigned mode, int backlog, int *fd_out,
 	if (fd < 0)
 		return -errno;
 	rc = plat_set_nb_cloexec(fd);
-	if (rc < 0)
-		goto out_close;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		rc = -errno;
-		goto out_close;
-	}
-	/* chmod after bind: the mode must not depend on the caller's umask. */
-	if (chmod(path, (mode_t)mode) < 0 || lstat(path, &st) < 0 || listen(fd, backlog) < 0) {
-		rc = -errno;
-		goto out_unlink;
+	if (rc == 0)
+		rc = listen_private(path, mode, owner_group, backlog, fd, &st);
+	if (rc < 0) {
+		close(fd);
+		return rc;
 	}
 	id->dev = (uint64_t)st.st_dev;
 	id->ino = (uint64_t)st.st_ino;
 	*fd_out = fd;
 	return 0;
-out_unlink:
-	unlink(path);
-out_close:
-	close(fd);
-	return rc;
 }
 
 bool plat_unix_is_ours(const char *path, const struct plat_file_id *id)
@@ -206,13 +301,43 @@ int plat_accept(int listen_fd, int *fd_out)
 	}
 }
 
+int plat_peer_addr(int fd, char *out, size_t cap)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+		return -errno;
+	const void *a;
+	if (ss.ss_family == AF_INET)
+		a = &((struct sockaddr_in *)&ss)->sin_addr;
+	else if (ss.ss_family == AF_INET6)
+		a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+	else
+		return -EAFNOSUPPORT;
+	return inet_ntop(ss.ss_family, a, out, (socklen_t)cap) ? 0 : -errno;
+}
+
 static int signal_pipe[2] = { -1, -1 };
-static volatile sig_atomic_t last_signal;
+/* Counters, not flags: the loop compares them with what it has seen, so a
+ * signal that arrives while it reads them is never lost. Each is written by
+ * one signal's handler only, and a handler is not re-entered for its own
+ * signal. */
+static volatile sig_atomic_t stop_signal, hup_count, usr1_count, usr2_count;
+
+static const int stop_signals[] = { SIGTERM, SIGINT, SIGQUIT, SIGALRM, SIGVTALRM, SIGPROF,
+				    SIGXCPU };
 
 static void on_signal(int sig)
 {
 	int saved = errno;
-	last_signal = sig;
+	if (sig == SIGHUP)
+		hup_count++;
+	else if (sig == SIGUSR1)
+		usr1_count++;
+	else if (sig == SIGUSR2)
+		usr2_count++;
+	else
+		stop_signal = sig;
 	ssize_t w = write(signal_pipe[1], "s", 1);
 	(void)w; /* a full pipe already holds a wake-up */
 	errno = saved;
@@ -231,19 +356,63 @@ int plat_signals_init(int *fd_out)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
-	if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0)
+	sa.sa_flags = SA_RESTART;
+	for (size_t i = 0; i < sizeof(stop_signals) / sizeof(stop_signals[0]); i++)
+		if (sigaction(stop_signals[i], &sa, NULL) < 0)
+			return -errno;
+	if (sigaction(SIGHUP, &sa, NULL) < 0 || sigaction(SIGUSR1, &sa, NULL) < 0 ||
+	    sigaction(SIGUSR2, &sa, NULL) < 0)
 		return -errno;
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGXFSZ, SIG_IGN);
 	*fd_out = signal_pipe[0];
 	return 0;
 }
 
-int plat_signals_take(int fd)
+void plat_signals_take(int fd, struct plat_signals *out)
 {
+	static unsigned seen_hup, seen_usr1, seen_usr2;
 	char drain[64];
 	while (read(fd, drain, sizeof(drain)) > 0)
 		;
-	return last_signal;
+	unsigned hup = (unsigned)hup_count, usr1 = (unsigned)usr1_count,
+		 usr2 = (unsigned)usr2_count;
+	out->stop = stop_signal;
+	out->hup = hup - seen_hup;
+	out->usr1 = usr1 - seen_usr1;
+	out->usr2 = usr2 - seen_usr2;
+	seen_hup = hup;
+	seen_usr1 = usr1;
+	seen_usr2 = usr2;
+}
+
+int plat_log_dir_open(const char *path, int *dirfd_out)
+{
+	const char *slash = strrchr(path, '/');
+	char dir[PATH_MAX];
+	if (!slash)
+		strcpy(dir, ".");
+	else if (slash == path)
+		strcpy(dir, "/");
+	else if ((size_t)(slash - path) >= sizeof(dir))
+		return -ENAMETOOLONG;
+	else
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	*dirfd_out = fd;
+	return 0;
+}
+
+int plat_log_reopen(int dirfd, const char *path, int *fd_out)
+{
+	const char *slash = strrchr(path, '/');
+	int fd = openat(dirfd, slash ? slash + 1 : path, PLAT_LOG_OPEN_FLAGS, 0666);
+	if (fd < 0)
+		return -errno;
+	*fd_out = fd;
+	return 0;
 }
 
 int plat_read_file(const char *path, size_t max, char **out, size_t *len)
@@ -418,6 +587,32 @@ int plat_random(void *p, size_t n)
 	return 0;
 }
 
+int plat_write_new_file(const char *path, const void *p, size_t n)
+{
+	/* O_EXCL with O_CREAT also refuses a symlink planted at path. */
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	int rc = fchmod(fd, 0600) < 0 ? -errno : 0; /* whatever the umask */
+	size_t done = 0;
+	while (rc == 0 && done < n) {
+		ssize_t w = write(fd, (const char *)p + done, n - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			rc = w < 0 ? -errno : -EIO;
+		else
+			done += (size_t)w;
+	}
+	if (rc == 0 && fsync(fd) < 0)
+		rc = -errno;
+	if (close(fd) < 0 && rc == 0)
+		rc = -errno;
+	if (rc < 0)
+		unlink(path);
+	return rc;
+}
+
 const char *plat_strerror(int err)
 {
 	return strerror(err);
@@ -516,31 +711,6 @@ int plat_drop_user(const char *user)
 	if (uid != 0 && (setuid(0) == 0 || geteuid() != uid))
 		return -EPERM;
 	return 0;
-}
-
-int plat_chown_path(const char *path, const char *owner_group)
-{
-	char owner[256];
-	const char *colon = strchr(owner_group, ':');
-	size_t n = colon ? (size_t)(colon - owner_group) : strlen(owner_group);
-	if (n >= sizeof(owner))
-		return -ESRCH;
-	memcpy(owner, owner_group, n);
-	owner[n] = 0;
-
-	uid_t uid = (uid_t)-1;
-	gid_t gid = (gid_t)-1;
-	bool named;
-	int rc = 0;
-	if (n)
-		rc = lookup_user(owner, &uid, &gid, &named);
-	if (rc == 0 && colon)
-		rc = colon[1] ? lookup_group(colon + 1, &gid) : -ESRCH;
-	if (rc == 0 && !n && !colon)
-		rc = -ESRCH;
-	if (rc < 0)
-		return rc;
-	return chown(path, uid, gid) == 0 ? 0 : -errno;
 }
 
 void plat_std_fds(void)

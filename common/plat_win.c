@@ -13,6 +13,7 @@
 #include <mstcpip.h>
 #include <windows.h>
 #include <bcrypt.h>
+#include <sddl.h>
 
 #include <errno.h>
 #include <limits.h>
@@ -208,10 +209,10 @@ int plat_unix_connect(const char *path, int *fd_out)
 	return -ENOTSUP;
 }
 
-int plat_unix_listen(const char *path, unsigned mode, int backlog, int *fd_out,
-		     bool *replaced, struct plat_file_id *id)
+int plat_unix_listen(const char *path, unsigned mode, const char *owner_group, int backlog,
+		     int *fd_out, bool *replaced, struct plat_file_id *id)
 {
-	(void)path, (void)mode, (void)backlog, (void)fd_out, (void)id;
+	(void)path, (void)mode, (void)owner_group, (void)backlog, (void)fd_out, (void)id;
 	*replaced = false;
 	return -ENOTSUP;
 }
@@ -245,6 +246,22 @@ int plat_accept(int listen_fd, int *fd_out)
 		return -errno_of_wsa(e);
 	}
 	return fd_of_socket(s, fd_out);
+}
+
+int plat_peer_addr(int fd, char *out, size_t cap)
+{
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+	if (getpeername(sock_of(fd), (struct sockaddr *)&ss, &len) != 0)
+		return wsa_err();
+	const void *a;
+	if (ss.ss_family == AF_INET)
+		a = &((struct sockaddr_in *)&ss)->sin_addr;
+	else if (ss.ss_family == AF_INET6)
+		a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+	else
+		return -EAFNOSUPPORT;
+	return inet_ntop(ss.ss_family, a, out, cap) ? 0 : wsa_err();
 }
 
 /* ---- console events and service stops as a readable socket ------------- */
@@ -364,12 +381,25 @@ int plat_signals_init(int *fd_out)
 	return 0;
 }
 
-int plat_signals_take(int fd)
+void plat_signals_take(int fd, struct plat_signals *out)
 {
 	char drain[64];
 	while (recv(sock_of(fd), drain, sizeof(drain), 0) > 0)
 		;
-	return (int)InterlockedCompareExchange(&last_signal, 0, 0);
+	*out = (struct plat_signals){ .stop = (int)InterlockedCompareExchange(&last_signal, 0, 0) };
+}
+
+/* No SIGHUP on Windows: the log file is opened once. */
+int plat_log_dir_open(const char *path, int *dirfd_out)
+{
+	(void)path, (void)dirfd_out;
+	return -ENOTSUP;
+}
+
+int plat_log_reopen(int dirfd, const char *path, int *fd_out)
+{
+	(void)dirfd, (void)path, (void)fd_out;
+	return -ENOTSUP;
 }
 
 /* ---- TCP ---------------------------------------------------------------- */
@@ -586,6 +616,42 @@ int plat_random(void *p, size_t n)
 	return 0;
 }
 
+int plat_write_new_file(const char *path, const void *p, size_t n)
+{
+	/* The Windows counterpart of mode 0600: a protected DACL (nothing
+	 * inherited from the directory) for the file's owner, SYSTEM (which
+	 * runs the service) and Administrators. */
+	PSECURITY_DESCRIPTOR sd = NULL;
+	if (!ConvertStringSecurityDescriptorToSecurityDescriptorA(
+		    "D:P(A;;FA;;;OW)(A;;FA;;;SY)(A;;FA;;;BA)", SDDL_REVISION_1, &sd, NULL))
+		return -EIO;
+	SECURITY_ATTRIBUTES sa = { sizeof(sa), sd, FALSE };
+	HANDLE f = CreateFileA(path, GENERIC_WRITE, 0, &sa, CREATE_NEW, FILE_ATTRIBUTE_NORMAL, NULL);
+	DWORD e = GetLastError();
+	LocalFree(sd);
+	if (f == INVALID_HANDLE_VALUE)
+		return e == ERROR_FILE_EXISTS || e == ERROR_ALREADY_EXISTS ? -EEXIST
+		       : e == ERROR_ACCESS_DENIED			  ? -EACCES
+		       : e == ERROR_PATH_NOT_FOUND			  ? -ENOENT
+									  : -EIO;
+	int rc = 0;
+	while (n) {
+		DWORD chunk = n > 1u << 20 ? 1u << 20 : (DWORD)n, done = 0;
+		if (!WriteFile(f, p, chunk, &done, NULL) || done == 0) {
+			rc = -EIO;
+			break;
+		}
+		p = (const char *)p + done;
+		n -= done;
+	}
+	if (!FlushFileBuffers(f) && rc == 0)
+		rc = -EIO;
+	CloseHandle(f);
+	if (rc < 0)
+		DeleteFileA(path);
+	return rc;
+}
+
 /* ---- no splice ----------------------------------------------------------- */
 
 int plat_pipe_open(int p[2])
@@ -677,16 +743,9 @@ int plat_drop_user(const char *user)
 	return -ENOTSUP;
 }
 
-int plat_chown_path(const char *path, const char *owner_group)
+int plat_sandbox_enter(bool strict, int log_dirfd)
 {
-	(void)path;
-	(void)owner_group;
-	return -ENOTSUP;
-}
-
-int plat_sandbox_enter(bool strict)
-{
-	(void)strict;
+	(void)strict, (void)log_dirfd;
 	return -ENOTSUP;
 }
 

@@ -74,7 +74,7 @@ static struct scmp_arg_cmp arg_cmp(unsigned arg, enum scmp_compare op, scmp_datu
 	return (struct scmp_arg_cmp){ .arg = arg, .op = op, .datum_a = a, .datum_b = b };
 }
 
-static int add_rules(scmp_filter_ctx ctx)
+static int add_rules(scmp_filter_ctx ctx, int log_dirfd)
 {
 	int rc = 0;
 	for (size_t i = 0; rc == 0 && i < sizeof(allowed) / sizeof(allowed[0]); i++)
@@ -92,6 +92,15 @@ static int add_rules(scmp_filter_ctx ctx)
 	ro = arg_cmp(1, SCMP_CMP_MASKED_EQ, wmask, 0);
 	if (rc == 0)
 		rc = allow(ctx, "open", 1, &ro);
+	/* The one exception: the log file reopened on SIGHUP, relative to its
+	 * directory's descriptor, for appending (docs/SECURITY.md). */
+	if (rc == 0 && log_dirfd >= 0) {
+		struct scmp_arg_cmp reopen[2] = {
+			arg_cmp(0, SCMP_CMP_EQ, (scmp_datum_t)log_dirfd, 0),
+			arg_cmp(2, SCMP_CMP_MASKED_EQ, wmask, O_WRONLY | O_APPEND | O_CREAT),
+		};
+		rc = allow(ctx, "openat", 2, reopen);
+	}
 
 	/* Sockets of the families the daemons use: UNIX, IP, and netlink for
 	 * getaddrinfo's address-configuration query. No raw or packet sockets. */
@@ -116,7 +125,7 @@ static int add_rules(scmp_filter_ctx ctx)
 	return rc;
 }
 
-int plat_sandbox_enter(bool strict)
+int plat_sandbox_enter(bool strict, int log_dirfd)
 {
 	/* EPERM rather than death by default: a libc path we did not foresee
 	 * (another image's glibc, say) degrades into an error the daemon logs. */
@@ -128,7 +137,7 @@ int plat_sandbox_enter(bool strict)
 	 * default); set here too so that it holds even if loading fails. */
 	int rc = prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 ? 0 : -errno;
 	if (rc == 0)
-		rc = add_rules(ctx);
+		rc = add_rules(ctx, log_dirfd);
 	if (rc == 0)
 		rc = seccomp_load(ctx);
 	seccomp_release(ctx);

@@ -2,6 +2,7 @@
  * container (a tunnel), and for every stream a shim opens, connects to the
  * local usbmuxd. Nothing but the tunnel port is exposed. */
 #include "addr.h"
+#include "authlimit.h"
 #include "daemon.h"
 #include "log.h"
 #include "loop.h"
@@ -31,12 +32,14 @@ struct helper_config {
 	bool has_token;
 	bool allow_remote;
 	unsigned max_tunnels;
+	unsigned max_pending;
 	uint32_t max_streams;
 	uint32_t window;
 	uint32_t max_frame;
 	unsigned keepalive_ms;
 	unsigned stats_interval_s;
 	unsigned handshake_ms;
+	unsigned connect_timeout_ms; /* usbmuxd: retries of a full queue, a TCP connect */
 	enum log_level log_level;
 	const char *log_file;        /* NULL: stderr */
 	bool service;                /* --service: under the Service Control Manager */
@@ -50,20 +53,28 @@ struct helper {
 	struct loop *loop;
 	int listen_fd;
 	struct acceptor acceptor;
-	unsigned ntunnels;
-	struct tunnel *tunnels;
+	unsigned ntunnels;           /* authenticated (up), at most --max-tunnels */
+	unsigned npending;           /* in the handshake, at most --max-pending */
+	struct tunnel *tunnels;      /* both kinds, newest first */
 	struct loop_timer summary;
 	uint64_t tunnels_total;
 	uint64_t next_tunnel_id;
+	uint64_t pending_evicted;
+	uint64_t auth_failed, auth_unchecked;
+	struct authlimit authlimit;
 	struct log_ratelimit rl_upstream;
 	struct log_ratelimit rl_no_handshake;
+	struct log_ratelimit rl_auth;
+	struct log_ratelimit rl_limit;
 };
 
 struct tunnel {
 	struct helper *h;
 	struct link *link;
+	bool pending;                /* counted in npending, else in ntunnels */
 	bool was_up;
 	char name[64];
+	char addr[AUTHLIMIT_ADDR_MAX]; /* the peer's address, for the guess limit */
 	uint64_t upstream_connects;
 	uint64_t upstream_failures;
 	struct tunnel *prev, *next;  /* all open tunnels, for the summary */
@@ -81,7 +92,6 @@ struct upstream {
 
 #define RETRY_FIRST_MS   5
 #define RETRY_MAX_MS     100
-#define RETRY_WINDOW_MS  2000
 
 static void upstream_try(struct upstream *u);
 
@@ -116,8 +126,12 @@ static void upstream_failed(struct upstream *u, int err)
 	char up[ADDR_SPEC_MAX], reason[600];
 	unsigned suppressed;
 	addr_format(&h->cfg.upstream, up, sizeof(up));
-	snprintf(reason, sizeof(reason), "cannot connect to usbmuxd at %s: %s", up,
-		 plat_strerror(-err));
+	if (err == -ETIMEDOUT)
+		snprintf(reason, sizeof(reason), "cannot connect to usbmuxd at %s: no answer "
+			 "within %u ms (--connect-timeout)", up, h->cfg.connect_timeout_ms);
+	else
+		snprintf(reason, sizeof(reason), "cannot connect to usbmuxd at %s: %s", up,
+			 plat_strerror(-err));
 	u->t->upstream_failures++;
 	if (log_ratelimit_pass(&h->rl_upstream, loop_now(h->loop), &suppressed))
 		log_warn("tunnel %s: %s (%s); retried with the next session%s", u->t->name, reason,
@@ -141,6 +155,7 @@ static void on_upstream_writable(struct loop_watch *w, unsigned ev)
 {
 	struct upstream *u = w->ctx;
 	(void)ev;
+	loop_timer_cancel(u->t->h->loop, &u->retry);
 	int fd = w->fd;
 	int rc = plat_connect_result(fd);
 	loop_watch_remove(u->t->h->loop, w);
@@ -154,7 +169,15 @@ static void on_upstream_writable(struct loop_watch *w, unsigned ev)
 
 static void on_upstream_retry(struct loop_timer *t)
 {
-	upstream_try(t->ctx);
+	struct upstream *u = t->ctx;
+	if (u->w.fd >= 0) { /* a TCP connect that got no answer in time */
+		int fd = u->w.fd;
+		loop_watch_remove(u->t->h->loop, &u->w);
+		plat_close(fd);
+		upstream_failed(u, -ETIMEDOUT);
+		return;
+	}
+	upstream_try(u);
 }
 
 static void upstream_try(struct upstream *u)
@@ -169,11 +192,18 @@ static void upstream_try(struct upstream *u)
 		upstream_connected(u, fd);
 		return;
 	}
+	uint64_t waited = loop_now(h->loop) - u->started_ms;
 	if (rc == -EINPROGRESS) {
 		loop_watch_init(&u->w, fd, on_upstream_writable, u);
 		rc = loop_watch_set(h->loop, &u->w, LOOP_OUT);
-		if (rc == 0)
+		if (rc == 0) {
+			/* A usbmuxd port that never answers (queue full, SYNs
+			 * dropped) would hold the stream for the kernel's SYN
+			 * retries, two minutes: bounded by --connect-timeout. */
+			unsigned limit = h->cfg.connect_timeout_ms;
+			loop_timer_arm(h->loop, &u->retry, waited < limit ? limit - waited : 0);
 			return;
+		}
 		loop_watch_remove(h->loop, &u->w);
 		plat_close(fd);
 	}
@@ -181,7 +211,7 @@ static void upstream_try(struct upstream *u)
 	 * full queue (EAGAIN), which a moment later has room again. So does
 	 * a helper briefly out of descriptors. Retry those, briefly. */
 	bool transient = rc == -EAGAIN || rc == -EMFILE || rc == -ENFILE;
-	if (transient && loop_now(h->loop) - u->started_ms < RETRY_WINDOW_MS) {
+	if (transient && waited < h->cfg.connect_timeout_ms) {
 		if (rc != -EAGAIN)
 			acceptor_pause(&h->acceptor, rc);
 		loop_timer_arm(h->loop, &u->retry, u->delay_ms);
@@ -228,8 +258,56 @@ static void tunnel_stream_closed(struct link *l, struct link_stream *st)
 static void tunnel_up(struct link *l)
 {
 	struct tunnel *t = link_ctx(l);
+	struct helper *h = t->h;
+	unsigned suppressed;
+	t->pending = false;
+	h->npending--;
+	if (h->ntunnels >= h->cfg.max_tunnels) {
+		if (log_ratelimit_pass(&h->rl_limit, loop_now(h->loop), &suppressed))
+			log_warn("tunnel %s: refused: %u tunnels are up, the limit (--max-tunnels); "
+				 "%u more refused since the last such line", t->name, h->ntunnels,
+				 suppressed);
+		link_close(l, TUN_GOAWAY_LIMIT, "too many tunnels on the helper (--max-tunnels)");
+		return;
+	}
+	h->ntunnels++;
 	t->was_up = true;
 	log_info("tunnel %s: up", t->name);
+}
+
+/* Guessing the token online: an address that keeps failing waits longer
+ * and longer before its next proof is even checked (authlimit.h). */
+static bool tunnel_auth_allowed(struct link *l)
+{
+	struct tunnel *t = link_ctx(l);
+	struct helper *h = t->h;
+	uint64_t wait;
+	unsigned suppressed;
+	if (authlimit_allowed(&h->authlimit, t->addr, loop_now(h->loop), &wait))
+		return true;
+	h->auth_unchecked++;
+	if (log_ratelimit_pass(&h->rl_auth, loop_now(h->loop), &suppressed))
+		log_warn("tunnel %s: refused unchecked: %s has failed to authenticate too often; its "
+			 "next proof is checked in %llu ms (%llu failed, %llu refused unchecked so far)",
+			 t->name, t->addr, (unsigned long long)wait, (unsigned long long)h->auth_failed,
+			 (unsigned long long)h->auth_unchecked);
+	return false;
+}
+
+static void tunnel_auth_result(struct link *l, bool ok)
+{
+	struct tunnel *t = link_ctx(l);
+	struct helper *h = t->h;
+	unsigned backoff, suppressed;
+	unsigned failures = authlimit_result(&h->authlimit, t->addr, ok, loop_now(h->loop), &backoff);
+	if (ok)
+		return;
+	h->auth_failed++;
+	if (backoff && log_ratelimit_pass(&h->rl_auth, loop_now(h->loop), &suppressed))
+		log_warn("tunnel %s: %s failed to authenticate %u times in a row: its next proof is "
+			 "checked in %u ms (%llu failed, %llu refused unchecked so far)", t->name,
+			 t->addr, failures, backoff, (unsigned long long)h->auth_failed,
+			 (unsigned long long)h->auth_unchecked);
 }
 
 static void tunnel_unlink(struct tunnel *t)
@@ -242,13 +320,19 @@ static void tunnel_unlink(struct tunnel *t)
 		t->next->prev = t->prev;
 }
 
-/* Per-tunnel counters in the log, every --stats-interval seconds. */
-static void on_summary(struct loop_timer *tm)
+/* Per-tunnel counters in the log, every --stats-interval seconds and on
+ * SIGUSR1. */
+static void helper_status(void *ctx)
 {
-	struct helper *h = tm->ctx;
-	log_info("stats: %u tunnels open, %llu served", h->ntunnels,
-		 (unsigned long long)h->tunnels_total);
+	struct helper *h = ctx;
+	log_info("stats: %u tunnels open, %llu served; %u in the handshake, %llu evicted from "
+		 "it, %llu failed authentications, %llu proofs refused unchecked", h->ntunnels,
+		 (unsigned long long)h->tunnels_total, h->npending,
+		 (unsigned long long)h->pending_evicted, (unsigned long long)h->auth_failed,
+		 (unsigned long long)h->auth_unchecked);
 	for (struct tunnel *t = h->tunnels; t; t = t->next) {
+		if (!t->was_up)
+			continue; /* in its handshake: counted above */
 		const struct link_stats *s = link_get_stats(t->link);
 		log_info("stats: tunnel %s: %u streams open, %llu opened, %llu refused, "
 			 "%llu upstream connects, %llu upstream failures, rtt %u ms", t->name,
@@ -257,6 +341,12 @@ static void on_summary(struct loop_timer *tm)
 			 (unsigned long long)t->upstream_connects,
 			 (unsigned long long)t->upstream_failures, s->last_rtt_ms);
 	}
+}
+
+static void on_summary(struct loop_timer *tm)
+{
+	struct helper *h = tm->ctx;
+	helper_status(h);
 	loop_timer_arm(h->loop, tm, (uint64_t)h->cfg.stats_interval_s * 1000);
 }
 
@@ -277,8 +367,11 @@ static void tunnel_down(struct link *l, const char *why)
 		log_info("tunnel %s: closed before its handshake completed (%s); %u more like it "
 			 "since the last such line", t->name, why, suppressed);
 	tunnel_unlink(t);
+	if (t->pending)
+		h->npending--;
+	else if (t->was_up)
+		h->ntunnels--;
 	free(t);
-	h->ntunnels--;
 	acceptor_update(&h->acceptor);
 }
 
@@ -287,7 +380,30 @@ static const struct link_ops tunnel_ops = {
 	.open = tunnel_open,
 	.down = tunnel_down,
 	.stream_closed = tunnel_stream_closed,
+	.auth_allowed = tunnel_auth_allowed,
+	.auth_result = tunnel_auth_result,
 };
+
+/* The handshake budget is full: the oldest connection still in its
+ * handshake makes room. A shim holding the token finishes in one round
+ * trip, so to push it out a flood would have to open --max-pending
+ * connections within that round trip; refusing new connections instead
+ * would let a flood that re-opens as fast as slots free up keep it out for
+ * as long as it lasts (and leave it in the listen queue, or its SYNs
+ * dropped, in the meantime). */
+static bool evict_oldest_pending(struct helper *h)
+{
+	struct tunnel *oldest = NULL;
+	for (struct tunnel *t = h->tunnels; t; t = t->next)
+		if (t->pending)
+			oldest = t;
+	if (!oldest)
+		return false;
+	h->pending_evicted++;
+	link_close(oldest->link, TUN_GOAWAY_LIMIT,
+		   "evicted: too many connections in the handshake (--max-pending)");
+	return true;
+}
 
 static void tunnel_start(struct helper *h, int fd)
 {
@@ -298,6 +414,10 @@ static void tunnel_start(struct helper *h, int fd)
 	}
 	t->h = h;
 	snprintf(t->name, sizeof(t->name), "#%llu", (unsigned long long)++h->next_tunnel_id);
+	if (plat_peer_addr(fd, t->addr, sizeof(t->addr)) < 0)
+		snprintf(t->addr, sizeof(t->addr), "?");
+	while (h->npending >= h->cfg.max_pending && evict_oldest_pending(h))
+		;
 	struct link_config lc = {
 		.role = TUN_ROLE_HELPER,
 		.max_frame = h->cfg.max_frame,
@@ -309,7 +429,8 @@ static void tunnel_start(struct helper *h, int fd)
 		.handshake_ms = h->cfg.handshake_ms,
 		.peer_name = t->name,
 	};
-	h->ntunnels++;
+	h->npending++;
+	t->pending = true;
 	h->tunnels_total++;
 	t->next = h->tunnels;
 	if (h->tunnels)
@@ -322,14 +443,16 @@ static void tunnel_start(struct helper *h, int fd)
 		plat_close(fd);
 		tunnel_unlink(t);
 		free(t);
-		h->ntunnels--;
+		h->npending--;
 	}
 }
 
+/* Always: a full handshake budget makes room by eviction, and a shim beyond
+ * --max-tunnels is told so once it has authenticated. */
 static bool helper_has_room(void *ctx)
 {
-	struct helper *h = ctx;
-	return h->ntunnels < h->cfg.max_tunnels;
+	(void)ctx;
+	return true;
 }
 
 static void helper_accepted(void *ctx, int fd)
@@ -349,15 +472,22 @@ static void usage(FILE *f)
 		"  --listen HOST:PORT     tunnel port (default 127.0.0.1:27016)\n"
 		"  --upstream ADDR        usbmuxd: unix:PATH or tcp:HOST:PORT (default\n"
 		"                         $USBMUXD_SOCKET_ADDRESS, else %s)\n"
-		"  --token-file FILE      shared secret; shims must present the same one\n"
+		"  --token-file FILE      shared secret; shims must present the same one (at\n"
+		"                         least 128 random bits: see --gen-token)\n"
+		"  --gen-token FILE       write a new random token to FILE (a new file, mode\n"
+		"                         0600) and exit\n"
 		"  --allow-remote         listen on a non-loopback address without a token\n"
 		"  --max-tunnels N        concurrent tunnels (containers), default 64\n"
+		"  --max-pending N        connections still in their handshake, default 64;\n"
+		"                         when full, the oldest of them is closed\n"
 		"  --max-streams N        concurrent streams per tunnel, default 1024\n"
 		"  --window BYTES         per-stream receive window, default 262144\n"
 		"  --keepalive MS         ping an idle tunnel after MS, default 15000; a tunnel\n"
 		"                         silent for 3 x MS is closed\n"
 		"  --handshake-timeout MS close a connection that has not completed the\n"
-		"                         tunnel handshake within MS, default 10000\n"
+		"                         tunnel handshake within MS, default 3000\n"
+		"  --connect-timeout MS   how long a stream waits for usbmuxd: retries of a full\n"
+		"                         listen queue, and a TCP connect (default 2000)\n"
 		"  --user NAME            run as this user once the port is bound (from root)\n"
 		"  --no-seccomp           do not enter the seccomp sandbox (Linux)\n"
 		"  --stats-interval S     log per-tunnel counters every S seconds (default 300; 0 off)\n"
@@ -394,13 +524,15 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 {
 	enum { O_LISTEN = 256, O_UPSTREAM, O_TOKEN, O_REMOTE, O_TUNNELS, O_STREAMS, O_WINDOW,
 	       O_KEEPALIVE, O_INTERVAL, O_LOGLEVEL, O_LOGFILE, O_SERVICE, O_INSTALL, O_UNINSTALL, O_HELP,
-	       O_VERSION, O_HANDSHAKE, O_USER, O_NOSECCOMP };
+	       O_VERSION, O_HANDSHAKE, O_USER, O_NOSECCOMP, O_GENTOKEN, O_PENDING, O_CTIMEOUT };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "upstream", required_argument, NULL, O_UPSTREAM },
 		{ "token-file", required_argument, NULL, O_TOKEN },
+		{ "gen-token", required_argument, NULL, O_GENTOKEN },
 		{ "allow-remote", no_argument, NULL, O_REMOTE },
 		{ "max-tunnels", required_argument, NULL, O_TUNNELS },
+		{ "max-pending", required_argument, NULL, O_PENDING },
 		{ "max-streams", required_argument, NULL, O_STREAMS },
 		{ "window", required_argument, NULL, O_WINDOW },
 		{ "keepalive", required_argument, NULL, O_KEEPALIVE },
@@ -410,6 +542,7 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 		{ "handshake-timeout", required_argument, NULL, O_HANDSHAKE },
 		{ "user", required_argument, NULL, O_USER },
 		{ "no-seccomp", no_argument, NULL, O_NOSECCOMP },
+		{ "connect-timeout", required_argument, NULL, O_CTIMEOUT },
 		{ "service", no_argument, NULL, O_SERVICE },
 		{ "install-service", no_argument, NULL, O_INSTALL },
 		{ "uninstall-service", no_argument, NULL, O_UNINSTALL },
@@ -417,18 +550,20 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
 	};
-	char err[256];
+	char err[512];
 	const char *listen = "127.0.0.1:27016";
 	const char *upstream = NULL;
 	uint32_t v;
 
 	cfg->max_tunnels = 64;
+	cfg->max_pending = 64;
 	cfg->max_streams = 1024;
 	cfg->window = 256 * 1024;
 	cfg->max_frame = 16 * 1024;
 	cfg->keepalive_ms = 15000;
 	cfg->stats_interval_s = 300;
-	cfg->handshake_ms = 10000;
+	cfg->handshake_ms = 3000;
+	cfg->connect_timeout_ms = 2000;
 	cfg->log_level = LOG_INFO;
 	cfg->seccomp = true;
 
@@ -442,19 +577,14 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 		case O_UPSTREAM:
 			upstream = optarg;
 			break;
-		case O_TOKEN: {
-			int rc = daemon_read_token(optarg, cfg->token, sizeof(cfg->token),
-						   &cfg->token_len);
-			cfg->has_token = rc == 0;
-			if (rc == -EINVAL)
-				die_usage("--token-file %s: the file must hold 1 to 256 bytes", optarg);
-			if (rc < 0) {
-				snprintf(err, sizeof(err), "--token-file %s: %s", optarg,
-					 plat_strerror(-rc));
+		case O_TOKEN:
+			if (daemon_load_token("muxshim-host", optarg, cfg->token, sizeof(cfg->token),
+					      &cfg->token_len, err, sizeof(err)) < 0)
 				die_usage("%s", err);
-			}
+			cfg->has_token = true;
 			break;
-		}
+		case O_GENTOKEN:
+			exit(daemon_gen_token("muxshim-host", optarg));
 		case O_REMOTE:
 			cfg->allow_remote = true;
 			break;
@@ -462,6 +592,11 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 			if (parse_u32(optarg, 1, 4096, &v) < 0)
 				die_usage("--max-tunnels '%s': need 1 to 4096", optarg);
 			cfg->max_tunnels = v;
+			break;
+		case O_PENDING:
+			if (parse_u32(optarg, 1, 4096, &v) < 0)
+				die_usage("--max-pending '%s': need 1 to 4096", optarg);
+			cfg->max_pending = v;
 			break;
 		case O_STREAMS:
 			if (parse_u32(optarg, 1, TUN_STREAMS_MAX, &cfg->max_streams) < 0)
@@ -500,6 +635,11 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 			break;
 		case O_NOSECCOMP:
 			cfg->seccomp = false;
+			break;
+		case O_CTIMEOUT:
+			if (parse_u32(optarg, 0, 600000, &v) < 0)
+				die_usage("--connect-timeout '%s': need milliseconds, 0 to 600000", optarg);
+			cfg->connect_timeout_ms = v;
 			break;
 		case O_SERVICE:
 			cfg->service = true;
@@ -592,14 +732,16 @@ static int helper_run(void)
 
 	h->rl_upstream.interval_ms = 10000;
 	h->rl_no_handshake.interval_ms = 10000;
+	h->rl_auth.interval_ms = 10000;
+	h->rl_limit.interval_ms = 10000;
 	int rc = loop_new(&h->loop);
 	if (rc < 0) {
 		log_error("cannot create the event loop: %s", plat_strerror(-rc));
 		return 1;
 	}
-	int stop = 0;
-	struct loop_watch sigw;
-	rc = daemon_watch_signals(h->loop, &sigw, &stop);
+	static struct daemon_signals sig = { .status = helper_status };
+	sig.ctx = h;
+	rc = daemon_watch_signals(h->loop, &sig);
 	if (rc < 0) {
 		log_error("cannot install signal handlers: %s", plat_strerror(-rc));
 		return 1;
@@ -626,12 +768,17 @@ static int helper_run(void)
 	if (h->cfg.stats_interval_s)
 		loop_timer_arm(h->loop, &h->summary, (uint64_t)h->cfg.stats_interval_s * 1000);
 	service_ready();
-	while (rc == 0 && !stop) {
+	while (rc == 0 && !sig.stop) {
 		rc = loop_run_once(h->loop, -1);
 		link_reap();
 	}
-	log_info("signal %d: shutting down (%u tunnels open, %llu served)", stop, h->ntunnels,
+	log_info("signal %d: shutting down (%u tunnels open, %llu served)", sig.stop, h->ntunnels,
 		 (unsigned long long)h->tunnels_total);
+	/* Each shim hears why (GOAWAY NORMAL, docs/PROTOCOL.md §5) instead of
+	 * seeing its connection drop. */
+	while (h->tunnels)
+		link_close(h->tunnels->link, TUN_GOAWAY_NORMAL, "helper shutting down");
+	link_reap();
 	acceptor_stop(&h->acceptor);
 	plat_close(h->listen_fd);
 	return rc < 0 ? 1 : 0;

@@ -315,14 +315,29 @@ static void on_client_io(struct loop_watch *w, unsigned events)
 			client_close(c, "subscriber sent data or closed");
 			return;
 		}
-		size_t room = buf_space(&c->in);
-		ssize_t r = plat_read(w->fd, s->scratch, room < sizeof(s->scratch) ? room : sizeof(s->scratch));
+		/* The inspector's gate (inspect.h) bounds reads as in a relay. */
+		size_t room = buf_space(&c->in), gate = stats_client_room(&s->stats, &c->stats);
+		if (gate < room)
+			room = gate;
+		if (room > sizeof(s->scratch))
+			room = sizeof(s->scratch);
+		if (room == 0) {
+			client_process(c);
+			return;
+		}
+		ssize_t r = plat_read(w->fd, s->scratch, room);
 		if (r == 0 || (r < 0 && r != -EAGAIN)) {
 			client_close(c, r == 0 ? NULL : "read failed");
 			return;
 		}
 		if (r > 0) {
-			stats_client_bytes(&s->stats, &c->stats, s->scratch, (size_t)r);
+			if (stats_client_bytes(&s->stats, &c->stats, s->scratch, (size_t)r) < 0) {
+				/* The guard refused a request: it never reaches anyone. */
+				s->broker.n->refused++;
+				shim_request_refused(s, &c->stats);
+				client_close(c, "request refused");
+				return;
+			}
 			if (buf_append(&c->in, s->scratch, (size_t)r) < 0) {
 				client_close(c, "out of memory");
 				return;
@@ -342,7 +357,8 @@ static void client_update(struct client *c)
 	if (buf_len(&c->out))
 		want |= LOOP_OUT;
 	if (c->state == CLIENT_LISTEN ||
-	    (c->state == CLIENT_COMMAND && !c->close_after && !buf_len(&c->out) && buf_space(&c->in)))
+	    (c->state == CLIENT_COMMAND && !c->close_after && !buf_len(&c->out) && buf_space(&c->in) &&
+	     stats_client_room(&c->shim->stats, &c->stats)))
 		want |= LOOP_IN;
 	int rc = loop_watch_set(c->shim->loop, &c->w, want);
 	if (rc < 0)

@@ -213,7 +213,7 @@ int control_start(struct shim *s)
 {
 	if (s->cfg.control_path) {
 		bool replaced;
-		int rc = plat_unix_listen(s->cfg.control_path, 0600, 16, &s->control_fd, &replaced,
+		int rc = plat_unix_listen(s->cfg.control_path, 0600, NULL, 16, &s->control_fd, &replaced,
 					  &s->control_id);
 		if (rc < 0) {
 			/* Statistics are not worth refusing service for. */

@@ -1,6 +1,10 @@
 #include "inspect.h"
 
+#include "usbmuxd/plist_guard.h"
+
+#include <errno.h>
 #include <plist/plist.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,18 +37,36 @@ static uint32_t get_le32(const uint8_t *p)
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-int insp_parse_plist_request(const uint8_t *body, size_t len, enum insp_type *type,
-			     uint16_t *port)
+/* libplist sees nothing the plist guard has not bounded (a binary plist's
+ * shared objects would otherwise be copied per reference: a 4 KB request
+ * cost 96 MB). */
+static plist_t parse_guarded(const uint8_t *body, size_t len, int *rc, const char **why)
 {
-	plist_t dict = NULL;
+	struct umx_plist_report rep;
+	plist_t p = NULL;
+	*rc = umx_plist_check(body, len, &rep);
+	if (*rc < 0) {
+		*why = rep.why;
+		return NULL;
+	}
+	plist_from_memory((const char *)body, (uint32_t)len, &p);
+	return p;
+}
+
+int insp_parse_plist_request(const uint8_t *body, size_t len, enum insp_type *type,
+			     uint16_t *port, const char **why)
+{
+	int rc;
 	if (len == 0 || len > INSP_MSG_MAX)
-		return -1;
-	plist_from_memory((const char *)body, (uint32_t)len, &dict);
+		return -EINVAL;
+	plist_t dict = parse_guarded(body, len, &rc, why);
+	if (rc < 0)
+		return rc;
 	if (!dict || plist_get_node_type(dict) != PLIST_DICT) {
 		plist_free(dict);
-		return -1;
+		return -EINVAL;
 	}
-	int rc = -1;
+	rc = -EINVAL;
 	plist_t mt = plist_dict_get_item(dict, "MessageType");
 	const char *s = NULL;
 	uint64_t slen = 0;
@@ -71,10 +93,22 @@ int insp_parse_plist_request(const uint8_t *body, size_t len, enum insp_type *ty
 	return rc;
 }
 
+/* Inspection cannot follow the session any more (a reply it cannot read):
+ * the bytes flow on uninspected. */
 static void fail(struct inspector *in, const char *why)
 {
 	struct insp_event ev = { .kind = INSP_EV_PARSE_ERROR, .error = why };
 	in->state = INSP_DONE;
+	in->cb(in->ctx, &ev);
+	insp_free(in);
+}
+
+/* The client sent what must not reach usbmuxd: it is closed. */
+static void refuse(struct inspector *in, const char *why)
+{
+	struct insp_event ev = { .kind = INSP_EV_REFUSED, .error = why };
+	in->state = INSP_REFUSED;
+	in->refused = why;
 	in->cb(in->ctx, &ev);
 	insp_free(in);
 }
@@ -102,8 +136,18 @@ static void on_request(struct inspector *in, struct insp_reader *r)
 	if (version == 1 && message == MSG_PLIST) {
 		enum insp_type type;
 		uint16_t port;
-		if (insp_parse_plist_request(r->body, r->body_len, &type, &port) < 0) {
-			fail(in, "unparseable plist request");
+		const char *why = NULL;
+		int rc = insp_parse_plist_request(r->body, r->body_len, &type, &port, &why);
+		if (rc == -EINVAL) {
+			/* usbmuxd ignores it as well and keeps the connection
+			 * in command mode: so does the inspection. */
+			struct insp_event ev = { .kind = INSP_EV_PARSE_ERROR,
+						 .error = "unparseable plist request" };
+			in->cb(in->ctx, &ev);
+			return;
+		}
+		if (rc < 0) {
+			refuse(in, why ? why : "plist request refused");
 			return;
 		}
 		emit_request(in, type, 1, port, tag);
@@ -130,8 +174,13 @@ static void on_reply(struct inspector *in, struct insp_reader *r)
 	if (version == 0 && message == MSG_RESULT && r->body_len >= 4) {
 		result = get_le32(r->body);
 	} else if (version == 1 && message == MSG_PLIST) {
-		plist_t dict = NULL;
-		plist_from_memory((const char *)r->body, r->body_len, &dict);
+		int rc;
+		const char *why;
+		plist_t dict = parse_guarded(r->body, r->body_len, &rc, &why);
+		if (rc < 0) {
+			fail(in, "Connect reply refused by the plist guard");
+			return;
+		}
 		plist_t n = dict && plist_get_node_type(dict) == PLIST_DICT
 				    ? plist_dict_get_item(dict, "Number") : NULL;
 		if (n && plist_get_node_type(n) == PLIST_UINT) {
@@ -155,7 +204,7 @@ static void on_reply(struct inspector *in, struct insp_reader *r)
 static void feed(struct inspector *in, struct insp_reader *r, bool is_request,
 		 const uint8_t *p, size_t n)
 {
-	while (n && in->state != INSP_DONE) {
+	while (n && in->state == INSP_COMMANDS) {
 		if (r->hdr_have < 16) {
 			size_t take = 16 - r->hdr_have < n ? 16 - r->hdr_have : n;
 			memcpy(r->hdr + r->hdr_have, p, take);
@@ -166,7 +215,11 @@ static void feed(struct inspector *in, struct insp_reader *r, bool is_request,
 				return;
 			uint32_t len = get_le32(r->hdr);
 			if (len < 16 || len > INSP_MSG_MAX) {
-				fail(in, is_request ? "bad request length" : "bad reply length");
+				/* usbmuxd closes such a client itself. */
+				if (is_request)
+					refuse(in, "bad request length");
+				else
+					fail(in, "bad reply length");
 				return;
 			}
 			r->body_len = len - 16;
@@ -175,7 +228,10 @@ static void feed(struct inspector *in, struct insp_reader *r, bool is_request,
 			if (r->keep && r->body_len) {
 				r->body = malloc(r->body_len);
 				if (!r->body) {
-					fail(in, "out of memory");
+					if (is_request)
+						refuse(in, "out of memory");
+					else
+						fail(in, "out of memory");
 					return;
 				}
 			}
@@ -193,7 +249,7 @@ static void feed(struct inspector *in, struct insp_reader *r, bool is_request,
 			on_request(in, r);
 		else
 			on_reply(in, r);
-		if (in->state == INSP_DONE)
+		if (in->state != INSP_COMMANDS)
 			return;
 		free(r->body);
 		r->body = NULL;
@@ -216,14 +272,27 @@ void insp_free(struct inspector *in)
 	in->req.body = in->rep.body = NULL;
 }
 
-void insp_client_bytes(struct inspector *in, const uint8_t *p, size_t n)
+size_t insp_client_room(const struct inspector *in)
 {
-	if (in->state != INSP_DONE)
+	if (in->state == INSP_DONE)
+		return SIZE_MAX;
+	if (in->state == INSP_REFUSED || in->awaiting_connect)
+		return 0;
+	const struct insp_reader *r = &in->req;
+	if (r->hdr_have < 16)
+		return 16 - r->hdr_have;
+	return r->body_len - r->body_have;
+}
+
+int insp_client_bytes(struct inspector *in, const uint8_t *p, size_t n)
+{
+	if (in->state == INSP_COMMANDS)
 		feed(in, &in->req, true, p, n);
+	return in->state == INSP_REFUSED ? -EBADMSG : 0;
 }
 
 void insp_upstream_bytes(struct inspector *in, const uint8_t *p, size_t n)
 {
-	if (in->state != INSP_DONE)
+	if (in->state == INSP_COMMANDS)
 		feed(in, &in->rep, false, p, n);
 }

@@ -1,8 +1,18 @@
-/* Watches a usbmuxd session's bytes, without changing or holding them, to
- * learn what the client asked for: message types (binary version 0 and plist
- * version 1), Connect ports and their results. It stops when the session
- * becomes a raw Connect pipe or a Listen subscription. Pure: bytes in,
- * events out; a parse failure ends inspection and is only counted. */
+/* Watches a usbmuxd session's bytes, without changing them, to learn what
+ * the client asked for: message types (binary version 0 and plist version
+ * 1), Connect ports and their results. It stops when the session becomes a
+ * raw Connect pipe or a Listen subscription. Pure: bytes in, events out.
+ *
+ * It is also the gate that keeps hostile requests from usbmuxd
+ * (docs/SECURITY.md): the relay reads no further than the end of the
+ * current request (insp_client_room), so a request's last byte is shown to
+ * the inspector before it is forwarded; a plist body the plist guard
+ * refuses, or a length usbmuxd would refuse, makes insp_client_bytes fail
+ * and the relay closes the client without forwarding that read. usbmuxd only
+ * parses a request once all of it has arrived, so the part already
+ * forwarded is never parsed. While a Connect result is awaited the client
+ * is not read at all (usbmuxd does not read it either; what follows is
+ * either device data or another request, depending on the result). */
 #ifndef MUXSHIM_INSPECT_H
 #define MUXSHIM_INSPECT_H
 
@@ -26,7 +36,11 @@ enum insp_type {
 };
 const char *insp_type_name(enum insp_type t);
 
-enum insp_event_kind { INSP_EV_REQUEST, INSP_EV_CONNECT_RESULT, INSP_EV_PARSE_ERROR };
+/* PARSE_ERROR: a request libplist cannot read (usbmuxd ignores it too;
+ * inspection goes on) or a reply that ends inspection. REFUSED: the client
+ * must be closed (insp_client_bytes fails from now on). */
+enum insp_event_kind { INSP_EV_REQUEST, INSP_EV_CONNECT_RESULT, INSP_EV_PARSE_ERROR,
+		       INSP_EV_REFUSED };
 
 struct insp_event {
 	enum insp_event_kind kind;
@@ -34,12 +48,12 @@ struct insp_event {
 	unsigned version;      /* REQUEST: 0 binary, 1 plist */
 	uint16_t port;         /* REQUEST of CONNECT: device port, host order */
 	uint32_t result;       /* CONNECT_RESULT: 0 = now a raw pipe */
-	const char *error;     /* PARSE_ERROR */
+	const char *error;     /* PARSE_ERROR, REFUSED */
 };
 
 typedef void (*insp_cb)(void *ctx, const struct insp_event *ev);
 
-enum insp_state { INSP_COMMANDS, INSP_DONE };
+enum insp_state { INSP_COMMANDS, INSP_DONE, INSP_REFUSED };
 
 /* One direction's framing: header, then a body that is kept only when needed. */
 struct insp_reader {
@@ -57,6 +71,7 @@ struct inspector {
 	struct insp_reader rep;   /* usbmuxd -> client */
 	bool awaiting_connect;
 	uint32_t connect_tag;
+	const char *refused; /* why, once REFUSED */
 	insp_cb cb;
 	void *ctx;
 };
@@ -70,13 +85,22 @@ static inline bool insp_mid_request(const struct inspector *in)
 	return in->state == INSP_COMMANDS &&
 	       (in->req.hdr_have > 0 || in->req.body_have < in->req.body_len);
 }
-/* Bytes the client sent / usbmuxd answered, in order, as relayed. */
-void insp_client_bytes(struct inspector *in, const uint8_t *p, size_t n);
+/* How many client bytes the relay may read now: up to the end of the
+ * current request's header or body; 0 while a Connect result is awaited or
+ * once refused; SIZE_MAX once inspection is over. */
+size_t insp_client_room(const struct inspector *in);
+/* Bytes the client sent, in order, before they are forwarded: 0, or
+ * -EBADMSG when the client is refused (why in in->refused): forward
+ * nothing more and close it. */
+int insp_client_bytes(struct inspector *in, const uint8_t *p, size_t n);
+/* Bytes usbmuxd answered, as relayed. */
 void insp_upstream_bytes(struct inspector *in, const uint8_t *p, size_t n);
 
-/* Classifies a plist request body (XML or binary plist): 0, or -1 when it
- * cannot be parsed. Exposed for tests. */
+/* Classifies a plist request body (XML or binary plist) after the plist
+ * guard: 0; -EINVAL when libplist cannot read it or it has no MessageType;
+ * the guard's negative errno, with *why, when it must not be parsed at all.
+ * Exposed for tests. */
 int insp_parse_plist_request(const uint8_t *body, size_t len, enum insp_type *type,
-			     uint16_t *port);
+			     uint16_t *port, const char **why);
 
 #endif

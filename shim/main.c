@@ -38,6 +38,9 @@ static void usage(FILE *f)
 		"                            tcp:HOST:PORT      one TCP connection per session (legacy:\n"
 		"                                               spends a host port per session)\n"
 		"  --token-file FILE       tunnel: shared secret, the same file as muxshim-host's\n"
+		"                          (at least 128 random bits: see --gen-token)\n"
+		"  --gen-token FILE        write a new random token to FILE (a new file, mode\n"
+		"                          0600) and exit\n"
 		"  --tunnel-wait MS        tunnel: how long a new client waits for a tunnel that is\n"
 		"                          down before it is closed (default 2000)\n"
 		"  --keepalive MS          tunnel: ping after MS without traffic (default 15000)\n"
@@ -47,6 +50,8 @@ static void usage(FILE *f)
 		"  --request-timeout MS    close a client that sends nothing, or stops in the middle\n"
 		"                          of a request, for MS (default 10000; 0 off)\n"
 		"  --log-level LEVEL       error, warn, info or debug (default info)\n"
+		"  --log-file PATH         append log lines to PATH instead of stderr (reopened\n"
+		"                          on SIGHUP)\n"
 		"  --no-splice             always copy through user space (for comparison)\n"
 		"  --control PATH          statistics socket for `muxshim stats` (default LISTEN.ctl;\n"
 		"                          \"none\" disables it)\n"
@@ -97,7 +102,7 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 	enum { O_LISTEN = 256, O_MODE, O_UPSTREAM, O_MAXSESS, O_CTIMEOUT, O_LOGLEVEL, O_HELP,
 	       O_VERSION, O_NOSPLICE, O_TOKEN, O_TWAIT, O_KEEPALIVE, O_CONTROL, O_METRICS,
 	       O_INTERVAL, O_WARNRATE, O_NOINSPECT, O_RTIMEOUT, O_USER, O_OWNER, O_NOSECCOMP,
-	       O_BROKER, O_DEVICE, O_CONNECTION, O_EVQUEUE };
+	       O_GENTOKEN, O_LOGFILE, O_BROKER, O_DEVICE, O_CONNECTION, O_EVQUEUE };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "socket-mode", required_argument, NULL, O_MODE },
@@ -107,6 +112,7 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		{ "log-level", required_argument, NULL, O_LOGLEVEL },
 		{ "no-splice", no_argument, NULL, O_NOSPLICE },
 		{ "token-file", required_argument, NULL, O_TOKEN },
+		{ "gen-token", required_argument, NULL, O_GENTOKEN },
 		{ "tunnel-wait", required_argument, NULL, O_TWAIT },
 		{ "keepalive", required_argument, NULL, O_KEEPALIVE },
 		{ "control", required_argument, NULL, O_CONTROL },
@@ -118,6 +124,7 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		{ "user", required_argument, NULL, O_USER },
 		{ "socket-owner", required_argument, NULL, O_OWNER },
 		{ "no-seccomp", no_argument, NULL, O_NOSECCOMP },
+		{ "log-file", required_argument, NULL, O_LOGFILE },
 		{ "broker", no_argument, NULL, O_BROKER },
 		{ "device", required_argument, NULL, O_DEVICE },
 		{ "connection", required_argument, NULL, O_CONNECTION },
@@ -178,10 +185,15 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 				die_usage("--log-level '%s': need error, warn, info or debug", optarg);
 			break;
 		case O_TOKEN:
-			if (daemon_read_token(optarg, cfg->token, sizeof(cfg->token),
-					      &cfg->token_len) < 0)
-				die_usage("--token-file %s: cannot read 1 to 256 bytes from it", optarg);
+		{
+			char err[512];
+			if (daemon_load_token("muxshim", optarg, cfg->token, sizeof(cfg->token),
+					      &cfg->token_len, err, sizeof(err)) < 0)
+				die_usage("%s", err);
 			break;
+		}
+		case O_GENTOKEN:
+			exit(daemon_gen_token("muxshim", optarg));
 		case O_TWAIT:
 			if (parse_uint(optarg, 10, 0, 600000, &cfg->tunnel_wait_ms) < 0)
 				die_usage("--tunnel-wait '%s': need milliseconds, 0 to 600000", optarg);
@@ -231,6 +243,11 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 			break;
 		case O_NOSECCOMP:
 			cfg->seccomp = false;
+			break;
+		case O_LOGFILE:
+			if (!*optarg)
+				die_usage("--log-file '%s': need a path", optarg);
+			cfg->log_file = optarg;
 			break;
 		case O_NOSPLICE:
 			cfg->splice = false;
@@ -377,12 +394,31 @@ void shim_request_timed_out(struct shim *s, const struct stats_session *ss)
 	s->stats.request_timeouts++;
 }
 
-static void on_summary(struct loop_timer *t)
+void shim_request_refused(struct shim *s, const struct stats_session *ss)
 {
-	struct shim *s = t->ctx;
+	const struct stats_proc *p = ss->proc;
+	unsigned suppressed;
+	if (log_ratelimit_pass(&s->rl_refused, loop_now(s->loop), &suppressed))
+		log_warn("closed a client (pid %ld, %s, uid %ld): request refused before it reached "
+			 "usbmuxd: %s%s",
+			 p ? (long)p->pid : 0L, p && p->comm_visible ? p->comm : "?",
+			 p ? (long)p->uid : -1L, ss->insp.refused ? ss->insp.refused : "?",
+			 suppressed ? " (more suppressed)" : "");
+}
+
+/* The summary line: every --stats-interval, and on SIGUSR1. */
+static void shim_status(void *ctx)
+{
+	struct shim *s = ctx;
 	char line[512];
 	stats_summary(&s->stats, loop_now(s->loop), line, sizeof(line));
 	log_info("%s", line);
+}
+
+static void on_summary(struct loop_timer *t)
+{
+	struct shim *s = t->ctx;
+	shim_status(s);
 	loop_timer_arm(s->loop, t, (uint64_t)s->cfg.stats_interval_s * 1000);
 }
 
@@ -420,25 +456,38 @@ int main(int argc, char **argv)
 		return health_main(argc, argv);
 	parse_args(argc, argv, &s->cfg);
 	log_init("muxshim", s->cfg.log_level);
+	if (s->cfg.log_file) {
+		int lrc = log_open_file(s->cfg.log_file);
+		if (lrc < 0) {
+			log_error("cannot open the log file %s: %s", s->cfg.log_file, strerror(-lrc));
+			return 1;
+		}
+	}
 
 	s->rl_upstream.interval_ms = 10000;
 	s->rl_timeout.interval_ms = 10000;
+	s->rl_refused.interval_ms = 10000;
 	int rc = loop_new(&s->loop);
 	if (rc < 0) {
 		log_error("cannot create the event loop: %s", strerror(-rc));
 		return 1;
 	}
-	int stop = 0;
-	struct loop_watch sigw;
-	rc = daemon_watch_signals(s->loop, &sigw, &stop);
+	static struct daemon_signals sig = { .status = shim_status };
+	sig.ctx = s;
+	rc = daemon_watch_signals(s->loop, &sig);
 	if (rc < 0) {
 		log_error("cannot install signal handlers: %s", strerror(-rc));
 		return 1;
 	}
 
 	bool replaced;
-	rc = plat_unix_listen(s->cfg.listen_path, s->cfg.socket_mode, LISTEN_BACKLOG,
-			      &s->listen_fd, &replaced, &s->listen_id);
+	rc = plat_unix_listen(s->cfg.listen_path, s->cfg.socket_mode, s->cfg.socket_owner,
+			      LISTEN_BACKLOG, &s->listen_fd, &replaced, &s->listen_id);
+	if (rc == -ESRCH || (rc == -EPERM && s->cfg.socket_owner)) {
+		log_error("--socket-owner %s: %s", s->cfg.socket_owner,
+			  rc == -ESRCH ? "no such user or group" : strerror(-rc));
+		return 1;
+	}
 	if (rc == -EADDRINUSE) {
 		log_error("%s is in use: another process (a usbmuxd inside this container?) "
 			  "is accepting connections on it. Refusing to take it over; stop that "
@@ -457,15 +506,6 @@ int main(int argc, char **argv)
 	if (replaced)
 		log_info("replaced the stale socket file %s (nothing was listening on it)",
 			 s->cfg.listen_path);
-	if (s->cfg.socket_owner) {
-		rc = plat_chown_path(s->cfg.listen_path, s->cfg.socket_owner);
-		if (rc < 0) {
-			log_error("--socket-owner %s: %s", s->cfg.socket_owner,
-				  rc == -ESRCH ? "no such user or group" : strerror(-rc));
-			plat_unix_unlink_if_ours(s->cfg.listen_path, &s->listen_id);
-			return 1;
-		}
-	}
 
 	char up[ADDR_SPEC_MAX];
 	addr_format(&s->cfg.upstream, up, sizeof(up));
@@ -493,7 +533,7 @@ int main(int argc, char **argv)
 		tunnel_init(s);
 	if (s->cfg.broker)
 		broker_init(s);
-	while (rc == 0 && !stop) {
+	while (rc == 0 && !sig.stop) {
 		rc = loop_run_once(s->loop, -1);
 		broker_reap(s);
 		session_reap(s);
@@ -503,7 +543,7 @@ int main(int argc, char **argv)
 	if (rc < 0)
 		log_error("event loop failed: %s", strerror(-rc));
 	else
-		log_info("signal %d: shutting down (%u sessions open, %llu served)", stop,
+		log_info("signal %d: shutting down (%u sessions open, %llu served)", sig.stop,
 			 s->nsessions, (unsigned long long)s->sessions_total);
 
 	acceptor_stop(&s->acceptor);

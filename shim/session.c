@@ -125,40 +125,91 @@ static int half_pump_splice(struct shim *s, struct session *ss, struct half *h, 
 	return half_flush(h, dst);
 }
 
-/* One read from src, passed straight to dst; the remainder is kept. */
+/* How many bytes the half may read from its source now: client bytes pass
+ * the request gate (inspect.h), which stops reads at each request's end and
+ * while a Connect result is awaited; once usbmuxd has closed, nothing it
+ * could parse is left to protect and the client is read to notice its EOF. */
+static size_t half_room(struct shim *s, struct session *ss, const struct half *h)
+{
+	if (h != &ss->up || ss->down.eof)
+		return SIZE_MAX;
+	return stats_client_room(&s->stats, &ss->stats);
+}
+
+/* Reads into the scratch buffer: one read, or under the gate several that
+ * each stop where it says (a request's header, then its body), so that a
+ * small request still goes out in one write. Every byte is shown to the
+ * statistics (and so the inspector) before anything is forwarded. */
+static int half_read(struct shim *s, struct session *ss, struct half *h, int src, size_t *got,
+		     bool *eof)
+{
+	bool gated = h == &ss->up && s->stats.inspect;
+	while (*got < sizeof(s->scratch)) {
+		size_t want = sizeof(s->scratch) - *got, room = half_room(s, ss, h);
+		if (room < want)
+			want = room;
+		if (want == 0)
+			return 0;
+		ssize_t r = plat_read(src, s->scratch + *got, want);
+		if (r == -EAGAIN)
+			return 0;
+		if (r < 0)
+			return (int)r;
+		if (r == 0) {
+			*eof = true;
+			return 0;
+		}
+		h->bytes += (uint64_t)r;
+		if (h == &ss->up) {
+			int rc = stats_client_bytes(&s->stats, &ss->stats, s->scratch + *got, (size_t)r);
+			if (rc < 0) {
+				shim_request_refused(s, &ss->stats);
+				return rc; /* nothing of this read goes upstream */
+			}
+		} else {
+			stats_upstream_bytes(&s->stats, &ss->stats, s->scratch + *got, (size_t)r);
+		}
+		*got += (size_t)r;
+		if ((size_t)r < want || !gated)
+			return 0;
+	}
+	return 0;
+}
+
+/* Reads from src, passes the bytes straight to dst; the remainder is kept. */
 static int half_pump(struct shim *s, struct session *ss, struct half *h, int src, int dst)
 {
 	half_maybe_splice(s, ss, h);
 	if (h->pipe[0] >= 0)
 		return half_pump_splice(s, ss, h, src, dst);
-	ssize_t r = plat_read(src, s->scratch, sizeof(s->scratch));
-	if (r == -EAGAIN)
-		return 0;
-	if (r < 0)
-		return (int)r;
-	if (r == 0) {
+	size_t got = 0;
+	bool eof = false;
+	int rc = half_read(s, ss, h, src, &got, &eof);
+	if (h == &ss->up && (got || eof))
+		shim_request_clock(s, &ss->stats, &ss->clock);
+	if (rc < 0)
+		return rc;
+	if (got) {
+		ssize_t w = plat_write(dst, s->scratch, got);
+		if (w == -EAGAIN)
+			w = 0;
+		if (w < 0)
+			return half_receiver_gone(h, w);
+		/* Cannot exceed the cap: we only read while nothing is pending. */
+		rc = buf_append(&h->pending, s->scratch + w, got - (size_t)w);
+		if (rc < 0)
+			return rc;
+	}
+	if (eof) {
 		h->eof = true;
 		return half_flush(h, dst);
 	}
-	h->bytes += (uint64_t)r;
-	/* The inspector sees a copy before the bytes move on, unchanged. */
-	if (h == &ss->up) {
-		stats_client_bytes(&s->stats, &ss->stats, s->scratch, (size_t)r);
-		shim_request_clock(s, &ss->stats, &ss->clock);
-	} else
-		stats_upstream_bytes(&s->stats, &ss->stats, s->scratch, (size_t)r);
-	ssize_t w = plat_write(dst, s->scratch, (size_t)r);
-	if (w == -EAGAIN)
-		w = 0;
-	if (w < 0)
-		return half_receiver_gone(h, w);
-	/* Cannot exceed the cap: we only read while nothing is pending. */
-	return buf_append(&h->pending, s->scratch + w, (size_t)(r - w));
+	return 0;
 }
 
-static bool half_wants_read(const struct half *h)
+static bool half_wants_read(struct shim *s, struct session *ss, const struct half *h)
 {
-	return !h->eof && buf_len(&h->pending) == 0 && h->piped == 0;
+	return !h->eof && buf_len(&h->pending) == 0 && h->piped == 0 && half_room(s, ss, h) > 0;
 }
 
 static void on_client(struct loop_watch *w, unsigned ev)
@@ -183,6 +234,7 @@ static void on_upstream(struct loop_watch *w, unsigned ev)
 	int rc = 0;
 	if (ss->state == SESSION_CONNECTING) {
 		/* A TCP upstream finished connecting, one way or the other. */
+		loop_timer_cancel(ss->shim->loop, &ss->retry);
 		rc = plat_connect_result(w->fd);
 		if (rc < 0) {
 			upstream_report_failure(ss->shim, rc);
@@ -214,11 +266,11 @@ static void session_update(struct session *ss)
 	}
 	struct loop *l = ss->shim->loop;
 	unsigned cw = 0, uw = 0;
-	if (half_wants_read(&ss->up))
+	if (half_wants_read(ss->shim, ss, &ss->up))
 		cw |= LOOP_IN;
 	if (buf_len(&ss->down.pending) || ss->down.piped)
 		cw |= LOOP_OUT;
-	if (half_wants_read(&ss->down))
+	if (half_wants_read(ss->shim, ss, &ss->down))
 		uw |= LOOP_IN;
 	if (buf_len(&ss->up.pending) || ss->up.piped)
 		uw |= LOOP_OUT;
@@ -239,15 +291,22 @@ static void session_try_connect(struct session *ss)
 		session_connected(ss);
 		return;
 	}
+	uint64_t waited = loop_now(s->loop) - ss->started_ms;
 	if (rc == -EINPROGRESS) {
 		loop_watch_init(&ss->upstream, fd, on_upstream, ss);
 		rc = loop_watch_set(s->loop, &ss->upstream, LOOP_OUT);
-		if (rc == 0)
+		if (rc < 0) {
+			session_teardown(ss, "event registration", rc);
 			return;
-		session_teardown(ss, "event registration", rc);
+		}
+		/* A TCP peer that never answers (its accept queue full, a
+		 * firewall dropping SYNs) would leave the client waiting for
+		 * the kernel's SYN retries, two minutes: bounded by the same
+		 * --connect-timeout, counted from the session's start. */
+		uint64_t left = waited < s->cfg.connect_timeout_ms ? s->cfg.connect_timeout_ms - waited : 0;
+		loop_timer_arm(s->loop, &ss->retry, left);
 		return;
 	}
-	uint64_t waited = loop_now(s->loop) - ss->started_ms;
 	bool no_fds = rc == -EMFILE || rc == -ENFILE;
 	if (no_fds)
 		acceptor_pause(&s->acceptor, rc); /* take no more clients for now */
@@ -273,7 +332,13 @@ static void session_connected(struct session *ss)
 
 static void on_retry(struct loop_timer *t)
 {
-	session_try_connect(t->ctx);
+	struct session *ss = t->ctx;
+	if (ss->upstream.fd >= 0) { /* a TCP connect still in progress */
+		upstream_report_failure(ss->shim, -ETIMEDOUT);
+		session_teardown(ss, "upstream connect", -ETIMEDOUT);
+		return;
+	}
+	session_try_connect(ss);
 }
 
 static void on_request_timeout(struct loop_timer *t)

@@ -30,6 +30,7 @@ struct shim_config {
 	unsigned max_sessions;
 	unsigned connect_timeout_ms;
 	enum log_level log_level;
+	const char *log_file;        /* NULL: stderr */
 	bool splice;
 	unsigned tunnel_wait_ms;
 	unsigned keepalive_ms;
@@ -96,6 +97,7 @@ struct shim {
 	uint64_t next_id;
 	struct log_ratelimit rl_upstream;
 	struct log_ratelimit rl_timeout;
+	struct log_ratelimit rl_refused;
 	struct stats stats;
 	struct acceptor control, metrics;
 	int control_fd, metrics_fd;
@@ -146,6 +148,9 @@ void shim_attribute(struct shim *s, struct stats_session *ss, int client_fd);
  * to send, cancels it otherwise; shim_request_timed_out logs the closing. */
 void shim_request_clock(struct shim *s, struct stats_session *ss, struct loop_timer *clock);
 void shim_request_timed_out(struct shim *s, const struct stats_session *ss);
+/* The request gate refused a client (stats_client_bytes failed): logs it,
+ * rate-limited; the caller closes the client. */
+void shim_request_refused(struct shim *s, const struct stats_session *ss);
 
 /* main.c: a session ended, the listener may resume. */
 void shim_session_ended(struct shim *s);

@@ -32,11 +32,16 @@ bool stats_read_comm(pid_t pid, char *out, size_t len)
 	FILE *f = fopen(path, "r");
 	if (!f)
 		return false;
-	bool ok = fgets(out, (int)len, f) != NULL;
+	char raw[64];
+	size_t n = fread(raw, 1, sizeof(raw), f);
+	bool ok = !ferror(f) && n > 0;
 	fclose(f);
-	if (ok)
-		out[strcspn(out, "\n")] = '\0';
-	return ok;
+	if (!ok)
+		return false;
+	if (raw[n - 1] == '\n')
+		n--; /* the kernel's line end; a newline inside the name is escaped */
+	log_sanitize(out, len, raw, n);
+	return true;
 }
 
 /* Advances a process's ring to the current second, zeroing skipped ones. */
@@ -209,6 +214,9 @@ static void on_insp(void *ctx, const struct insp_event *ev)
 	case INSP_EV_PARSE_ERROR:
 		st->parse_errors++;
 		return;
+	case INSP_EV_REFUSED:
+		st->requests_refused++;
+		return;
 	}
 }
 
@@ -219,18 +227,28 @@ bool stats_session_awaits_client(const struct stats *st, const struct stats_sess
 	return st->inspect && ss->insp.cb && insp_mid_request(&ss->insp);
 }
 
-void stats_client_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p, size_t n)
+size_t stats_client_room(const struct stats *st, const struct stats_session *ss)
+{
+	if (!st->inspect)
+		return SIZE_MAX;
+	if (!ss->insp.cb)
+		return 16; /* a fresh inspector: the first header */
+	return insp_client_room(&ss->insp);
+}
+
+int stats_client_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p, size_t n)
 {
 	ss->bytes_up += n;
 	st->bytes_up += n;
 	if (!st->inspect || insp_done(&ss->insp))
-		return;
+		return 0;
 	struct insp_ctx c = { st, ss };
 	if (!ss->insp.cb)
 		insp_init(&ss->insp, on_insp, NULL);
 	ss->insp.ctx = &c;
-	insp_client_bytes(&ss->insp, p, n);
+	int rc = insp_client_bytes(&ss->insp, p, n);
 	ss->insp.ctx = NULL;
+	return rc;
 }
 
 void stats_upstream_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p,
@@ -297,17 +315,33 @@ __attribute__((format(printf, 2, 3))) static void put(struct out *o, const char 
 	}
 }
 
-/* Command names come from processes: escape them for JSON and Prometheus. */
-static void put_escaped(struct out *o, const char *s)
+/* A JSON string's contents. Command names are valid UTF-8 without controls
+ * already (stats_read_comm); controls are escaped all the same. */
+static void put_json_str(struct out *o, const char *s)
 {
 	for (; *s; s++) {
 		unsigned char c = (unsigned char)*s;
 		if (c == '"' || c == '\\')
 			put(o, "\\%c", c);
-		else if (c < 0x20 || c > 0x7e)
+		else if (c < 0x20)
 			put(o, "\\u%04x", c);
 		else
 			put(o, "%c", c);
+	}
+}
+
+/* A Prometheus label value, escaped exactly as the text exposition format
+ * defines: backslash, double quote and line feed, nothing else (the value
+ * is UTF-8, which stats_read_comm guarantees). */
+static void put_label(struct out *o, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			put(o, "\\%c", *s);
+		else if (*s == '\n')
+			put(o, "\\n");
+		else
+			put(o, "%c", *s);
 	}
 }
 
@@ -340,7 +374,8 @@ static void render_json(const struct stats *st, struct out *o, uint64_t now_ms)
 		if (st->upstream_fail_by_errno[i])
 			put(o, ",\"%s\":%llu", errno_label(i),
 			    (unsigned long long)st->upstream_fail_by_errno[i]);
-	put(o, "},\"request_timeouts\":%llu", (unsigned long long)st->request_timeouts);
+	put(o, "},\"request_timeouts\":%llu,\"requests_refused\":%llu",
+	    (unsigned long long)st->request_timeouts, (unsigned long long)st->requests_refused);
 	if (st->tunnel)
 		put(o, ",\"tunnel\":{\"up\":%s,\"connects\":%llu,\"drops\":%llu,\"rtt_ms\":%u}",
 		    st->tunnel_up ? "true" : "false", (unsigned long long)st->tunnel_connects,
@@ -367,7 +402,7 @@ static void render_json(const struct stats *st, struct out *o, uint64_t now_ms)
 	for (const struct stats_proc *p = st->procs; p; p = p->next, i++) {
 		put(o, "%s{\"pid\":%ld,\"uid\":%ld,\"comm\":\"", i ? "," : "", (long)p->pid,
 		    (long)p->uid);
-		put_escaped(o, p->comm);
+		put_json_str(o, p->comm);
 		put(o, "\",\"comm_visible\":%s,\"sessions\":%llu,\"rate_per_s\":%.2f,\"warned\":%s,"
 		       "\"requests\":{",
 		    p->comm_visible ? "true" : "false", (unsigned long long)p->sessions,
@@ -402,6 +437,8 @@ static void render_table(const struct stats *st, struct out *o, uint64_t now_ms)
 	put(o, "upstream failures: %llu\n", (unsigned long long)st->upstream_failures);
 	put(o, "clients closed by --request-timeout: %llu\n",
 	    (unsigned long long)st->request_timeouts);
+	put(o, "clients closed for a refused request: %llu\n",
+	    (unsigned long long)st->requests_refused);
 	if (st->broker.on) {
 		const struct stats_broker *b = &st->broker;
 		uint64_t local = 0, fwd = 0;
@@ -466,6 +503,8 @@ static void render_prometheus(const struct stats *st, struct out *o, uint64_t no
 		    (unsigned long long)st->upstream_fail_by_errno[i]);
 	put(o, "# TYPE muxshim_request_timeouts_total counter\nmuxshim_request_timeouts_total %llu\n",
 	    (unsigned long long)st->request_timeouts);
+	put(o, "# TYPE muxshim_requests_refused_total counter\nmuxshim_requests_refused_total %llu\n",
+	    (unsigned long long)st->requests_refused);
 	if (st->tunnel)
 		put(o, "# TYPE muxshim_tunnel_up gauge\nmuxshim_tunnel_up %d\n"
 		       "# TYPE muxshim_tunnel_connects_total counter\nmuxshim_tunnel_connects_total %llu\n"
@@ -494,10 +533,10 @@ static void render_prometheus(const struct stats *st, struct out *o, uint64_t no
 	       "# TYPE muxshim_client_session_rate gauge\n");
 	for (const struct stats_proc *p = st->procs; p; p = p->next) {
 		put(o, "muxshim_client_sessions_total{pid=\"%ld\",comm=\"", (long)p->pid);
-		put_escaped(o, p->comm);
+		put_label(o, p->comm);
 		put(o, "\"} %llu\nmuxshim_client_session_rate{pid=\"%ld\",comm=\"",
 		    (unsigned long long)p->sessions, (long)p->pid);
-		put_escaped(o, p->comm);
+		put_label(o, p->comm);
 		put(o, "\"} %.2f\n", stats_proc_rate(p, now_ms));
 	}
 }

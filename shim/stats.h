@@ -17,7 +17,7 @@
 struct stats_proc {
 	pid_t pid;                /* 0: not visible from here */
 	uid_t uid;
-	char comm[32];
+	char comm[64];   /* as shown: /proc comm (<= 15 bytes), made safe (log_sanitize) */
 	bool comm_visible;
 	uint64_t sessions;
 	uint64_t by_type[INSP_NTYPES];
@@ -69,6 +69,7 @@ struct stats {
 	unsigned nports;
 	uint64_t upstream_failures;
 	uint64_t request_timeouts; /* clients closed by --request-timeout */
+	uint64_t requests_refused; /* clients closed by the request gate (inspect.h) */
 	uint64_t upstream_fail_by_errno[8]; /* see stats.c: ENOENT, ECONNREFUSED, ... */
 	/* tunnel */
 	bool tunnel;
@@ -93,7 +94,11 @@ void stats_session_close(struct stats *st, struct stats_session *ss);
 /* Is the session waiting for its client to send (the first bytes, or the
  * rest of a request it started)? Drives --request-timeout. */
 bool stats_session_awaits_client(const struct stats *st, const struct stats_session *ss);
-void stats_client_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p, size_t n);
+/* How many client bytes may be read now (inspect.h: the request gate). */
+size_t stats_client_room(const struct stats *st, const struct stats_session *ss);
+/* 0, or -EBADMSG: the client is refused (ss->insp.refused says why); forward
+ * nothing of these bytes and close it. */
+int stats_client_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p, size_t n);
 void stats_upstream_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p,
 			  size_t n);
 void stats_upstream_failure(struct stats *st, int err);
@@ -106,7 +111,9 @@ char *stats_render(const struct stats *st, const char *format, uint64_t now_ms);
 /* One line for the log. */
 void stats_summary(const struct stats *st, uint64_t now_ms, char *out, size_t len);
 
-/* Reads a process's command name the way /proc shows it. Exposed for tests. */
+/* Reads a process's command name the way /proc shows it, made safe to show
+ * (log_sanitize: a name is chosen by the process, prctl(PR_SET_NAME), and
+ * may hold any bytes but NUL). Exposed for tests. */
 bool stats_read_comm(pid_t pid, char *out, size_t len);
 
 #endif

@@ -39,6 +39,7 @@ static struct {
 	enum tstate state;
 	struct link *link;
 	struct loop_watch connect_w;
+	struct loop_timer connect_timer; /* --connect-timeout for the dial */
 	struct loop_timer retry;
 	unsigned backoff_ms;
 	struct pending *pending;
@@ -162,7 +163,6 @@ static void link_up(struct link *l)
 static void link_down(struct link *l, const char *why)
 {
 	bool was_up = tc.state == T_UP;
-	(void)l;
 	tc.link = NULL;
 	tc.s->stats.tunnel_up = false;
 	if (tc.stopping)
@@ -172,7 +172,12 @@ static void link_down(struct link *l, const char *why)
 		tc.s->stats.tunnel_drops++;
 	}
 	unsigned suppressed;
-	if (was_up)
+	uint32_t code;
+	if (was_up && link_peer_goaway(l, &code) && code == TUN_GOAWAY_NORMAL)
+		/* The helper stopped or restarts, and said so: not a fault. */
+		log_info("tunnel to %s: closed by the helper (%s); open sessions were closed, "
+			 "reconnecting", tc.name, why);
+	else if (was_up)
 		log_warn("tunnel to %s: lost (%s); open sessions were closed, reconnecting", tc.name, why);
 	else if (log_ratelimit_pass(&tc.rl_down, loop_now(tc.s->loop), &suppressed))
 		log_warn("tunnel to %s: handshake failed (%s)", tc.name, why);
@@ -196,11 +201,24 @@ static void link_rtt(struct link *l, unsigned ms)
 	tc.s->stats.tunnel_rtt_known = true;
 }
 
-static void client_bytes(struct link_stream *st, const uint8_t *p, size_t n)
+static size_t client_room(struct link_stream *st)
 {
 	struct tsession *ts = link_stream_ctx(st);
-	stats_client_bytes(&tc.s->stats, &ts->ss, p, n);
+	return stats_client_room(&tc.s->stats, &ts->ss);
+}
+
+/* A refused request: the link resets the stream without sending this read
+ * (and if it was the stream's first, the helper never hears of it). */
+static int client_bytes(struct link_stream *st, const uint8_t *p, size_t n)
+{
+	struct tsession *ts = link_stream_ctx(st);
+	int rc = stats_client_bytes(&tc.s->stats, &ts->ss, p, n);
+	if (rc < 0) {
+		shim_request_refused(tc.s, &ts->ss);
+		return rc;
+	}
 	shim_request_clock(tc.s, &ts->ss, &ts->clock);
+	return 0;
 }
 
 static void upstream_bytes(struct link_stream *st, const uint8_t *p, size_t n)
@@ -213,6 +231,7 @@ static const struct link_ops ops = {
 	.down = link_down,
 	.stream_closed = link_stream_closed,
 	.rtt = link_rtt,
+	.local_room = client_room,
 	.local_bytes = client_bytes,
 	.remote_bytes = upstream_bytes,
 };
@@ -248,6 +267,7 @@ static void on_connect(struct loop_watch *w, unsigned ev)
 	(void)ev;
 	int fd = w->fd;
 	int rc = plat_connect_result(fd);
+	loop_timer_cancel(tc.s->loop, &tc.connect_timer);
 	loop_watch_remove(tc.s->loop, w);
 	if (rc < 0) {
 		unsigned suppressed;
@@ -258,6 +278,22 @@ static void on_connect(struct loop_watch *w, unsigned ev)
 		return;
 	}
 	start_link(fd);
+}
+
+/* A SYN nobody answers (a helper whose listen queue overflowed, a host
+ * that drops packets) would otherwise sit out the kernel's own retries, a
+ * minute or more; dialling again is what gets through. */
+static void on_connect_timeout(struct loop_timer *t)
+{
+	(void)t;
+	int fd = tc.connect_w.fd;
+	unsigned suppressed;
+	loop_watch_remove(tc.s->loop, &tc.connect_w);
+	plat_close(fd);
+	if (log_ratelimit_pass(&tc.rl_down, loop_now(tc.s->loop), &suppressed))
+		log_warn("tunnel to %s: cannot connect: no answer within %u ms (--connect-timeout; "
+			 "retrying)", tc.name, tc.s->cfg.connect_timeout_ms);
+	schedule_redial();
 }
 
 static void tunnel_dial(void)
@@ -273,8 +309,11 @@ static void tunnel_dial(void)
 	}
 	if (rc == -EINPROGRESS) {
 		loop_watch_init(&tc.connect_w, fd, on_connect, NULL);
-		if (loop_watch_set(s->loop, &tc.connect_w, LOOP_OUT) == 0)
+		if (loop_watch_set(s->loop, &tc.connect_w, LOOP_OUT) == 0) {
+			if (s->cfg.connect_timeout_ms)
+				loop_timer_arm(s->loop, &tc.connect_timer, s->cfg.connect_timeout_ms);
 			return;
+		}
 		loop_watch_remove(s->loop, &tc.connect_w);
 		plat_close(fd);
 	}
@@ -299,6 +338,7 @@ void tunnel_init(struct shim *s)
 	addr_format(&s->cfg.upstream, tc.name, sizeof(tc.name));
 	memmove(tc.name, tc.name + strlen("tunnel:"), strlen(tc.name) - strlen("tunnel:") + 1);
 	loop_timer_init(&tc.retry, on_retry, NULL);
+	loop_timer_init(&tc.connect_timer, on_connect_timeout, NULL);
 	tunnel_dial();
 }
 
@@ -382,6 +422,7 @@ void tunnel_shutdown(void)
 {
 	tc.stopping = true;
 	loop_timer_cancel(tc.s->loop, &tc.retry);
+	loop_timer_cancel(tc.s->loop, &tc.connect_timer);
 	while (tc.pending) {
 		plat_close(tc.pending->fd);
 		stats_session_close(&tc.s->stats, tc.pending->ss);

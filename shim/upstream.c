@@ -77,7 +77,11 @@ void upstream_report_failure(struct shim *s, int err)
 		return;
 	char why[512];
 	const char *path = s->cfg.upstream.path;
-	if (s->cfg.upstream.kind == ADDR_TCP)
+	if (s->cfg.upstream.kind == ADDR_TCP && err == -ETIMEDOUT)
+		snprintf(why, sizeof(why), "cannot connect to %s:%u: no answer within %u ms "
+			 "(--connect-timeout)", s->cfg.upstream.host, s->cfg.upstream.port,
+			 s->cfg.connect_timeout_ms);
+	else if (s->cfg.upstream.kind == ADDR_TCP)
 		snprintf(why, sizeof(why), "cannot connect to %s:%u: %s", s->cfg.upstream.host,
 			 s->cfg.upstream.port, strerror(-err));
 	else

@@ -51,6 +51,8 @@ struct link {
 	struct link_stream *wait_head, *wait_tail;
 	uint64_t last_rx_ms;
 	bool ping_outstanding;
+	bool peer_goaway;
+	uint32_t peer_goaway_code;
 	struct loop_timer timer;
 	struct link_stats stats;
 	uint8_t token[LINK_TOKEN_MAX];
@@ -69,6 +71,12 @@ enum link_state link_state(const struct link *l) { return l->state; }
 void *link_ctx(const struct link *l) { return l->ctx; }
 unsigned link_stream_count(const struct link *l) { return l->nstreams; }
 const struct link_stats *link_get_stats(const struct link *l) { return &l->stats; }
+
+bool link_peer_goaway(const struct link *l, uint32_t *code)
+{
+	*code = l->peer_goaway_code;
+	return l->peer_goaway;
+}
 void *link_stream_ctx(const struct link_stream *st) { return st->ctx; }
 void link_stream_set_ctx(struct link_stream *st, void *ctx) { st->ctx = ctx; }
 uint32_t link_stream_id(const struct link_stream *st) { return st->ts.id; }
@@ -242,6 +250,50 @@ static int stream_send_fin(struct link_stream *st)
 	return 0;
 }
 
+/* How much the local socket may be read now. Once the peer has finished
+ * (the upstream closed), the gate has nothing left to protect: the socket is
+ * read to see its EOF. */
+static size_t stream_local_room(struct link_stream *st)
+{
+	struct link *l = st->link;
+	if (!l->ops->local_room || st->ts.fin_recvd)
+		return SIZE_MAX;
+	return l->ops->local_room(st);
+}
+
+/* Reads up to cap bytes of the local socket into scratch for one frame:
+ * one read, or with a gate several that each stop where it says. Every
+ * byte is shown to ops->local_bytes before it may be sent. */
+static int stream_read_local(struct link_stream *st, size_t cap, size_t *got, bool *eof)
+{
+	struct link *l = st->link;
+	while (*got < cap) {
+		size_t want = cap - *got, room = stream_local_room(st);
+		if (room < want)
+			want = room;
+		if (want == 0)
+			return 0;
+		ssize_t r = plat_read(st->w.fd, scratch + *got, want);
+		if (r == -EAGAIN)
+			return 0;
+		if (r < 0)
+			return (int)r;
+		if (r == 0) {
+			*eof = true;
+			return 0;
+		}
+		if (l->ops->local_bytes) {
+			int rc = l->ops->local_bytes(st, scratch + *got, (size_t)r);
+			if (rc < 0)
+				return rc;
+		}
+		*got += (size_t)r;
+		if ((size_t)r < want || !l->ops->local_room)
+			return 0;
+	}
+	return 0;
+}
+
 /* Reads the local socket into DATA frames: up to LINK_IN_CHUNK bytes per
  * wake-up (several frames of at most the peer's max_frame), as far as the
  * stream's credit and the tunnel's room allow. */
@@ -255,29 +307,29 @@ static int stream_pump_local(struct link_stream *st)
 			can = (uint32_t)budget;
 		if (can == 0)
 			return 0;
-		ssize_t r = plat_read(st->w.fd, scratch, can);
-		if (r == -EAGAIN)
-			return 0;
-		if (r < 0)
-			return (int)r;
-		if (r == 0) {
+		size_t got = 0;
+		bool eof = false;
+		int rc = stream_read_local(st, can, &got, &eof);
+		if (rc < 0)
+			return rc;
+		if (got) {
+			uint8_t h[TUN_HDR_LEN], type;
+			rc = stream_announce(st, &type);
+			if (rc < 0)
+				return rc;
+			tun_header_encode(h, type, 0, st->ts.id, (uint32_t)got);
+			if (out_append(l, h, sizeof(h)) < 0 || out_append(l, scratch, got) < 0)
+				return -EPIPE;
+			tun_stream_sent(&st->ts, (uint32_t)got, false);
+			l->stats.bytes_out += (uint64_t)got;
+			budget -= got;
+		}
+		if (eof) {
 			st->local_eof = true;
 			return stream_send_fin(st);
 		}
-		if (l->ops->local_bytes)
-			l->ops->local_bytes(st, scratch, (size_t)r);
-		uint8_t h[TUN_HDR_LEN], type;
-		int rc = stream_announce(st, &type);
-		if (rc < 0)
-			return rc;
-		tun_header_encode(h, type, 0, st->ts.id, (uint32_t)r);
-		if (out_append(l, h, sizeof(h)) < 0 || out_append(l, scratch, (size_t)r) < 0)
-			return -EPIPE;
-		tun_stream_sent(&st->ts, (uint32_t)r, false);
-		l->stats.bytes_out += (uint64_t)r;
-		budget -= (size_t)r;
-		if ((uint32_t)r < can)
-			return 0; /* drained for now */
+		if (got < can)
+			return 0; /* drained for now, or the gate says wait */
 	}
 	return 0;
 }
@@ -397,7 +449,8 @@ static void stream_update(struct link_stream *st)
 		return;
 	}
 	unsigned want = 0;
-	if (!st->local_eof && !st->ts.fin_sent && tun_stream_sendable(&l->mux, &st->ts) > 0) {
+	if (!st->local_eof && !st->ts.fin_sent && tun_stream_sendable(&l->mux, &st->ts) > 0 &&
+	    stream_local_room(st) > 0) {
 		if (out_has_room(l)) {
 			want |= LOOP_IN;
 		} else if (!st->waiting) {
@@ -433,6 +486,10 @@ static void on_local(struct loop_watch *w, unsigned ev)
 		rc = stream_flush_local(st);
 	if (l->state == LINK_DEAD || st->dead)
 		return;
+	if (rc == -EBADMSG) {
+		link_stream_reset(st, TUN_RESET_CANCEL, "request refused");
+		return;
+	}
 	if (rc < 0) {
 		bool gone = rc == -EPIPE || rc == -ECONNRESET;
 		link_stream_reset(st, gone ? TUN_RESET_CANCEL : TUN_RESET_LOCAL_ERROR,
@@ -599,6 +656,8 @@ static void dispatch(struct link *l, const struct tun_frame *f)
 		snprintf(why_buf, sizeof(why_buf), "peer going away: %s%s%.*s",
 			 tun_goaway_str(ev.code), ev.reason_len ? ": " : "", (int)ev.reason_len,
 			 (const char *)ev.reason);
+		l->peer_goaway = true;
+		l->peer_goaway_code = ev.code;
 		link_close(l, TUN_GOAWAY_NORMAL, why_buf);
 		return;
 	}
@@ -628,21 +687,39 @@ static void become_up(struct link *l)
 		l->ops->up(l);
 }
 
-/* A peer with the wrong token, or none, may knock again and again: a
- * misconfigured shim redials with backoff, and each of its clients makes it
- * dial early; anyone who reaches the port can try proofs. One line per
- * interval says so, with a count, instead of one per attempt. */
+/* Refusals a peer can repeat at will get one line per interval, with a
+ * count, instead of one per attempt: a peer with the wrong token, or none,
+ * may knock again and again (a misconfigured shim redials with backoff, and
+ * each of its clients makes it dial early; anyone who reaches the port can
+ * try proofs), and anyone can open connections that never finish the
+ * handshake. */
+static void log_refusal(const struct link *l, struct log_ratelimit *rl, const char *what,
+			const char *counted)
+{
+	unsigned suppressed;
+	if (!log_ratelimit_pass(rl, loop_now(l->loop), &suppressed))
+		return;
+	if (suppressed)
+		log_warn("tunnel %s: %s (and %u more %s since the last such line)", l->cfg.peer_name,
+			 what, suppressed, counted);
+	else
+		log_warn("tunnel %s: %s", l->cfg.peer_name, what);
+}
+
 static void log_auth_refused(const struct link *l, const char *why)
 {
 	static struct log_ratelimit rl = { .interval_ms = 10000 };
-	unsigned suppressed;
-	if (!log_ratelimit_pass(&rl, loop_now(l->loop), &suppressed))
-		return;
-	if (suppressed)
-		log_warn("tunnel %s: refused: %s (and %u more refused for authentication since the "
-			 "last such line)", l->cfg.peer_name, why, suppressed);
-	else
-		log_warn("tunnel %s: refused: %s", l->cfg.peer_name, why);
+	char what[160];
+	snprintf(what, sizeof(what), "refused: %s", why);
+	log_refusal(l, &rl, what, "refused for authentication");
+}
+
+static void send_auth(struct link *l)
+{
+	uint8_t f[TUN_AUTH_FRAME_LEN];
+	out_ctrl(l, f, tun_auth_encode(f, l->token, l->cfg.token_len, &l->local_hello,
+				       &l->peer_hello));
+	l->auth_sent = true;
 }
 
 /* Hello, then (with tokens) AUTH. Returns bytes consumed, 0 for more, <0 dead. */
@@ -680,14 +757,15 @@ static long handshake_input(struct link *l, const uint8_t *p, size_t n)
 			link_close(l, TUN_GOAWAY_AUTH, mine ? "peer has no token" : "token required");
 			return -1;
 		}
-		if (mine) {
-			uint8_t f[TUN_AUTH_FRAME_LEN];
-			out_ctrl(l, f, tun_auth_encode(f, l->token, l->cfg.token_len, &l->local_hello,
-						       &l->peer_hello));
-			l->auth_sent = true;
-		} else {
+		/* The shim, which dials, proves first. The helper proves only
+		 * once the shim's proof has checked out: a helper that answered
+		 * at once would hand anyone who connects an HMAC of the token
+		 * over a nonce of their choosing, to test guesses against
+		 * offline. */
+		if (!mine)
 			become_up(l);
-		}
+		else if (l->cfg.role == TUN_ROLE_SHIM)
+			send_auth(l);
 		return TUN_HELLO_LEN;
 	}
 	/* Waiting for the peer's AUTH. */
@@ -696,9 +774,33 @@ static long handshake_input(struct link *l, const uint8_t *p, size_t n)
 				 &f);
 	if (n2 == 0)
 		return 0;
+	if ((n2 > 0 || n2 == TUN_E_AUTH_MISMATCH) && l->ops->auth_allowed &&
+	    !l->ops->auth_allowed(l)) {
+		link_close(l, TUN_GOAWAY_AUTH, "too many failed authentications from this address; "
+					       "retry later");
+		return -1;
+	}
+	if ((n2 > 0 || n2 == TUN_E_AUTH_MISMATCH) && l->ops->auth_result)
+		l->ops->auth_result(l, n2 > 0);
 	if (n2 == TUN_E_AUTH_MISMATCH) {
 		log_auth_refused(l, "token mismatch (both sides must use the same token file)");
 		link_close(l, TUN_GOAWAY_AUTH, "token mismatch");
+		return -1;
+	}
+	if (n2 == TUN_E_AUTH_EXPECTED && f.type == TUN_GOAWAY) {
+		/* The helper refuses a wrong proof with GOAWAY AUTH instead of
+		 * its own proof: say what it said. */
+		const uint8_t *reason;
+		size_t reason_len;
+		uint32_t last, code = tun_goaway_fields(&f, &last, &reason, &reason_len);
+		char why[320];
+		snprintf(why, sizeof(why), "%.*s%sGOAWAY %s from the peer%s", (int)reason_len,
+			 (const char *)reason, reason_len ? " (" : "", tun_goaway_str(code),
+			 reason_len ? ")" : "");
+		log_auth_refused(l, why);
+		l->peer_goaway = true;
+		l->peer_goaway_code = code;
+		link_close(l, TUN_GOAWAY_NORMAL, why);
 		return -1;
 	}
 	if (n2 < 0) {
@@ -710,6 +812,8 @@ static long handshake_input(struct link *l, const uint8_t *p, size_t n)
 		return -1;
 	}
 	l->auth_done = true;
+	if (!l->auth_sent)
+		send_auth(l);
 	become_up(l);
 	return n2;
 }
@@ -792,7 +896,10 @@ static void on_timer(struct loop_timer *t)
 	struct link *l = t->ctx;
 	uint64_t now = loop_now(l->loop);
 	if (l->state == LINK_HANDSHAKE) {
-		log_warn("tunnel %s: no handshake within %u ms", l->cfg.peer_name, l->cfg.handshake_ms);
+		static struct log_ratelimit rl = { .interval_ms = 10000 };
+		char what[64];
+		snprintf(what, sizeof(what), "no handshake within %u ms", l->cfg.handshake_ms);
+		log_refusal(l, &rl, what, "connections timed out in the handshake");
 		link_close(l, TUN_GOAWAY_TIMEOUT, "handshake timeout");
 		return;
 	}
@@ -814,6 +921,22 @@ static void on_timer(struct loop_timer *t)
 		link_update(l);
 	}
 	loop_timer_arm(l->loop, &l->timer, l->cfg.keepalive_ms / 2 ? l->cfg.keepalive_ms / 2 : 1);
+}
+
+/* The stream tables' secret (mux.c: why), drawn once per process before the
+ * first tunnel carries a stream. */
+static int table_key_once(void)
+{
+	static bool keyed;
+	uint8_t key[16];
+	if (keyed)
+		return 0;
+	int rc = plat_random(key, sizeof(key));
+	if (rc < 0)
+		return rc;
+	tun_mux_set_key(key);
+	keyed = true;
+	return 0;
 }
 
 int link_new(struct loop *loop, int fd, const struct link_config *cfg,
@@ -843,6 +966,8 @@ int link_new(struct loop *loop, int fd, const struct link_config *cfg,
 					     .max_frame = cfg->max_frame, .window = cfg->window,
 					     .max_streams = cfg->max_streams };
 	int rc = plat_random(l->local_hello.nonce, TUN_NONCE_LEN);
+	if (rc == 0)
+		rc = table_key_once();
 	if (rc < 0) {
 		free(l);
 		return rc;

@@ -46,10 +46,22 @@ struct link_ops {
 	/* A stream ended (both ways done, reset, or the link died). */
 	void (*stream_closed)(struct link *l, struct link_stream *st);
 	void (*rtt)(struct link *l, unsigned rtt_ms);
-	/* Optional: a stream's bytes as they pass, read from its local socket
-	 * and received for it from the peer (the shim inspects them). */
-	void (*local_bytes)(struct link_stream *st, const uint8_t *p, size_t n);
+	/* Optional (the shim's request gate): how many bytes may be read from
+	 * a stream's local socket now (SIZE_MAX: any; 0: do not read it). With
+	 * it, one frame may gather several reads that each stop there. */
+	size_t (*local_room)(struct link_stream *st);
+	/* Optional: a stream's bytes read from its local socket, before they
+	 * are sent: 0, or a negative errno to reset the stream without sending
+	 * them. And bytes received for it from the peer (the shim inspects
+	 * both). */
+	int (*local_bytes)(struct link_stream *st, const uint8_t *p, size_t n);
 	void (*remote_bytes)(struct link_stream *st, const uint8_t *p, size_t n);
+	/* Optional: may the peer's complete AUTH be checked now? False refuses
+	 * it unchecked (GOAWAY AUTH, nothing logged here): the helper's limit
+	 * on guesses from one address. */
+	bool (*auth_allowed)(struct link *l);
+	/* Optional: the peer's proof was checked: right (ok) or wrong. */
+	void (*auth_result)(struct link *l, bool ok);
 };
 
 struct link_stats {
@@ -69,6 +81,9 @@ enum link_state link_state(const struct link *l);
 void *link_ctx(const struct link *l);
 unsigned link_stream_count(const struct link *l);
 const struct link_stats *link_get_stats(const struct link *l);
+/* Did the link end because the peer sent GOAWAY? Its code in *code. Valid
+ * until link_reap, so in ops->down too. */
+bool link_peer_goaway(const struct link *l, uint32_t *code);
 
 /* Shim: opens a stream for a connected local socket; its OPEN goes out with
  * the client's first bytes. On success the link owns the fd and calls

@@ -2,12 +2,72 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
-/* Stream ids are sequential odd numbers, so the low bits spread well after a
- * multiplicative mix. */
+/* The peer chooses stream ids (any increasing odd numbers), so a fixed hash
+ * lets it pick ids that all land in one slot and turn every lookup into a
+ * walk over the whole table. The slot is therefore a keyed pseudo-random
+ * function of the id (SipHash-1-3, from its specification) under a key the
+ * peer does not know: whatever ids it picks, they spread as random ones do
+ * and the table (at most half full) keeps its short probe runs. */
+static uint8_t table_key[16];
+
+void tun_mux_set_key(const uint8_t key[16])
+{
+	memcpy(table_key, key, sizeof(table_key));
+}
+
+static uint64_t rotl64(uint64_t x, unsigned b)
+{
+	return x << b | x >> (64 - b);
+}
+
+static uint64_t le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+#define SIPROUND()                                                          \
+	do {                                                                \
+		v0 += v1; v1 = rotl64(v1, 13); v1 ^= v0; v0 = rotl64(v0, 32); \
+		v2 += v3; v3 = rotl64(v3, 16); v3 ^= v2;                    \
+		v0 += v3; v3 = rotl64(v3, 21); v3 ^= v0;                    \
+		v2 += v1; v1 = rotl64(v1, 17); v1 ^= v2; v2 = rotl64(v2, 32); \
+	} while (0)
+
+/* SipHash-1-3 of the id's 4 little-endian bytes: a single final block. */
+static uint64_t keyed_hash(uint32_t id)
+{
+	uint64_t k0 = le64(table_key), k1 = le64(table_key + 8);
+	uint64_t v0 = k0 ^ 0x736f6d6570736575ull, v1 = k1 ^ 0x646f72616e646f6dull;
+	uint64_t v2 = k0 ^ 0x6c7967656e657261ull, v3 = k1 ^ 0x7465646279746573ull;
+	uint64_t m = (uint64_t)4 << 56 | id;
+	v3 ^= m;
+	SIPROUND();
+	v0 ^= m;
+	v2 ^= 0xff;
+	SIPROUND();
+	SIPROUND();
+	SIPROUND();
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
 static uint32_t slot_of(const struct tun_table *t, uint32_t id)
 {
-	return (id * 2654435761u) >> 7 & t->mask;
+	return (uint32_t)keyed_hash(id) & t->mask;
+}
+
+uint32_t tun_mux_probes(const struct tun_mux *m, uint32_t id)
+{
+	const struct tun_table *t = &m->table;
+	uint32_t n = 1;
+	for (uint32_t i = slot_of(t, id); t->slots[i] && t->slots[i]->id != id;
+	     i = (i + 1) & t->mask)
+		n++;
+	return n;
 }
 
 static int table_init(struct tun_table *t, uint32_t max)

@@ -18,7 +18,8 @@ struct tun_stream {
 	void *owner;
 };
 
-/* Open-addressing table of live streams, keyed by id. */
+/* Open-addressing table of live streams (linear probing, at most half
+ * full), placed by a keyed hash of the id (mux.c). */
 struct tun_table {
 	struct tun_stream **slots;
 	uint32_t mask;
@@ -82,6 +83,13 @@ void tun_mux_accept(struct tun_mux *m, struct tun_stream *s, const struct tun_ev
 /* Forgets a finished or reset stream. */
 void tun_mux_remove(struct tun_mux *m, struct tun_stream *s);
 struct tun_stream *tun_mux_find(const struct tun_mux *m, uint32_t id);
+/* The process-wide secret that places ids in every stream table (random,
+ * from the platform; link.c sets it before the first tunnel). Unset, the key
+ * is all zeros: correct, but a peer could then choose colliding ids. */
+void tun_mux_set_key(const uint8_t key[16]);
+/* Slots a lookup of id visits (1 when it sits in its home slot or that slot
+ * is empty): for the unit tests and the benchmark. */
+uint32_t tun_mux_probes(const struct tun_mux *m, uint32_t id);
 
 /* Sending: how much one DATA frame may carry now, and accounting for it. */
 uint32_t tun_stream_sendable(const struct tun_mux *m, const struct tun_stream *s);

@@ -1,4 +1,5 @@
 #include "usbmuxd/proto.h"
+#include "usbmuxd/plist_guard.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -115,12 +116,23 @@ static bool tree_clean(plist_t node, unsigned depth)
 	}
 }
 
-/* The one place plist bodies are parsed. */
-static int parse_body(const uint8_t *body, size_t len, plist_t *out)
+/* The one place plist bodies are parsed: only after the guard has bounded
+ * what libplist may build from them (plist_guard.h). A client's request
+ * gets every check; a reply from the upstream (usbmuxd, or the helper that
+ * relays it) the binary expansion check only: its XML cannot amplify, and a
+ * DeviceList of many devices rightly has more keys and containers than the
+ * guard allows a request. */
+static int parse_body(const uint8_t *body, size_t len, bool request, plist_t *out)
 {
 	*out = NULL;
 	if (len == 0 || len > UMX_REPLY_MAX)
 		return -EPROTO;
+	int rc = request || plist_is_binary((const char *)body, (uint32_t)len)
+			 ? umx_plist_check(body, len, NULL) : 0;
+	if (rc == -E2BIG || rc == -ELOOP || rc == -EMSGSIZE)
+		return -E2BIG;  /* hostile: the caller refuses it */
+	if (rc < 0)
+		return rc == -ENOMEM ? rc : -EPROTO;
 	plist_from_memory((const char *)body, (uint32_t)len, out);
 	if (!*out)
 		return -EPROTO;
@@ -160,7 +172,7 @@ static bool dict_uint(plist_t dict, const char *key, uint64_t *v)
 
 static int decode_plist_request(const uint8_t *body, size_t len, struct umx_request *rq)
 {
-	int rc = parse_body(body, len, &rq->dict);
+	int rc = parse_body(body, len, true, &rq->dict);
 	if (rc < 0)
 		return rc;
 	char mt[32];
@@ -331,7 +343,7 @@ static int decode_device_list(plist_t arr, struct umx_event *ev)
 
 static int decode_plist_event(const uint8_t *body, size_t len, struct umx_event *ev)
 {
-	int rc = parse_body(body, len, &ev->dict);
+	int rc = parse_body(body, len, false, &ev->dict);
 	if (rc < 0)
 		return rc;
 	if (plist_get_node_type(ev->dict) != PLIST_DICT)

@@ -6,8 +6,9 @@
  * make a decode cost more than a small multiple of its size.
  *
  * Errors: 0, or a negative errno: -EMSGSIZE (a length outside the protocol's
- * bounds), -EPROTO (a body that does not say what its header promises),
- * -E2BIG (a plist the guard refuses), -ENOMEM. */
+ * bounds), -EPROTO (a body that does not say what its header promises, or
+ * that libplist could not parse), -E2BIG (a plist the guard refuses as
+ * hostile: expansion, cycles, depth; the caller closes its sender), -ENOMEM. */
 #ifndef MUXSHIM_USBMUXD_PROTO_H
 #define MUXSHIM_USBMUXD_PROTO_H
 

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora of the hello, addr, mountinfo and proto fuzz targets
-(tests/fuzz/corpus/NAME/). The input layouts are described at the top of
-each tests/fuzz/fuzz_NAME.c. Run from anywhere; rewrites those four dirs.
+"""Writes the seed corpora of the hello, addr, mountinfo, plist and proto fuzz
+targets (tests/fuzz/corpus/NAME/). The input layouts are described at the
+top of each tests/fuzz/fuzz_NAME.c. Run from anywhere; rewrites those dirs.
 (The tunnel and inspect corpora were written by hand and are kept as is.)"""
 import os
+import plistlib
 import shutil
 import struct
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import bplist  # noqa: E402  (tests/lib)
 
 SHIM, HELPER = 1, 2
 AUTH_FLAG = 1
@@ -148,6 +152,36 @@ def proto_seeds():
     }
 
 
+def plist_seeds():
+    """Real requests in both forms, and the hostile shapes the guard refuses."""
+    base = {"ClientVersionString": "libusbmuxd 2.0.2", "ProgName": "idevice_id",
+            "kLibUSBMuxVersion": 3}
+    reqs = {
+        "list": dict(base, MessageType="ListDevices"),
+        "connect": dict(base, MessageType="Connect", DeviceID=3, PortNumber=32498),
+        "read_pair": dict(base, MessageType="ReadPairRecord",
+                          PairRecordID="00008030-001A2B3C4D5E6F70"),
+        "save_pair": dict(base, MessageType="SavePairRecord", DeviceID=3,
+                          PairRecordID="00008030-001A2B3C4D5E6F70",
+                          PairRecordData=plistlib.dumps(
+                              {k: bytes(range(256)) * 2 for k in
+                               ("DeviceCertificate", "HostCertificate", "HostPrivateKey",
+                                "RootCertificate", "RootPrivateKey")},
+                              fmt=plistlib.FMT_BINARY)),
+    }
+    seeds = {}
+    for name, d in reqs.items():
+        seeds[name + ".xml"] = plistlib.dumps(d)
+        seeds[name + ".bin"] = plistlib.dumps(d, fmt=plistlib.FMT_BINARY)
+    seeds["amplifying_1k.bin"] = bplist.amplifying_request(1024)
+    seeds["cycle.bin"] = bplist.encode([("array", [1]), ("array", [0])], root=0)
+    seeds["shared_ok.bin"] = bplist.encode([("true",), ("array", [0, 0]), ("array", [1, 1])],
+                                           root=2)
+    seeds["nested.xml"] = b"<plist>" + b"<array>" * 40 + b"</array>" * 40 + b"</plist>"
+    seeds["nul.xml"] = plistlib.dumps(dict(base, MessageType="List")).replace(b"List", b"Li\0st")
+    return seeds
+
+
 def write(name, seeds):
     d = os.path.join(HERE, "corpus", name)
     shutil.rmtree(d, ignore_errors=True)
@@ -162,3 +196,4 @@ if __name__ == "__main__":
     write("addr", addr_seeds())
     write("mountinfo", mountinfo_seeds())
     write("proto", proto_seeds())
+    write("plist", plist_seeds())

@@ -525,9 +525,7 @@ class SidecarTunnel(unittest.TestCase):
         cls.fake = harness.FakeDev(os.path.join(d, "fake.sock"), 2, logdir=d).start()
         cls.svc = devsvc()
         cls.token = os.path.join(d, "token")
-        with open(cls.token, "w") as f:
-            f.write("docker-suite-secret\n")
-        os.chmod(cls.token, 0o644)                      # readable by uid 10001
+        harness.write_token(cls.token, 0o644)           # readable by uid 10001
         cls.helper = Helper("unix:" + cls.fake.socket, "--token-file", cls.token,
                             logdir=d).start()
         cls.vol = ENGINE.volume()
@@ -697,8 +695,7 @@ class Entrypoint(unittest.TestCase):
     def test_tunnel_upstream(self):
         d = host_dir("docker-ep-tunnel")
         token = os.path.join(d, "token")
-        with open(token, "w") as f:
-            f.write("entrypoint-secret")
+        harness.write_token(token, 0o644)               # readable by uid 10001
         helper = Helper("unix:" + self.fake.socket, "--token-file", token, logdir=d).start()
         r = ENGINE.run("run", "--rm", "--network", "host", "-e", STRICT,
                        "--add-host", "host.docker.internal:host-gateway",

@@ -953,7 +953,7 @@ class VanishingShims(unittest.TestCase):
         s.close()
         # Meanwhile the helper serves a good shim.
         assert_same_answers(self, good, mux.socket)
-        harness.wait_for(lambda: "no handshake within 10000 ms" in helper.stderr_text(), 15,
+        harness.wait_for(lambda: "no handshake within 3000 ms" in helper.stderr_text(), 15,
                          what="the helper's handshake timeout")
         harness.wait_for(lambda: "no handshake within 10000 ms" in shim.stderr_text(), 15,
                          what="the shim's handshake timeout")
@@ -1513,7 +1513,8 @@ class TunnelCuts(unittest.TestCase):
         """Every tunnel that came up was later reported lost, with a reason."""
         state, ups, losts = "down", 0, 0
         for line in ch.shim.stderr_text().splitlines():
-            m = re.search(r"tunnel to \S+: (up|lost \((.*?)\); open sessions were closed)", line)
+            m = re.search(r"tunnel to \S+: (up|(?:lost|closed by the helper) \((.*?)\); open sessions were "
+                          r"closed)", line)
             if not m:
                 continue
             if m.group(1) == "up":
@@ -1549,9 +1550,8 @@ class TokenMismatch(unittest.TestCase):
         the helper keeps serving the good shim, and both logs stay short."""
         mux = harness.PrivateUsbmuxd().start()
         d = harness.tempdir("token")
-        for name, text in (("a", "the right secret\n"), ("b", "a wrong secret\n")):
-            with open(os.path.join(d, name), "w") as f:
-                f.write(text)
+        for name in ("a", "b"):
+            harness.write_token(os.path.join(d, name))
         helper = Helper("unix:" + mux.socket, "--token-file", os.path.join(d, "a"),
                         log_level="info").start()
         good = os.path.join(d, "good.sock")

@@ -1,7 +1,8 @@
 """Hardening that a user relies on: the seccomp sandbox (on in every suite,
 strict), dropping to --user, the socket's mode and owner, --request-timeout
-for silent or stalled clients, the helper's handshake timeout, and a log
-destination that refuses lines."""
+for silent or stalled clients, the helper's handshake timeout, a log
+destination that refuses lines, and requests that would amplify in libplist
+refused before anything parses them."""
 import json
 import os
 import pwd
@@ -16,6 +17,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tunnel_util import Helper, connect_device, harness, plist_msg, recv_exact, recv_msg  # noqa: E402
+import bplist  # noqa: E402  (tests/lib, on the path through tunnel_util)
 
 NOBODY = pwd.getpwnam("nobody")
 
@@ -96,10 +98,14 @@ class Sandbox(unittest.TestCase):
         tshim = harness.Shim(os.path.join(harness.tempdir("sandbox-t"), "s.sock"),
                              helper.tunnel).start()
         for p in (shim, helper, tshim):
+            # The line follows the filter's loading, which follows readiness
+            # (the sockets accept first): wait for it (5 s: it is the next
+            # thing the daemon does).
+            harness.wait_for(lambda: "seccomp sandbox on" in p.stderr_text(), 5,
+                             what="the sandbox line")
             st = status_fields(p.pid)
             self.assertEqual(st["Seccomp"], "2", p)    # filter mode
             self.assertEqual(st["NoNewPrivs"], "1", p)
-            self.assertIn("seccomp sandbox on", p.stderr_text())
         # ... and serve real requests from inside the sandbox.
         direct = list_devices(self.mux.socket)
         self.assertEqual(list_devices(shim.listen), direct)
@@ -201,9 +207,8 @@ class Privileges(unittest.TestCase):
         path = os.path.join(d, "shim.sock")
         shim = harness.Shim(path, self.mux.socket, "--socket-mode", "0660",
                             "--socket-owner", "nobody:nogroup").start()
-        # The socket accepts from listen() on; the owner is set just after.
-        harness.wait_for(lambda: os.stat(path).st_uid == NOBODY.pw_uid, 10,
-                         what="the socket's owner to be set")
+        # The socket appears with its owner already set (test_adversarial:
+        # SocketPathRace checks the first moment it exists).
         st = os.stat(path)
         self.assertEqual(stat.S_IMODE(st.st_mode), 0o660)
         self.assertEqual((st.st_uid, st.st_gid),
@@ -492,3 +497,73 @@ class LogDestination(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class AmplifyingPlist(unittest.TestCase):
+    """Issue 17: a binary plist whose arrays share each other's objects made
+    libplist build a fresh copy per reference (a 4 KB request cost the shim
+    96 MB; the largest one the header allows would need tens of GB). The
+    shim refuses it before libplist or usbmuxd sees it, on both upstreams."""
+
+    @classmethod
+    def setUpClass(cls):
+        # -v x3: usbmuxd logs "command len N" for every request it reads.
+        cls.mux = harness.PrivateUsbmuxd(verbose=4).start()
+        cls.helper = Helper("unix:" + cls.mux.socket).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        harness.cleanup_all()
+
+    def stats(self, shim):
+        out = subprocess.run([harness.shim_binary(), "stats", "--json", "--listen", shim.listen],
+                             capture_output=True, text=True, timeout=20)
+        return json.loads(out.stdout)
+
+    def test_largest_amplifying_request_is_refused(self):
+        body = bplist.amplifying_request(bplist.USBMUXD_MSG_MAX - 16)
+        msg = bplist.usbmuxd_message(body, tag=7)
+        self.assertEqual(len(msg), bplist.USBMUXD_MSG_MAX)
+        d = harness.tempdir("amplify")
+        for kind, upstream in (("unix", self.mux.socket), ("tunnel", self.helper.tunnel)):
+            with self.subTest(kind):
+                shim = harness.Shim(os.path.join(d, kind + ".sock"), upstream,
+                                    log_level="info").start()
+                try:
+                    self.check(shim, msg)
+                finally:
+                    shim.stop()
+
+    def check(self, shim, msg):
+        # A ListDevices first: the shim is warm, and usbmuxd's log shows
+        # that it does log each request it reads (or the check below says
+        # nothing).
+        list_devices(shim.listen)
+        harness.wait_for(lambda: "command len" in self.mux.log_text(), 10,
+                         what="usbmuxd logging requests")
+        peak0 = harness.proc_peak_rss_kib(shim.pid)
+        before = self.stats(shim)
+        attacker = socket.socket(socket.AF_UNIX)
+        attacker.connect(shim.listen)
+        attacker.sendall(msg)
+        # Another client meanwhile is served (30 s: a generous bound for a
+        # loaded machine or valgrind, not a speed claim).
+        reply = list_devices(shim.listen, timeout=30)
+        self.assertIn("DeviceList", reply)
+        waited = closed_within(attacker, 30)
+        attacker.close()
+        # One 64 KiB body held and checked: far below a megabyte of peak
+        # RSS, where the old code needed 96 MB for 4 KB (tens of GB here).
+        harness.assert_rss_bound(self, harness.proc_peak_rss_kib(shim.pid) - peak0, 8 * 1024,
+                                 "peak RSS growth from the amplifying request")
+        self.assertIsNotNone(waited, "the client that sent the amplifying request was not closed")
+        harness.wait_for(lambda: "request refused before it reached usbmuxd" in shim.stderr_text(),
+                         10, what="refusal log line")
+        after = self.stats(shim)
+        self.assertEqual(after["requests_refused"], before.get("requests_refused", 0) + 1)
+        self.assertTrue(shim.alive())
+        # usbmuxd never read it (it would log "command len 65536") and
+        # still answers.
+        self.assertNotIn("command len %d" % len(msg), self.mux.log_text())
+        self.assertTrue(self.mux.alive())
+        self.assertIn("DeviceList", list_devices(self.mux.socket))

@@ -400,9 +400,8 @@ class AuthAndExposure(unittest.TestCase):
     def setUp(self):
         self.d = harness.tempdir("tunnel-auth")
         self.mux = harness.PrivateUsbmuxd().start()
-        for name, text in (("a", "correct horse battery staple\n"), ("b", "another secret\n")):
-            with open(os.path.join(self.d, name), "w") as f:
-                f.write(text)
+        for name in ("a", "b"):
+            harness.write_token(os.path.join(self.d, name))
 
     def test_matching_tokens(self):
         h = Helper("unix:" + self.mux.socket, "--token-file", os.path.join(self.d, "a")).start()
@@ -433,7 +432,8 @@ class AuthAndExposure(unittest.TestCase):
 
     def test_token_never_on_the_wire(self):
         """Capture the shim's side of the handshake: the token is not in it."""
-        secret = b"correct horse battery staple"
+        with open(os.path.join(self.d, "a"), "rb") as f:
+            secret = f.read().strip()
         lst = socket.socket()
         lst.bind(("127.0.0.1", 0))
         lst.listen(1)

@@ -6,7 +6,8 @@
 
 The same checks as for the Linux helper with a TCP upstream (the only kind
 the Windows build has; wine has no AF_UNIX either): real libusbmuxd clients,
-byte-exact device transfers, 200 concurrent streams, a helper restart, the
+byte-exact device transfers, 200 concurrent streams, a helper restart, a
+token made by the .exe (--gen-token) and the authenticated tunnel, the
 service mode under wine's Service Control Manager, and the port-exhaustion
 run in a 200-port network namespace.
 
@@ -213,6 +214,44 @@ class RealUsbmuxd(unittest.TestCase):
         self.assertEqual(tun, 0)
         self.assertIn("tunnel #1: up", self.helper.stderr_text())
         self.assertNotIn("tunnel #2", self.helper.stderr_text())  # one tunnel, many sessions
+
+
+class Tokens(unittest.TestCase):
+    """The .exe makes a token (BCryptGenRandom) that both it and the Linux
+    shim accept, refuses a short one, authenticates a shim (proving only
+    after the shim has), and says GOAWAY to its shims when stopped."""
+
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def test_gen_token_auth_and_goaway(self):
+        d = harness.tempdir("wine-token")
+        fake = harness.FakeDev(os.path.join(d, "fake.sock")).start()
+        port = tcp_front(fake.socket, "fakedev-tcp")
+        token = os.path.join(d, "token")
+        rc, out, err = wine_run(EXE, "--gen-token", win_path(token))
+        self.assertEqual(rc, 0, err)
+        with open(token) as f:
+            self.assertRegex(f.read(), r"^[0-9a-f]{64}\n$")
+        rc, out, err = wine_run(EXE, "--gen-token", win_path(token))
+        self.assertEqual(rc, 1, "an existing token file must not be overwritten")
+        short = os.path.join(d, "short")
+        with open(short, "w") as f:
+            f.write("s3cret\n")
+        rc, out, err = wine_run(EXE, "--token-file", win_path(short))
+        self.assertEqual(rc, 2, err)
+        self.assertIn("--gen-token", err)
+        helper = WineHelper("tcp:127.0.0.1:%d" % port, "--token-file", win_path(token),
+                            log_level="info").start()
+        path = os.path.join(d, "shim.sock")
+        shim = harness.Shim(path, helper.tunnel, "--token-file", token, "--tunnel-wait", 30000,
+                            log_level="info").start()
+        self.assertIn("DeviceList", usbmuxd_request(path, {"MessageType": "ListDevices"},
+                                                    timeout=60))
+        self.assertEqual(helper.stop(), 0)
+        harness.wait_for(lambda: "closed by the helper" in shim.stderr_text(), 30,
+                         what="the shim's log of the helper's GOAWAY")
+        self.assertNotIn("lost (", shim.stderr_text())
 
 
 class Faults(unittest.TestCase):

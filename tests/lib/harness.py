@@ -274,6 +274,16 @@ class TempDir:
 # Small utilities
 # --------------------------------------------------------------------------
 
+def write_token(path, mode=0o600):
+    """A fresh random tunnel token (64 hex digits: 256 bits, as
+    `--gen-token` writes) in path; returns path. The daemons refuse tokens
+    under 128 bits."""
+    with open(path, "w") as f:
+        f.write(os.urandom(32).hex() + "\n")
+    os.chmod(path, mode)
+    return path
+
+
 def wait_for(pred, timeout, interval=0.02, what="condition"):
     """Poll pred() until it returns a true value (returned) or raise
     HarnessError after max(timeout, WAIT_MIN_S) seconds."""
@@ -444,6 +454,16 @@ def proc_rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
             if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def proc_peak_rss_kib(pid):
+    """VmHWM: the most RSS pid ever had, so that a transient blow-up that
+    was freed again still shows."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     return 0
 

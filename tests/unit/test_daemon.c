@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char dir[] = "/tmp/muxshim-unit.XXXXXX";
@@ -80,6 +81,78 @@ static void long_files_refused_not_cut(void)
 	CU_ASSERT_EQUAL(read_token(text, sizeof(text), tok, &len), -EINVAL);
 }
 
+static const char *weak(const char *t)
+{
+	return daemon_token_weakness((const uint8_t *)t, strlen(t));
+}
+
+/* Tokens of any length were accepted ("s3cret"): one short enough to guess
+ * offline from a single recorded proof. */
+static void token_needs_128_bits(void)
+{
+	/* Hex: 4 bits a digit, 32 needed. */
+	CU_ASSERT_PTR_NULL(weak("213a48970376677a14c03e52e199c3e0"));
+	CU_ASSERT_PTR_NOT_NULL(weak("213a48970376677a14c03e52e199c3e"));
+	/* Decimal digits: 39 needed. */
+	CU_ASSERT_PTR_NULL(weak("814723905612837465019283746501928374651"));
+	CU_ASSERT_PTR_NOT_NULL(weak("81472390561283746501928374650192837465"));
+	/* Base64 (padding does not count) and other text: 22 needed. */
+	CU_ASSERT_PTR_NULL(weak("q3Zx9L+aP0v/Wm2TbK7cYd"));
+	CU_ASSERT_PTR_NOT_NULL(weak("q3Zx9L+aP0v/Wm2TbK7cY=="));
+	CU_ASSERT_PTR_NULL(weak("Ijx6n8Zq1mC3rWb0pK9sTe4vYh2uGd7aLf5oN1xQ8kE=")); /* 32 bytes, base64 */
+	CU_ASSERT_PTR_NOT_NULL(weak("correct horse battery"));
+	CU_ASSERT_PTR_NULL(weak("correct horse battery staple"));
+	CU_ASSERT_PTR_NOT_NULL(weak("s3cret"));
+	/* Binary: 16 bytes. */
+	uint8_t bin[16];
+	for (size_t i = 0; i < sizeof(bin); i++)
+		bin[i] = (uint8_t)(i * 37 + 129);
+	CU_ASSERT_PTR_NULL(daemon_token_weakness(bin, 16));
+	CU_ASSERT_PTR_NOT_NULL(daemon_token_weakness(bin, 15));
+}
+
+static void token_patterns_refused(void)
+{
+	CU_ASSERT_PTR_NOT_NULL(weak("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
+	CU_ASSERT_PTR_NOT_NULL(weak("abababababababababababababababababababab"));
+	CU_ASSERT_PTR_NOT_NULL(weak("0123456789abcdef0123456789abcdef")); /* a repeated piece */
+	CU_ASSERT_PTR_NOT_NULL(weak("0123456789abcdef0123456789abcdef0123")); /* and a partial one */
+	CU_ASSERT_PTR_NOT_NULL(weak("1111111111222222222233333333334444444444"));
+	uint8_t zeros[64] = { 0 };
+	CU_ASSERT_PTR_NOT_NULL(daemon_token_weakness(zeros, sizeof(zeros)));
+}
+
+/* --gen-token: a new 0600 file holding a token the rule accepts; never
+ * over an existing file. */
+static void token_generated(void)
+{
+	char path[80];
+	snprintf(path, sizeof(path), "%s/generated", dir);
+	unlink(path);
+	CU_ASSERT_EQUAL_FATAL(daemon_gen_token("unit", path), 0);
+	struct stat st;
+	CU_ASSERT_EQUAL_FATAL(stat(path, &st), 0);
+	CU_ASSERT_EQUAL(st.st_mode & 0777, 0600);
+	uint8_t tok[256];
+	size_t len = 0;
+	char err[512];
+	CU_ASSERT_EQUAL(daemon_load_token("unit", path, tok, sizeof(tok), &len, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(len, 64);
+	uint8_t first[64];
+	memcpy(first, tok, sizeof(first));
+	CU_ASSERT_NOT_EQUAL(daemon_gen_token("unit", path), 0); /* exists: not overwritten */
+	CU_ASSERT_EQUAL(daemon_load_token("unit", path, tok, sizeof(tok), &len, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(memcmp(tok, first, sizeof(first)), 0);
+	unlink(path);
+	CU_ASSERT_EQUAL(daemon_gen_token("unit", path), 0);
+	CU_ASSERT_EQUAL(daemon_load_token("unit", path, tok, sizeof(tok), &len, err, sizeof(err)), 0);
+	CU_ASSERT_NOT_EQUAL(memcmp(tok, first, sizeof(first)), 0); /* fresh each time */
+	unlink(path);
+	CU_ASSERT_EQUAL(daemon_load_token("unit", put("s3cret\n", 7), tok, sizeof(tok), &len, err,
+					  sizeof(err)), -EINVAL);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "--gen-token"));
+}
+
 static int setup(void)
 {
 	return mkdtemp(dir) ? 0 : -1;
@@ -99,6 +172,9 @@ int unit_daemon(void)
 		{ "token: text and line ends", token_text_and_line_ends },
 		{ "token: binary, NULs included (was cut at the first NUL)", binary_token_used_whole },
 		{ "token: longer files refused, not cut", long_files_refused_not_cut },
+		{ "token: at least 128 bits by its alphabet (any length was taken)", token_needs_128_bits },
+		{ "token: repeated characters and pieces refused", token_patterns_refused },
+		{ "token: --gen-token writes a new 0600 file, never over one", token_generated },
 		{ NULL, NULL },
 	};
 	CU_pSuite s = CU_add_suite("daemon", setup, teardown);

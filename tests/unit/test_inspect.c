@@ -1,7 +1,10 @@
 #include "inspect.h"
 #include "unit.h"
 
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static struct insp_event evs[16];
@@ -144,30 +147,128 @@ static void binary_version_zero(void)
 	insp_free(&in);
 }
 
+/* A length usbmuxd would refuse closes the client; a plist libplist cannot
+ * read is only counted (usbmuxd ignores it and stays in command mode). */
 static void bad_input_is_an_event_not_a_crash(void)
 {
-	uint8_t buf[64];
+	uint8_t buf[256];
 	struct inspector in;
 	nev = 0;
 	insp_init(&in, record, NULL);
-	insp_client_bytes(&in, (const uint8_t *)"GET / HTTP/1.1\r\n\r\n", 18);
+	CU_ASSERT_EQUAL(insp_client_bytes(&in, (const uint8_t *)"GET / HTTP/1.1\r\n\r\n", 18),
+			-EBADMSG);
 	CU_ASSERT_EQUAL(nev, 1);
-	CU_ASSERT_EQUAL(evs[0].kind, INSP_EV_PARSE_ERROR);
-	CU_ASSERT_TRUE(insp_done(&in));
+	CU_ASSERT_EQUAL(evs[0].kind, INSP_EV_REFUSED);
+	CU_ASSERT_FALSE(insp_done(&in));
+	CU_ASSERT_EQUAL(insp_client_room(&in), 0);
+	CU_ASSERT_EQUAL(insp_client_bytes(&in, buf, 1), -EBADMSG);
 	insp_free(&in);
 
 	nev = 0;
 	insp_init(&in, record, NULL);
-	insp_client_bytes(&in, buf, msg(buf, 1, 8, 1, "not a plist", 11));
+	CU_ASSERT_EQUAL(insp_client_bytes(&in, buf, msg(buf, 1, 8, 1, "not a plist", 11)), 0);
 	CU_ASSERT_EQUAL(evs[0].kind, INSP_EV_PARSE_ERROR);
+	CU_ASSERT_FALSE(insp_done(&in)); /* still framing: the next request is seen */
+	CU_ASSERT_EQUAL(insp_client_bytes(&in, buf, plist_req(buf, 2, "ListDevices", -1)), 0);
+	CU_ASSERT_EQUAL(nev, 2);
+	CU_ASSERT_EQUAL(evs[1].type, INSP_LIST_DEVICES);
 	insp_free(&in);
 
 	nev = 0;
 	insp_init(&in, record, NULL);
 	uint8_t huge[16] = { 0xff, 0xff, 0x01, 0x00, 1, 0, 0, 0, 8, 0, 0, 0, 1, 0, 0, 0 };
-	insp_client_bytes(&in, huge, 16); /* 0x1ffff > 64 KiB: refused before any allocation */
-	CU_ASSERT_EQUAL(evs[0].kind, INSP_EV_PARSE_ERROR);
+	/* 0x1ffff > 64 KiB: refused before any allocation */
+	CU_ASSERT_EQUAL(insp_client_bytes(&in, huge, 16), -EBADMSG);
+	CU_ASSERT_EQUAL(evs[0].kind, INSP_EV_REFUSED);
 	insp_free(&in);
+}
+
+/* The gate: reads stop at each request's header and body end, and not at
+ * all while a Connect result is awaited. */
+static void gate_room(void)
+{
+	uint8_t req[1024], rep[1024];
+	struct inspector in;
+	nev = 0;
+	insp_init(&in, record, NULL);
+	size_t n = plist_req(req, 4, "Connect", 62078);
+	CU_ASSERT_EQUAL(insp_client_room(&in), 16);
+	CU_ASSERT_EQUAL(insp_client_bytes(&in, req, 10), 0);
+	CU_ASSERT_EQUAL(insp_client_room(&in), 6);
+	CU_ASSERT_EQUAL(insp_client_bytes(&in, req + 10, 6), 0);
+	CU_ASSERT_EQUAL(insp_client_room(&in), n - 16);
+	CU_ASSERT_EQUAL(insp_client_bytes(&in, req + 16, n - 16), 0);
+	CU_ASSERT_EQUAL(insp_client_room(&in), 0); /* awaiting the result */
+	insp_upstream_bytes(&in, rep, plist_result(rep, 4, 3));
+	CU_ASSERT_EQUAL(insp_client_room(&in), 16); /* refused: command mode again */
+	CU_ASSERT_EQUAL(insp_client_bytes(&in, req, plist_req(req, 5, "Connect", 62078)), 0);
+	insp_upstream_bytes(&in, rep, plist_result(rep, 5, 0));
+	CU_ASSERT_EQUAL(insp_client_room(&in), SIZE_MAX); /* a raw pipe now */
+	insp_free(&in);
+}
+
+/* The issue-17 attack through the inspector: refused when its last byte
+ * arrives, never handed to libplist. */
+static void amplifying_request_refused(void)
+{
+	/* {"ListDevices": A}, A = [B] x k, B = [true] x k (one-byte refs) */
+	size_t k = 2000, blen = 8 + 1 + 2 * (6 + k) + 12 + 3 + 5 * 4 + 32;
+	uint8_t *m = malloc(16 + blen), *b = m + 16, *p = b;
+	uint32_t off[5];
+	memcpy(p, "bplist00", 8);
+	p += 8;
+	off[0] = (uint32_t)(p - b);
+	*p++ = 0x09;
+	for (unsigned a = 1; a <= 2; a++) {
+		off[a] = (uint32_t)(p - b);
+		*p++ = 0xaf;
+		*p++ = 0x12;
+		*p++ = 0;
+		*p++ = 0;
+		*p++ = (uint8_t)(k >> 8);
+		*p++ = (uint8_t)k;
+		memset(p, a - 1, k);
+		p += k;
+	}
+	off[3] = (uint32_t)(p - b);
+	*p++ = 0x5b;
+	memcpy(p, "ListDevices", 11);
+	p += 11;
+	off[4] = (uint32_t)(p - b);
+	*p++ = 0xd1;
+	*p++ = 3;
+	*p++ = 2;
+	size_t table = (size_t)(p - b);
+	for (unsigned i = 0; i < 5; i++, p += 4) {
+		p[0] = 0;
+		p[1] = 0;
+		p[2] = (uint8_t)(off[i] >> 8);
+		p[3] = (uint8_t)off[i];
+	}
+	memset(p, 0, 32);
+	p[6] = 4;
+	p[7] = 1;
+	p[15] = 5;
+	p[23] = 4;
+	p[30] = (uint8_t)(table >> 8);
+	p[31] = (uint8_t)table;
+	p += 32;
+	CU_ASSERT_EQUAL((size_t)(p - b), blen);
+	msg(m, 1, 8, 7, NULL, 0);
+	m[0] = (uint8_t)(16 + blen);
+	m[1] = (uint8_t)((16 + blen) >> 8);
+	struct inspector in;
+	nev = 0;
+	insp_init(&in, record, NULL);
+	CU_ASSERT_EQUAL(insp_client_bytes(&in, m, 16 + blen - 1), 0); /* all but the last byte */
+	CU_ASSERT_EQUAL(insp_client_room(&in), 1);
+	CU_ASSERT_EQUAL(nev, 0);
+	CU_ASSERT_EQUAL(insp_client_bytes(&in, m + 16 + blen - 1, 1), -EBADMSG);
+	CU_ASSERT_EQUAL(nev, 1);
+	CU_ASSERT_EQUAL(evs[0].kind, INSP_EV_REFUSED);
+	CU_ASSERT_PTR_NOT_NULL(in.refused);
+	insp_free(&in);
+	free(m);
 }
 
 static void unknown_and_plain_types(void)
@@ -175,15 +276,16 @@ static void unknown_and_plain_types(void)
 	uint8_t buf[1024];
 	enum insp_type t;
 	uint16_t port;
+	const char *why = NULL;
 	size_t n = plist_req(buf, 1, "SomethingNew", -1);
-	CU_ASSERT_EQUAL(insp_parse_plist_request(buf + 16, n - 16, &t, &port), 0);
+	CU_ASSERT_EQUAL(insp_parse_plist_request(buf + 16, n - 16, &t, &port, &why), 0);
 	CU_ASSERT_EQUAL(t, INSP_OTHER);
 	n = plist_req(buf, 1, "SavePairRecord", -1);
-	CU_ASSERT_EQUAL(insp_parse_plist_request(buf + 16, n - 16, &t, &port), 0);
+	CU_ASSERT_EQUAL(insp_parse_plist_request(buf + 16, n - 16, &t, &port, &why), 0);
 	CU_ASSERT_EQUAL(t, INSP_SAVE_PAIR_RECORD);
 	CU_ASSERT_STRING_EQUAL(insp_type_name(INSP_LIST_DEVICES), "ListDevices");
 	CU_ASSERT_STRING_EQUAL(insp_type_name(INSP_OTHER), "Other");
-	CU_ASSERT_EQUAL(insp_parse_plist_request(buf, 0, &t, &port), -1);
+	CU_ASSERT_EQUAL(insp_parse_plist_request(buf, 0, &t, &port, &why), -EINVAL);
 }
 
 /* Found by fuzz_inspect: a MessageType string with an embedded NUL made
@@ -202,8 +304,9 @@ static void nul_in_message_type(void)
 		0, 0, 0, 0, 0, 0, 0, 0x1b };
 	enum insp_type t = INSP_NTYPES;
 	uint16_t port;
-	insp_parse_plist_request((const uint8_t *)body, sizeof(body) - 1, &t, &port);
-	CU_ASSERT_EQUAL(insp_parse_plist_request(bplist, sizeof(bplist), &t, &port), 0);
+	const char *why = NULL;
+	insp_parse_plist_request((const uint8_t *)body, sizeof(body) - 1, &t, &port, &why);
+	CU_ASSERT_EQUAL(insp_parse_plist_request(bplist, sizeof(bplist), &t, &port, &why), 0);
 	CU_ASSERT_EQUAL(t, INSP_OTHER);
 	FILE *f = fopen("tests/fuzz/regress/inspect/nul-in-messagetype", "rb");
 	CU_ASSERT_PTR_NOT_NULL_FATAL(f);
@@ -245,6 +348,8 @@ int unit_inspect(void)
 		{ "binary version 0", binary_version_zero },
 		{ "bad input is an event, not a crash", bad_input_is_an_event_not_a_crash },
 		{ "unknown and plain types", unknown_and_plain_types },
+		{ "the gate: room per request, none while a Connect is decided", gate_room },
+		{ "an amplifying request is refused at its last byte", amplifying_request_refused },
 		{ "NUL inside MessageType (fuzzer find)", nul_in_message_type },
 		{ "reply begun before the Connect (fuzzer find)", reply_begun_before_connect },
 		{ NULL, NULL },

@@ -110,6 +110,36 @@ static void undrained_pipe_does_not_block(void)
 	close(p[1]);
 }
 
+static void sanitize_is(const char *in, size_t n, const char *want)
+{
+	char out[128];
+	size_t len = log_sanitize(out, sizeof(out), in, n);
+	CU_ASSERT_STRING_EQUAL(out, want);
+	CU_ASSERT_EQUAL(len, strlen(want));
+}
+
+/* Untrusted names: controls and bytes that are not valid UTF-8 become \xNN;
+ * valid UTF-8 (other than the C1 controls) passes unchanged; a character
+ * that does not fit whole is not cut. */
+static void sanitize_untrusted_text(void)
+{
+	sanitize_is("\x1b[31mEVIL\"", 10, "\\x1b[31mEVIL\"");
+	sanitize_is("a\nb\rc\td\x7f", 8, "a\\x0ab\\x0dc\\x09d\\x7f");
+	sanitize_is("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+	sanitize_is("\xc2\x9b" "1m", 4, "\\xc2\\x9b1m");          /* C1 CSI, UTF-8 encoded */
+	sanitize_is("\xff\xfe", 2, "\\xff\\xfe");
+	sanitize_is("\xc0\xaf", 2, "\\xc0\\xaf");                  /* overlong '/' */
+	sanitize_is("\xed\xa0\x80", 3, "\\xed\\xa0\\x80");         /* a surrogate */
+	sanitize_is("\xf4\x90\x80\x80", 4, "\\xf4\\x90\\x80\\x80"); /* beyond U+10FFFF */
+	sanitize_is("ab\xe2\x82", 4, "ab\\xe2\\x82");              /* cut short */
+	sanitize_is("a\0b", 3, "a\\x00b");
+	char out[6];
+	CU_ASSERT_EQUAL(log_sanitize(out, sizeof(out), "ab\x1b", 3), 2); /* \x1b does not fit */
+	CU_ASSERT_STRING_EQUAL(out, "ab");
+	CU_ASSERT_EQUAL(log_sanitize(out, 5, "abc\xc3\xa9", 5), 3); /* nor does half of U+00E9 */
+	CU_ASSERT_STRING_EQUAL(out, "abc");
+}
+
 int unit_log(void)
 {
 	static const struct unit_test t[] = {
@@ -118,6 +148,7 @@ int unit_log(void)
 		{ "level names", level_names },
 		{ "full disk, lost lines reported", full_disk_and_lost_lines },
 		{ "an undrained pipe does not block", undrained_pipe_does_not_block },
+		{ "untrusted text is escaped", sanitize_untrusted_text },
 		{ NULL, NULL },
 	};
 	return unit_add_suite("log", t);

@@ -2,6 +2,7 @@
 #include "unit.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define WIN 4096u
@@ -294,6 +295,113 @@ static void table_survives_churn(void)
 	tun_mux_free(&s);
 }
 
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Odd ids that all fell into slot 0 of the largest table under the unkeyed
+ * hash the table once used, ((id * 2654435761) >> 7) & (2^17 - 1): what a
+ * hostile shim would send. Ascending, as OPENs must be. */
+static uint32_t adversarial_ids(uint32_t *ids, uint32_t n)
+{
+	uint32_t inv = 2654435761u;
+	for (int i = 0; i < 5; i++)
+		inv *= 2u - 2654435761u * inv; /* inverse mod 2^32 */
+	uint32_t k = 0;
+	for (uint32_t hi = 0; hi < 256 && k < n; hi++)
+		for (uint32_t lo = 1; lo < 128 && k < n; lo += 2)
+			ids[k++] = (hi << 24 | lo) * inv;
+	qsort(ids, k, sizeof(*ids), cmp_u32);
+	return k;
+}
+
+static void open_ids(struct tun_mux *h, struct tun_stream *st, const uint32_t *ids, uint32_t n)
+{
+	struct tun_event ev;
+	for (uint32_t i = 0; i < n; i++) {
+		CU_ASSERT_EQUAL_FATAL(feed(h, frame(TUN_OPEN, 0, ids[i], NULL, 0), &ev), 0);
+		CU_ASSERT_EQUAL_FATAL(ev.kind, TE_OPEN);
+		tun_mux_accept(h, &st[i], &ev, NULL);
+	}
+}
+
+static uint32_t max_probes(const struct tun_mux *h, const uint32_t *ids, uint32_t n)
+{
+	uint32_t worst = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t p = tun_mux_probes(h, ids[i]);
+		worst = p > worst ? p : worst;
+	}
+	return worst;
+}
+
+/* Ids chosen to collide under a fixed hash: with the keyed table every
+ * lookup stays a few probes (unkeyed, the worst one walked all 16,384). The
+ * bound, 40, is far above what 16,384 random keys in 131,072 slots produce
+ * (a run that long has a probability below 2^-40) and far below a pile-up. */
+static void table_adversarial_ids(void)
+{
+	static const uint8_t key[16] = "muxshim unit key";
+	tun_mux_set_key(key);
+	enum { N = 16384 };
+	static uint32_t ids[N];
+	static struct tun_stream st[N];
+	CU_ASSERT_EQUAL_FATAL(adversarial_ids(ids, N), N);
+	struct tun_mux h, s;
+	pair(&h, &s, TUN_STREAMS_MAX);
+	open_ids(&h, st, ids, N);
+	CU_ASSERT_EQUAL(tun_mux_count(&h), N);
+	CU_ASSERT(max_probes(&h, ids, N) <= 40);
+	for (uint32_t i = 0; i < N; i++)
+		CU_ASSERT_PTR_EQUAL(tun_mux_find(&h, ids[i]), &st[i]);
+	/* Remove every third, in the order a peer would pick: the rest is
+	 * still found, the removed are gone, runs stay short. */
+	for (uint32_t i = 0; i < N; i += 3)
+		tun_mux_remove(&h, &st[i]);
+	for (uint32_t i = 0; i < N; i++) {
+		struct tun_stream *want = i % 3 == 0 ? NULL : &st[i];
+		CU_ASSERT_PTR_EQUAL(tun_mux_find(&h, ids[i]), want);
+	}
+	CU_ASSERT_EQUAL(tun_mux_count(&h), N - (N + 2) / 3);
+	CU_ASSERT(max_probes(&h, ids, N) <= 40);
+	tun_mux_free(&h);
+	tun_mux_free(&s);
+}
+
+/* A full table of colliding ids: the next OPEN is refused, a removal makes
+ * room for exactly one more, and every live id is still found. */
+static void table_full(void)
+{
+	enum { N = 64 };
+	uint32_t ids[N + 2];
+	static struct tun_stream st[N + 2];
+	struct tun_event ev;
+	CU_ASSERT_EQUAL_FATAL(adversarial_ids(ids, N + 2), N + 2);
+	struct tun_mux h, s;
+	pair(&h, &s, N);
+	open_ids(&h, st, ids, N);
+	CU_ASSERT_EQUAL(feed(&h, frame(TUN_OPEN, 0, ids[N], NULL, 0), &ev), 0);
+	CU_ASSERT_EQUAL(ev.kind, TE_REFUSE);
+	tun_mux_remove(&h, &st[N / 2]);
+	CU_ASSERT_PTR_NULL(tun_mux_find(&h, ids[N / 2]));
+	CU_ASSERT_EQUAL(feed(&h, frame(TUN_OPEN, 0, ids[N + 1], NULL, 0), &ev), 0);
+	CU_ASSERT_EQUAL_FATAL(ev.kind, TE_OPEN);
+	tun_mux_accept(&h, &st[N + 1], &ev, NULL);
+	CU_ASSERT_EQUAL(tun_mux_count(&h), N);
+	for (uint32_t i = 0; i < N + 2; i++) {
+		struct tun_stream *want = i == N / 2 || i == N ? NULL : &st[i];
+		CU_ASSERT_PTR_EQUAL(tun_mux_find(&h, ids[i]), want);
+	}
+	for (uint32_t i = 0; i < N + 2; i++)
+		if (i != N / 2 && i != N)
+			tun_mux_remove(&h, &st[i]);
+	CU_ASSERT_EQUAL(tun_mux_count(&h), 0);
+	tun_mux_free(&h);
+	tun_mux_free(&s);
+}
+
 int unit_mux(void)
 {
 	static const struct unit_test t[] = {
@@ -307,6 +415,8 @@ int unit_mux(void)
 		{ "frames for never-opened ids", never_opened_ids },
 		{ "ping, pong, goaway, auth, unknown", connection_frames },
 		{ "stream table survives churn", table_survives_churn },
+		{ "stream table: adversarial ids stay cheap", table_adversarial_ids },
+		{ "stream table: full, refused, room again", table_full },
 		{ NULL, NULL },
 	};
 	return unit_add_suite("tunnel mux", t);

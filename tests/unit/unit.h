@@ -15,6 +15,8 @@ int unit_inspect(void);
 int unit_run_args(void);
 int unit_auth(void);
 int unit_daemon(void);
+int unit_authlimit(void);
+int unit_plist_guard(void);
 int unit_proto(void);
 int unit_devtable(void);
 int unit_router(void);
