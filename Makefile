@@ -59,12 +59,12 @@ PLIST_LIBS  = $(shell pkg-config --cflags --libs libplist-2.0 2>/dev/null)
 MUXD_LIBS   = $(shell pkg-config --cflags --libs libusbmuxd-2.0 libplist-2.0 2>/dev/null)
 TOOLS      := fakedev devsvc muxconn lmclient leaky tcprelay
 
-DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev usbmuxd libusbmuxd-dev \
+DEB_PKGS := nodejs build-essential pkg-config clang libclang-rt-14-dev usbmuxd libusbmuxd-dev \
             libusbmuxd-tools libimobiledevice-utils libplist-dev libplist-utils \
             libseccomp-dev libcunit1-dev socat iproute2 procps util-linux python3 valgrind \
             gcc-mingw-w64-x86-64 wine64 wine docker.io debootstrap docker-compose
 
-.PHONY: all deps tools unit integration integration-asan integration-valgrind integration-windows \
+.PHONY: all deps tools clients unit integration integration-asan integration-valgrind integration-windows \
         integration-broker \
         integration-docker \
         windows fuzz-smoke fuzz \
@@ -128,6 +128,14 @@ $(B)/tests/%: tests/tools/%.c $(wildcard tests/tools/*.h) Makefile
 	$(CC) $(CSTD) $(WARN) -O2 -g -pthread $< -o $@ $(MUXD_LIBS)
 
 tools: $(addprefix $(B)/tests/,$(TOOLS))
+
+# Real clients from the npm registry (tests/clients/node/package-lock.json):
+# Appium's usbmuxd client, driven by test_broker.py.
+NODE_CLIENTS := tests/clients/node/node_modules/.package-lock.json
+$(NODE_CLIENTS): tests/clients/node/package.json tests/clients/node/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing (it comes with Node.js on these machines)"; exit 1; }
+	cd tests/clients/node && npm ci --no-audit --no-fund --loglevel=error
+clients: $(NODE_CLIENTS)
 
 $(B)/tests/unit: $(UNIT_SRC) $(wildcard tests/unit/*.h) $(COMMON_HDR) $(SHIM_HDR) $(RUN_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)/tests
@@ -199,7 +207,7 @@ fuzz-smoke: $(addprefix $(B)/fuzz/fuzz_,$(FUZZERS))
 fuzz:
 	$(MAKE) fuzz-smoke FUZZ_SECONDS=600 FUZZ_MEM_MB=2048
 
-integration: all tools
+integration: all tools clients
 	python3 -m unittest discover -s tests/integration -t . -v
 
 # The daemon-facing suites again with the ASan+UBSan builds of both daemons.
@@ -209,7 +217,7 @@ ASAN_SUITES := tests.integration.test_shim tests.integration.test_tunnel tests.i
                tests.integration.test_stats tests.integration.test_hardening tests.integration.test_run \
                tests.integration.test_faults tests.integration.test_adversarial \
                tests.integration.test_broker
-integration-asan: $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/muxshim-run tools
+integration-asan: $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/muxshim-run tools clients
 	MUXSHIM_SANITIZED=1 MUXSHIM_BIN=$(CURDIR)/$(B)/asan/muxshim \
 	MUXSHIM_HOST_BIN=$(CURDIR)/$(B)/asan/muxshim-host \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
@@ -221,7 +229,7 @@ integration-asan: $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/muxshim-run tool
 # stopped it (tests/lib/harness.py, "valgrind"). MUXSHIM_VALGRIND_ARGS adds
 # daemon options for this run only.
 VALGRIND_SUITES := tests.integration.test_valgrind $(ASAN_SUITES)
-integration-valgrind: all tools
+integration-valgrind: all tools clients
 	MUXSHIM_VALGRIND=1 python3 -m unittest $(VALGRIND_SUITES)
 
 # The real-client suite again with every shim a broker (docs/BROKER.md);
@@ -240,7 +248,7 @@ integration-docker: all tools
 	MUXSHIM_DOCKER_SUITE=1 python3 -m unittest -v tests.integration.test_docker
 
 check: deps
-	$(MAKE) all tools $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/tests/unit $(B)/muxshim-host.exe
+	$(MAKE) all tools clients $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/tests/unit $(B)/muxshim-host.exe
 	$(MAKE) unit
 	$(MAKE) fuzz-smoke
 	$(MAKE) integration

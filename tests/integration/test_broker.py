@@ -56,6 +56,22 @@ def ask(path, obj, tag=1):
         return read_msg(s)[3]
 
 
+NODE_CLIENT = os.path.join(harness.ROOT, "tests", "clients", "node", "usbmux_client.js")
+
+
+def appium(path, *ops):
+    """Appium's usbmuxd client (npm: appium-ios-device) against path."""
+    if not os.path.isdir(os.path.join(os.path.dirname(NODE_CLIENT), "node_modules")):
+        raise AssertionError("the npm clients are not installed: run `make clients` "
+                             "(this test fails rather than skips without them)")
+    r = subprocess.run(["node", NODE_CLIENT, path] + [str(o) for o in ops], capture_output=True,
+                       text=True, timeout=120)
+    if r.returncode != 0:
+        raise AssertionError("usbmux_client.js %s: rc %d: %s" % (" ".join(map(str, ops)),
+                                                                  r.returncode, r.stderr))
+    return json.loads(r.stdout)
+
+
 def upstream_connections(fakedev):
     return fakedev.stderr_text().count(": open")
 
@@ -106,6 +122,13 @@ class RealUsbmuxd(unittest.TestCase):
             self.assertEqual(rc, 0, err)
             rc_d, out_d, _ = harness.run_client([lm, "all"], self.mux.socket)
             self.assertEqual(out, out_d)
+
+    def test_appium_client(self):
+        # Several requests on one connection (Appium's tags 0, 1, 2): two
+        # answered here, the pair record forwarded.
+        direct = appium(self.mux.socket, "list", "buid", "pair:no-such-device")
+        for path in (self.unix, self.tun):
+            self.assertEqual(appium(path, "list", "buid", "pair:no-such-device"), direct)
 
     def test_several_requests_on_one_connection(self):
         with session(self.unix) as s:
@@ -182,6 +205,9 @@ class WithDevices(unittest.TestCase):
         self.start_shim()
         r = harness.muxconn("--port", svc.port, "--echo", 65536, "--device", 2, socket=self.path)
         self.assertTrue(r.get("ok"), r)
+        got = appium(self.path, "list", "echo:3:%d" % svc.port)
+        self.assertEqual(got, appium(self.up, "list", "echo:3:%d" % svc.port))
+        self.assertEqual(got["echo"], "ok")
 
     def test_listen_sees_detached_then_attached_when_upstream_restarts(self):
         self.start_shim()

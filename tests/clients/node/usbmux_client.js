@@ -36,6 +36,7 @@ async function main() {
           });
           sock.on('error', reject);
           sock.on('end', () => resolve(Buffer.concat(chunks)));
+          sock.resume(); // unpiped from the decoder, the socket is paused
           sock.write(Buffer.concat([Buffer.from('ECHO\n'), payload]));
         });
         out.echo = got.equals(payload) ? 'ok' : `mismatch (${got.length} bytes)`;
