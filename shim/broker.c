@@ -22,10 +22,11 @@
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS   5000
 /* An upstream that accepts and never answers must not hold clients that
- * wait for the table: after this, the subscription is given up (and
- * retried) and they are answered from the empty table. Generous: usbmuxd
- * answers in milliseconds, a tunnel that is down gives up after
- * --tunnel-wait. */
+ * wait for the table: after this they are answered from the empty table.
+ * The subscription itself stays: it may yet answer, and giving it up would
+ * leave a relay session half-closed behind a silent upstream on every
+ * retry. Generous: usbmuxd answers in milliseconds, a tunnel that is down
+ * gives up after --tunnel-wait. */
 #define SYNC_TIMEOUT_MS  10000
 
 static void sub_start(struct shim *s);
@@ -37,7 +38,7 @@ bool broker_synced(const struct shim *s)
 
 bool broker_should_park(const struct shim *s)
 {
-	return s->broker.state == SUB_SYNCING;
+	return s->broker.state == SUB_SYNCING && !s->broker.settled_empty;
 }
 
 void broker_view(const struct shim *s, struct router_view *v, const char **buid, plist_t *ll)
@@ -164,6 +165,7 @@ static void sub_end(struct shim *s, const char *why)
 	buf_release(&b->in);
 	b->state = SUB_IDLE;
 	b->n->live = false;
+	b->settled_empty = true;
 	if (was_live) {
 		b->n->sub_losses++;
 		log_warn("broker: upstream subscription lost (%s); devices reported detached, "
@@ -197,6 +199,7 @@ static void on_list(struct shim *s, const struct umx_event *ev)
 	if (b->state != SUB_LIVE) {
 		b->state = SUB_LIVE;
 		b->n->live = true;
+		b->settled_empty = false;
 		loop_timer_cancel(s->loop, &b->sync);
 		b->backoff_ms = BACKOFF_FIRST_MS;
 		log_info("broker: subscribed to the upstream (%zu devices)", b->table.n);
@@ -204,17 +207,16 @@ static void on_list(struct shim *s, const struct umx_event *ev)
 	}
 }
 
-/* One message from the upstream; false ends the subscription. */
-static bool on_message(struct shim *s, const struct umx_hdr *h, const uint8_t *body, size_t len)
+/* One message from the upstream; a reason when it ends the subscription. */
+static const char *on_message(struct shim *s, const struct umx_hdr *h, const uint8_t *body,
+			      size_t len)
 {
 	struct broker *b = &s->broker;
 	struct umx_event ev;
 	int rc = umx_event_decode(h, body, len, &ev);
-	if (rc < 0) {
-		log_warn("broker: unreadable message from the upstream (%s)", strerror(-rc));
-		return false;
-	}
-	bool ok = true;
+	if (rc < 0)
+		return rc == -E2BIG ? "a message the plist guard refuses" : "an unreadable message";
+	const char *why = NULL;
 	switch (ev.kind) {
 	case UMX_EV_BUID:
 		snprintf(b->buid, sizeof(b->buid), "%s", ev.text);
@@ -224,9 +226,12 @@ static bool on_message(struct shim *s, const struct umx_hdr *h, const uint8_t *b
 		on_list(s, &ev);
 		break;
 	case UMX_EV_RESULT:
-		/* ReadBUID may fail (then it is forwarded); Listen may not. */
+		/* ReadBUID may fail (then it is forwarded); Listen and
+		 * ListDevices may not. */
 		if (ev.tag == SUB_TAG_LISTEN && ev.result != UMX_RESULT_OK)
-			ok = false;
+			why = "the upstream refused Listen";
+		else if (ev.tag == SUB_TAG_LIST)
+			why = "the upstream refused ListDevices";
 		break;
 	case UMX_EV_ATTACHED:
 		table_attach(s, &ev.dev);
@@ -244,7 +249,7 @@ static bool on_message(struct shim *s, const struct umx_hdr *h, const uint8_t *b
 		break;
 	}
 	umx_event_free(&ev);
-	return ok;
+	return why;
 }
 
 static void on_sub(struct loop_watch *w, unsigned events)
@@ -275,8 +280,9 @@ static void on_sub(struct loop_watch *w, unsigned events)
 			}
 			if (n < h.length)
 				break;
-			if (!on_message(s, &h, p + UMX_HDR_LEN, h.length - UMX_HDR_LEN)) {
-				sub_end(s, "the upstream refused Listen");
+			const char *why = on_message(s, &h, p + UMX_HDR_LEN, h.length - UMX_HDR_LEN);
+			if (why) {
+				sub_end(s, why);
 				return;
 			}
 			buf_consume(&b->in, h.length);
@@ -340,7 +346,11 @@ static void on_retry(struct loop_timer *t)
 
 static void on_sync_timeout(struct loop_timer *t)
 {
-	sub_end(t->ctx, "no device list within 10 s");
+	struct shim *s = t->ctx;
+	log_warn("broker: no device list from the upstream within 10 s; answering from the "
+		 "empty table until it comes");
+	s->broker.settled_empty = true;
+	unpark_all(s);
 }
 
 void broker_init(struct shim *s)

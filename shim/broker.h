@@ -54,7 +54,10 @@ struct broker {
 	struct loop_watch w;      /* our end of the subscription */
 	struct buf in;
 	struct loop_timer retry;
-	struct loop_timer sync;   /* a subscription that never answers ends */
+	struct loop_timer sync;   /* a subscription that does not answer in time */
+	bool settled_empty;       /* an attempt failed or timed out since the last
+				   * sync: clients are answered from the table
+				   * rather than held for the next attempt */
 	unsigned backoff_ms;
 	struct umx_table table;
 	char buid[UMX_SERIAL_MAX + 1];

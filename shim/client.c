@@ -49,10 +49,17 @@ void client_queue(struct client *c, const uint8_t *msg, size_t len)
 	}
 	/* A subscriber's queue is bounded by --event-queue; a command
 	 * client has one reply at a time, at most UMX_REPLY_MAX. */
-	bool over = c->state == CLIENT_LISTEN && buf_len(&c->out) + len > s->cfg.event_queue;
+	bool listener = c->state == CLIENT_LISTEN;
+	bool over = listener && buf_len(&c->out) + len > s->cfg.event_queue;
 	if (over || buf_append(&c->out, msg, len) < 0) {
 		struct broker *b = &s->broker;
 		unsigned suppressed;
+		if (!listener) {
+			log_warn("broker: client %llu: cannot queue a reply of %zu bytes",
+				 (unsigned long long)c->id, len);
+			client_close(c, "reply not queued");
+			return;
+		}
 		b->n->listeners_dropped++;
 		if (log_ratelimit_pass(&b->rl, loop_now(s->loop), &suppressed))
 			log_warn("broker: client %llu (pid %d, %s) does not read its events: "
@@ -132,6 +139,42 @@ static void hand_over(struct client *c, const uint8_t *pre, size_t n)
 		c->next->prev = c->prev;
 	c->next = b->dead;
 	b->dead = c;
+}
+
+/* A subscriber sent something. usbmuxd answers a command on a Listen
+ * connection with BADCOMMAND (its tag, the subscriber's version) and
+ * closes; EOF or an error just ends it. */
+static void listener_input(struct client *c)
+{
+	uint8_t hdr[UMX_HDR_LEN];
+	ssize_t r = plat_read(c->w.fd, hdr, sizeof(hdr));
+	if (r == -EAGAIN)
+		return;
+	if (r < (ssize_t)sizeof(hdr)) {
+		client_close(c, r == 0 ? NULL : "subscriber sent a partial header or failed");
+		return;
+	}
+	struct umx_hdr h;
+	umx_hdr_get(hdr, &h); /* any length: only the tag is answered */
+	/* Take in what else it sent, so that closing does not reset the
+	 * connection before the client has read the answer. */
+	for (size_t drained = 0; drained < UMX_MSG_MAX;) {
+		ssize_t d = plat_read(c->w.fd, c->shim->scratch, sizeof(c->shim->scratch));
+		if (d <= 0)
+			break;
+		drained += (size_t)d;
+	}
+	uint8_t *m;
+	size_t len;
+	if (umx_encode_result(c->listen_version, h.tag, UMX_RESULT_BADCOMMAND, &m, &len) == 0) {
+		c->shim->broker.n->listeners = --c->shim->broker.nlisteners;
+		c->state = CLIENT_COMMAND; /* no more events: this is its last message */
+		c->close_after = true;
+		client_queue(c, m, len);
+		free(m);
+	}
+	if (c->state != CLIENT_DEAD)
+		client_update(c);
 }
 
 /* Result 0, then an Attached for each device the client may see. */
@@ -311,8 +354,7 @@ static void on_client_io(struct loop_watch *w, unsigned events)
 	}
 	if ((events & (LOOP_IN | LOOP_ERR)) && (w->want & LOOP_IN)) {
 		if (c->state == CLIENT_LISTEN) {
-			/* usbmuxd ends a subscriber that sends anything. */
-			client_close(c, "subscriber sent data or closed");
+			listener_input(c);
 			return;
 		}
 		/* The inspector's gate (inspect.h) bounds reads as in a relay. */
@@ -353,6 +395,10 @@ static void client_update(struct client *c)
 {
 	if (c->state == CLIENT_DEAD)
 		return;
+	if (c->close_after && !buf_len(&c->out)) {
+		client_close(c, NULL); /* the last reply is out (BADVERSION, BADCOMMAND) */
+		return;
+	}
 	unsigned want = 0;
 	if (buf_len(&c->out))
 		want |= LOOP_OUT;
@@ -360,6 +406,16 @@ static void client_update(struct client *c)
 	    (c->state == CLIENT_COMMAND && !c->close_after && !buf_len(&c->out) && buf_space(&c->in) &&
 	     stats_client_room(&c->shim->stats, &c->stats)))
 		want |= LOOP_IN;
+	if (!want && c->state == CLIENT_COMMAND) {
+		/* Nothing to write and not readable: only the inspector's gate
+		 * can say so (a Connect result it still awaits), and in the
+		 * broker every Connect is answered or handed over. Never wait
+		 * for nothing. */
+		log_warn("broker: client %llu: nothing left to wait for; closed",
+			 (unsigned long long)c->id);
+		client_close(c, "stalled");
+		return;
+	}
 	int rc = loop_watch_set(c->shim->loop, &c->w, want);
 	if (rc < 0)
 		client_close(c, "event registration failed");
@@ -385,7 +441,7 @@ void client_start(struct shim *s, int fd)
 	c->id = ++s->next_id;
 	c->state = CLIENT_COMMAND;
 	buf_init(&c->in, UMX_MSG_MAX);
-	buf_init(&c->out, UMX_REPLY_MAX);
+	buf_init(&c->out, s->cfg.event_queue > UMX_REPLY_MAX ? s->cfg.event_queue : UMX_REPLY_MAX);
 	loop_watch_init(&c->w, fd, on_client_io, c);
 	loop_timer_init(&c->clock, on_request_timeout, c);
 	c->next = b->clients;

@@ -83,13 +83,19 @@ static struct stats_proc *proc_get(struct stats *st, pid_t pid, uid_t uid, uint6
 		}
 	}
 	if (st->nprocs >= STATS_MAX_PROCS) {
-		/* Forget the least recently seen: memory stays bounded however
-		 * many short-lived processes come and go. */
-		struct stats_proc **last = &st->procs;
-		while ((*last)->next)
-			last = &(*last)->next;
-		free(*last);
-		*last = NULL;
+		/* Forget the least recently seen that no open session points
+		 * to: memory stays bounded however many short-lived processes
+		 * come and go, and a long-lived session (a Listen) keeps its
+		 * entry. With every entry in use, the new one is not counted. */
+		struct stats_proc **victim = NULL;
+		for (struct stats_proc **q = &st->procs; *q; q = &(*q)->next)
+			if (!(*q)->open)
+				victim = q;
+		if (!victim)
+			return NULL;
+		struct stats_proc *dead = *victim;
+		*victim = dead->next;
+		free(dead);
 		st->nprocs--;
 	}
 	p = calloc(1, sizeof(*p));
@@ -161,6 +167,7 @@ void stats_session_open(struct stats *st, struct stats_session *ss, pid_t pid, u
 	ss->proc = proc_get(st, pid, uid, now_ms);
 	if (ss->proc) {
 		struct stats_proc *p = ss->proc;
+		p->open++;
 		p->sessions++;
 		p->last_seen_ms = now_ms;
 		window_advance(p, now_ms / 1000);
@@ -267,6 +274,9 @@ void stats_upstream_bytes(struct stats *st, struct stats_session *ss, const uint
 void stats_session_close(struct stats *st, struct stats_session *ss)
 {
 	st->sessions_open--;
+	if (ss->proc)
+		ss->proc->open--;
+	ss->proc = NULL;
 	if (!st->inspect)
 		st->uninspected++;
 	insp_free(&ss->insp);

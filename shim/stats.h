@@ -20,6 +20,7 @@ struct stats_proc {
 	char comm[64];   /* as shown: /proc comm (<= 15 bytes), made safe (log_sanitize) */
 	bool comm_visible;
 	uint64_t sessions;
+	unsigned open;            /* sessions pointing here now: never forgotten while > 0 */
 	uint64_t by_type[INSP_NTYPES];
 	uint32_t window[STATS_RATE_WINDOW]; /* sessions per second, ring */
 	uint32_t window_types[STATS_RATE_WINDOW][INSP_NTYPES];

@@ -197,10 +197,15 @@ static int decode_plist_request(const uint8_t *body, size_t len, struct umx_requ
 		rq->device_id = (uint32_t)v;
 	}
 	if (rq->type == UMX_REQ_CONNECT) {
-		/* PortNumber holds htons(port) in a little-endian integer. */
-		if (!rq->has_device_id || !dict_uint(rq->dict, "PortNumber", &v) || v > UINT16_MAX)
-			return -EPROTO;
-		rq->port = (uint16_t)((v & 0xff) << 8 | (v >> 8 & 0xff));
+		/* PortNumber holds htons(port) in a little-endian integer.
+		 * Without a DeviceID usbmuxd answers BADDEV, without a port
+		 * BADCOMMAND: still a Connect, answered as such. */
+		if (!rq->has_device_id)
+			rq->malformed = UMX_RESULT_BADDEV;
+		else if (!dict_uint(rq->dict, "PortNumber", &v) || v > UINT16_MAX)
+			rq->malformed = UMX_RESULT_BADCOMMAND;
+		else
+			rq->port = (uint16_t)((v & 0xff) << 8 | (v >> 8 & 0xff));
 	}
 	if (rq->type == UMX_REQ_READ_PAIR_RECORD || rq->type == UMX_REQ_SAVE_PAIR_RECORD ||
 	    rq->type == UMX_REQ_DELETE_PAIR_RECORD)
@@ -223,10 +228,10 @@ int umx_request_decode(const struct umx_hdr *h, const uint8_t *body, size_t len,
 	} else if (h->version == UMX_V_PLIST && h->message == UMX_MSG_PLIST) {
 		rc = decode_plist_request(body, len, rq);
 	} else if (h->version == UMX_V_BINARY && h->message == UMX_MSG_CONNECT) {
+		rq->type = UMX_REQ_CONNECT;
 		if (len < UMX_V0_CONNECT_LEN) {
-			rc = -EPROTO;
+			rq->malformed = UMX_RESULT_BADCOMMAND;
 		} else {
-			rq->type = UMX_REQ_CONNECT;
 			rq->has_device_id = true;
 			rq->device_id = get_le32(body);
 			rq->port = (uint16_t)(body[4] << 8 | body[5]); /* network order */
@@ -327,14 +332,21 @@ static int decode_device_list(plist_t arr, struct umx_event *ev)
 		return -EPROTO;
 	if (n && !(ev->list = calloc(n, sizeof(*ev->list))))
 		return -ENOMEM;
+	/* An entry that cannot be tracked (no serial, no properties) is left
+	 * out: one odd device must not hide the others. */
 	for (uint32_t i = 0; i < n; i++) {
 		plist_t item = plist_array_get_item(arr, i);
 		if (!item || plist_get_node_type(item) != PLIST_DICT)
-			return -EPROTO;
+			continue;
 		int rc = device_from_attached(item, &ev->list[ev->n]);
-		if (rc < 0) {
+		if (rc == -ENOMEM) {
 			umx_device_free(&ev->list[ev->n]);
 			return rc;
+		}
+		if (rc < 0) {
+			umx_device_free(&ev->list[ev->n]);
+			ev->skipped++;
+			continue;
 		}
 		ev->n++;
 	}

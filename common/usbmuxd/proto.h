@@ -83,6 +83,8 @@ struct umx_request {
 	bool has_device_id;       /* Connect; SavePairRecord names a device too */
 	uint32_t device_id;
 	uint16_t port;            /* Connect: the device port, host order */
+	uint32_t malformed;       /* Connect without what it needs: the Result usbmuxd
+				   * answers (BADDEV, BADCOMMAND), else 0 */
 	bool has_record_id;       /* Read/Save/DeletePairRecord */
 	char record_id[UMX_SERIAL_MAX + 1];
 	plist_t dict;             /* v1: the parsed body (owned), for forwarding */
@@ -130,6 +132,7 @@ struct umx_event {
 	struct umx_device dev;    /* ATTACHED */
 	struct umx_device *list;  /* DEVICE_LIST */
 	size_t n;
+	size_t skipped;           /* DEVICE_LIST entries left out: no serial */
 	char text[UMX_SERIAL_MAX + 1]; /* BUID */
 	plist_t dict;             /* v1: the parsed body (owned) */
 };

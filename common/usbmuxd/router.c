@@ -77,6 +77,8 @@ static int forward(struct route *r, const struct umx_request *rq, unsigned upstr
 
 static int route_connect(const struct router_view *v, const struct umx_request *rq, struct route *r)
 {
+	if (rq->malformed)
+		return answer_result(r, rq->version, rq->tag, rq->malformed);
 	const struct umx_entry *e = umx_table_find(v->table, rq->device_id);
 	if (!e || !umx_filter_allows(v->filter, &e->dev))
 		return answer_result(r, rq->version, rq->tag, UMX_RESULT_BADDEV);

@@ -329,10 +329,49 @@ class WithDevices(unittest.TestCase):
             s.sendall(raw(LIST, 5))
             v, m, t, whole, body = read_msg(s)
             self.assertEqual((t, body), (5, {"DeviceList": []}))
-        self.assertIn("no device list within 10 s", shim.stderr_text())
+        self.assertIn("no device list from the upstream within 10 s", shim.stderr_text())
+        # Later clients are answered at once (not held for 10 s each), and
+        # the one silent subscription is kept, not retried into a pile of
+        # half-closed relay sessions.
+        with session(self.path, timeout=5) as s:
+            s.sendall(raw(LIST, 6))
+            self.assertEqual(read_msg(s)[4], {"DeviceList": []})
+        lsock.settimeout(0.5)
+        with self.assertRaises(socket.timeout):
+            held.append(lsock.accept()[0])
         for c in held:
             c.close()
         lsock.close()
+
+    def test_protocol_edges_as_usbmuxd(self):
+        self.start_shim()
+        fds = shim_fds = self.shim.fd_count()
+        # Version 2: a binary BADVERSION, then the connection closes.
+        with session(self.path) as s:
+            s.sendall(struct.pack("<IIII", 16, 2, 8, 9))
+            v, m, t, whole, _ = read_msg(s)
+            self.assertEqual((v, m, t, whole[16:20]), (0, 1, 9, struct.pack("<I", 6)))
+            self.assertEqual(s.recv(1), b"")
+        # Connect without a port: BADCOMMAND; without a DeviceID: BADDEV;
+        # the connection stays usable, as with usbmuxd.
+        with session(self.path) as s:
+            s.sendall(raw({"MessageType": "Connect", "DeviceID": 1}, 3))
+            self.assertEqual(read_msg(s)[4], {"MessageType": "Result", "Number": 1})
+            s.sendall(raw({"MessageType": "Connect", "PortNumber": 0x7ef2}, 4))
+            self.assertEqual(read_msg(s)[4], {"MessageType": "Result", "Number": 2})
+            s.sendall(raw(LIST, 5))
+            self.assertEqual(len(read_msg(s)[4]["DeviceList"]), 3)
+        # A command on a Listen connection: BADCOMMAND with its tag, then EOF.
+        with session(self.path) as s:
+            s.sendall(raw({"MessageType": "Listen"}, 1))
+            for _ in range(4):
+                read_msg(s)
+            s.sendall(raw(LIST, 77))
+            self.assertEqual(read_msg(s)[2:5:2], (77, {"MessageType": "Result", "Number": 1}))
+            self.assertEqual(s.recv(1), b"")
+        # Nothing of this stays behind in the shim.
+        harness.wait_for(lambda: self.shim.fd_count() == shim_fds, WAIT,
+                         what="the shim's descriptors back to %d" % fds)
 
     def test_bad_filters_are_refused(self):
         for args, msg in [(["--device", "a/b"], "--device"), (["--device", ""], "--device"),

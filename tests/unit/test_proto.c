@@ -65,8 +65,16 @@ static void plist_requests(void)
 	CU_ASSERT_EQUAL(rq.port, 62078);
 	umx_request_free(&rq);
 
+	/* Incomplete Connects are still Connects, answered as usbmuxd does. */
 	CU_ASSERT_EQUAL(decode_xml_request("<dict><key>MessageType</key><string>Connect</string>"
-					   "<key>DeviceID</key><integer>3</integer></dict>", 1, &rq), -EPROTO);
+					   "<key>DeviceID</key><integer>3</integer></dict>", 1, &rq), 0);
+	CU_ASSERT_EQUAL(rq.type, UMX_REQ_CONNECT);
+	CU_ASSERT_EQUAL(rq.malformed, UMX_RESULT_BADCOMMAND);
+	umx_request_free(&rq);
+	CU_ASSERT_EQUAL(decode_xml_request("<dict><key>MessageType</key><string>Connect</string>"
+					   "<key>PortNumber</key><integer>3</integer></dict>", 1, &rq), 0);
+	CU_ASSERT_EQUAL(rq.malformed, UMX_RESULT_BADDEV);
+	umx_request_free(&rq);
 
 	CU_ASSERT_EQUAL(decode_xml_request("<dict><key>MessageType</key><string>ReadPairRecord</string>"
 					   "<key>PairRecordID</key><string>00008030-0011</string></dict>",
@@ -104,7 +112,8 @@ static void binary_requests(void)
 	CU_ASSERT_EQUAL(rq.device_id, 5);
 	CU_ASSERT_EQUAL(rq.port, 62078);
 	CU_ASSERT_EQUAL(rq.version, 0);
-	CU_ASSERT_EQUAL(umx_request_decode(&h, c, 5, &rq), -EPROTO);
+	CU_ASSERT_EQUAL(umx_request_decode(&h, c, 5, &rq), 0);
+	CU_ASSERT_EQUAL(rq.malformed, UMX_RESULT_BADCOMMAND);
 
 	h.message = UMX_MSG_LISTEN;
 	CU_ASSERT_EQUAL(umx_request_decode(&h, NULL, 0, &rq), 0);
@@ -241,14 +250,18 @@ static void device_list_round_trip(void)
 	for (int i = 0; i < 3; i++)
 		umx_device_free(&d[i]);
 
-	/* An entry without a serial cannot be tracked: the list is refused. */
+	/* An entry without a serial cannot be tracked: it is left out, the
+	 * rest of the list stands. */
 	char xml[] = "<plist version=\"1.0\"><dict><key>DeviceList</key><array><dict>"
 		     "<key>MessageType</key><string>Attached</string><key>DeviceID</key><integer>1</integer>"
 		     "<key>Properties</key><dict><key>DeviceID</key><integer>1</integer></dict>"
 		     "</dict></array></dict></plist>";
 	h = (struct umx_hdr){ (uint32_t)(UMX_HDR_LEN + strlen(xml)), 1, UMX_MSG_PLIST, 1 };
-	CU_ASSERT_EQUAL(umx_event_decode(&h, (uint8_t *)xml, strlen(xml), &ev), -EPROTO);
-	CU_ASSERT_PTR_NULL(ev.list);
+	CU_ASSERT_EQUAL(umx_event_decode(&h, (uint8_t *)xml, strlen(xml), &ev), 0);
+	CU_ASSERT_EQUAL(ev.kind, UMX_EV_DEVICE_LIST);
+	CU_ASSERT_EQUAL(ev.n, 0);
+	CU_ASSERT_EQUAL(ev.skipped, 1);
+	umx_event_free(&ev);
 }
 
 /* The exact reply of Debian's usbmuxd 1.1.1 to ListDevices with no device
