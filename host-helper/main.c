@@ -335,11 +335,13 @@ static void helper_status(void *ctx)
 			continue; /* in its handshake: counted above */
 		const struct link_stats *s = link_get_stats(t->link);
 		log_info("stats: tunnel %s: %u streams open, %llu opened, %llu refused, "
-			 "%llu upstream connects, %llu upstream failures, rtt %u ms", t->name,
+			 "%llu upstream connects, %llu upstream failures, rtt %u ms, "
+			 "%llu TCP upstreams ended with a FIN", t->name,
 			 link_stream_count(t->link), (unsigned long long)s->streams_opened,
 			 (unsigned long long)s->streams_refused,
 			 (unsigned long long)t->upstream_connects,
-			 (unsigned long long)t->upstream_failures, s->last_rtt_ms);
+			 (unsigned long long)t->upstream_failures, s->last_rtt_ms,
+			 (unsigned long long)s->graceful_closes);
 	}
 }
 

@@ -23,6 +23,8 @@ struct link_stream {
 	bool waiting;              /* queued for room in the tunnel */
 	bool abortive;             /* close the local socket with a reset */
 	bool closing;              /* abortive close waits for the peer's ACKs */
+	bool unanswered;           /* we wrote to the local socket after the last
+				    * byte it sent us (see stream_local_fin) */
 	bool dead;
 	bool open_pending;         /* shim: OPEN goes out with the first bytes */
 	uint64_t close_started_ms;
@@ -282,6 +284,7 @@ static int stream_read_local(struct link_stream *st, size_t cap, size_t *got, bo
 			*eof = true;
 			return 0;
 		}
+		st->unanswered = false;
 		if (l->ops->local_bytes) {
 			int rc = l->ops->local_bytes(st, scratch + *got, (size_t)r);
 			if (rc < 0)
@@ -391,6 +394,8 @@ static int stream_flush_local(struct link_stream *st)
 			return 0;
 		if (w < 0)
 			return (int)w;
+		if (w > 0)
+			st->unanswered = true;
 		buf_consume(&st->inbound, (size_t)w);
 		stream_consumed(st, (size_t)w);
 	}
@@ -416,8 +421,25 @@ static void stream_local_fin(struct link_stream *st)
 	 * TIME_WAIT for a minute or more, per session: the very leak this
 	 * project exists to stop. usbmuxd ends a session at the client's EOF
 	 * anyway, so end it with a reset instead, but only once the upstream
-	 * has acknowledged every byte we wrote, so that nothing is lost. */
+	 * has acknowledged every byte we wrote, so that nothing is lost.
+	 * Acknowledged is not read, though: bytes its kernel holds for an
+	 * application that is behind (usbmuxd waiting on a slow device) die
+	 * with a reset. So the reset is kept for sessions the upstream
+	 * answered after our last byte (the request/response sessions that
+	 * make up the load), which shows it read what we sent; a session
+	 * whose last bytes went unanswered ends with a FIN, and its one port
+	 * may wait in TIME_WAIT. */
 	struct link *l = st->link;
+	if (st->unanswered && !st->closing) {
+		log_debug("tunnel %s: stream %u: the upstream has not answered our last bytes: "
+			  "ending it with a FIN", l->cfg.peer_name, st->ts.id);
+		l->stats.graceful_closes++;
+		st->abortive = false;
+		int rc = plat_shutdown_write(st->w.fd);
+		(void)rc; /* a local peer that is gone entirely changes nothing */
+		st->local_shut = true;
+		return;
+	}
 	if (!st->closing) {
 		st->closing = true;
 		st->close_started_ms = loop_now(l->loop);
@@ -552,6 +574,7 @@ static void on_data(struct link *l, struct tun_event *ev)
 			return;
 		}
 		if (w > 0) {
+			st->unanswered = true;
 			off = (size_t)w;
 			stream_consumed(st, off);
 		}

@@ -69,6 +69,7 @@ struct link_stats {
 	uint64_t streams_refused;
 	uint64_t bytes_in, bytes_out; /* payload through the tunnel */
 	unsigned last_rtt_ms;
+	uint64_t graceful_closes;   /* TCP upstreams ended with a FIN (stream_local_fin) */
 };
 
 /* Takes ownership of the connected, non-blocking fd. 0 or negative errno. */
