@@ -80,6 +80,20 @@ static void answer(struct client *c, const uint8_t *msg, size_t len)
 	client_queue(c, msg, len);
 }
 
+/* Off the live list, onto the one freed after this loop iteration. */
+static void client_retire(struct client *c)
+{
+	struct broker *b = &c->shim->broker;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		b->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->next = b->dead;
+	b->dead = c;
+}
+
 void client_close(struct client *c, const char *why)
 {
 	struct shim *s = c->shim;
@@ -98,14 +112,7 @@ void client_close(struct client *c, const char *why)
 	buf_release(&c->in);
 	buf_release(&c->out);
 	stats_session_close(&s->stats, &c->stats);
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		b->clients = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	c->next = b->dead;
-	b->dead = c;
+	client_retire(c);
 	s->nsessions--;
 	shim_session_ended(s);
 }
@@ -115,7 +122,6 @@ void client_close(struct client *c, const char *why)
 static void hand_over(struct client *c, const uint8_t *pre, size_t n)
 {
 	struct shim *s = c->shim;
-	struct broker *b = &s->broker;
 	int fd = c->w.fd;
 	loop_watch_remove(s->loop, &c->w);
 	loop_timer_cancel(s->loop, &c->clock);
@@ -131,14 +137,7 @@ static void hand_over(struct client *c, const uint8_t *pre, size_t n)
 	buf_release(&c->in);
 	buf_release(&c->out);
 	c->state = CLIENT_DEAD;
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		b->clients = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	c->next = b->dead;
-	b->dead = c;
+	client_retire(c);
 }
 
 /* A subscriber sent something. usbmuxd answers a command on a Listen

@@ -348,6 +348,17 @@ static void on_request_timeout(struct loop_timer *t)
 	session_teardown(ss, "request timeout", -ETIMEDOUT);
 }
 
+static void session_unlink(struct shim *s, struct session *ss)
+{
+	if (ss->prev)
+		ss->prev->next = ss->next;
+	else
+		s->live = ss->next;
+	if (ss->next)
+		ss->next->prev = ss->prev;
+	ss->prev = ss->next = NULL;
+}
+
 static struct session *session_new(struct shim *s, int client_fd)
 {
 	struct session *ss = calloc(1, sizeof(*ss));
@@ -400,12 +411,7 @@ int session_adopt(struct shim *s, int client_fd, struct stats_session *moved,
 	buf_init(&ss->up.pending, SHIM_ADOPT_MAX);
 	if (buf_append(&ss->up.pending, pre, n) < 0) {
 		buf_release(&ss->up.pending);
-		if (ss->prev)
-			ss->prev->next = ss->next;
-		else
-			s->live = ss->next;
-		if (ss->next)
-			ss->next->prev = ss->prev;
+		session_unlink(s, ss);
 		free(ss);
 		return -ENOMEM;
 	}
@@ -443,13 +449,7 @@ static void session_teardown(struct session *ss, const char *why, int err)
 	half_release(&ss->down);
 	stats_session_close(&s->stats, &ss->stats);
 
-	if (ss->prev)
-		ss->prev->next = ss->next;
-	else
-		s->live = ss->next;
-	if (ss->next)
-		ss->next->prev = ss->prev;
-	ss->prev = NULL;
+	session_unlink(s, ss);
 	ss->next = s->dead;
 	s->dead = ss;
 	s->nsessions--;
