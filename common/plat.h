@@ -87,6 +87,11 @@ void plat_close_abortive(int fd);
 /* Bytes written to a TCP socket that its peer has not acknowledged yet;
  * -ENOTSUP where the OS cannot tell. */
 int plat_tcp_unacked(int fd);
+/* Does plat_tcp_unacked also wait for the peer to read (Windows: a grace
+ * period while the socket stays writable), so that a reset after it loses
+ * nothing a reader that keeps up would have taken? Else unacked 0 means
+ * acknowledged, not read. */
+bool plat_tcp_unacked_waits_for_reader(void);
 /* Is this a loopback address (127.0.0.0/8, ::1, "localhost")? */
 bool plat_is_loopback(const char *host);
 

@@ -24,6 +24,11 @@ ssize_t plat_splice_out(int pipe_r, int sock, size_t n)
 	return -ENOTSUP;
 }
 
+bool plat_tcp_unacked_waits_for_reader(void)
+{
+	return false;
+}
+
 int plat_tcp_unacked(int fd)
 {
 	(void)fd;

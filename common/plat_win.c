@@ -560,6 +560,11 @@ static void close_wait_forget(int fd)
  * nothing reports acknowledgements, and the answer is an estimate: 1 until
  * the socket has stayed writable for CLOSE_GRACE_MS (a few KiB at most were
  * left: time enough for a loopback peer that reads), then 0. */
+bool plat_tcp_unacked_waits_for_reader(void)
+{
+	return true;
+}
+
 int plat_tcp_unacked(int fd)
 {
 	static bool no_tcp_info;

@@ -428,9 +428,10 @@ static void stream_local_fin(struct link_stream *st)
 	 * answered after our last byte (the request/response sessions that
 	 * make up the load), which shows it read what we sent; a session
 	 * whose last bytes went unanswered ends with a FIN, and its one port
-	 * may wait in TIME_WAIT. */
+	 * may wait in TIME_WAIT. (On Windows plat_tcp_unacked itself waits a
+	 * grace period for the reader, and the reset stays.) */
 	struct link *l = st->link;
-	if (st->unanswered && !st->closing) {
+	if (st->unanswered && !st->closing && !plat_tcp_unacked_waits_for_reader()) {
 		log_debug("tunnel %s: stream %u: the upstream has not answered our last bytes: "
 			  "ending it with a FIN", l->cfg.peer_name, st->ts.id);
 		l->stats.graceful_closes++;
