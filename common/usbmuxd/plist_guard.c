@@ -272,6 +272,8 @@ static int check_xml(const uint8_t *p, size_t len, struct umx_plist_report *rep)
 	 * stops at the end of the top element. */
 	while (end && p[end - 1] == 0)
 		end--;
+	if (end == 0)
+		return 0; /* nothing for libplist to build (and p may be NULL) */
 	if (memchr(p, 0, end))
 		return refuse(rep, -EBADMSG, "a NUL byte inside an XML plist");
 	for (const uint8_t *q = memchr(p, '<', end); q; q = memchr(q + 1, '<', end - (size_t)(q + 1 - p))) {
