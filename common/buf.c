@@ -9,8 +9,15 @@ void buf_init(struct buf *b, size_t cap)
 	b->data = NULL;
 	b->cap = cap;
 	b->size = 0;
+	b->grow = false;
 	b->off = 0;
 	b->len = 0;
+}
+
+void buf_init_growing(struct buf *b, size_t cap)
+{
+	buf_init(b, cap);
+	b->grow = true;
 }
 
 void buf_release(struct buf *b)
@@ -29,11 +36,14 @@ int buf_append(struct buf *b, const void *p, size_t n)
 	if (n == 0)
 		return 0;
 	if (b->len + n > b->size) {
-		size_t size = b->size ? b->size : BUF_MIN;
-		while (size < b->len + n)
-			size *= 2;
-		if (size > b->cap)
-			size = b->cap;
+		size_t size = b->cap;
+		if (b->grow) {
+			size = b->size ? b->size : BUF_MIN;
+			while (size < b->len + n)
+				size *= 2;
+			if (size > b->cap)
+				size = b->cap;
+		}
 		uint8_t *d = malloc(size);
 		if (!d)
 			return -ENOMEM;

@@ -1,10 +1,13 @@
-/* A bounded FIFO of bytes. Storage is allocated on first use, grows by
- * doubling (from BUF_MIN) as far as the cap, and is released when the
- * buffer drains: an idle session costs no buffer memory, and a few hundred
- * bytes waiting cost a small block, not the cap. */
+/* A bounded FIFO of bytes. Storage is allocated on first use and released
+ * when the buffer drains, so an idle session costs no buffer memory. The
+ * relay's buffers take their whole cap at once (one allocation per fill:
+ * bulk streams fill them again and again); a growing buffer starts at
+ * BUF_MIN and doubles as far as its cap, for queues whose cap is far above
+ * what they usually hold (the broker's replies and events). */
 #ifndef MUXSHIM_BUF_H
 #define MUXSHIM_BUF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -12,6 +15,7 @@ struct buf {
 	uint8_t *data;
 	size_t cap;   /* hard limit, fixed at init */
 	size_t size;  /* allocated now */
+	bool grow;    /* buf_init_growing */
 	size_t off;   /* first unread byte */
 	size_t len;   /* bytes held */
 };
@@ -19,6 +23,7 @@ struct buf {
 #define BUF_MIN 4096
 
 void buf_init(struct buf *b, size_t cap);
+void buf_init_growing(struct buf *b, size_t cap);
 void buf_release(struct buf *b);
 
 static inline size_t buf_len(const struct buf *b) { return b->len; }

@@ -362,7 +362,7 @@ void broker_init(struct shim *s)
 	b->state = SUB_IDLE;
 	b->backoff_ms = BACKOFF_FIRST_MS;
 	b->rl.interval_ms = 10000;
-	buf_init(&b->in, UMX_REPLY_MAX);
+	buf_init_growing(&b->in, UMX_REPLY_MAX);
 	umx_table_init(&b->table);
 	loop_watch_init(&b->w, -1, on_sub, s);
 	loop_timer_init(&b->retry, on_retry, s);

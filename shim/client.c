@@ -439,8 +439,8 @@ void client_start(struct shim *s, int fd)
 	c->shim = s;
 	c->id = ++s->next_id;
 	c->state = CLIENT_COMMAND;
-	buf_init(&c->in, UMX_MSG_MAX);
-	buf_init(&c->out, s->cfg.event_queue > UMX_REPLY_MAX ? s->cfg.event_queue : UMX_REPLY_MAX);
+	buf_init_growing(&c->in, UMX_MSG_MAX);
+	buf_init_growing(&c->out, s->cfg.event_queue > UMX_REPLY_MAX ? s->cfg.event_queue : UMX_REPLY_MAX);
 	loop_watch_init(&c->w, fd, on_client_io, c);
 	loop_timer_init(&c->clock, on_request_timeout, c);
 	c->next = b->clients;

@@ -35,12 +35,13 @@ static void fifo_order_and_compaction(void)
 	buf_release(&b);
 }
 
-/* Storage follows what is held: a small block for a few bytes, doubling
- * up to the cap, contents kept in order across each growth. */
+/* A growing buffer's storage follows what is held: a small block for a few
+ * bytes, doubling up to the cap, contents kept in order across each growth;
+ * a plain one takes its cap at once. */
 static void grows_as_needed(void)
 {
 	struct buf b;
-	buf_init(&b, 100000);
+	buf_init_growing(&b, 100000);
 	uint8_t chunk[3000];
 	CU_ASSERT_EQUAL(buf_append(&b, "x", 1), 0);
 	CU_ASSERT_EQUAL(b.size, BUF_MIN);
@@ -61,6 +62,10 @@ static void grows_as_needed(void)
 		CU_ASSERT_EQUAL(p[i], (uint8_t)(i / sizeof(chunk)));
 	buf_release(&b);
 	CU_ASSERT_EQUAL(b.size, 0);
+	buf_init(&b, 100000);
+	CU_ASSERT_EQUAL(buf_append(&b, "x", 1), 0);
+	CU_ASSERT_EQUAL(b.size, 100000);
+	buf_release(&b);
 }
 
 static void cap_is_hard(void)
