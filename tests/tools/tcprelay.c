@@ -15,7 +15,9 @@
  *
  * Closing, as a server would: EOF from one side becomes a half-close
  * (shutdown SHUT_WR) toward the other, and a connection is closed once both
- * directions ended; an error or reset on either side closes both. So when the
+ * directions ended; an error or reset reading either side closes both (a
+ * side that fails to take our bytes only ends that direction: what it sent
+ * first still goes the other way). So when the
  * TCP client (muxshim-host) ends a session first, with its reset, no side
  * keeps TIME_WAIT; when usbmuxd ends one first, the FIN goes out from here
  * and TIME_WAIT (if any) lands on this side, never the client's.
@@ -174,8 +176,13 @@ static bool conn_pump(struct conn *c)
                         continue;
                     if (errno == EAGAIN || errno == EWOULDBLOCK)
                         break;
-                    conn_close(c); /* reset or gone: so is the other side */
-                    return false;
+                    /* The receiver is gone: this direction is over, but
+                     * what it sent before it went is still relayed the
+                     * other way (a server that answers and closes at once
+                     * without reading us); its EOF or error ends the rest. */
+                    d->off = d->len = 0;
+                    d->eof = d->shut = true;
+                    break;
                 }
                 d->off += (size_t)w;
                 if (d->off == d->len)
