@@ -12,6 +12,7 @@
  *
  * A measurement printed for a person, not a test: nothing here passes or
  * fails on timings. */
+#include "../unit/hostile_ids.h"
 #include "tunnel/mux.h"
 
 #include <errno.h>
@@ -31,28 +32,6 @@ static double now_s(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-	return x < y ? -1 : x > y;
-}
-
-/* The old slot was ((id * 2654435761) >> 7) & mask, mask = 2^17 - 1 for the
- * largest table: every odd product whose bits 7..23 are zero maps to slot 0
- * (16,384 of them), and the multiplier is invertible mod 2^32. */
-static uint32_t colliding_ids(uint32_t *ids, uint32_t n)
-{
-	uint32_t inv = 2654435761u;
-	for (int i = 0; i < 5; i++)
-		inv *= 2u - 2654435761u * inv; /* Newton: inverse mod 2^32 */
-	uint32_t k = 0;
-	for (uint32_t hi = 0; hi < 256 && k < n; hi++)
-		for (uint32_t lo = 1; lo < 128 && k < n; lo += 2)
-			ids[k++] = (hi << 24 | lo) * inv;
-	qsort(ids, k, sizeof(*ids), cmp_u32);
-	return k;
 }
 
 static void die(const char *what)
@@ -125,7 +104,7 @@ int main(int argc, char **argv)
 		die("out of memory");
 	for (uint32_t i = 0; i < n; i++)
 		seq[i] = 2 * i + 1;
-	colliding_ids(bad, n);
+	hostile_stream_ids(bad, n);
 	double seq_open, bad_open, seq_rm, bad_rm;
 	run(seq, n, frames, &seq_open, &seq_rm); /* warm-up: page faults, caches */
 	double seq_ns = run(seq, n, frames, &seq_open, &seq_rm);

@@ -1050,13 +1050,12 @@ class FakeDev(Proc):
         return super()._ready_now() and unix_accepts(self.socket)
 
 
-class DevSvc(Proc):
-    """build/tests/devsvc: the TCP service behind a fake device port.
-    After start(), .port is the bound port (also for port=0)."""
+class _PortFromReadyLine(Proc):
+    """A tool that prints "NAME ready PORT" once listening: after start(),
+    .port is the bound port (also when it was asked for port 0)."""
 
-    def __init__(self, port=0, *extra_args, name="devsvc", **kw):
-        argv = [tool("devsvc"), "--port", str(port)] + [str(a) for a in extra_args]
-        kw.setdefault("ready_line", r"^devsvc ready (\d+)")
+    def __init__(self, argv, port, name, **kw):
+        kw.setdefault("ready_line", r"^%s ready (\d+)" % os.path.basename(argv[0]))
         super().__init__(argv, name=name, **kw)
         self.port = port or None
 
@@ -1064,6 +1063,14 @@ class DevSvc(Proc):
         super().start()
         self.port = int(self.ready_match.group(1))
         return self
+
+
+class DevSvc(_PortFromReadyLine):
+    """build/tests/devsvc: the TCP service behind a fake device port."""
+
+    def __init__(self, port=0, *extra_args, name="devsvc", **kw):
+        argv = [tool("devsvc"), "--port", str(port)] + [str(a) for a in extra_args]
+        super().__init__(argv, port, name, **kw)
 
 
 class MuxconnError(HarnessError):
@@ -1072,22 +1079,14 @@ class MuxconnError(HarnessError):
         self.result = result
 
 
-class TcpRelay(Proc):
+class TcpRelay(_PortFromReadyLine):
     """build/tests/tcprelay on host:port (0: a free one, read back from its
     ready line, so no other process can take it in between) in front of the
-    UNIX socket target: one event loop, no process per session. After
-    start(), .port is the port it listens on."""
+    UNIX socket target: one event loop, no process per session."""
 
     def __init__(self, target, port=0, host="127.0.0.1", name="tcprelay", **kw):
         argv = [tool("tcprelay"), "%s:%d" % (host, port), target]
-        kw.setdefault("ready_line", r"^tcprelay ready (\d+)")
-        super().__init__(argv, name=name, **kw)
-        self.port = port or None
-
-    def start(self):
-        super().start()
-        self.port = int(self.ready_match.group(1))
-        return self
+        super().__init__(argv, port, name, **kw)
 
 
 def muxconn(*args, socket=None, tcp=None, timeout=120.0, check=True):

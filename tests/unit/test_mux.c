@@ -1,3 +1,4 @@
+#include "hostile_ids.h"
 #include "tunnel/mux.h"
 #include "unit.h"
 
@@ -295,28 +296,6 @@ static void table_survives_churn(void)
 	tun_mux_free(&s);
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-	return x < y ? -1 : x > y;
-}
-
-/* Odd ids that all fell into slot 0 of the largest table under the unkeyed
- * hash the table once used, ((id * 2654435761) >> 7) & (2^17 - 1): what a
- * hostile shim would send. Ascending, as OPENs must be. */
-static uint32_t adversarial_ids(uint32_t *ids, uint32_t n)
-{
-	uint32_t inv = 2654435761u;
-	for (int i = 0; i < 5; i++)
-		inv *= 2u - 2654435761u * inv; /* inverse mod 2^32 */
-	uint32_t k = 0;
-	for (uint32_t hi = 0; hi < 256 && k < n; hi++)
-		for (uint32_t lo = 1; lo < 128 && k < n; lo += 2)
-			ids[k++] = (hi << 24 | lo) * inv;
-	qsort(ids, k, sizeof(*ids), cmp_u32);
-	return k;
-}
-
 static void open_ids(struct tun_mux *h, struct tun_stream *st, const uint32_t *ids, uint32_t n)
 {
 	struct tun_event ev;
@@ -348,7 +327,7 @@ static void table_adversarial_ids(void)
 	enum { N = 16384 };
 	static uint32_t ids[N];
 	static struct tun_stream st[N];
-	CU_ASSERT_EQUAL_FATAL(adversarial_ids(ids, N), N);
+	CU_ASSERT_EQUAL_FATAL(hostile_stream_ids(ids, N), N);
 	struct tun_mux h, s;
 	pair(&h, &s, TUN_STREAMS_MAX);
 	open_ids(&h, st, ids, N);
@@ -378,7 +357,7 @@ static void table_full(void)
 	uint32_t ids[N + 2];
 	static struct tun_stream st[N + 2];
 	struct tun_event ev;
-	CU_ASSERT_EQUAL_FATAL(adversarial_ids(ids, N + 2), N + 2);
+	CU_ASSERT_EQUAL_FATAL(hostile_stream_ids(ids, N + 2), N + 2);
 	struct tun_mux h, s;
 	pair(&h, &s, N);
 	open_ids(&h, st, ids, N);
