@@ -41,10 +41,15 @@ bool broker_should_park(const struct shim *s)
 	return s->broker.state == SUB_SYNCING && !s->broker.settled_empty;
 }
 
-void broker_view(const struct shim *s, struct router_view *v, const char **buid, plist_t *ll)
+void broker_view(const struct shim *s, bool listeners, struct router_view *v, const char **buid,
+		 plist_t *ll)
 {
 	const struct broker *b = &s->broker;
 	*buid = b->buid_known ? b->buid : NULL;
+	*v = (struct router_view){ &b->table, &s->cfg.filter, 1, buid, NULL };
+	*ll = NULL;
+	if (!listeners)
+		return;
 	plist_t arr = plist_new_array();
 	for (const struct client *c = b->clients; c; c = c->next) {
 		if (c->state != CLIENT_LISTEN)
@@ -58,8 +63,7 @@ void broker_view(const struct shim *s, struct router_view *v, const char **buid,
 		plist_dict_set_item(d, "ProgName", plist_new_string(c->progname));
 		plist_array_append_item(arr, d);
 	}
-	*ll = arr;
-	*v = (struct router_view){ &b->table, &s->cfg.filter, 1, buid, arr };
+	*ll = v->listeners = arr;
 }
 
 /* ---- fan-out ------------------------------------------------------------ */

@@ -77,8 +77,11 @@ void broker_reap(struct shim *s);
 bool broker_synced(const struct shim *s);
 /* A request needs the table and a subscription is on its way: wait. */
 bool broker_should_park(const struct shim *s);
-/* The router's view of the broker's state (borrowed pointers). */
-void broker_view(const struct shim *s, struct router_view *v, const char **buid, plist_t *ll);
+/* The router's view of the broker's state (borrowed pointers). The list of
+ * this shim's Listen clients is built only when asked for (ListListeners);
+ * the caller frees *ll. */
+void broker_view(const struct shim *s, bool listeners, struct router_view *v, const char **buid,
+		 plist_t *ll);
 
 /* client.c */
 void client_start(struct shim *s, int fd);

@@ -253,8 +253,7 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 	struct router_view v;
 	const char *buid;
 	plist_t ll;
-	broker_view(s, &v, &buid, &ll);
-	v.buid = &buid;
+	broker_view(s, rq.type == UMX_REQ_LIST_LISTENERS, &v, &buid, &ll);
 	rc = route_request(&v, &rq, &r);
 	plist_free(ll);
 	enum umx_req type = rq.type;

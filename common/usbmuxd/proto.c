@@ -175,19 +175,16 @@ static int decode_plist_request(const uint8_t *body, size_t len, struct umx_requ
 	int rc = parse_body(body, len, true, &rq->dict);
 	if (rc < 0)
 		return rc;
+	if (plist_get_node_type(rq->dict) != PLIST_DICT)
+		return -EPROTO;
+	plist_t n = plist_dict_get_item(rq->dict, "MessageType");
+	if (!n || plist_get_node_type(n) != PLIST_STRING)
+		return -EPROTO;
+	/* A type longer than any known name is still a request: Other. */
 	char mt[32];
-	if (plist_get_node_type(rq->dict) != PLIST_DICT ||
-	    dict_string(rq->dict, "MessageType", mt, sizeof(mt)) < 0) {
-		/* An unknown type longer than any known name is still a
-		 * request: only a missing or non-string MessageType is not. */
-		plist_t n = rq->dict && plist_get_node_type(rq->dict) == PLIST_DICT
-				    ? plist_dict_get_item(rq->dict, "MessageType") : NULL;
-		if (!n || plist_get_node_type(n) != PLIST_STRING)
-			return -EPROTO;
-		rq->type = UMX_REQ_OTHER;
-		return 0;
-	}
 	rq->type = UMX_REQ_OTHER;
+	if (dict_string(rq->dict, "MessageType", mt, sizeof(mt)) < 0)
+		return 0;
 	for (size_t i = 0; i < NREQ; i++)
 		if (strcmp(mt, req_names[i].name) == 0)
 			rq->type = req_names[i].type;
@@ -264,11 +261,10 @@ int umx_device_copy(struct umx_device *dst, const struct umx_device *src)
 	return 0;
 }
 
-/* A copy of an upstream's Properties that can be written back safely:
- * libplist 2.2 overruns its buffer when it writes a string or key holding a
- * NUL (found by fuzz_proto), so such strings are left out, and so are nested
- * containers, which no known property has. Keys come back from the iterator
- * cut at their first NUL. Order is kept, so replies match the upstream's. */
+/* A copy of an upstream's Properties for the table: scalars only (no known
+ * property nests), keys as the iterator returns them (cut at a NUL), order
+ * kept so that replies match the upstream's. Strings holding a NUL, which
+ * libplist 2.2 cannot write back, never get this far (parse_body). */
 static plist_t clean_props(plist_t props)
 {
 	plist_t out = plist_new_dict();
@@ -283,13 +279,7 @@ static plist_t clean_props(plist_t props)
 			break;
 		}
 		plist_type t = plist_get_node_type(val);
-		bool keep = key && *key && t != PLIST_DICT && t != PLIST_ARRAY;
-		if (keep && t == PLIST_STRING) {
-			uint64_t n = 0;
-			const char *sv = plist_get_string_ptr(val, &n);
-			keep = sv && !memchr(sv, 0, n);
-		}
-		if (keep)
+		if (key && *key && t != PLIST_DICT && t != PLIST_ARRAY)
 			plist_dict_set_item(out, key, plist_copy(val));
 		free(key);
 	}
