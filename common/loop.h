@@ -10,8 +10,8 @@
  * act on it. Callbacks may change or remove any watch, including ones whose
  * events are already pending in the current batch: a removed watch (fd < 0)
  * or a watch whose interest no longer matches is skipped. Objects that own
- * watches must therefore not be freed inside a callback; free them after
- * loop_run_once returns (see the deferred lists in the daemons). */
+ * watches must therefore not be freed inside a callback: loop_defer their
+ * freeing, which runs once the iteration's callbacks are done. */
 #ifndef MUXSHIM_LOOP_H
 #define MUXSHIM_LOOP_H
 
@@ -39,9 +39,16 @@ typedef void (*loop_timer_cb)(struct loop_timer *t);
 struct loop_timer {
 	uint64_t deadline_ms;
 	uint64_t seq;         /* arming order */
-	struct loop_timer *prev, *next;
+	struct loop_timer *child, *sibling, *prev; /* the loop's heap */
 	bool armed;
 	loop_timer_cb cb;
+	void *ctx;
+};
+
+/* Work for the end of the iteration, embedded in the object it frees. */
+struct loop_deferred {
+	struct loop_deferred *next;
+	void (*fn)(void *ctx);
 	void *ctx;
 };
 
@@ -58,8 +65,15 @@ void loop_timer_init(struct loop_timer *t, loop_timer_cb cb, void *ctx);
 void loop_timer_arm(struct loop *l, struct loop_timer *t, uint64_t delay_ms);
 void loop_timer_cancel(struct loop *l, struct loop_timer *t);
 
+/* fn(ctx) runs after every callback of the current iteration (at the end
+ * of loop_run_once, or in loop_free): the place to free an object whose
+ * watches may still be named in the batch being dispatched. d must stay
+ * valid until then (it is usually inside the object). */
+void loop_defer(struct loop *l, struct loop_deferred *d, void (*fn)(void *ctx), void *ctx);
+
 /* Waits at most max_wait_ms (or until the next timer), dispatches ready
- * watches, then due timers. 0 or negative errno (EINTR is not an error). */
+ * watches, then due timers, then deferred work. 0 or negative errno (EINTR
+ * is not an error). */
 int loop_run_once(struct loop *l, int max_wait_ms);
 
 /* Monotonic milliseconds, cached per iteration. */

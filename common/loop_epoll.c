@@ -28,6 +28,7 @@ int loop_new(struct loop **out)
 		return rc;
 	}
 	l->backend = b;
+	l->deferred_tail = &l->deferred;
 	l->now_ms = plat_monotonic_ms();
 	*out = l;
 	return 0;
@@ -41,6 +42,7 @@ void loop_free(struct loop *l)
 {
 	if (!l)
 		return;
+	loop_run_deferred(l);
 	struct epoll_backend *b = l->backend;
 	close(b->epfd);
 	free(b);
@@ -100,5 +102,6 @@ int loop_run_once(struct loop *l, int max_wait_ms)
 			w->cb(w, ev);
 	}
 	loop_timer_dispatch(l);
+	loop_run_deferred(l);
 	return 0;
 }

@@ -43,6 +43,7 @@ int loop_new(struct loop **out)
 		return -ENOMEM;
 	}
 	l->backend = b;
+	l->deferred_tail = &l->deferred;
 	l->now_ms = plat_monotonic_ms();
 	*out = l;
 	return 0;
@@ -52,6 +53,7 @@ void loop_free(struct loop *l)
 {
 	if (!l)
 		return;
+	loop_run_deferred(l);
 	struct poll_backend *b = l->backend;
 	free(b->fds);
 	free(b->watches);
@@ -158,5 +160,6 @@ int loop_run_once(struct loop *l, int max_wait_ms)
 			w->cb(w, ev);
 	}
 	loop_timer_dispatch(l);
+	loop_run_deferred(l);
 	return 0;
 }

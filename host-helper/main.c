@@ -772,7 +772,6 @@ static int helper_run(void)
 	service_ready();
 	while (rc == 0 && !sig.stop) {
 		rc = loop_run_once(h->loop, -1);
-		link_reap();
 	}
 	log_info("signal %d: shutting down (%u tunnels open, %llu served)", sig.stop, h->ntunnels,
 		 (unsigned long long)h->tunnels_total);
@@ -780,9 +779,9 @@ static int helper_run(void)
 	 * seeing its connection drop. */
 	while (h->tunnels)
 		link_close(h->tunnels->link, TUN_GOAWAY_NORMAL, "helper shutting down");
-	link_reap();
 	acceptor_stop(&h->acceptor);
 	plat_close(h->listen_fd);
+	loop_free(h->loop); /* frees what the closes deferred */
 	return rc < 0 ? 1 : 0;
 }
 

@@ -383,7 +383,6 @@ void broker_shutdown(struct shim *s)
 	loop_timer_cancel(s->loop, &b->sync);
 	while (b->clients)
 		client_close(b->clients, NULL);
-	broker_reap(s);
 	if (b->w.fd >= 0) {
 		int fd = b->w.fd;
 		loop_watch_remove(s->loop, &b->w);

@@ -46,6 +46,7 @@ struct client {
 	struct loop_timer clock;  /* --request-timeout */
 	struct stats_session stats;
 	struct client *prev, *next;
+	struct loop_deferred reap;
 };
 
 struct broker {
@@ -63,7 +64,6 @@ struct broker {
 	char buid[UMX_SERIAL_MAX + 1];
 	bool buid_known;
 	struct client *clients;
-	struct client *dead;      /* freed after each loop iteration */
 	unsigned nlisteners;
 	struct stats_broker *n;   /* its numbers, in the shim's statistics */
 	struct log_ratelimit rl;
@@ -72,7 +72,6 @@ struct broker {
 /* broker.c */
 void broker_init(struct shim *s);
 void broker_shutdown(struct shim *s);
-void broker_reap(struct shim *s);
 /* Has the table been filled from the upstream since it was last lost? */
 bool broker_synced(const struct shim *s);
 /* A request needs the table and a subscription is on its way: wait. */

@@ -80,7 +80,7 @@ static void answer(struct client *c, const uint8_t *msg, size_t len)
 	client_queue(c, msg, len);
 }
 
-/* Off the live list, onto the one freed after this loop iteration. */
+/* Off the live list; freed once this loop iteration is done. */
 static void client_retire(struct client *c)
 {
 	struct broker *b = &c->shim->broker;
@@ -90,8 +90,7 @@ static void client_retire(struct client *c)
 		b->clients = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	c->next = b->dead;
-	b->dead = c;
+	loop_defer(c->shim->loop, &c->reap, free, c);
 }
 
 void client_close(struct client *c, const char *why)
@@ -453,12 +452,3 @@ void client_start(struct shim *s, int fd)
 	client_update(c);
 }
 
-void broker_reap(struct shim *s)
-{
-	struct broker *b = &s->broker;
-	while (b->dead) {
-		struct client *c = b->dead;
-		b->dead = c->next;
-		free(c);
-	}
-}

@@ -19,7 +19,7 @@
 struct ctl_conn {
 	struct shim *s;
 	struct ctl_conn *prev, *next;   /* the open ones */
-	struct ctl_conn *next_dead;
+	struct loop_deferred reap;
 	bool http;
 	struct loop_watch w;
 	struct loop_timer timeout;
@@ -29,7 +29,7 @@ struct ctl_conn {
 	size_t resp_len, resp_off;
 };
 
-static struct ctl_conn *open_conns, *dead;
+static struct ctl_conn *open_conns;
 static unsigned nconns;
 
 static void conn_close(struct ctl_conn *c)
@@ -48,8 +48,7 @@ static void conn_close(struct ctl_conn *c)
 		c->next->prev = c->prev;
 	/* Freed after this loop iteration: an event for it may be pending. */
 	c->w.ctx = NULL;
-	c->next_dead = dead;
-	dead = c;
+	loop_defer(c->s->loop, &c->reap, free, c);
 	/* A scraper flood must not take descriptors from client sessions. */
 	if (nconns-- == CTL_CONNS_MAX) {
 		if (c->s->cfg.control_path)
@@ -59,14 +58,6 @@ static void conn_close(struct ctl_conn *c)
 	}
 }
 
-void control_reap(void)
-{
-	while (dead) {
-		struct ctl_conn *c = dead;
-		dead = c->next_dead;
-		free(c);
-	}
-}
 
 static void on_timeout(struct loop_timer *t)
 {
@@ -246,7 +237,6 @@ void control_stop(struct shim *s)
 	 * closed and freed like any other. */
 	while (open_conns)
 		conn_close(open_conns);
-	control_reap();
 	if (s->cfg.control_path) {
 		acceptor_stop(&s->control);
 		plat_unix_unlink_if_ours(s->cfg.control_path, &s->control_id);

@@ -535,10 +535,6 @@ int main(int argc, char **argv)
 		broker_init(s);
 	while (rc == 0 && !sig.stop) {
 		rc = loop_run_once(s->loop, -1);
-		broker_reap(s);
-		session_reap(s);
-		link_reap();
-		control_reap();
 	}
 	if (rc < 0)
 		log_error("event loop failed: %s", strerror(-rc));

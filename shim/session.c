@@ -450,8 +450,7 @@ static void session_teardown(struct session *ss, const char *why, int err)
 	stats_session_close(&s->stats, &ss->stats);
 
 	session_unlink(s, ss);
-	ss->next = s->dead;
-	s->dead = ss;
+	loop_defer(s->loop, &ss->reap, free, ss);
 	s->nsessions--;
 	shim_session_ended(s);
 }
@@ -460,14 +459,4 @@ void session_close_all(struct shim *s)
 {
 	while (s->live)
 		session_teardown(s->live, NULL, 0);
-	session_reap(s);
-}
-
-void session_reap(struct shim *s)
-{
-	while (s->dead) {
-		struct session *ss = s->dead;
-		s->dead = ss->next;
-		free(ss);
-	}
 }

@@ -83,6 +83,7 @@ struct session {
 	unsigned retry_delay_ms;
 	struct stats_session stats;
 	struct session *prev, *next;
+	struct loop_deferred reap;
 };
 
 struct shim {
@@ -92,7 +93,6 @@ struct shim {
 	struct plat_file_id listen_id;
 	struct acceptor acceptor;
 	struct session *live;
-	struct session *dead; /* freed after each loop iteration */
 	unsigned nsessions;
 	uint64_t next_id;
 	struct log_ratelimit rl_upstream;
@@ -117,7 +117,6 @@ void session_start(struct shim *s, int client_fd);
 int session_adopt(struct shim *s, int client_fd, struct stats_session *moved,
 		  const uint8_t *pre, size_t n);
 void session_close_all(struct shim *s);
-void session_reap(struct shim *s);
 
 /* upstream.c: 0 and a connected non-blocking fd, or a negative errno. */
 int upstream_connect(struct shim *s, int *fd);
@@ -138,7 +137,6 @@ void tunnel_shutdown(void);
 /* control.c: `muxshim stats` and the Prometheus endpoint */
 int control_start(struct shim *s);
 void control_stop(struct shim *s);
-void control_reap(void);
 int control_query(const char *path, const char *format);
 int control_health(const char *path, bool live);
 

@@ -431,5 +431,4 @@ void tunnel_shutdown(void)
 	}
 	if (tc.link)
 		link_close(tc.link, TUN_GOAWAY_NORMAL, "shim shutting down");
-	link_reap();
 }

@@ -31,7 +31,7 @@ struct link_stream {
 	struct loop_timer close_timer;
 	struct link_stream *prev, *next;   /* all streams of the link */
 	struct link_stream *wait_next;     /* streams waiting for room */
-	struct link_stream *reap_next;
+	struct loop_deferred reap;
 	void *ctx;
 };
 
@@ -58,11 +58,9 @@ struct link {
 	struct loop_timer timer;
 	struct link_stats stats;
 	uint8_t token[LINK_TOKEN_MAX];
-	struct link *reap_next;
+	struct loop_deferred reap;
 };
 
-static struct link *reap_links;
-static struct link_stream *reap_streams;
 static uint8_t scratch[LINK_IN_CHUNK];
 
 static void link_update(struct link *l);
@@ -197,8 +195,7 @@ static void stream_free(struct link_stream *st, bool abortive)
 	l->nstreams--;
 	if (l->ops->stream_closed)
 		l->ops->stream_closed(l, st);
-	st->reap_next = reap_streams;
-	reap_streams = st;
+	loop_defer(l->loop, &st->reap, free, st);
 }
 
 void link_stream_reset(struct link_stream *st, uint32_t code, const char *reason)
@@ -1011,6 +1008,13 @@ int link_new(struct loop *loop, int fd, const struct link_config *cfg,
 	return 0;
 }
 
+static void link_free(void *ctx)
+{
+	struct link *l = ctx;
+	memset(l->token, 0, sizeof(l->token));
+	free(l);
+}
+
 void link_close(struct link *l, uint32_t goaway_code, const char *why)
 {
 	if (l->state == LINK_DEAD)
@@ -1043,21 +1047,5 @@ void link_close(struct link *l, uint32_t goaway_code, const char *why)
 	l->mux_ready = false;
 	if (l->ops->down)
 		l->ops->down(l, why ? why : "closed");
-	l->reap_next = reap_links;
-	reap_links = l;
-}
-
-void link_reap(void)
-{
-	while (reap_streams) {
-		struct link_stream *st = reap_streams;
-		reap_streams = st->reap_next;
-		free(st);
-	}
-	while (reap_links) {
-		struct link *l = reap_links;
-		reap_links = l->reap_next;
-		memset(l->token, 0, sizeof(l->token));
-		free(l);
-	}
+	loop_defer(l->loop, &l->reap, link_free, l);
 }

@@ -83,7 +83,7 @@ void *link_ctx(const struct link *l);
 unsigned link_stream_count(const struct link *l);
 const struct link_stats *link_get_stats(const struct link *l);
 /* Did the link end because the peer sent GOAWAY? Its code in *code. Valid
- * until link_reap, so in ops->down too. */
+ * until the end of the loop iteration it ended in, so in ops->down too. */
 bool link_peer_goaway(const struct link *l, uint32_t *code);
 
 /* Shim: opens a stream for a connected local socket; its OPEN goes out with
@@ -106,9 +106,5 @@ uint32_t link_stream_id(const struct link_stream *st);
 /* Helper: how the local socket should be closed when the stream ends. The
  * default closes normally; see link_stream_set_abortive_close. */
 void link_stream_set_abortive_close(struct link_stream *st, bool on);
-
-/* Frees links and streams that ended during the last loop iteration. Call
- * after every loop_run_once. */
-void link_reap(void);
 
 #endif
