@@ -5,8 +5,11 @@
  * table it feeds, and fans events out to this shim's own Listen clients.
  * client.c is the per-client state machine: requests are read and decoded
  * here; ListDevices, Listen, ReadBUID and ListListeners are answered from the
- * table; Connect, pair records and unknown requests are handed, rewritten,
- * to a relay (session_adopt / tunnel_adopt), which the client then is. */
+ * table; pair records (and ReadBUID before the BUID is known) are exchanged
+ * with the upstream over a relay session of their own while the client
+ * stays here, so that the filter and ID mapping apply to every request of a
+ * connection; Connect and unknown requests are handed, rewritten, to a relay
+ * (session_adopt / tunnel_adopt), which the client then is. */
 #ifndef MUXSHIM_BROKER_H
 #define MUXSHIM_BROKER_H
 
@@ -27,6 +30,7 @@ enum sub_state {
 enum client_state {
 	CLIENT_COMMAND,  /* reading requests */
 	CLIENT_PARKED,   /* a request waits for the table (subscription syncing) */
+	CLIENT_EXCHANGE, /* a forwarded request waits for its one reply */
 	CLIENT_LISTEN,   /* a subscriber: events only */
 	CLIENT_DEAD,
 };
@@ -45,6 +49,11 @@ struct client {
 	char progname[64];        /* ListListeners */
 	struct loop_timer clock;  /* --request-timeout */
 	struct stats_session stats;
+	/* CLIENT_EXCHANGE: our end of a socket pair whose other end is a
+	 * relay client, like the subscription's; the request goes out, one
+	 * reply comes back, and the pair is closed. */
+	struct loop_watch ex;
+	struct buf ex_out, ex_in;
 	struct client *prev, *next;
 	struct loop_deferred reap;
 };

@@ -2,8 +2,9 @@
  *
  *   COMMAND --(ListDevices, ReadBUID, ListListeners, refused Connect)--> COMMAND
  *   COMMAND --(a request that needs the table while it is syncing)--> PARKED
+ *   COMMAND --(pair records; ReadBUID not yet known)--> EXCHANGE --(reply)--> COMMAND
  *   COMMAND --(Listen)--> LISTEN (events until the client goes)
- *   COMMAND --(Connect, pair records, unknown)--> handed to a relay
+ *   COMMAND --(Connect, unknown)--> handed to a relay
  *
  * Flow control: the client is read only while nothing waits to be written
  * to it and it is in COMMAND, so one request is in hand at a time and a
@@ -24,6 +25,7 @@ _Static_assert((int)UMX_REQ_NTYPES == (int)INSP_NTYPES && (int)UMX_REQ_OTHER == 
 
 static void client_update(struct client *c);
 static void client_process(struct client *c);
+static void exchange_end(struct client *c);
 
 void client_queue(struct client *c, const uint8_t *msg, size_t len)
 {
@@ -105,6 +107,7 @@ void client_close(struct client *c, const char *why)
 		b->n->listeners = --b->nlisteners;
 	c->state = CLIENT_DEAD;
 	loop_timer_cancel(s->loop, &c->clock);
+	exchange_end(c);
 	int fd = c->w.fd;
 	loop_watch_remove(s->loop, &c->w);
 	plat_close(fd);
@@ -173,6 +176,112 @@ static void listener_input(struct client *c)
 	}
 	if (c->state != CLIENT_DEAD)
 		client_update(c);
+}
+
+/* ---- forwarded requests with one reply ---------------------------------- */
+
+/* Closing our end is all the relay needs: it sees EOF and ends the
+ * upstream session. */
+static void exchange_end(struct client *c)
+{
+	if (c->ex.fd < 0)
+		return;
+	int fd = c->ex.fd;
+	loop_watch_remove(c->shim->loop, &c->ex);
+	plat_close(fd);
+	buf_release(&c->ex_out);
+	buf_release(&c->ex_in);
+}
+
+static void exchange_update(struct client *c)
+{
+	unsigned want = buf_len(&c->ex_out) ? LOOP_IN | LOOP_OUT : LOOP_IN;
+	if (loop_watch_set(c->shim->loop, &c->ex, want) < 0)
+		client_close(c, "event registration failed");
+}
+
+/* The upstream's answer, whole: to the client as it came (pair-record
+ * replies name no DeviceID), and the client reads its next request. */
+static void exchange_done(struct client *c, size_t len)
+{
+	size_t n;
+	const uint8_t *p = buf_peek(&c->ex_in, &n);
+	c->state = CLIENT_COMMAND;
+	answer(c, p, len);
+	exchange_end(c);
+	if (c->state == CLIENT_COMMAND)
+		client_process(c);
+}
+
+static void on_exchange_io(struct loop_watch *w, unsigned events)
+{
+	struct client *c = w->ctx;
+	struct shim *s = c->shim;
+	size_t n;
+	const uint8_t *p;
+	if ((events & (LOOP_OUT | LOOP_ERR)) && (p = buf_peek(&c->ex_out, &n)) != NULL) {
+		ssize_t wr = plat_write(w->fd, p, n);
+		if (wr < 0 && wr != -EAGAIN) {
+			client_close(c, "upstream exchange failed");
+			return;
+		}
+		if (wr > 0)
+			buf_consume(&c->ex_out, (size_t)wr);
+	}
+	if (events & (LOOP_IN | LOOP_ERR)) {
+		size_t room = buf_space(&c->ex_in);
+		ssize_t r = plat_read(w->fd, s->scratch, room < sizeof(s->scratch) ? room : sizeof(s->scratch));
+		if (r == 0 || (r < 0 && r != -EAGAIN) || (r > 0 && buf_append(&c->ex_in, s->scratch, (size_t)r) < 0)) {
+			/* The upstream ended the session without answering: the
+			 * client sees what it would have seen directly. */
+			client_close(c, "the upstream did not answer a forwarded request");
+			return;
+		}
+		p = buf_peek(&c->ex_in, &n);
+		struct umx_hdr h;
+		if (p && n >= UMX_HDR_LEN) {
+			if (umx_hdr_get_reply(p, &h) < 0) {
+				client_close(c, "the upstream sent a reply of impossible length");
+				return;
+			}
+			if (n >= h.length) {
+				exchange_done(c, h.length);
+				return;
+			}
+		}
+	}
+	exchange_update(c);
+}
+
+/* msg goes to the upstream on a relay session of its own; the client waits
+ * here for the reply, unread, as it would wait on usbmuxd. */
+static void exchange_start(struct client *c, const uint8_t *msg, size_t len)
+{
+	struct shim *s = c->shim;
+	int fds[2];
+	int rc = plat_socketpair(fds);
+	if (rc < 0) {
+		log_warn("broker: cannot forward a request: %s", strerror(-rc));
+		client_close(c, "socket pair failed");
+		return;
+	}
+	loop_watch_init(&c->ex, fds[0], on_exchange_io, c);
+	buf_init_growing(&c->ex_out, UMX_MSG_MAX);
+	buf_init_growing(&c->ex_in, UMX_REPLY_MAX);
+	if (buf_append(&c->ex_out, msg, len) < 0) {
+		plat_close(fds[1]);
+		client_close(c, "out of memory");
+		return;
+	}
+	c->state = CLIENT_EXCHANGE;
+	loop_timer_cancel(s->loop, &c->clock);
+	/* The other end is a client of the relay (the session the upstream
+	 * sees), as for the subscription. */
+	if (s->cfg.upstream.kind == ADDR_TUNNEL)
+		tunnel_accept(s, fds[1]);
+	else
+		session_start(s, fds[1]);
+	on_exchange_io(&c->ex, LOOP_OUT);
 }
 
 /* Result 0, then an Attached for each device the client may see. */
@@ -277,6 +386,11 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 		break;
 	case ROUTE_FORWARD: {
 		b->n->forwarded[type]++;
+		if (type != UMX_REQ_CONNECT && type != UMX_REQ_OTHER) {
+			/* One reply, then the connection is the client's again. */
+			exchange_start(c, r.msg, r.len);
+			break;
+		}
 		/* The rewritten request, then whatever the client sent after it. */
 		size_t n;
 		const uint8_t *p = buf_peek(&c->in, &n);
@@ -288,6 +402,7 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 		memcpy(pre, r.msg, r.len);
 		if (n)
 			memcpy(pre + r.len, p, n);
+		c->stats.connect_handed = type == UMX_REQ_CONNECT;
 		hand_over(c, pre, r.len + n);
 		free(pre);
 		break;
@@ -440,6 +555,7 @@ void client_start(struct shim *s, int fd)
 	buf_init_growing(&c->in, UMX_MSG_MAX);
 	buf_init_growing(&c->out, s->cfg.event_queue > UMX_REPLY_MAX ? s->cfg.event_queue : UMX_REPLY_MAX);
 	loop_watch_init(&c->w, fd, on_client_io, c);
+	loop_watch_init(&c->ex, -1, on_exchange_io, c);
 	loop_timer_init(&c->clock, on_request_timeout, c);
 	c->next = b->clients;
 	if (b->clients)

@@ -104,7 +104,7 @@ static void fail(struct inspector *in, const char *why)
 }
 
 /* The client sent what must not reach usbmuxd: it is closed. */
-static void refuse(struct inspector *in, const char *why)
+void insp_refuse(struct inspector *in, const char *why)
 {
 	struct insp_event ev = { .kind = INSP_EV_REFUSED, .error = why };
 	in->state = INSP_REFUSED;
@@ -119,6 +119,8 @@ static void emit_request(struct inspector *in, enum insp_type type, unsigned ver
 	struct insp_event ev = { .kind = INSP_EV_REQUEST, .type = type, .version = version,
 				 .port = port };
 	in->cb(in->ctx, &ev);
+	if (in->state != INSP_COMMANDS)
+		return; /* the callback refused it */
 	if (type == INSP_LISTEN) {
 		in->state = INSP_DONE; /* from here on: a stream of events */
 		insp_free(in);
@@ -147,7 +149,7 @@ static void on_request(struct inspector *in, struct insp_reader *r)
 			return;
 		}
 		if (rc < 0) {
-			refuse(in, why ? why : "plist request refused");
+			insp_refuse(in, why ? why : "plist request refused");
 			return;
 		}
 		emit_request(in, type, 1, port, tag);
@@ -217,7 +219,7 @@ static void feed(struct inspector *in, struct insp_reader *r, bool is_request,
 			if (len < 16 || len > INSP_MSG_MAX) {
 				/* usbmuxd closes such a client itself. */
 				if (is_request)
-					refuse(in, "bad request length");
+					insp_refuse(in, "bad request length");
 				else
 					fail(in, "bad reply length");
 				return;
@@ -229,7 +231,7 @@ static void feed(struct inspector *in, struct insp_reader *r, bool is_request,
 				r->body = malloc(r->body_len);
 				if (!r->body) {
 					if (is_request)
-						refuse(in, "out of memory");
+						insp_refuse(in, "out of memory");
 					else
 						fail(in, "out of memory");
 					return;

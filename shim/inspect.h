@@ -78,6 +78,9 @@ struct inspector {
 
 void insp_init(struct inspector *in, insp_cb cb, void *ctx);
 void insp_free(struct inspector *in);
+/* From a REQUEST callback: the request must not go on; the client is closed
+ * (why says so in the log). */
+void insp_refuse(struct inspector *in, const char *why);
 static inline bool insp_done(const struct inspector *in) { return in->state == INSP_DONE; }
 /* Has the client started a request it has not finished sending? */
 static inline bool insp_mid_request(const struct inspector *in)

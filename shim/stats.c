@@ -199,6 +199,15 @@ static void on_insp(void *ctx, const struct insp_event *ev)
 	struct stats_proc *p = c->ss->proc;
 	switch (ev->kind) {
 	case INSP_EV_REQUEST:
+		if (c->ss->connect_handed) {
+			/* usbmuxd would take another request after a refused
+			 * Connect; passed on as it is, it would skip the
+			 * broker's filter and ID mapping. Clients open a new
+			 * connection per Connect: this one is closed. */
+			insp_refuse(&c->ss->insp, "a request after a Connect on the same connection "
+						  "(the broker takes one Connect per connection)");
+			return;
+		}
 		st->by_type[ev->type]++;
 		st->by_version[ev->version ? 1 : 0]++;
 		if (p) {

@@ -36,6 +36,9 @@ struct stats_session {
 	struct stats_proc *proc;
 	struct inspector insp;
 	uint16_t pending_port;    /* the Connect awaiting its result */
+	bool connect_handed;      /* the broker handed this client over with a
+				   * Connect: a request after it (the Connect
+				   * failed) would bypass the broker */
 	uint64_t bytes_up, bytes_down;
 };
 

@@ -306,6 +306,41 @@ class WithDevices(unittest.TestCase):
             with self.assertRaises(socket.timeout):
                 s.recv(1)
 
+    def test_filter_applies_to_every_request_of_a_connection(self):
+        # A forwarded request (ReadPairRecord) is answered and the client
+        # stays with the broker: what it sends next on the same connection
+        # is filtered and answered here too, never passed on as it is.
+        self.start_shim("--device", "fakedev-0002")
+        before = upstream_connections(self.dev)
+        with session(self.path) as s:
+            s.sendall(raw({"MessageType": "ReadPairRecord", "PairRecordID": "fakedev-0002"}, 5))
+            v, m, t, whole, body = read_msg(s)
+            self.assertEqual(t, 5)
+            self.assertEqual(whole, ask(self.up, {"MessageType": "ReadPairRecord",
+                                                  "PairRecordID": "fakedev-0002"}, 5))
+            self.assertEqual(upstream_connections(self.dev), before + 2)  # ours, and direct
+            s.sendall(raw({"MessageType": "Connect", "DeviceID": 1, "PortNumber": 0x7ef2}, 6))
+            v, m, t, whole, body = read_msg(s)
+            self.assertEqual((t, body), (6, {"MessageType": "Result", "Number": 2}))
+            s.sendall(raw({"MessageType": "ReadPairRecord", "PairRecordID": "fakedev-0001"}, 7))
+            self.assertEqual(read_msg(s)[4], {"MessageType": "Result", "Number": 2})
+            s.sendall(raw(LIST, 8))
+            self.assertEqual(serials(read_msg(s)[3]), ["fakedev-0002"])
+        self.assertEqual(upstream_connections(self.dev), before + 2,
+                         "a request after the forwarded one reached the upstream")
+        # A Connect is handed to a relay (on success the connection is the
+        # device's). One the device refuses leaves a relay behind: a request
+        # after it would skip the filter, so the connection is closed instead
+        # (clients open a connection per Connect).
+        with session(self.path) as s:
+            s.sendall(raw({"MessageType": "Connect", "DeviceID": 2, "PortNumber": 0x7ef2}, 9))
+            self.assertEqual(read_msg(s)[4], {"MessageType": "Result", "Number": 3})
+            s.sendall(raw({"MessageType": "Connect", "DeviceID": 1, "PortNumber": 0x7ef2}, 10))
+            self.assertEqual(s.recv(1), b"")
+        harness.wait_for(lambda: "a request after a Connect on the same connection"
+                         in self.shim.stderr_text(), WAIT, what="the refusal logged")
+        self.assertEqual(upstream_connections(self.dev), before + 3)
+
     def test_device_filter_from_environment_and_connection_type(self):
         env = dict(os.environ, MUXSHIM_DEVICES="fakedev-0001,fakedev-0003")
         self.start_shim(env=env)
