@@ -275,6 +275,7 @@ static void exchange_start(struct client *c, const uint8_t *msg, size_t len)
 	}
 	c->state = CLIENT_EXCHANGE;
 	loop_timer_cancel(s->loop, &c->clock);
+	stats_session_upstream(&s->stats, &c->stats, loop_now(s->loop));
 	/* The other end is a client of the relay (the session the upstream
 	 * sees), as for the subscription. */
 	if (s->cfg.upstream.kind == ADDR_TUNNEL)
@@ -403,6 +404,7 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 		if (n)
 			memcpy(pre + r.len, p, n);
 		c->stats.connect_handed = type == UMX_REQ_CONNECT;
+		stats_session_upstream(&s->stats, &c->stats, loop_now(s->loop));
 		hand_over(c, pre, r.len + n);
 		free(pre);
 		break;

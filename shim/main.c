@@ -1,5 +1,8 @@
-/* muxshim: presents the usbmuxd socket inside a container and relays each
- * client session to the host's usbmuxd. Setup, options, listener, loop. */
+/* muxshim: presents the usbmuxd socket inside a container and answers it:
+ * the broker (client.c, broker.c) answers what it can from one upstream
+ * subscription and hands the rest to the relays (session.c for unix: and
+ * tcp:, tunnel.c for tunnel:); --passthrough relays every session as it
+ * is. Setup, options, listener, loop. */
 #include "shim.h"
 #include "daemon.h"
 #include "tunnel/link.h"
@@ -9,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef MUXSHIM_VERSION
 #define MUXSHIM_VERSION "0.1.0"
@@ -23,7 +27,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: muxshim [options]\n"
-		"Presents a usbmuxd socket and relays every client session to the host's usbmuxd.\n"
+		"Presents a usbmuxd socket to containers and brokers it to the host's usbmuxd.\n"
 		"\n"
 		"  --listen PATH           socket to serve (default " DEFAULT_LISTEN ")\n"
 		"  --socket-mode MODE      octal mode of that socket (default 0666)\n"
@@ -59,9 +63,11 @@ static void usage(FILE *f)
 		"  --stats-interval S      log a one-line summary every S seconds (default 300; 0 off)\n"
 		"  --warn-rate N           warn when one process opens more than N sessions/s over\n"
 		"                          10 s (default 5; 0 off)\n"
-		"  --no-inspect            do not look at usbmuxd requests (counts stay per process)\n"
-		"  --broker                answer usbmuxd itself (docs/BROKER.md): one upstream Listen,\n"
-		"                          a device table; ListDevices, Listen, ReadBUID answered here\n"
+		"  --passthrough           relay every client session to the upstream as it is,\n"
+		"                          instead of the broker (docs/BROKER.md): one upstream\n"
+		"                          Listen and a device table that answer ListDevices,\n"
+		"                          Listen, ReadBUID and ListListeners here (the default)\n"
+		"  --no-inspect            passthrough: do not read requests (counts stay per process)\n"
 		"  --device UDID[,UDID]    broker: only these devices exist for this shim's clients\n"
 		"                          (repeatable; default $MUXSHIM_DEVICES, else every device)\n"
 		"  --connection KIND       broker: usb, network or any (default any)\n"
@@ -102,7 +108,7 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 	enum { O_LISTEN = 256, O_MODE, O_UPSTREAM, O_MAXSESS, O_CTIMEOUT, O_LOGLEVEL, O_HELP,
 	       O_VERSION, O_NOSPLICE, O_TOKEN, O_TWAIT, O_KEEPALIVE, O_CONTROL, O_METRICS,
 	       O_INTERVAL, O_WARNRATE, O_NOINSPECT, O_RTIMEOUT, O_USER, O_OWNER, O_NOSECCOMP,
-	       O_GENTOKEN, O_LOGFILE, O_BROKER, O_DEVICE, O_CONNECTION, O_EVQUEUE };
+	       O_GENTOKEN, O_LOGFILE, O_BROKER, O_PASSTHROUGH, O_DEVICE, O_CONNECTION, O_EVQUEUE };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "socket-mode", required_argument, NULL, O_MODE },
@@ -126,6 +132,7 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		{ "no-seccomp", no_argument, NULL, O_NOSECCOMP },
 		{ "log-file", required_argument, NULL, O_LOGFILE },
 		{ "broker", no_argument, NULL, O_BROKER },
+		{ "passthrough", no_argument, NULL, O_PASSTHROUGH },
 		{ "device", required_argument, NULL, O_DEVICE },
 		{ "connection", required_argument, NULL, O_CONNECTION },
 		{ "event-queue", required_argument, NULL, O_EVQUEUE },
@@ -150,9 +157,10 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 	cfg->stats_interval_s = 300;
 	cfg->request_timeout_ms = 10000;
 	cfg->seccomp = true;
+	cfg->broker = true;
 	umx_filter_init(&cfg->filter);
 	cfg->event_queue = CLIENT_EVENTS_DEFAULT;
-	bool devices_given = false;
+	bool devices_given = false, passthrough = false;
 	const char *control = NULL;
 
 	int c;
@@ -252,8 +260,11 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		case O_NOSPLICE:
 			cfg->splice = false;
 			break;
-		case O_BROKER:
-			cfg->broker = true;
+		case O_BROKER: /* the default; kept for command lines of 0.1 */
+			passthrough = false;
+			break;
+		case O_PASSTHROUGH:
+			passthrough = true;
 			break;
 		case O_DEVICE:
 			if (umx_filter_add_list(&cfg->filter, optarg) < 0)
@@ -287,9 +298,13 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 	    umx_filter_add_list(&cfg->filter, env_devices) < 0)
 		die_usage("MUXSHIM_DEVICES '%s': need UDIDs (letters, digits, '-'), separated by "
 			  "commas, at most 256", env_devices);
+	cfg->broker = !passthrough;
 	if (!cfg->broker && (cfg->filter.n || cfg->filter.conn != UMX_CONN_ANY))
-		die_usage("%s: a device filter needs --broker (the relay does not read requests)",
-			  cfg->filter.n ? "--device/MUXSHIM_DEVICES" : "--connection");
+		die_usage("%s: a device filter needs the broker (--passthrough relays requests "
+			  "unread)", cfg->filter.n ? "--device/MUXSHIM_DEVICES" : "--connection");
+	if (cfg->broker && !cfg->inspect)
+		die_usage("%s applies to --passthrough (the broker reads every request)",
+			  "--no-inspect");
 
 	char err[256];
 	if (addr_parse(upstream, ADDR_UNIX | ADDR_TCP | ADDR_TUNNEL, &cfg->upstream, err,
@@ -365,7 +380,14 @@ void shim_attribute(struct shim *s, struct stats_session *ss, int client_fd)
 	pid_t pid = 0;
 	uid_t uid = (uid_t)-1;
 	plat_peer_cred(client_fd, &pid, &uid); /* unknown stays pid 0 */
-	stats_session_open(&s->stats, ss, pid, uid, loop_now(s->loop));
+	if (pid > 0 && pid == s->self_pid) {
+		/* The broker's own end of a socket pair: not a client. */
+		stats_session_open_internal(&s->stats, ss);
+		return;
+	}
+	/* With the broker a client reaches the upstream only when it
+	 * forwards a request (client.c counts it then). */
+	stats_session_open(&s->stats, ss, pid, uid, loop_now(s->loop), !s->cfg.broker);
 }
 
 /* A client that connects and sends nothing, or stops in the middle of a
@@ -455,6 +477,7 @@ int main(int argc, char **argv)
 	if (argc >= 2 && strcmp(argv[1], "health") == 0)
 		return health_main(argc, argv);
 	parse_args(argc, argv, &s->cfg);
+	s->self_pid = getpid();
 	log_init("muxshim", s->cfg.log_level);
 	if (s->cfg.log_file) {
 		int lrc = log_open_file(s->cfg.log_file);

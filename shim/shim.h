@@ -105,6 +105,7 @@ struct shim {
 	struct loop_timer summary;
 	uint64_t sessions_total;
 	uint64_t upstream_failures;
+	pid_t self_pid;             /* sessions from it are the broker's own */
 	struct broker broker;
 	uint8_t scratch[SHIM_IO_CHUNK];
 };

@@ -53,12 +53,13 @@ static void window_advance(struct stats_proc *p, uint64_t sec)
 	for (uint64_t i = 1; i <= gap && i <= STATS_RATE_WINDOW; i++) {
 		unsigned slot = (unsigned)((p->window_sec + i) % STATS_RATE_WINDOW);
 		p->window[slot] = 0;
+		p->window_up[slot] = 0;
 		memset(p->window_types[slot], 0, sizeof(p->window_types[slot]));
 	}
 	p->window_sec = sec;
 }
 
-double stats_proc_rate(const struct stats_proc *p, uint64_t now_ms)
+static double window_rate(const struct stats_proc *p, const uint32_t *ring, uint64_t now_ms)
 {
 	uint64_t sec = now_ms / 1000;
 	uint64_t total = 0;
@@ -66,9 +67,19 @@ double stats_proc_rate(const struct stats_proc *p, uint64_t now_ms)
 		uint64_t s = sec - i;
 		if (s > p->window_sec || p->window_sec - s >= STATS_RATE_WINDOW)
 			continue;
-		total += p->window[s % STATS_RATE_WINDOW];
+		total += ring[s % STATS_RATE_WINDOW];
 	}
 	return (double)total / STATS_RATE_WINDOW;
+}
+
+double stats_proc_rate(const struct stats_proc *p, uint64_t now_ms)
+{
+	return window_rate(p, p->window, now_ms);
+}
+
+double stats_proc_upstream_rate(const struct stats_proc *p, uint64_t now_ms)
+{
+	return window_rate(p, p->window_up, now_ms);
 }
 
 static struct stats_proc *proc_get(struct stats *st, pid_t pid, uid_t uid, uint64_t now_ms)
@@ -148,18 +159,47 @@ static void maybe_warn(struct stats *st, struct stats_proc *p, uint64_t now_ms)
 	p->last_warn_ms = now_ms;
 	char m[256];
 	mix(p, m, sizeof(m));
-	double ports = rate * WIN_TIME_WAIT_S * SEED_TCP_HOPS;
+	/* The Windows arithmetic counts what reaches the host: with the
+	 * broker, the questions it answers cost no port anywhere. */
+	double up = stats_proc_upstream_rate(p, now_ms);
+	double ports = up * WIN_TIME_WAIT_S * SEED_TCP_HOPS;
+	char cost[256];
+	if (up > 0)
+		snprintf(cost, sizeof(cost), "%.1f/s of them reached the host. Over per-session TCP "
+			 "on a Windows host those would hold about %.0f ports in TIME_WAIT (%.1f/s x "
+			 "%d s x %d hops), %.0f%% of the %d dynamic ports", up, ports, up,
+			 WIN_TIME_WAIT_S, SEED_TCP_HOPS, 100.0 * ports / WIN_DYNAMIC_PORTS,
+			 WIN_DYNAMIC_PORTS);
+	else
+		snprintf(cost, sizeof(cost), "none of them reached the host (answered by the "
+			 "broker): no TIME_WAIT anywhere, but the client still does needless work");
 	log_warn("busy client: pid %ld (%s%s) uid %ld opens %.1f usbmuxd sessions/s (threshold %.1f; "
-		 "last %d s: %s). Over per-session TCP on a Windows host that would hold about %.0f "
-		 "ports in TIME_WAIT (%.1f/s x %d s x %d hops), %.0f%% of the %d dynamic ports",
+		 "last %d s: %s); %s",
 		 (long)p->pid, p->comm, p->comm_visible ? "" : ": command not visible from here",
-		 (long)p->uid, rate, st->warn_rate, STATS_RATE_WINDOW, m, ports, rate,
-		 WIN_TIME_WAIT_S, SEED_TCP_HOPS, 100.0 * ports / WIN_DYNAMIC_PORTS,
-		 WIN_DYNAMIC_PORTS);
+		 (long)p->uid, rate, st->warn_rate, STATS_RATE_WINDOW, m, cost);
+}
+
+void stats_session_open_internal(struct stats *st, struct stats_session *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	st->sessions_total++;
+	st->sessions_open++;
+	st->sessions_internal++;
+}
+
+void stats_session_upstream(struct stats *st, struct stats_session *ss, uint64_t now_ms)
+{
+	st->sessions_up++;
+	struct stats_proc *p = ss->proc;
+	if (!p)
+		return;
+	p->sessions_up++;
+	window_advance(p, now_ms / 1000);
+	p->window_up[p->window_sec % STATS_RATE_WINDOW]++;
 }
 
 void stats_session_open(struct stats *st, struct stats_session *ss, pid_t pid, uid_t uid,
-			uint64_t now_ms)
+			uint64_t now_ms, bool upstream)
 {
 	memset(ss, 0, sizeof(*ss));
 	st->sessions_total++;
@@ -172,6 +212,8 @@ void stats_session_open(struct stats *st, struct stats_session *ss, pid_t pid, u
 		p->last_seen_ms = now_ms;
 		window_advance(p, now_ms / 1000);
 		p->window[p->window_sec % STATS_RATE_WINDOW]++;
+		if (upstream)
+			stats_session_upstream(st, ss, now_ms);
 		maybe_warn(st, p, now_ms);
 	}
 }
@@ -379,6 +421,8 @@ static void render_json(const struct stats *st, struct out *o, uint64_t now_ms)
 	    (unsigned long long)st->sessions_open, st->inspect ? "true" : "false",
 	    (unsigned long long)st->parse_errors, (unsigned long long)st->bytes_up,
 	    (unsigned long long)st->bytes_down);
+	put(o, "\"sessions_upstream\":%llu,\"sessions_internal\":%llu,",
+	    (unsigned long long)st->sessions_up, (unsigned long long)st->sessions_internal);
 	put(o, "\"requests\":{");
 	for (unsigned k = 0; k < INSP_NTYPES; k++)
 		put(o, "%s\"%s\":%llu", k ? "," : "", insp_type_name((enum insp_type)k),
@@ -422,10 +466,12 @@ static void render_json(const struct stats *st, struct out *o, uint64_t now_ms)
 		put(o, "%s{\"pid\":%ld,\"uid\":%ld,\"comm\":\"", i ? "," : "", (long)p->pid,
 		    (long)p->uid);
 		put_json_str(o, p->comm);
-		put(o, "\",\"comm_visible\":%s,\"sessions\":%llu,\"rate_per_s\":%.2f,\"warned\":%s,"
+		put(o, "\",\"comm_visible\":%s,\"sessions\":%llu,\"rate_per_s\":%.2f,"
+		       "\"upstream_sessions\":%llu,\"upstream_rate_per_s\":%.2f,\"warned\":%s,"
 		       "\"requests\":{",
 		    p->comm_visible ? "true" : "false", (unsigned long long)p->sessions,
-		    stats_proc_rate(p, now_ms), p->warned ? "true" : "false");
+		    stats_proc_rate(p, now_ms), (unsigned long long)p->sessions_up,
+		    stats_proc_upstream_rate(p, now_ms), p->warned ? "true" : "false");
 		for (unsigned k = 0; k < INSP_NTYPES; k++)
 			put(o, "%s\"%s\":%llu", k ? "," : "", insp_type_name((enum insp_type)k),
 			    (unsigned long long)p->by_type[k]);
@@ -436,10 +482,11 @@ static void render_json(const struct stats *st, struct out *o, uint64_t now_ms)
 
 static void render_table(const struct stats *st, struct out *o, uint64_t now_ms)
 {
-	put(o, "sessions: %llu total, %llu open, %.1f/s since start; inspection %s, %llu "
-	       "unparseable\n",
+	put(o, "sessions: %llu total, %llu open, %.1f/s since start; %llu reached the upstream, "
+	       "%llu the broker's own; inspection %s, %llu unparseable\n",
 	    (unsigned long long)st->sessions_total, (unsigned long long)st->sessions_open,
 	    (double)st->sessions_total * 1000.0 / (double)(now_ms - st->started_ms + 1),
+	    (unsigned long long)st->sessions_up, (unsigned long long)st->sessions_internal,
 	    st->inspect ? "on" : "off", (unsigned long long)st->parse_errors);
 	if (st->tunnel) {
 		char rtt[32];
@@ -500,10 +547,12 @@ static void render_prometheus(const struct stats *st, struct out *o, uint64_t no
 {
 	put(o, "# TYPE muxshim_sessions_total counter\nmuxshim_sessions_total %llu\n"
 	       "# TYPE muxshim_sessions_open gauge\nmuxshim_sessions_open %llu\n"
+	       "# TYPE muxshim_sessions_upstream_total counter\nmuxshim_sessions_upstream_total %llu\n"
 	       "# TYPE muxshim_bytes_total counter\nmuxshim_bytes_total{direction=\"up\"} %llu\n"
 	       "muxshim_bytes_total{direction=\"down\"} %llu\n"
 	       "# TYPE muxshim_parse_errors_total counter\nmuxshim_parse_errors_total %llu\n",
 	    (unsigned long long)st->sessions_total, (unsigned long long)st->sessions_open,
+	    (unsigned long long)st->sessions_up,
 	    (unsigned long long)st->bytes_up, (unsigned long long)st->bytes_down,
 	    (unsigned long long)st->parse_errors);
 	put(o, "# TYPE muxshim_requests_total counter\n");

@@ -23,6 +23,8 @@ struct stats_proc {
 	unsigned open;            /* sessions pointing here now: never forgotten while > 0 */
 	uint64_t by_type[INSP_NTYPES];
 	uint32_t window[STATS_RATE_WINDOW]; /* sessions per second, ring */
+	uint64_t sessions_up;     /* of them, how many reached the upstream */
+	uint32_t window_up[STATS_RATE_WINDOW];
 	uint32_t window_types[STATS_RATE_WINDOW][INSP_NTYPES];
 	uint64_t window_sec;      /* the second window[window_sec % N] counts */
 	uint64_t last_seen_ms;
@@ -63,6 +65,8 @@ struct stats_broker {
 struct stats {
 	uint64_t started_ms;
 	uint64_t sessions_total;
+	uint64_t sessions_up;       /* client sessions that reached the upstream */
+	uint64_t sessions_internal; /* the broker's own (subscription, exchanges) */
 	uint64_t sessions_open;
 	uint64_t by_type[INSP_NTYPES];
 	uint64_t by_version[2];
@@ -91,8 +95,16 @@ struct stats {
 
 void stats_init(struct stats *st, bool inspect, double warn_rate, uint64_t now_ms);
 /* A client connected: attribute it (SO_PEERCRED pid/uid, /proc comm). */
+/* A session of muxshim's own (the broker's subscription and forwarded
+ * requests): counted, attributed to no process (the client that caused an
+ * exchange is counted by stats_session_upstream). */
+void stats_session_open_internal(struct stats *st, struct stats_session *ss);
+/* ss's client caused an upstream session (every session with
+ * --passthrough; with the broker, a forwarded request). */
+void stats_session_upstream(struct stats *st, struct stats_session *ss, uint64_t now_ms);
+/* A client session; upstream: it goes to the upstream as it is (the relay). */
 void stats_session_open(struct stats *st, struct stats_session *ss, pid_t pid, uid_t uid,
-			uint64_t now_ms);
+			uint64_t now_ms, bool upstream);
 void stats_session_close(struct stats *st, struct stats_session *ss);
 /* Bytes as relayed, each direction; inspection happens here. */
 /* Is the session waiting for its client to send (the first bytes, or the
@@ -109,6 +121,8 @@ void stats_upstream_failure(struct stats *st, int err);
 
 /* Sessions per second of a process over the window ending now. */
 double stats_proc_rate(const struct stats_proc *p, uint64_t now_ms);
+/* The same for the sessions of it that reached the upstream. */
+double stats_proc_upstream_rate(const struct stats_proc *p, uint64_t now_ms);
 
 /* Renders into a malloc'd string: "json", "table" or "prometheus". */
 char *stats_render(const struct stats *st, const char *format, uint64_t now_ms);
