@@ -200,8 +200,11 @@ class Path:
         return p
 
     def shim(self, listen, upstream, *extra, name="muxshim"):
+        # The relay rows measure the relay: the broker is muxshim's default,
+        # so they ask for --passthrough; the broker's rows say --broker.
+        mode = [] if "--broker" in extra else ["--passthrough"]
         argv = [harness.shim_binary(), "--listen", listen, "--upstream", upstream,
-                "--log-level", "warn"] + list(extra)
+                "--log-level", "warn"] + mode + list(extra)
         return self.spawn(argv, name, ready_socket=listen)
 
     def helper(self, port, upstream):
