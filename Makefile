@@ -31,7 +31,7 @@ TUNNEL_SRC := common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c com
 COMMON_SRC := common/log.c common/buf.c common/addr.c common/daemon.c common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC) \
               $(TUNNEL_SRC)
 COMMON_HDR := $(wildcard common/*.h common/tunnel/*.h common/usbmuxd/*.h)
-SHIM_SRC   := shim/main.c shim/session.c shim/upstream.c shim/diag.c shim/tunnel.c \
+SHIM_SRC   := shim/main.c shim/session.c shim/upstream.c shim/resolver.c shim/diag.c shim/tunnel.c \
               shim/inspect.c shim/stats.c shim/control.c shim/broker.c shim/client.c \
               common/usbmuxd/plist_guard.c common/usbmuxd/proto.c common/usbmuxd/devtable.c \
               common/usbmuxd/router.c
@@ -75,7 +75,7 @@ all: $(B)/muxshim $(B)/muxshim-host $(B)/muxshim-run
 # LDFLAGS: e.g. an rpath for the Docker image (docker/Dockerfile).
 $(B)/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 	@mkdir -p $(B)
-	$(CC) $(ALLFLAGS) -Ishim $(SHIM_SRC) $(COMMON_SRC) -o $@ $(LDFLAGS) $(PLIST_LIBS) $(PLAT_LIBS)
+	$(CC) $(ALLFLAGS) -pthread -Ishim $(SHIM_SRC) $(COMMON_SRC) -o $@ $(LDFLAGS) $(PLIST_LIBS) $(PLAT_LIBS)
 
 $(B)/muxshim-run: $(RUN_SRC) $(RUN_HDR) $(COMMON_HDR) Makefile
 	@mkdir -p $(B)
@@ -92,7 +92,7 @@ $(B)/asan/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) $(HELPER_HDR) 
 
 $(B)/asan/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 	@mkdir -p $(B)/asan
-	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim -DMUXSHIM_VERSION='"$(VERSION)"' \
+	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -pthread -Icommon -Ishim -DMUXSHIM_VERSION='"$(VERSION)"' \
 		$(SHIM_SRC) $(COMMON_SRC) -o $@ $(PLIST_LIBS) $(PLAT_LIBS)
 
 # Windows: muxshim-host.exe, cross-built with mingw-w64 from the same sources.

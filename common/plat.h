@@ -74,6 +74,19 @@ void plat_signals_take(int fd, struct plat_signals *out);
 int plat_log_dir_open(const char *path, int *dirfd_out);
 int plat_log_reopen(int dirfd, const char *path, int *fd_out);
 
+/* A resolved socket address, opaque outside the platform files. */
+struct plat_addr {
+	uint32_t len;
+	uint8_t raw[128]; /* a struct sockaddr_storage */
+};
+/* host (a name or a literal address) and port to the first address.
+ * plat_resolve_literal never blocks: -EAGAIN when host is a name.
+ * plat_resolve may wait for DNS: never on an event loop (shim/resolver.c). */
+int plat_resolve_literal(const char *host, uint16_t port, struct plat_addr *out);
+int plat_resolve(const char *host, uint16_t port, struct plat_addr *out);
+/* plat_tcp_connect to a resolved address. */
+int plat_tcp_connect_addr(const struct plat_addr *a, int *fd_out);
+
 /* TCP. Hosts are names or literal addresses (resolution may block briefly).
  * plat_tcp_connect returns 0 when connected at once, -EINPROGRESS when the
  * caller must wait for writability and then ask plat_connect_result. */

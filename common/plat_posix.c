@@ -502,6 +502,59 @@ int plat_tcp_listen(const char *host, uint16_t port, int backlog, int *fd_out)
 	return rc;
 }
 
+static int first_addr(const char *host, uint16_t port, int flags, struct plat_addr *out)
+{
+	struct addrinfo hints, *res;
+	char service[8];
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = flags;
+	snprintf(service, sizeof(service), "%u", port);
+	int rc = getaddrinfo(host, service, &hints, &res);
+	if (rc == EAI_NONAME && (flags & AI_NUMERICHOST))
+		return -EAGAIN;
+	if (rc != 0)
+		return rc == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
+	if (res->ai_addrlen > sizeof(out->raw)) {
+		freeaddrinfo(res);
+		return -EAFNOSUPPORT;
+	}
+	out->len = (uint32_t)res->ai_addrlen;
+	memcpy(out->raw, res->ai_addr, res->ai_addrlen);
+	freeaddrinfo(res);
+	return 0;
+}
+
+int plat_resolve_literal(const char *host, uint16_t port, struct plat_addr *out)
+{
+	return first_addr(host, port, AI_NUMERICHOST, out);
+}
+
+int plat_resolve(const char *host, uint16_t port, struct plat_addr *out)
+{
+	return first_addr(host, port, 0, out);
+}
+
+int plat_tcp_connect_addr(const struct plat_addr *a, int *fd_out)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)a->raw;
+	int fd = plat_socket_nb(sa->sa_family, SOCK_STREAM, 0);
+	if (fd < 0)
+		return fd;
+	if (connect(fd, sa, a->len) == 0) {
+		*fd_out = fd;
+		return 0;
+	}
+	int rc = -errno;
+	if (rc == -EINPROGRESS) {
+		*fd_out = fd;
+		return rc;
+	}
+	close(fd);
+	return rc;
+}
+
 int plat_tcp_connect(const char *host, uint16_t port, int *fd_out)
 {
 	struct addrinfo *res;

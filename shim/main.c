@@ -444,6 +444,13 @@ static void on_summary(struct loop_timer *t)
 	loop_timer_arm(s->loop, t, (uint64_t)s->cfg.stats_interval_s * 1000);
 }
 
+static void on_resolved(void *ctx)
+{
+	struct shim *s = ctx;
+	if (s->cfg.upstream.kind == ADDR_TUNNEL)
+		tunnel_resolved(s);
+}
+
 static bool shim_has_room(void *ctx)
 {
 	struct shim *s = ctx;
@@ -547,7 +554,20 @@ int main(int argc, char **argv)
 	if (s->cfg.stats_interval_s)
 		loop_timer_arm(s->loop, &s->summary, (uint64_t)s->cfg.stats_interval_s * 1000);
 
+	/* Before the sandbox: a name is resolved by a thread the sandbox then
+	 * covers as well (resolver.c). */
+	if (s->cfg.upstream.kind == ADDR_TCP || s->cfg.upstream.kind == ADDR_TUNNEL) {
+		rc = resolver_start(&s->resolver, s->loop, s->cfg.upstream.host, s->cfg.upstream.port,
+				    on_resolved, s);
+		if (rc < 0) {
+			log_error("upstream %s: %s", up, strerror(-rc));
+			control_stop(s);
+			plat_unix_unlink_if_ours(s->cfg.listen_path, &s->listen_id);
+			return 1;
+		}
+	}
 	if (daemon_harden(s->cfg.user, s->cfg.seccomp) < 0) {
+		resolver_stop(s->resolver);
 		control_stop(s);
 		plat_unix_unlink_if_ours(s->cfg.listen_path, &s->listen_id);
 		return 1;
@@ -573,6 +593,7 @@ int main(int argc, char **argv)
 	session_close_all(s);
 	if (s->cfg.upstream.kind == ADDR_TUNNEL)
 		tunnel_shutdown();
+	resolver_stop(s->resolver);
 	loop_free(s->loop);
 	return rc < 0 ? 1 : 0;
 }

@@ -12,6 +12,7 @@
 #include "plat.h"
 #include "stats.h"
 #include "broker.h"
+#include "resolver.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -106,6 +107,7 @@ struct shim {
 	uint64_t sessions_total;
 	uint64_t upstream_failures;
 	pid_t self_pid;             /* sessions from it are the broker's own */
+	struct resolver *resolver;  /* tcp: and tunnel: upstreams */
 	struct broker broker;
 	uint8_t scratch[SHIM_IO_CHUNK];
 };
@@ -129,6 +131,8 @@ int upstream_probe(struct shim *s, char *why, size_t cap);
 
 /* tunnel.c: --upstream tunnel:HOST:PORT */
 void tunnel_init(struct shim *s);
+/* The resolver has an answer (resolver.h). */
+void tunnel_resolved(struct shim *s);
 void tunnel_accept(struct shim *s, int client_fd);
 /* As session_adopt, over the tunnel. */
 int tunnel_adopt(struct shim *s, int client_fd, struct stats_session *moved,

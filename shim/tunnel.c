@@ -32,7 +32,7 @@ struct pending {
 	struct pending *prev, *next;
 };
 
-enum tstate { T_DOWN, T_CONNECTING, T_HANDSHAKE, T_UP };
+enum tstate { T_DOWN, T_RESOLVING, T_CONNECTING, T_HANDSHAKE, T_UP };
 
 static struct {
 	struct shim *s;
@@ -274,6 +274,7 @@ static void on_connect(struct loop_watch *w, unsigned ev)
 		if (log_ratelimit_pass(&tc.rl_down, loop_now(tc.s->loop), &suppressed))
 			log_warn("tunnel to %s: cannot connect: %s (retrying)", tc.name, strerror(-rc));
 		plat_close(fd);
+		resolver_retry(tc.s->resolver);
 		schedule_redial();
 		return;
 	}
@@ -293,6 +294,7 @@ static void on_connect_timeout(struct loop_timer *t)
 	if (log_ratelimit_pass(&tc.rl_down, loop_now(tc.s->loop), &suppressed))
 		log_warn("tunnel to %s: cannot connect: no answer within %u ms (--connect-timeout; "
 			 "retrying)", tc.name, tc.s->cfg.connect_timeout_ms);
+	resolver_retry(tc.s->resolver);
 	schedule_redial();
 }
 
@@ -300,9 +302,17 @@ static void tunnel_dial(void)
 {
 	struct shim *s = tc.s;
 	int fd;
+	struct plat_addr a;
+	int rc = resolver_get(s->resolver, &a);
+	if (rc == -EAGAIN) {
+		tc.state = T_RESOLVING; /* tunnel_resolved dials */
+		return;
+	}
 	tc.state = T_CONNECTING;
 	tc.last_dial_ms = loop_now(s->loop);
-	int rc = plat_tcp_connect(s->cfg.upstream.host, s->cfg.upstream.port, &fd);
+	bool resolved = rc == 0;
+	if (resolved)
+		rc = plat_tcp_connect_addr(&a, &fd);
 	if (rc == 0) {
 		start_link(fd);
 		return;
@@ -319,7 +329,9 @@ static void tunnel_dial(void)
 	}
 	unsigned suppressed;
 	if (log_ratelimit_pass(&tc.rl_down, loop_now(s->loop), &suppressed))
-		log_warn("tunnel to %s: cannot connect: %s (retrying)", tc.name, strerror(-rc));
+		log_warn("tunnel to %s: cannot %s: %s (retrying)", tc.name,
+			 resolved ? "connect" : "resolve the name", strerror(-rc));
+	resolver_retry(s->resolver);
 	schedule_redial();
 }
 
@@ -327,6 +339,13 @@ static void on_retry(struct loop_timer *t)
 {
 	(void)t;
 	tunnel_dial();
+}
+
+void tunnel_resolved(struct shim *s)
+{
+	(void)s;
+	if (tc.state == T_RESOLVING)
+		tunnel_dial();
 }
 
 void tunnel_init(struct shim *s)

@@ -10,8 +10,13 @@
 
 int upstream_connect(struct shim *s, int *fd)
 {
-	if (s->cfg.upstream.kind == ADDR_TCP)
-		return plat_tcp_connect(s->cfg.upstream.host, s->cfg.upstream.port, fd);
+	if (s->cfg.upstream.kind == ADDR_TCP) {
+		/* -EAGAIN while the name resolves: the session retries, as
+		 * for a full listen queue. */
+		struct plat_addr a;
+		int rc = resolver_get(s->resolver, &a);
+		return rc < 0 ? rc : plat_tcp_connect_addr(&a, fd);
+	}
 	/* Opened afresh by path for every session, so a host usbmuxd that
 	 * recreated its socket in a mounted directory is found again. */
 	return plat_unix_connect(s->cfg.upstream.path, fd);
@@ -71,6 +76,8 @@ int upstream_probe(struct shim *s, char *why, size_t cap)
 void upstream_report_failure(struct shim *s, int err)
 {
 	unsigned suppressed;
+	if (s->resolver && err != -EAGAIN)
+		resolver_retry(s->resolver); /* the address may have moved */
 	s->upstream_failures++;
 	stats_upstream_failure(&s->stats, err);
 	if (!log_ratelimit_pass(&s->rl_upstream, loop_now(s->loop), &suppressed))

@@ -3,10 +3,12 @@
 Real usbmuxd and real clients where they exist; the fake device for Connect
 data paths. Every daemon runs from build/ (MUXSHIM_BIN / MUXSHIM_HOST_BIN
 select other builds, e.g. the sanitizer ones)."""
+import json
 import os
 import plistlib
 import random
 import re
+import shlex
 import signal
 import socket
 import struct
@@ -612,3 +614,52 @@ class TunnelDown(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class NameResolution(unittest.TestCase):
+    """The tunnel's host is a name: resolving it must not stop the loop."""
+
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def test_slow_dns_does_not_block_the_shim(self):
+        # Private mount and network namespaces whose resolv.conf names a DNS
+        # server that takes queries and never answers (a UDP socket bound and
+        # never read, held by the shim's own process), with glibc's longest
+        # timeout: a lookup waits a minute. A shim that resolved on its loop
+        # would not answer `muxshim stats` (its control socket is served by
+        # the same loop) until then; resolved by its thread, it answers at
+        # once, and the log says nothing of the name yet. 30 s tells the two
+        # apart on any machine.
+        d = harness.tempdir("dns")
+        conf = os.path.join(d, "resolv.conf")
+        with open(conf, "w") as f:
+            f.write("nameserver 127.0.0.1\noptions timeout:30 attempts:2\n")
+        path = os.path.join(d, "shim.sock")
+        shim_cmd = [harness.shim_binary(), "--listen", path, "--passthrough",
+                    "--upstream", "tunnel:muxshim-dns-test.example:27016", "--log-level", "debug"]
+        blackhole = ("import os, socket, sys\n"
+                     "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                     "s.bind(('127.0.0.1', 53))\n"
+                     "os.set_inheritable(s.fileno(), True)\n"
+                     "os.execv(sys.argv[1], sys.argv[1:])\n")
+        inner = "ip link set lo up && mount --bind %s /etc/resolv.conf && exec %s -c %s %s" % (
+            shlex.quote(conf), shlex.quote(sys.executable), shlex.quote(blackhole),
+            " ".join(shlex.quote(a) for a in shim_cmd))
+        shim = harness.Proc(["unshare", "-m", "-n", "--propagation", "private", "sh", "-c", inner],
+                            name="muxshim-dns", ready_socket=path + ".ctl").start()
+        t0 = time.monotonic()
+        r = subprocess.run([harness.shim_binary(), "stats", "--json", "--listen", path],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertLess(time.monotonic() - t0, 30.0, "the shim's loop waited for DNS")
+        self.assertFalse(json.loads(r.stdout)["tunnel"]["up"])
+        self.assertNotIn("resolve the name", shim.stderr_text())
+        # A client meanwhile waits for the tunnel (--tunnel-wait) and is
+        # closed, as while any tunnel is down: not held by the lookup.
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(60)
+            s.connect(path)
+            t0 = time.monotonic()
+            self.assertEqual(s.recv(10), b"")
+            self.assertLess(time.monotonic() - t0, 30.0)

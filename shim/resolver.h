@@ -1,0 +1,27 @@
+/* The upstream's address without blocking the loop (resolver.c). */
+#ifndef MUXSHIM_RESOLVER_H
+#define MUXSHIM_RESOLVER_H
+
+#include "addr.h"
+#include "loop.h"
+#include "plat.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct resolver;
+
+/* host:port, a literal address (resolved now) or a name (resolved by a
+ * thread; start this before the sandbox). ready(ctx) runs on the loop each
+ * time an answer arrives. 0 or a negative errno. */
+int resolver_start(struct resolver **out, struct loop *loop, const char *host, uint16_t port,
+		   void (*ready)(void *ctx), void *ctx);
+/* The current answer: 0 and *a; else the last failure, or -EAGAIN, while
+ * a resolution is on its way (ready follows). A stale answer is returned
+ * and refreshed in the background. */
+int resolver_get(struct resolver *r, struct plat_addr *a);
+/* A connect to the answer failed: resolve again. */
+void resolver_retry(struct resolver *r);
+void resolver_stop(struct resolver *r);
+
+#endif
