@@ -38,7 +38,8 @@ bool broker_synced(const struct shim *s)
 
 bool broker_should_park(const struct shim *s)
 {
-	return s->broker.state == SUB_SYNCING && !s->broker.settled_empty;
+	/* IDLE: between attempts (the backoff after a loss). */
+	return s->broker.state != SUB_LIVE && !s->broker.settled_empty;
 }
 
 void broker_view(const struct shim *s, bool listeners, struct router_view *v, const char **buid,
@@ -169,7 +170,11 @@ static void sub_end(struct shim *s, const char *why)
 	buf_release(&b->in);
 	b->state = SUB_IDLE;
 	b->n->live = false;
-	b->settled_empty = true;
+	/* A live subscription that ends (usbmuxd restarted, the tunnel cut)
+	 * is usually back within one attempt: requests that need the table
+	 * wait for that attempt rather than get an empty one. Once an attempt
+	 * has failed, the empty table is the truth clients get. */
+	b->settled_empty = !was_live;
 	if (was_live) {
 		b->n->sub_losses++;
 		log_warn("broker: upstream subscription lost (%s); devices reported detached, "
@@ -180,7 +185,8 @@ static void sub_end(struct shim *s, const char *why)
 		if (log_ratelimit_pass(&b->rl, loop_now(s->loop), &suppressed))
 			log_warn("broker: cannot subscribe to the upstream (%s); retrying", why);
 	}
-	unpark_all(s); /* answered from the (now empty) table */
+	if (b->settled_empty)
+		unpark_all(s); /* answered from the (now empty) table */
 	unsigned jitter = 0;
 	plat_random(&jitter, sizeof(jitter));
 	loop_timer_arm(s->loop, &b->retry, b->backoff_ms / 2 + jitter % (b->backoff_ms / 2 + 1));

@@ -182,9 +182,9 @@ static void maybe_warn(struct stats *st, struct stats_proc *p, uint64_t now_ms)
 void stats_session_open_internal(struct stats *st, struct stats_session *ss)
 {
 	memset(ss, 0, sizeof(*ss));
-	st->sessions_total++;
-	st->sessions_open++;
+	ss->internal = true;
 	st->sessions_internal++;
+	st->internal_open++;
 }
 
 void stats_session_upstream(struct stats *st, struct stats_session *ss, uint64_t now_ms)
@@ -324,7 +324,10 @@ void stats_upstream_bytes(struct stats *st, struct stats_session *ss, const uint
 
 void stats_session_close(struct stats *st, struct stats_session *ss)
 {
-	st->sessions_open--;
+	if (ss->internal)
+		st->internal_open--;
+	else
+		st->sessions_open--;
 	if (ss->proc)
 		ss->proc->open--;
 	ss->proc = NULL;

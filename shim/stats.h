@@ -38,6 +38,7 @@ struct stats_session {
 	struct stats_proc *proc;
 	struct inspector insp;
 	uint16_t pending_port;    /* the Connect awaiting its result */
+	bool internal;            /* the broker's own: not in sessions_* */
 	bool connect_handed;      /* the broker handed this client over with a
 				   * Connect: a request after it (the Connect
 				   * failed) would bypass the broker */
@@ -66,7 +67,8 @@ struct stats {
 	uint64_t started_ms;
 	uint64_t sessions_total;
 	uint64_t sessions_up;       /* client sessions that reached the upstream */
-	uint64_t sessions_internal; /* the broker's own (subscription, exchanges) */
+	uint64_t sessions_internal; /* the broker's own (subscription, exchanges), */
+	uint64_t internal_open;     /* not counted in sessions_total/_open */
 	uint64_t sessions_open;
 	uint64_t by_type[INSP_NTYPES];
 	uint64_t by_version[2];

@@ -349,6 +349,30 @@ class WithDevices(unittest.TestCase):
         self.start_shim("--connection", "network")  # fakedev's devices are USB
         self.assertEqual(serials(ask(self.path, LIST)), [])
 
+    def test_upstream_missing_or_stopped(self):
+        # The host's usbmuxd is often not running at all (Debian starts it
+        # when a phone is plugged in and it exits with the last one). Direct
+        # clients then fail to connect; through the broker they are told the
+        # truth at once: no devices (with --passthrough they get EOF, as
+        # test_shim tests). The log explains why, once.
+        missing = os.path.join(self.d, "nothing-here")
+        shim = harness.Shim(self.path, missing, "--connect-timeout", 60000).start()
+        for i in range(20):
+            with session(self.path, timeout=60) as s:
+                s.sendall(raw(LIST, i + 1))
+                self.assertEqual(read_msg(s)[2:5:2], (i + 1, {"DeviceList": []}))
+        rc, out, err = harness.run_client(["idevice_id", "-l"], self.path)
+        self.assertEqual((rc, out.strip()), (0, ""), err)
+        log = shim.stderr_text()
+        self.assertIn("no socket at %s" % missing, log)
+        self.assertEqual(log.count("upstream unavailable"), 1, log)
+        # Once it starts, the devices appear (the subscription retries).
+        os.rename(self.up, missing)
+        harness.wait_for(lambda: "subscribed to the upstream (3 devices)" in shim.stderr_text(),
+                         WAIT, what="the broker subscribing once usbmuxd is there")
+        self.assertEqual(serials(ask(self.path, LIST)),
+                         ["fakedev-0001", "fakedev-0002", "fakedev-0003"])
+
     def test_upstream_that_never_answers(self):
         # A listener that accepts and says nothing: clients that need the
         # table wait for the subscription, which gives up after 10 s; then

@@ -99,7 +99,9 @@ class RealClients(unittest.TestCase):
 
     def start_shim(self, upstream, *extra):
         require_shim(self)
-        shim = h.Shim(os.path.join(h.tempdir("shim"), "usbmuxd"), upstream, *extra)
+        # The broker, muxshim's default; `make integration-passthrough` runs
+        # this suite again with MUXSHIM_SHIM_ARGS=--passthrough (the relay).
+        shim = h.Shim(os.path.join(h.tempdir("shim"), "usbmuxd"), upstream, "--broker", *extra)
         shim.start()
         self.addCleanup(self._stop_shim, shim)
         return shim

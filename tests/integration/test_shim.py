@@ -198,9 +198,11 @@ class Lifecycle(unittest.TestCase):
     def test_upstream_missing_answers_promptly(self):
         # A shim that retried the missing socket would hold each client for
         # --connect-timeout (60 s here); answering at once takes
-        # milliseconds. 10 s tells the two apart on any machine.
+        # milliseconds. 10 s tells the two apart on any machine. The relay
+        # (--passthrough) closes the client; the broker answers it (no
+        # devices: test_broker's test_upstream_missing_or_stopped).
         shim = harness.Shim(self.path, os.path.join(self.d, "nothing-here"),
-                            "--connect-timeout", 60000).start()
+                            "--connect-timeout", 60000, "--passthrough").start()
         for i in range(50):
             s = socket.socket(socket.AF_UNIX)
             s.settimeout(60)
@@ -215,7 +217,8 @@ class Lifecycle(unittest.TestCase):
         self.assertEqual(log.count("upstream unavailable"), 1, log)
 
     def test_upstream_stopped_is_explained(self):
-        shim = harness.Shim(self.path, self.mux.socket).start()
+        # The relay's answer (the broker's: no devices, test_broker).
+        shim = harness.Shim(self.path, self.mux.socket, "--passthrough").start()
         self.mux.stop()  # leaves its socket file behind: ECONNREFUSED
         rc, out, err = harness.run_client(["idevice_id", "-l"], self.path)
         self.assertNotEqual(rc, 0)

@@ -142,7 +142,8 @@ class NoisyClient(unittest.TestCase):
         helper = Helper("unix:" + mux.socket).start()
         d = harness.tempdir("stats-tunnel")
         path = os.path.join(d, "shim.sock")
-        shim = harness.Shim(path, helper.tunnel, "--warn-rate", 5, log_level="info").start()
+        shim = harness.Shim(path, helper.tunnel, "--warn-rate", 5, "--broker",
+                            log_level="info").start()
         self.run_pattern(path, d, shim, passthrough=False)
         st = self.stats(path)
         self.assertTrue(st["tunnel"]["up"])
