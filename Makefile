@@ -62,12 +62,13 @@ TOOLS      := fakedev devsvc muxconn lmclient leaky tcprelay
 DEB_PKGS := nodejs build-essential pkg-config clang libclang-rt-14-dev usbmuxd libusbmuxd-dev \
             libusbmuxd-tools libimobiledevice-utils libplist-dev libplist-utils \
             libseccomp-dev libcunit1-dev socat iproute2 procps util-linux python3 valgrind \
-            gcc-mingw-w64-x86-64 wine64 wine docker.io debootstrap docker-compose
+            gcc-mingw-w64-x86-64 wine64 wine docker.io debootstrap docker-compose \
+            wixl msitools debhelper lintian
 
 .PHONY: all deps tools clients unit integration integration-asan integration-valgrind integration-windows \
         integration-broker \
         integration-docker \
-        windows fuzz-smoke fuzz \
+        windows msi fuzz-smoke fuzz \
         check bench bench-mux demo soak clean
 
 all: $(B)/muxshim $(B)/muxshim-host $(B)/muxshim-run
@@ -113,6 +114,16 @@ $(B)/muxshim-host.exe: $(WIN_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 
 windows: deps
 	$(MAKE) $(B)/muxshim-host.exe
+
+# The Windows installer (packaging/windows/muxshim-host.wxs, docs/windows.md):
+# wixl from msitools. Every build gets a new ProductCode, so any build of a
+# higher VERSION upgrades an installed one in place.
+MSI := $(B)/muxshim-host-$(VERSION)-x64.msi
+$(MSI): packaging/windows/muxshim-host.wxs $(B)/muxshim-host.exe
+	wixl -a x64 -D VERSION=$(VERSION) -D EXE=$(B)/muxshim-host.exe -o $@ $<
+
+msi: deps
+	$(MAKE) $(MSI)
 
 # Installs only what is missing; `apt-get update` runs once, if at all.
 deps:
