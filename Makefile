@@ -68,7 +68,7 @@ DEB_PKGS := nodejs build-essential pkg-config clang libclang-rt-14-dev usbmuxd l
 .PHONY: all deps tools clients unit integration integration-asan integration-valgrind integration-windows \
         integration-broker \
         integration-docker \
-        windows msi fuzz-smoke fuzz \
+        windows msi man fuzz-smoke fuzz \
         check bench bench-mux demo soak clean
 
 all: $(B)/muxshim $(B)/muxshim-host $(B)/muxshim-run
@@ -124,6 +124,15 @@ $(MSI): packaging/windows/muxshim-host.wxs $(B)/muxshim-host.exe
 
 msi: deps
 	$(MAKE) $(MSI)
+
+# Man pages: man/PROG.1.in with the option tables of README.md and docs/*.md
+# (those marked <!-- man: PROG -->) as OPTIONS, so the two cannot drift;
+# man/genman.py --check compares them with each program's --help.
+MAN_PAGES := $(B)/man/muxshim.1 $(B)/man/muxshim-host.1 $(B)/man/muxshim-run.1
+$(MAN_PAGES) &: man/genman.py $(wildcard man/*.1.in) README.md $(wildcard docs/*.md) Makefile
+	python3 man/genman.py $(B)/man $(VERSION)
+
+man: $(MAN_PAGES)
 
 # Installs only what is missing; `apt-get update` runs once, if at all.
 deps:
