@@ -68,7 +68,7 @@ DEB_PKGS := nodejs build-essential pkg-config clang libclang-rt-14-dev usbmuxd l
 .PHONY: all deps tools clients unit integration integration-asan integration-valgrind integration-windows \
         integration-broker \
         integration-docker \
-        windows msi man fuzz-smoke fuzz \
+        windows msi man deb fuzz-smoke fuzz \
         check bench bench-mux demo soak clean
 
 all: $(B)/muxshim $(B)/muxshim-host $(B)/muxshim-run
@@ -84,7 +84,7 @@ $(B)/muxshim-run: $(RUN_SRC) $(RUN_HDR) $(COMMON_HDR) Makefile
 
 $(B)/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)
-	$(CC) $(ALLFLAGS) $(HELPER_SRC) $(COMMON_SRC) -o $@ $(PLAT_LIBS)
+	$(CC) $(ALLFLAGS) $(HELPER_SRC) $(COMMON_SRC) -o $@ $(LDFLAGS) $(PLAT_LIBS)
 
 $(B)/asan/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)/asan
@@ -133,6 +133,20 @@ $(MAN_PAGES) &: man/genman.py $(wildcard man/*.1.in) README.md $(wildcard docs/*
 	python3 man/genman.py $(B)/man $(VERSION)
 
 man: $(MAN_PAGES)
+
+# Debian packages muxshim and muxshim-host (debian/, debhelper), built from a
+# copy of the tree in $(B)/deb/ (dpkg-buildpackage writes to the parent
+# directory), then checked by lintian (debian/*.lintian-overrides name what
+# is waived and why).
+DEB_SRC := $(B)/deb/muxshim-$(VERSION)
+deb: deps
+	@v=$$(dpkg-parsechangelog -S Version); case "$$v" in $(VERSION)-*) ;; \
+		*) echo "debian/changelog says $$v, the Makefile's VERSION is $(VERSION)"; exit 1;; esac
+	rm -rf $(B)/deb && mkdir -p $(DEB_SRC)
+	git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t $(DEB_SRC)
+	cd $(DEB_SRC) && dpkg-buildpackage -b -us -uc -j2 > ../build.log 2>&1 || { tail -40 ../build.log; exit 1; }
+	lintian --fail-on error,warning --info $(B)/deb/muxshim_*.changes
+	@ls -1 $(B)/deb/*.deb
 
 # Installs only what is missing; `apt-get update` runs once, if at all.
 deps:
