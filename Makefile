@@ -67,7 +67,7 @@ DEB_PKGS := nodejs build-essential pkg-config clang libclang-rt-14-dev usbmuxd l
 
 .PHONY: all deps tools clients unit integration integration-asan integration-valgrind integration-windows \
         integration-broker \
-        integration-docker \
+        integration-docker integration-packages \
         windows msi man deb fuzz-smoke fuzz \
         check bench bench-mux demo soak clean
 
@@ -281,6 +281,19 @@ integration-windows: all tools $(B)/muxshim-host.exe
 integration-docker: all tools
 	MUXSHIM_DOCKER_SUITE=1 python3 -m unittest -v tests.integration.test_docker
 
+# The installers as their users install them (tests/integration/test_packages.py):
+# the MSI under wine (installed, used through the tunnel, upgraded to a build
+# of the next VERSION, removed) and the .debs in a fresh Debian 12 container
+# of a private dockerd; the man pages against --help.
+NEXT_VERSION := $(shell echo $(VERSION) | awk -F. '{print $$1 "." $$2 "." $$3 + 1}')
+MSI_NEXT     := $(B)/msi-next/muxshim-host-$(NEXT_VERSION)-x64.msi
+integration-packages: all tools man
+	$(MAKE) deb
+	$(MAKE) $(MSI)
+	$(MAKE) B=$(B)/msi-next VERSION=$(NEXT_VERSION) $(MSI_NEXT)
+	MUXSHIM_PACKAGES_SUITE=1 MUXSHIM_MSI=$(CURDIR)/$(MSI) MUXSHIM_MSI_NEXT=$(CURDIR)/$(MSI_NEXT) \
+		python3 -m unittest -v tests.integration.test_packages
+
 check: deps
 	$(MAKE) all tools clients $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/tests/unit $(B)/muxshim-host.exe
 	$(MAKE) unit
@@ -291,6 +304,7 @@ check: deps
 	$(MAKE) integration-valgrind
 	$(MAKE) integration-windows
 	$(MAKE) integration-docker
+	$(MAKE) integration-packages
 
 bench: deps
 	$(MAKE) all tools

@@ -58,6 +58,8 @@ def roff_text(s):
     s = re.sub(r"\*\*([^*]+)\*\*", r"\\fB\1\\fR", s)
     s = re.sub(r"`([^`]+)`", lambda m: "\\fB" + m.group(1).replace("-", "\\-") + "\\fR", s)
     s = s.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    # Anything beyond ASCII as a groff Unicode escape (the page stays ASCII).
+    s = "".join(c if ord(c) < 128 else "\\[u%04X]" % ord(c) for c in s)
     # Hyphens outside code stay hyphens; a line must not start with . or '.
     return re.sub(r"^([.'])", r"\\&\1", s)
 
