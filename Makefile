@@ -62,12 +62,13 @@ TOOLS      := fakedev devsvc muxconn lmclient leaky tcprelay
 DEB_PKGS := nodejs build-essential pkg-config clang libclang-rt-14-dev usbmuxd libusbmuxd-dev \
             libusbmuxd-tools libimobiledevice-utils libplist-dev libplist-utils \
             libseccomp-dev libcunit1-dev socat iproute2 procps util-linux python3 valgrind \
-            gcc-mingw-w64-x86-64 wine64 wine docker.io debootstrap docker-compose
+            gcc-mingw-w64-x86-64 wine64 wine docker.io debootstrap docker-compose \
+            wixl msitools debhelper lintian
 
 .PHONY: all deps tools clients unit integration integration-asan integration-valgrind integration-windows \
         integration-passthrough \
-        integration-docker \
-        windows fuzz-smoke fuzz \
+        integration-docker integration-packages \
+        windows msi man deb fuzz-smoke fuzz \
         check bench bench-mux demo soak clean
 
 all: $(B)/muxshim $(B)/muxshim-host $(B)/muxshim-run
@@ -83,7 +84,7 @@ $(B)/muxshim-run: $(RUN_SRC) $(RUN_HDR) $(COMMON_HDR) Makefile
 
 $(B)/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)
-	$(CC) $(ALLFLAGS) $(HELPER_SRC) $(COMMON_SRC) -o $@ $(PLAT_LIBS)
+	$(CC) $(ALLFLAGS) $(HELPER_SRC) $(COMMON_SRC) -o $@ $(LDFLAGS) $(PLAT_LIBS)
 
 $(B)/asan/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)/asan
@@ -113,6 +114,39 @@ $(B)/muxshim-host.exe: $(WIN_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 
 windows: deps
 	$(MAKE) $(B)/muxshim-host.exe
+
+# The Windows installer (packaging/windows/muxshim-host.wxs, docs/windows.md):
+# wixl from msitools. Every build gets a new ProductCode, so any build of a
+# higher VERSION upgrades an installed one in place.
+MSI := $(B)/muxshim-host-$(VERSION)-x64.msi
+$(MSI): packaging/windows/muxshim-host.wxs $(B)/muxshim-host.exe
+	wixl -a x64 -D VERSION=$(VERSION) -D EXE=$(B)/muxshim-host.exe -o $@ $<
+
+msi: deps
+	$(MAKE) $(MSI)
+
+# Man pages: man/PROG.1.in with the option tables of README.md and docs/*.md
+# (those marked <!-- man: PROG -->) as OPTIONS, so the two cannot drift;
+# man/genman.py --check compares them with each program's --help.
+MAN_PAGES := $(B)/man/muxshim.1 $(B)/man/muxshim-host.1 $(B)/man/muxshim-run.1
+$(MAN_PAGES) &: man/genman.py $(wildcard man/*.1.in) README.md $(wildcard docs/*.md) Makefile
+	python3 man/genman.py $(B)/man $(VERSION)
+
+man: $(MAN_PAGES)
+
+# Debian packages muxshim and muxshim-host (debian/, debhelper), built from a
+# copy of the tree in $(B)/deb/ (dpkg-buildpackage writes to the parent
+# directory), then checked by lintian (debian/*.lintian-overrides name what
+# is waived and why).
+DEB_SRC := $(B)/deb/muxshim-$(VERSION)
+deb: deps
+	@v=$$(dpkg-parsechangelog -S Version); case "$$v" in $(VERSION)-*) ;; \
+		*) echo "debian/changelog says $$v, the Makefile's VERSION is $(VERSION)"; exit 1;; esac
+	rm -rf $(B)/deb && mkdir -p $(DEB_SRC)
+	git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t $(DEB_SRC)
+	cd $(DEB_SRC) && dpkg-buildpackage -b -us -uc -j2 > ../build.log 2>&1 || { tail -40 ../build.log; exit 1; }
+	lintian --fail-on error,warning --info $(B)/deb/muxshim_*.changes
+	@ls -1 $(B)/deb/*.deb
 
 # Installs only what is missing; `apt-get update` runs once, if at all.
 deps:
@@ -247,6 +281,19 @@ integration-windows: all tools $(B)/muxshim-host.exe
 integration-docker: all tools
 	MUXSHIM_DOCKER_SUITE=1 python3 -m unittest -v tests.integration.test_docker
 
+# The installers as their users install them (tests/integration/test_packages.py):
+# the MSI under wine (installed, used through the tunnel, upgraded to a build
+# of the next VERSION, removed) and the .debs in a fresh Debian 12 container
+# of a private dockerd; the man pages against --help.
+NEXT_VERSION := $(shell echo $(VERSION) | awk -F. '{print $$1 "." $$2 "." $$3 + 1}')
+MSI_NEXT     := $(B)/msi-next/muxshim-host-$(NEXT_VERSION)-x64.msi
+integration-packages: all tools man
+	$(MAKE) deb
+	$(MAKE) $(MSI)
+	$(MAKE) B=$(B)/msi-next VERSION=$(NEXT_VERSION) $(MSI_NEXT)
+	MUXSHIM_PACKAGES_SUITE=1 MUXSHIM_MSI=$(CURDIR)/$(MSI) MUXSHIM_MSI_NEXT=$(CURDIR)/$(MSI_NEXT) \
+		python3 -m unittest -v tests.integration.test_packages
+
 check: deps
 	$(MAKE) all tools clients $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/tests/unit $(B)/muxshim-host.exe
 	$(MAKE) unit
@@ -257,6 +304,7 @@ check: deps
 	$(MAKE) integration-valgrind
 	$(MAKE) integration-windows
 	$(MAKE) integration-docker
+	$(MAKE) integration-packages
 
 bench: deps
 	$(MAKE) all tools
