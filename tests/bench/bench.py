@@ -509,12 +509,33 @@ def build_paths_b(fd, logdir, res):
         p.socket = os.path.join(p.logdir, "client.sock")
         p.daemons["muxshim (tunnel:) [B]"] = p.shim(p.socket, "tunnel:127.0.0.1:%d" % port)
 
+    def broker(p):
+        p.socket = os.path.join(p.logdir, "client.sock")
+        p.daemons["muxshim --broker [B]"] = p.shim(p.socket, "unix:" + fd.socket, "--broker")
+
+    def broker_tunnel(p):
+        port = harness.free_tcp_port()
+        p.daemons["muxshim-host (for the broker) [B]"] = p.helper(port, "unix:" + fd.socket)
+        p.socket = os.path.join(p.logdir, "client.sock")
+        p.daemons["muxshim --broker (tunnel:) [B]"] = p.shim(
+            p.socket, "tunnel:127.0.0.1:%d" % port, "--broker")
+
     make("direct", "direct", direct)
-    make("muxshim", "muxshim (splice)", shim)
-    make("nosplice", "muxshim --no-splice", shim_nosplice)
+    make("muxshim", "muxshim --passthrough (splice)", shim)
+    make("nosplice", "muxshim --passthrough --no-splice", shim_nosplice)
+    make("broker", "muxshim (broker)", broker)
     make("socat", "socat", socat)
-    make("tunnel", "muxshim tunnel", tunnel)
+    make("tunnel", "muxshim --passthrough, tunnel", tunnel)
+    make("broker_tunnel", "muxshim (broker), tunnel", broker_tunnel)
     return paths
+
+
+def connect_loop(p, port, n, par):
+    """The WebDriverAgent pattern: n sessions of connect, Connect to a device
+    port, a 1 KiB request and its 1 KiB answer, close."""
+    r = muxconn(["--socket", p.socket, "--port", port, "--connect-loop", n, "--parallel", par,
+                 "--size", 1024, "--timeout", 300], timeout=330)
+    return r["sessions_per_s"]
 
 
 def rtt(p, port, count, size=1024):
@@ -544,12 +565,18 @@ def part_b(paths, devport, args, res):
         measure(p, "recv", None, lambda: bulk(p, "recv", 4 * MIB, 99))
         measure(p, "send", None, lambda: bulk(p, "send", 4 * MIB, 99))
         measure(p, "rtt", None, lambda: rtt(p, devport, 200))
+        measure(p, "connect", None, lambda: connect_loop(p, devport, 200, 1))
     nbytes = args.bulk_mib * MIB
     for rnd in range(args.reps):
         for mode in ("recv", "send"):
             for p in live:
                 measure(p, mode, rnd, lambda: S.add((mode, p.key), rnd,
                                                     bulk(p, mode, nbytes, rnd + 1)))
+        for par in (1, 8):
+            for p in live:
+                measure(p, "connect", rnd, lambda: S.add(("connect", p.key, par), rnd,
+                                                         connect_loop(p, devport,
+                                                                      args.connects, par)))
         for p in live:
             def one():
                 p50, p99 = rtt(p, devport, args.rtt)
@@ -663,6 +690,18 @@ def report(env, paths_a, paths_b, res, rss_start, rss_end, args, elapsed):
     out.append("\nBulk: %d MiB per transfer, MB = 10^6 bytes.\n" % args.bulk_mib)
     rows = []
     for p in paths_b:
+        row = [p.label]
+        for par in (1, 8):
+            k = ("connect", p.key, par)
+            row += [f0(S.get(k)), fx(S.ratio(k, ("connect", "direct", par)))]
+        rows.append(row)
+    out.append(table(["path", "Connect sessions/s", "vs direct", "8 parallel: sessions/s",
+                      "vs direct"], rows))
+    out.append("\nConnect sessions: the WebDriverAgent pattern, %d per sample: connect, "
+               "Connect to a device port, a 1 KiB request, its 1 KiB answer, close.\n"
+               % args.connects)
+    rows = []
+    for p in paths_b:
         k = ("p99", p.key)
         direct = p.key == "direct"
         rows.append([p.label, f0(S.get(("p50", p.key))), f0(S.get(k)),
@@ -739,6 +778,13 @@ def report(env, paths_a, paths_b, res, rss_start, rss_end, args, elapsed):
     for mode in ("recv", "send"):
         r = S.ratio((mode, "tunnel"), (mode, "direct"))
         target("tunnel bulk >= 0.5x direct, --%s" % mode, fx3(r), ge(r, 0.5))
+    for par, lbl in ((1, "sequential"), (8, "8 parallel")):
+        r = S.ratio(("connect", "broker", par), ("connect", "direct", par))
+        target("Connect sessions (WDA pattern) through muxshim >= 0.5x direct, %s" % lbl,
+               fx3(r), ge(r, 0.5))
+        r = S.ratio(("connect", "broker_tunnel", par), ("connect", "direct", par))
+        target("Connect sessions (WDA pattern) through the tunnel >= 0.4x direct, %s" % lbl,
+               fx3(r), ge(r, 0.4))
     v = S.get(("p99_load", "tunnel"))
     target("tunnel p99 RTT under saturating bulk <= 5 ms",
            "FAIL" if v is None else "%.2f ms" % (v / 1000), None if v is None else v <= 5000)
@@ -826,7 +872,9 @@ def main():
     ap.add_argument("--rtt", type=int, default=5000, help="round trips per RTT sample")
     ap.add_argument("--load-rtt", type=int, default=2000,
                     help="round trips per sample under bulk load")
-    ap.add_argument("--time-limit", type=int, default=420, help="abort after this many seconds")
+    ap.add_argument("--connects", type=int, default=1000,
+                    help="Connect sessions (WDA pattern) per sample")
+    ap.add_argument("--time-limit", type=int, default=900, help="abort after this many seconds")
     ap.add_argument("--out", default=RESULTS_MD, help="markdown results (default %(default)s)")
     args = ap.parse_args()
     args.load_paths = ("direct", "tunnel")

@@ -11,6 +11,9 @@
  *   --both N           BOTH: send PRNG(seed) and verify PRNG(seed^0x5a5a) concurrently
  *   --rtt COUNT        ECHO: COUNT sequential round trips of --size BYTES (default 1024)
  *   --stall SECONDS    FLOOD: read nothing for SECONDS (or until SIGUSR1), then close
+ *   --connect-loop N   N sessions in total (split over --parallel workers), each a
+ *                      new connection: Connect, ECHO of --size bytes once, close
+ *                      (the WebDriverAgent pattern: a port forward per request)
  * usbmuxd-only modes (no Connect):
  *   --list-loop COUNT  COUNT sessions in total (split over --parallel workers), each
  *                      a new connection doing one ListDevices
@@ -39,12 +42,14 @@
 #define MC_THREAD_STACK (256u * 1024u)
 #define MC_ERR_LEN 256
 
-enum mode { M_NONE, M_SEND, M_RECV, M_ECHO, M_BOTH, M_RTT, M_STALL, M_LIST_LOOP, M_LIST_ONCE };
+enum mode { M_NONE, M_SEND, M_RECV, M_ECHO, M_BOTH, M_RTT, M_STALL, M_LIST_LOOP, M_LIST_ONCE,
+            M_CONNECT_LOOP };
 
 static const char *const mode_names[] = {
     [M_NONE] = "none",   [M_SEND] = "send",   [M_RECV] = "recv",
     [M_ECHO] = "echo",   [M_BOTH] = "both",   [M_RTT] = "rtt",
     [M_STALL] = "stall", [M_LIST_LOOP] = "list-loop", [M_LIST_ONCE] = "list-once",
+    [M_CONNECT_LOOP] = "connect-loop",
 };
 
 static struct {
@@ -68,7 +73,7 @@ static double g_t0;
 
 static uint64_t ops_total(void)
 {
-    return g.mode == M_LIST_LOOP ? g.n : g.parallel;
+    return g.mode == M_LIST_LOOP || g.mode == M_CONNECT_LOOP ? g.n : g.parallel;
 }
 
 /* "ops_ok":..,"ops_failed":..,"ops_unfinished":.. as of now. */
@@ -118,7 +123,7 @@ static void *watchdog(void *arg)
     double secs = tu_now() - g_t0;
     int n = snprintf(f, sizeof f, "\"timed_out\":true,\"seconds\":%.6f,", secs);
     n += ops_fields(f + n, sizeof f - (size_t)n);
-    if (g.mode == M_LIST_LOOP) {
+    if (g.mode == M_LIST_LOOP || g.mode == M_CONNECT_LOOP) {
         unsigned long long ok = atomic_load(&g_ops_ok);
         snprintf(f + n, sizeof f - (size_t)n, ",\"list_sessions\":%llu,\"sessions_per_s\":%.1f", ok,
                  secs > 0 ? (double)ok / secs : 0);
@@ -705,6 +710,64 @@ static void run_list_loop(struct session *s)
     s->ok = true;
 }
 
+/* One short Connect session: the request, one echo of --size bytes, close. */
+static int connect_once(struct session *s, uint8_t *out, uint8_t *in)
+{
+    if (mux_connect_session(s) < 0)
+        return -1;
+    int rc = -1;
+    tu_prng wr, rd;
+    tu_prng_init(&wr, s->seed + s->iterations);
+    tu_prng_init(&rd, s->seed + s->iterations);
+    tu_prng_fill(&wr, out, g.size);
+    if (send_line(s, "ECHO\n") < 0)
+        goto out;
+    if (tu_write_all(s->fd, out, g.size) < 0) {
+        fail(s, "connect-loop: write: %s", strerror(errno));
+        goto out;
+    }
+    ssize_t r = tu_read_full(s->fd, in, g.size);
+    if (r < 0 || (uint64_t)r != g.size) {
+        fail(s, "connect-loop: answer: %s", r < 0 ? strerror(errno) : "EOF");
+        goto out;
+    }
+    if (tu_prng_check(&rd, in, g.size) != g.size) {
+        fail(s, "connect-loop: echo mismatch");
+        goto out;
+    }
+    s->bytes += g.size;
+    rc = 0;
+out:
+    close(s->fd);
+    s->fd = -1;
+    return rc;
+}
+
+static void run_connect_loop(struct session *s)
+{
+    uint64_t count = list_share(s->index);
+    s->lat_us = malloc(sizeof(double) * (count ? count : 1));
+    uint8_t *out = malloc(g.size), *in = malloc(g.size);
+    if (s->lat_us == NULL || out == NULL || in == NULL) {
+        fail(s, "out of memory");
+        goto done;
+    }
+    for (uint64_t i = 0; i < count; i++) {
+        double t0 = tu_now();
+        if (connect_once(s, out, in) < 0) {
+            atomic_fetch_add(&g_ops_failed, 1);
+            goto done;
+        }
+        atomic_fetch_add(&g_ops_ok, 1);
+        s->lat_us[s->nlat++] = (tu_now() - t0) * 1e6;
+        s->iterations++;
+    }
+    s->ok = true;
+done:
+    free(out);
+    free(in);
+}
+
 /* ------------------------------------------------------------------ */
 /* Session driver                                                      */
 /* ------------------------------------------------------------------ */
@@ -721,6 +784,8 @@ static void *session_thread(void *arg)
     }
     if (g.mode == M_LIST_LOOP) {
         run_list_loop(s);
+    } else if (g.mode == M_CONNECT_LOOP) {
+        run_connect_loop(s);
     } else if (g.mode == M_LIST_ONCE) {
         if (list_devices_once(s, 1, true, true) == 0)
             s->ok = true;
@@ -748,7 +813,7 @@ static void *session_thread(void *arg)
             fail(s, "internal: bad mode");
         }
     }
-    if (g.mode != M_LIST_LOOP) /* list-loop counts each of its sessions */
+    if (g.mode != M_LIST_LOOP && g.mode != M_CONNECT_LOOP) /* the loops count each session */
         atomic_fetch_add(s->ok ? &g_ops_ok : &g_ops_failed, 1);
     if (s->fd >= 0)
         close(s->fd);
@@ -813,6 +878,8 @@ static void usage(FILE *f)
             "  --stall SECONDS   FLOOD: read nothing for SECONDS (or until SIGUSR1), then close\n"
             "  --list-loop COUNT COUNT ListDevices sessions (total, split over --parallel)\n"
             "  --list-once       one ListDevices; prints the serial numbers\n"
+            "  --connect-loop N  N short Connect sessions (total, split over --parallel):\n"
+            "                    Connect, one ECHO of --size bytes, close\n"
             "options:\n"
             "  --port P          device (devsvc) TCP port, required for Connect modes\n"
             "  --device D        DeviceID (default 1)\n"
@@ -841,7 +908,8 @@ static bool set_mode(enum mode m, const char *arg)
 int main(int argc, char **argv)
 {
     enum { O_SOCKET = 256, O_TCP, O_SEND, O_RECV, O_ECHO, O_BOTH, O_RTT, O_SIZE, O_STALL,
-           O_PARALLEL, O_PORT, O_DEVICE, O_SEED, O_LIST_LOOP, O_LIST_ONCE, O_TIMEOUT, O_HELP };
+           O_PARALLEL, O_PORT, O_DEVICE, O_SEED, O_LIST_LOOP, O_LIST_ONCE, O_TIMEOUT, O_HELP,
+           O_CONNECT_LOOP };
     static const struct option opts[] = {
         {"socket", required_argument, NULL, O_SOCKET},
         {"tcp", required_argument, NULL, O_TCP},
@@ -857,6 +925,7 @@ int main(int argc, char **argv)
         {"device", required_argument, NULL, O_DEVICE},
         {"seed", required_argument, NULL, O_SEED},
         {"list-loop", required_argument, NULL, O_LIST_LOOP},
+        {"connect-loop", required_argument, NULL, O_CONNECT_LOOP},
         {"list-once", no_argument, NULL, O_LIST_ONCE},
         {"timeout", required_argument, NULL, O_TIMEOUT},
         {"help", no_argument, NULL, O_HELP},
@@ -910,6 +979,9 @@ int main(int argc, char **argv)
             break;
         case O_LIST_LOOP:
             okargs = set_mode(M_LIST_LOOP, optarg);
+            break;
+        case O_CONNECT_LOOP:
+            okargs = set_mode(M_CONNECT_LOOP, optarg);
             break;
         case O_LIST_ONCE:
             okargs = set_mode(M_LIST_ONCE, NULL);
@@ -1081,6 +1153,12 @@ int main(int argc, char **argv)
         n += snprintf(f + n, sizeof f - (size_t)n,
                       ",\"parallel\":%u,\"list_sessions\":%llu,\"sessions_per_s\":%.1f,", g.parallel,
                       (unsigned long long)iters, secs > 0 ? (double)iters / secs : 0);
+        n += latency_fields(ss, f + n, sizeof f - (size_t)n);
+        break;
+    case M_CONNECT_LOOP:
+        n += snprintf(f + n, sizeof f - (size_t)n,
+                      ",\"parallel\":%u,\"connect_sessions\":%llu,\"sessions_per_s\":%.1f,",
+                      g.parallel, (unsigned long long)iters, secs > 0 ? (double)iters / secs : 0);
         n += latency_fields(ss, f + n, sizeof f - (size_t)n);
         break;
     case M_LIST_ONCE:
