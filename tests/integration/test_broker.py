@@ -232,6 +232,32 @@ class WithDevices(unittest.TestCase):
             for e in back:
                 self.assertEqual(e["DeviceID"], e["Properties"]["DeviceID"])
 
+    def test_listen_survives_a_helper_restart(self):
+        # The broker over the tunnel: the helper (muxshim-host) restarts, as
+        # on an upgrade. The Listen client sees its devices go and come
+        # back, and never an EOF.
+        helper = Helper("unix:" + self.up).start()
+        self.shim = harness.Shim(self.path, helper.tunnel, "--broker").start()
+        harness.wait_for(lambda: "subscribed to the upstream" in self.shim.stderr_text(), WAIT,
+                         what="the subscription")
+        with session(self.path) as s:
+            s.sendall(raw({"MessageType": "Listen"}, 4))
+            self.assertEqual(read_msg(s)[4]["Number"], 0)
+            self.assertEqual(sorted(read_msg(s)[4]["DeviceID"] for _ in range(3)), [1, 2, 3])
+            port = helper.port
+            helper.stop()
+            gone = [read_msg(s)[4] for _ in range(3)]
+            self.assertEqual(sorted((e["MessageType"], e["DeviceID"]) for e in gone),
+                             [("Detached", 1), ("Detached", 2), ("Detached", 3)])
+            Helper("unix:" + self.up, port=port).start()
+            back = [read_msg(s)[4] for _ in range(3)]
+            self.assertEqual(sorted((e["MessageType"], e["Properties"]["SerialNumber"])
+                                    for e in back),
+                             [("Attached", "fakedev-0001"), ("Attached", "fakedev-0002"),
+                              ("Attached", "fakedev-0003")])
+        self.assertEqual(serials(ask(self.path, LIST)),
+                         ["fakedev-0001", "fakedev-0002", "fakedev-0003"])
+
     def test_plug_and_unplug_reach_every_subscriber(self):
         self.start_shim()
         subs = []
@@ -356,7 +382,7 @@ class WithDevices(unittest.TestCase):
         # truth at once: no devices (with --passthrough they get EOF, as
         # test_shim tests). The log explains why, once.
         missing = os.path.join(self.d, "nothing-here")
-        shim = harness.Shim(self.path, missing, "--connect-timeout", 60000).start()
+        shim = harness.Shim(self.path, missing, "--broker", "--connect-timeout", 60000).start()
         for i in range(20):
             with session(self.path, timeout=60) as s:
                 s.sendall(raw(LIST, i + 1))
@@ -441,10 +467,10 @@ class WithDevices(unittest.TestCase):
             self.assertEqual(r.returncode, 2, r.stderr)
             self.assertIn(msg, r.stderr)
         r = subprocess.run([harness.shim_binary(), "--listen", self.path, "--upstream",
-                            "unix:" + self.up, "--device", "x"],
+                            "unix:" + self.up, "--device", "x", "--passthrough"],
                            capture_output=True, text=True, timeout=WAIT)
         self.assertEqual(r.returncode, 2)
-        self.assertIn("needs --broker", r.stderr)
+        self.assertIn("needs the broker", r.stderr)
 
     def test_subscriber_that_never_reads_is_dropped(self):
         self.dev.stop()
