@@ -76,14 +76,18 @@ static uint64_t ops_total(void)
     return g.mode == M_LIST_LOOP || g.mode == M_CONNECT_LOOP ? g.n : g.parallel;
 }
 
-/* "ops_ok":..,"ops_failed":..,"ops_unfinished":.. as of now. */
-static int ops_fields(char *out, size_t cap)
+/* "ops_ok":..,"ops_failed":..,"ops_unfinished":.. for counts read once. */
+static int ops_fields_of(char *out, size_t cap, unsigned long long ok, unsigned long long bad)
 {
-    unsigned long long ok = atomic_load(&g_ops_ok), bad = atomic_load(&g_ops_failed);
     unsigned long long total = ops_total();
     unsigned long long left = ok + bad < total ? total - ok - bad : 0;
     return snprintf(out, cap, "\"ops_ok\":%llu,\"ops_failed\":%llu,\"ops_unfinished\":%llu", ok,
                     bad, left);
+}
+
+static int ops_fields(char *out, size_t cap)
+{
+    return ops_fields_of(out, cap, atomic_load(&g_ops_ok), atomic_load(&g_ops_failed));
 }
 
 /* Print the single JSON line (first caller wins) and return the exit code. */
@@ -122,9 +126,10 @@ static void *watchdog(void *arg)
     snprintf(msg, sizeof msg, "timeout after %.1f s", g.timeout);
     double secs = tu_now() - g_t0;
     int n = snprintf(f, sizeof f, "\"timed_out\":true,\"seconds\":%.6f,", secs);
-    n += ops_fields(f + n, sizeof f - (size_t)n);
+    /* One reading of the counters for every field: the workers go on. */
+    unsigned long long ok = atomic_load(&g_ops_ok), bad = atomic_load(&g_ops_failed);
+    n += ops_fields_of(f + n, sizeof f - (size_t)n, ok, bad);
     if (g.mode == M_LIST_LOOP || g.mode == M_CONNECT_LOOP) {
-        unsigned long long ok = atomic_load(&g_ops_ok);
         snprintf(f + n, sizeof f - (size_t)n, ",\"list_sessions\":%llu,\"sessions_per_s\":%.1f", ok,
                  secs > 0 ? (double)ok / secs : 0);
     }
