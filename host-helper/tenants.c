@@ -105,8 +105,8 @@ static int parse_devices(struct tenant_def *t, const char *f, unsigned line, cha
 	for (const char *p = f; *p; p++)
 		n += *p == ',';
 	if (n > TENANT_DEVICES_MAX)
-		return fail(err, errlen, -EINVAL, "line %u: tenant '%s': %zu devices, at most %u",
-			    line, t->name, n, TENANT_DEVICES_MAX);
+		return fail(err, errlen, -EINVAL, "line %u: tenant '%s': %u devices, at most %u",
+			    line, t->name, (unsigned)n, TENANT_DEVICES_MAX);
 	t->devices = calloc(n, sizeof(*t->devices));
 	if (!t->devices)
 		return fail(err, errlen, -ENOMEM, "line %u: out of memory", line);
@@ -116,15 +116,15 @@ static int parse_devices(struct tenant_def *t, const char *f, unsigned line, cha
 		size_t len = end ? (size_t)(end - p) : strlen(p);
 		if (len == 0 || len > TENANT_UDID_MAX)
 			return fail(err, errlen, -EINVAL,
-				    "line %u: tenant '%s': device %zu of the list is %s", line,
-				    t->name, i + 1, len ? "too long for a UDID" : "empty");
+				    "line %u: tenant '%s': device %u of the list is %s", line,
+				    t->name, (unsigned)i + 1, len ? "too long for a UDID" : "empty");
 		for (size_t j = 0; j < len; j++)
 			if (!udid_char(p[j]))
 				return fail(err, errlen, -EINVAL,
-					    "line %u: tenant '%s': device %zu of the list has a "
+					    "line %u: tenant '%s': device %u of the list has a "
 					    "character a UDID never has (use `*` for every device, "
 					    "or UDIDs separated by commas, no blanks)",
-					    line, t->name, i + 1);
+					    line, t->name, (unsigned)i + 1);
 		memcpy(t->devices[i], p, len);
 		t->devices[i][len] = 0;
 		p = end ? end + 1 : p + len;
