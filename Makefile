@@ -36,7 +36,9 @@ SHIM_SRC   := shim/main.c shim/session.c shim/upstream.c shim/diag.c shim/tunnel
               common/usbmuxd/plist_guard.c common/usbmuxd/proto.c common/usbmuxd/devtable.c \
               common/usbmuxd/router.c
 SHIM_HDR   := $(wildcard shim/*.h)
-HELPER_SRC := host-helper/main.c host-helper/authlimit.c host-helper/tenants.c host-helper/service_posix.c
+HELPER_SRC := host-helper/main.c host-helper/authlimit.c host-helper/tenants.c host-helper/gate.c \
+              host-helper/service_posix.c common/usbmuxd/plist_guard.c common/usbmuxd/proto.c \
+              common/usbmuxd/devtable.c common/usbmuxd/router.c
 HELPER_HDR := $(wildcard host-helper/*.h)
 # muxshim-run: the ENTRYPOINT wrapper (Linux containers only).
 RUN_SRC    := run/main.c run/args.c common/log.c common/plat_posix.c common/plat_linux.c
@@ -84,12 +86,12 @@ $(B)/muxshim-run: $(RUN_SRC) $(RUN_HDR) $(COMMON_HDR) Makefile
 
 $(B)/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)
-	$(CC) $(ALLFLAGS) $(HELPER_SRC) $(COMMON_SRC) -o $@ $(PLAT_LIBS)
+	$(CC) $(ALLFLAGS) $(HELPER_SRC) $(COMMON_SRC) -o $@ $(PLIST_LIBS) $(PLAT_LIBS)
 
 $(B)/asan/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)/asan
 	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -DMUXSHIM_VERSION='"$(VERSION)"' \
-		$(HELPER_SRC) $(COMMON_SRC) -o $@ $(PLAT_LIBS)
+		$(HELPER_SRC) $(COMMON_SRC) -o $@ $(PLIST_LIBS) $(PLAT_LIBS)
 
 $(B)/asan/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 	@mkdir -p $(B)/asan
@@ -105,7 +107,8 @@ $(B)/asan/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 WIN_CC    := x86_64-w64-mingw32-gcc
 WIN_FLAGS := -std=c17 -D_POSIX_C_SOURCE=200809L -D_WIN32_WINNT=0x0A00 -DNTDDI_VERSION=0x0A000003 \
              -include common/plat_win_types.h $(WARN) -O2 -Icommon -DMUXSHIM_VERSION='"$(VERSION)"'
-WIN_SRC   := host-helper/main.c host-helper/authlimit.c host-helper/tenants.c host-helper/service_win.c common/log.c common/buf.c common/addr.c \
+WIN_SRC   := host-helper/main.c host-helper/authlimit.c host-helper/tenants.c host-helper/gate_none.c \
+             host-helper/service_win.c common/log.c common/buf.c common/addr.c \
              common/daemon.c common/loop_timer.c common/loop_poll.c common/plat_win.c $(TUNNEL_SRC)
 
 $(B)/muxshim-host.exe: $(WIN_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile

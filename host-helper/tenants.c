@@ -61,16 +61,17 @@ void tenants_dir_of(const char *path, char *out, size_t cap)
 	out[n] = 0;
 }
 
-static void def_free(struct tenant_def *t)
+void tenant_def_free(struct tenant_def *t)
 {
 	free(t->devices);
+	t->devices = NULL;
 	memset(t->token, 0, sizeof(t->token));
 }
 
 void tenants_free(struct tenant_list *l)
 {
 	for (size_t i = 0; i < l->n; i++)
-		def_free(&l->t[i]);
+		tenant_def_free(&l->t[i]);
 	free(l->t);
 	l->t = NULL;
 	l->n = 0;
@@ -240,7 +241,7 @@ int tenants_parse(const char *text, size_t len, const char *base_dir, tenant_tok
 		memset(t, 0, sizeof(*t));
 		rc = parse_line(t, fields, line, base_dir, rd, ctx, err, errlen);
 		if (rc < 0) {
-			def_free(t);
+			tenant_def_free(t);
 			goto out_free;
 		}
 		l.n++;

@@ -57,6 +57,8 @@ typedef int (*tenant_token_reader)(void *ctx, const char *path, uint8_t *out, si
 int tenants_parse(const char *text, size_t len, const char *base_dir, tenant_token_reader rd,
 		  void *ctx, struct tenant_list *out, char *err, size_t errlen);
 void tenants_free(struct tenant_list *l);
+/* Frees one tenant's device list and wipes its token. */
+void tenant_def_free(struct tenant_def *t);
 const struct tenant_def *tenants_find(const struct tenant_list *l, const char *name);
 /* May tenant t reach the device with this UDID (case-insensitive)? */
 bool tenant_allows(const struct tenant_def *t, const char *udid);
