@@ -36,7 +36,7 @@ SHIM_SRC   := shim/main.c shim/session.c shim/upstream.c shim/diag.c shim/tunnel
               common/usbmuxd/plist_guard.c common/usbmuxd/proto.c common/usbmuxd/devtable.c \
               common/usbmuxd/router.c
 SHIM_HDR   := $(wildcard shim/*.h)
-HELPER_SRC := host-helper/main.c host-helper/authlimit.c host-helper/tenants.c host-helper/gate.c \
+HELPER_SRC := host-helper/main.c host-helper/authlimit.c host-helper/tenants.c host-helper/gate.c host-helper/metrics.c \
               host-helper/service_posix.c common/usbmuxd/plist_guard.c common/usbmuxd/proto.c \
               common/usbmuxd/devtable.c common/usbmuxd/router.c
 HELPER_HDR := $(wildcard host-helper/*.h)
@@ -107,7 +107,7 @@ $(B)/asan/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 WIN_CC    := x86_64-w64-mingw32-gcc
 WIN_FLAGS := -std=c17 -D_POSIX_C_SOURCE=200809L -D_WIN32_WINNT=0x0A00 -DNTDDI_VERSION=0x0A000003 \
              -include common/plat_win_types.h $(WARN) -O2 -Icommon -DMUXSHIM_VERSION='"$(VERSION)"'
-WIN_SRC   := host-helper/main.c host-helper/authlimit.c host-helper/tenants.c host-helper/gate_none.c \
+WIN_SRC   := host-helper/main.c host-helper/authlimit.c host-helper/tenants.c host-helper/gate_none.c host-helper/metrics.c \
              host-helper/service_win.c common/log.c common/buf.c common/addr.c \
              common/daemon.c common/loop_timer.c common/loop_poll.c common/plat_win.c $(TUNNEL_SRC)
 

@@ -7,6 +7,7 @@
 #include "gate.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "plat.h"
 #include "service.h"
 #include "sha256.h"
@@ -51,6 +52,8 @@ struct helper_config {
 	bool seccomp;
 	const char *tenants_path;    /* --tenants: NULL without */
 	unsigned tenants_watch_s;    /* --tenants-watch: 0 off */
+	char metrics_host[ADDR_HOST_MAX]; /* --metrics */
+	uint16_t metrics_port;       /* 0: off */
 	enum { RUN, INSTALL_SERVICE, UNINSTALL_SERVICE } action;
 };
 
@@ -79,6 +82,7 @@ struct helper {
 	char *tenants_text;          /* the file as last loaded, for --tenants-watch */
 	size_t tenants_len;
 	struct loop_timer tenants_watch;
+	struct metrics *metrics;     /* --metrics, or NULL */
 };
 
 struct tunnel {
@@ -432,6 +436,86 @@ static void helper_status(void *ctx)
 	}
 }
 
+/* --metrics: the same numbers in the Prometheus text format. Tenant names
+ * are letters, digits and ".-_" (tenants.h): no label escaping needed. */
+static void helper_metrics(void *ctx, struct metrics_text *o)
+{
+	struct helper *h = ctx;
+	metrics_put(o, "# HELP muxshim_host_tunnels_open Tunnels up now.\n"
+		       "# TYPE muxshim_host_tunnels_open gauge\nmuxshim_host_tunnels_open %u\n"
+		       "# HELP muxshim_host_tunnels_total Tunnel connections accepted.\n"
+		       "# TYPE muxshim_host_tunnels_total counter\nmuxshim_host_tunnels_total %llu\n"
+		       "# HELP muxshim_host_auth_failed_total Wrong tunnel proofs.\n"
+		       "# TYPE muxshim_host_auth_failed_total counter\n"
+		       "muxshim_host_auth_failed_total %llu\n",
+		    h->ntunnels, (unsigned long long)h->tunnels_total,
+		    (unsigned long long)h->auth_failed);
+	if (!h->cfg.tenants_path)
+		return;
+	bool live = false;
+	size_t ndev = h->gate ? gate_devices(h->gate, &live) : 0;
+	metrics_put(o, "# HELP muxshim_host_devices Devices in the helper's table (--tenants).\n"
+		       "# TYPE muxshim_host_devices gauge\nmuxshim_host_devices %lu\n"
+		       "# HELP muxshim_host_subscribed 1 while the helper's usbmuxd subscription is live.\n"
+		       "# TYPE muxshim_host_subscribed gauge\nmuxshim_host_subscribed %d\n",
+		    (unsigned long)ndev, live ? 1 : 0);
+	static const struct { const char *name, *type, *help; } fam[] = {
+		{ "tunnels_open", "gauge", "Tunnels up now, per tenant." },
+		{ "tunnels_total", "counter", "Tunnels that proved the tenant's token." },
+		{ "streams_total", "counter", "Streams (client sessions) opened." },
+		{ "refused_total", "counter", "Requests refused, by reason." },
+		{ "answered_here_total", "counter", "Requests the helper answered without usbmuxd." },
+		{ "upstream_connects_total", "counter", "Connections opened to usbmuxd." },
+		{ "upstream_failures_total", "counter", "Connections to usbmuxd that failed." },
+		{ "bytes_total", "counter", "Tunnel payload bytes (in: from the shim)." },
+	};
+	for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
+		metrics_put(o, "# HELP muxshim_host_tenant_%s %s\n# TYPE muxshim_host_tenant_%s %s\n",
+			    fam[f].name, fam[f].help, fam[f].name, fam[f].type);
+		for (struct tenant *tn = h->tenants; tn; tn = tn->next) {
+			const char *n = tn->def.name;
+			const struct tenant_stats *st = &tn->st;
+			uint64_t in = st->bytes_in, out = st->bytes_out;
+			switch (f) {
+			case 0:
+				metrics_put(o, "muxshim_host_tenant_tunnels_open{tenant=\"%s\"} %u\n", n,
+					    st->tunnels_open);
+				break;
+			case 1:
+			case 2:
+			case 4:
+			case 5:
+			case 6: {
+				uint64_t v = f == 1 ? st->tunnels_total : f == 2 ? st->streams
+					     : f == 4 ? st->local_answers : f == 5 ? st->upstream_connects
+					     : st->upstream_failures;
+				metrics_put(o, "muxshim_host_tenant_%s{tenant=\"%s\"} %llu\n",
+					    fam[f].name, n, (unsigned long long)v);
+				break;
+			}
+			case 3:
+				for (unsigned r = 0; r < GATE_REFUSED_N; r++)
+					metrics_put(o, "muxshim_host_tenant_refused_total{tenant=\"%s\","
+						       "reason=\"%s\"} %llu\n", n, gate_refusal_name(r),
+						    (unsigned long long)st->refused[r]);
+				break;
+			case 7:
+				for (struct tunnel *t = h->tunnels; t; t = t->next)
+					if (t->tenant == tn) {
+						in += link_get_stats(t->link)->bytes_in;
+						out += link_get_stats(t->link)->bytes_out;
+					}
+				metrics_put(o, "muxshim_host_tenant_bytes_total{tenant=\"%s\","
+					       "direction=\"in\"} %llu\n"
+					       "muxshim_host_tenant_bytes_total{tenant=\"%s\","
+					       "direction=\"out\"} %llu\n",
+					    n, (unsigned long long)in, n, (unsigned long long)out);
+				break;
+			}
+		}
+	}
+}
+
 /* ---- tenants ------------------------------------------------------------ */
 
 static int read_token_file(void *ctx, const char *path, uint8_t *out, size_t cap, size_t *len)
@@ -777,6 +861,8 @@ static void usage(FILE *f)
 		"  --user NAME            run as this user once the port is bound (from root)\n"
 		"  --no-seccomp           do not enter the seccomp sandbox (Linux)\n"
 		"  --stats-interval S     log per-tunnel counters every S seconds (default 300; 0 off)\n"
+		"  --metrics HOST:PORT    Prometheus text format over HTTP (/metrics): tunnels,\n"
+		"                         and per tenant streams, refusals, upstream, bytes\n"
 		"  --log-level LEVEL      error, warn, info or debug (default info)\n"
 		"  --log-file PATH        append log lines to PATH instead of stderr\n"
 		"  --service              run under the Windows Service Control Manager\n"
@@ -811,7 +897,7 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 	enum { O_LISTEN = 256, O_UPSTREAM, O_TOKEN, O_REMOTE, O_TUNNELS, O_STREAMS, O_WINDOW,
 	       O_KEEPALIVE, O_INTERVAL, O_LOGLEVEL, O_LOGFILE, O_SERVICE, O_INSTALL, O_UNINSTALL, O_HELP,
 	       O_VERSION, O_HANDSHAKE, O_USER, O_NOSECCOMP, O_GENTOKEN, O_PENDING, O_CTIMEOUT,
-	       O_TENANTS, O_TWATCH };
+	       O_TENANTS, O_TWATCH, O_METRICS };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "upstream", required_argument, NULL, O_UPSTREAM },
@@ -819,6 +905,7 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 		{ "gen-token", required_argument, NULL, O_GENTOKEN },
 		{ "tenants", required_argument, NULL, O_TENANTS },
 		{ "tenants-watch", required_argument, NULL, O_TWATCH },
+		{ "metrics", required_argument, NULL, O_METRICS },
 		{ "allow-remote", no_argument, NULL, O_REMOTE },
 		{ "max-tunnels", required_argument, NULL, O_TUNNELS },
 		{ "max-pending", required_argument, NULL, O_PENDING },
@@ -876,6 +963,11 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 			exit(daemon_gen_token("muxshim-host", optarg));
 		case O_TENANTS:
 			cfg->tenants_path = optarg;
+			break;
+		case O_METRICS:
+			if (addr_parse_hostport(optarg, cfg->metrics_host, sizeof(cfg->metrics_host),
+						&cfg->metrics_port, err, sizeof(err)) < 0)
+				die_usage("--metrics: %s", err);
 			break;
 		case O_TWATCH:
 			if (parse_u32(optarg, 0, 86400, &v) < 0)
@@ -1089,6 +1181,12 @@ static int helper_run(void)
 			loop_timer_arm(h->loop, &h->tenants_watch,
 				       (uint64_t)h->cfg.tenants_watch_s * 1000);
 	}
+	if (h->cfg.metrics_port &&
+	    metrics_start(h->loop, h->cfg.metrics_host, h->cfg.metrics_port, helper_metrics, h,
+			  &h->metrics) < 0) {
+		plat_close(h->listen_fd);
+		return 1;
+	}
 	acceptor_start(&h->acceptor, h->loop, h->listen_fd, ACCEPTS_PER_WAKE, helper_has_room,
 		       helper_accepted, h);
 	if (daemon_harden(h->cfg.user, h->cfg.seccomp) < 0) {
@@ -1104,6 +1202,7 @@ static int helper_run(void)
 		link_reap();
 		if (h->gate)
 			gate_reap(h->gate);
+		metrics_reap(h->metrics);
 	}
 	log_info("signal %d: shutting down (%u tunnels open, %llu served)", sig.stop, h->ntunnels,
 		 (unsigned long long)h->tunnels_total);
@@ -1114,6 +1213,8 @@ static int helper_run(void)
 	link_reap();
 	gate_free(h->gate);
 	h->gate = NULL;
+	metrics_stop(h->metrics);
+	h->metrics = NULL;
 	while (h->tenants) {
 		struct tenant *t = h->tenants;
 		h->tenants = t->next;

@@ -109,7 +109,9 @@ class TwoTenants(unittest.TestCase):
             "beta   %s  %s" % (cls.tokens["beta"], UDID[1].upper()),
             "ops    ops.key    *",
         ])
-        cls.helper = start_helper("unix:" + cls.up, cls.tenants)
+        cls.metrics_port = harness.free_tcp_port()
+        cls.helper = start_helper("unix:" + cls.up, cls.tenants, "--metrics",
+                                  "127.0.0.1:%d" % cls.metrics_port)
         cls.sock = {}
         for name in ("alpha", "beta", "ops"):
             cls.sock[name] = os.path.join(cls.d, name + ".sock")
@@ -245,6 +247,43 @@ class TwoTenants(unittest.TestCase):
                                r"[1-9]\d* pair_record")
         self.assertIn("tunnel #", self.helper.stderr_text())
         self.assertIn("(tenant beta): up", self.helper.stderr_text())
+
+
+    def scrape(self):
+        with socket.create_connection(("127.0.0.1", self.metrics_port), timeout=WAIT) as s:
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            data = b""
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                data += b
+        head, _, body = data.partition(b"\r\n\r\n")
+        self.assertIn(b"200 OK", head)
+        out = {}
+        for line in body.decode().splitlines():
+            if line and not line.startswith("#"):
+                k, v = line.rsplit(" ", 1)
+                out[k] = int(v)
+        return out
+
+    def test_metrics_per_tenant(self):
+        before = self.scrape()
+        key = 'muxshim_host_tenant_refused_total{tenant="alpha",reason="device"}'
+        with session(self.sock["alpha"]) as s:
+            s.sendall(raw({"MessageType": "Connect", "DeviceID": 3, "PortNumber": 1}))
+            self.assertEqual(read_msg(s)[4]["Number"], 2)
+        after = self.scrape()
+        self.assertEqual(after[key], before[key] + 1)
+        other = 'muxshim_host_tenant_refused_total{tenant="beta",reason="device"}'
+        self.assertEqual(after[other], before[other])
+        self.assertEqual(after['muxshim_host_tenant_tunnels_open{tenant="alpha"}'], 1)
+        self.assertGreater(after['muxshim_host_tenant_streams_total{tenant="alpha"}'],
+                           before['muxshim_host_tenant_streams_total{tenant="alpha"}'])
+        self.assertGreater(after['muxshim_host_tenant_bytes_total{tenant="alpha",direction="in"}'],
+                           0)
+        self.assertEqual(after["muxshim_host_devices"], 3)
+        self.assertEqual(after["muxshim_host_tunnels_open"], 3)
 
 
 class Reload(unittest.TestCase):
