@@ -607,22 +607,15 @@ static void gc_on_u(struct loop_watch *w, unsigned ev)
 	gc_update(c);
 }
 
-int gate_stream(struct gate *g, struct tenant *t, struct link_stream *st)
+int gate_client(struct gate *g, struct tenant *t, int fd)
 {
-	int fds[2];
-	int rc = plat_socketpair(fds);
-	if (rc < 0)
-		return rc;
 	struct gclient *c = calloc(1, sizeof(*c));
-	if (!c) {
-		plat_close(fds[0]);
-		plat_close(fds[1]);
+	if (!c)
 		return -ENOMEM;
-	}
 	c->g = g;
 	c->t = t;
 	c->state = GC_COMMAND;
-	loop_watch_init(&c->a, fds[0], gc_on_a, c);
+	loop_watch_init(&c->a, fd, gc_on_a, c);
 	loop_watch_init(&c->u, -1, gc_on_u, c);
 	loop_timer_init(&c->retry, gc_on_retry, c);
 	buf_init(&c->ain, UMX_MSG_MAX);
@@ -634,9 +627,24 @@ int gate_stream(struct gate *g, struct tenant *t, struct link_stream *st)
 		g->clients->prev = c;
 	g->clients = c;
 	t->st.streams++;
+	gc_update(c);
+	return 0;
+}
+
+int gate_stream(struct gate *g, struct tenant *t, struct link_stream *st)
+{
+	int fds[2];
+	int rc = plat_socketpair(fds);
+	if (rc < 0)
+		return rc;
+	rc = gate_client(g, t, fds[0]);
+	if (rc < 0) {
+		plat_close(fds[0]);
+		plat_close(fds[1]);
+		return rc;
+	}
 	link_stream_set_ctx(st, NULL);
 	link_stream_bind(st, fds[1]);
-	gc_update(c);
 	return 0;
 }
 

@@ -69,6 +69,10 @@ void gate_tenant_clear(struct tenant *t);
 /* Takes over a new stream of tenant t: binds it to the gate. 0, or a
  * negative errno (the caller resets the stream). */
 int gate_stream(struct gate *g, struct tenant *t, struct link_stream *st);
+/* Takes over a connected, non-blocking socket of tenant t (--serve: a
+ * client of the helper's own UNIX socket). 0, or a negative errno (the
+ * caller still owns fd). */
+int gate_client(struct gate *g, struct tenant *t, int fd);
 /* t's device list changed from old to t->def: its subscribers get Detached
  * and Attached for the difference, its pipes to devices it lost are
  * closed. */

@@ -53,6 +53,14 @@ int gate_stream(struct gate *g, struct tenant *t, struct link_stream *st)
 	return -ENOTSUP;
 }
 
+int gate_client(struct gate *g, struct tenant *t, int fd)
+{
+	(void)g;
+	(void)t;
+	(void)fd;
+	return -ENOTSUP;
+}
+
 void gate_tenant_changed(struct gate *g, struct tenant *t, const struct tenant_def *old)
 {
 	(void)g;

@@ -52,6 +52,12 @@ struct helper_config {
 	bool seccomp;
 	const char *tenants_path;    /* --tenants: NULL without */
 	unsigned tenants_watch_s;    /* --tenants-watch: 0 off */
+	const char *serve_path;      /* --serve: a UNIX socket for one container, no tunnel */
+	const char *serve_devices;   /* --devices */
+	const char *serve_name;      /* --name */
+	unsigned socket_mode;        /* --socket-mode */
+	const char *socket_owner;    /* --socket-owner */
+	bool listen_given;
 	char metrics_host[ADDR_HOST_MAX]; /* --metrics */
 	uint16_t metrics_port;       /* 0: off */
 	enum { RUN, INSTALL_SERVICE, UNINSTALL_SERVICE } action;
@@ -83,6 +89,7 @@ struct helper {
 	size_t tenants_len;
 	struct loop_timer tenants_watch;
 	struct metrics *metrics;     /* --metrics, or NULL */
+	struct plat_file_id serve_id; /* --serve: our socket file */
 };
 
 struct tunnel {
@@ -450,7 +457,7 @@ static void helper_metrics(void *ctx, struct metrics_text *o)
 		       "muxshim_host_auth_failed_total %llu\n",
 		    h->ntunnels, (unsigned long long)h->tunnels_total,
 		    (unsigned long long)h->auth_failed);
-	if (!h->cfg.tenants_path)
+	if (!h->tenants)
 		return;
 	bool live = false;
 	size_t ndev = h->gate ? gate_devices(h->gate, &live) : 0;
@@ -630,6 +637,7 @@ static int tenants_apply(struct helper *h, struct tenant_list *l)
 					 "need the new token", t->def.name);
 			tenant_def_free(&old);
 		}
+		t->next = NULL; /* it may still point into the old list */
 		*tail = t;
 		tail = &t->next;
 	}
@@ -825,6 +833,15 @@ static void helper_accepted(void *ctx, int fd)
 	tunnel_start(ctx, fd);
 }
 
+/* --serve: a client of our UNIX socket is the one tenant's, answered by
+ * the gate like a tunnel stream. */
+static void serve_accepted(void *ctx, int fd)
+{
+	struct helper *h = ctx;
+	if (gate_client(h->gate, h->tenants, fd) < 0)
+		plat_close(fd);
+}
+
 /* ---- options ----------------------------------------------------------- */
 
 static void usage(FILE *f)
@@ -847,6 +864,11 @@ static void usage(FILE *f)
 		"  --gen-token FILE       write a new random token to FILE (a new file, mode\n"
 		"                         0600) and exit\n"
 		"  --allow-remote         listen on a non-loopback address without a token\n"
+		"  --serve PATH           no tunnel: serve one container at a UNIX socket with\n"
+		"                         the devices of --devices only (Linux hosts; see\n"
+		"                         docs/deploy-linux.md); --name names it in the log,\n"
+		"                         --socket-mode (default 0666), --socket-owner O[:G]\n"
+		"  --devices LIST         --serve: `*` or UDIDs separated by commas\n"
 		"  --max-tunnels N        concurrent tunnels (containers), default 64\n"
 		"  --max-pending N        connections still in their handshake, default 64;\n"
 		"                         when full, the oldest of them is closed\n"
@@ -897,7 +919,7 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 	enum { O_LISTEN = 256, O_UPSTREAM, O_TOKEN, O_REMOTE, O_TUNNELS, O_STREAMS, O_WINDOW,
 	       O_KEEPALIVE, O_INTERVAL, O_LOGLEVEL, O_LOGFILE, O_SERVICE, O_INSTALL, O_UNINSTALL, O_HELP,
 	       O_VERSION, O_HANDSHAKE, O_USER, O_NOSECCOMP, O_GENTOKEN, O_PENDING, O_CTIMEOUT,
-	       O_TENANTS, O_TWATCH, O_METRICS };
+	       O_TENANTS, O_TWATCH, O_METRICS, O_SERVE, O_DEVICES, O_NAME, O_SMODE, O_SOWNER };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "upstream", required_argument, NULL, O_UPSTREAM },
@@ -906,6 +928,11 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 		{ "tenants", required_argument, NULL, O_TENANTS },
 		{ "tenants-watch", required_argument, NULL, O_TWATCH },
 		{ "metrics", required_argument, NULL, O_METRICS },
+		{ "serve", required_argument, NULL, O_SERVE },
+		{ "devices", required_argument, NULL, O_DEVICES },
+		{ "name", required_argument, NULL, O_NAME },
+		{ "socket-mode", required_argument, NULL, O_SMODE },
+		{ "socket-owner", required_argument, NULL, O_SOWNER },
 		{ "allow-remote", no_argument, NULL, O_REMOTE },
 		{ "max-tunnels", required_argument, NULL, O_TUNNELS },
 		{ "max-pending", required_argument, NULL, O_PENDING },
@@ -942,6 +969,7 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 	cfg->connect_timeout_ms = 2000;
 	cfg->log_level = LOG_INFO;
 	cfg->seccomp = true;
+	cfg->socket_mode = 0666;
 
 	int c;
 	opterr = 0;
@@ -949,6 +977,7 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 		switch (c) {
 		case O_LISTEN:
 			listen = optarg;
+			cfg->listen_given = true;
 			break;
 		case O_UPSTREAM:
 			upstream = optarg;
@@ -963,6 +992,26 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 			exit(daemon_gen_token("muxshim-host", optarg));
 		case O_TENANTS:
 			cfg->tenants_path = optarg;
+			break;
+		case O_SERVE:
+			cfg->serve_path = optarg;
+			break;
+		case O_DEVICES:
+			cfg->serve_devices = optarg;
+			break;
+		case O_NAME:
+			cfg->serve_name = optarg;
+			break;
+		case O_SMODE: {
+			char *end;
+			unsigned long m = strtoul(optarg, &end, 8);
+			if (!*optarg || *end || m > 07777)
+				die_usage("--socket-mode '%s': need an octal mode such as 0660", optarg);
+			cfg->socket_mode = (unsigned)m;
+			break;
+		}
+		case O_SOWNER:
+			cfg->socket_owner = optarg;
 			break;
 		case O_METRICS:
 			if (addr_parse_hostport(optarg, cfg->metrics_host, sizeof(cfg->metrics_host),
@@ -1070,6 +1119,28 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 	} else if (cfg->tenants_watch_s) {
 		die_usage("%s", "--tenants-watch needs --tenants");
 	}
+	if (cfg->serve_path) {
+		if (cfg->has_token || cfg->listen_given)
+			die_usage("%s", "--serve opens no tunnel port: no --listen, --token-file or "
+				  "--tenants with it");
+		if (!gate_available() || !plat_has_unix_sockets())
+			die_usage("%s", "--serve: this build cannot enforce a device list (Linux and "
+				  "macOS hosts only)");
+		if (!cfg->serve_devices)
+			die_usage("%s", "--serve needs --devices (`*` or UDIDs separated by commas)");
+		struct tenant *t = calloc(1, sizeof(*t));
+		const char *name = cfg->serve_name ? cfg->serve_name : "local";
+		if (!t || strlen(name) > TENANT_NAME_MAX)
+			die_usage("--name '%s': at most 32 characters", name);
+		if (tenant_def_devices(&t->def, name, cfg->serve_devices, err, sizeof(err)) < 0)
+			die_usage("--devices: %s", err);
+		t->def.line = 0;
+		if (gate_tenant_set(t) < 0)
+			die_usage("%s", "out of memory");
+		helper.tenants = t;
+	} else if (cfg->serve_devices || cfg->serve_name) {
+		die_usage("%s", "--devices and --name go with --serve");
+	}
 
 	if (addr_parse_hostport(listen, cfg->listen_host, sizeof(cfg->listen_host),
 				&cfg->listen_port, err, sizeof(err)) < 0)
@@ -1125,7 +1196,7 @@ static int helper_run(void)
 	}
 
 	bool loopback = plat_is_loopback(h->cfg.listen_host);
-	if (!loopback && !h->cfg.has_token) {
+	if (!loopback && !h->cfg.has_token && !h->cfg.serve_path) {
 		if (!h->cfg.allow_remote) {
 			log_error("refusing to listen on %s without a token: anyone who reaches that "
 				  "address could use every iPhone on this host. Use --token-file "
@@ -1154,17 +1225,40 @@ static int helper_run(void)
 		log_error("cannot install signal handlers: %s", plat_strerror(-rc));
 		return 1;
 	}
-	rc = plat_tcp_listen(h->cfg.listen_host, h->cfg.listen_port, 64, &h->listen_fd);
-	if (rc < 0) {
-		log_error("cannot listen on %s:%u: %s%s", h->cfg.listen_host, h->cfg.listen_port,
-			  plat_strerror(-rc), listen_hint(rc));
-		return 1;
-	}
 	char up[ADDR_SPEC_MAX];
 	addr_format(&h->cfg.upstream, up, sizeof(up));
-	log_info("muxshim-host %s listening on %s:%u, upstream %s (%s)%s", MUXSHIM_VERSION,
-		 h->cfg.listen_host, h->cfg.listen_port, up, h->cfg.upstream_source,
-		 h->cfg.has_token ? ", token required" : "");
+	if (h->cfg.serve_path) {
+		bool replaced = false;
+		rc = plat_unix_listen(h->cfg.serve_path, h->cfg.socket_mode, h->cfg.socket_owner, 512,
+				      &h->listen_fd, &replaced, &h->serve_id);
+		if (rc < 0) {
+			log_error("cannot serve %s: %s", h->cfg.serve_path,
+				  rc == -EADDRINUSE ? "something is listening there already"
+				  : rc == -EEXIST ? "a file that is not a socket is in the way"
+						  : plat_strerror(-rc));
+			return 1;
+		}
+		if ((rc = gate_new(h->loop, &h->cfg.upstream, h->cfg.connect_timeout_ms,
+				   &h->gate)) < 0) {
+			log_error("cannot start the gate: %s", plat_strerror(-rc));
+			plat_unix_unlink_if_ours(h->cfg.serve_path, &h->serve_id);
+			plat_close(h->listen_fd);
+			return 1;
+		}
+		log_info("muxshim-host %s serving %s for %s (%s)%s, upstream %s (%s)", MUXSHIM_VERSION,
+			 h->cfg.serve_path, h->tenants->def.name, h->cfg.serve_devices,
+			 replaced ? ", a stale socket file replaced" : "", up, h->cfg.upstream_source);
+	} else {
+		rc = plat_tcp_listen(h->cfg.listen_host, h->cfg.listen_port, 64, &h->listen_fd);
+		if (rc < 0) {
+			log_error("cannot listen on %s:%u: %s%s", h->cfg.listen_host,
+				  h->cfg.listen_port, plat_strerror(-rc), listen_hint(rc));
+			return 1;
+		}
+		log_info("muxshim-host %s listening on %s:%u, upstream %s (%s)%s", MUXSHIM_VERSION,
+			 h->cfg.listen_host, h->cfg.listen_port, up, h->cfg.upstream_source,
+			 h->cfg.has_token ? ", token required" : "");
+	}
 
 	if (h->cfg.tenants_path) {
 		if (gate_available() && (rc = gate_new(h->loop, &h->cfg.upstream,
@@ -1188,7 +1282,7 @@ static int helper_run(void)
 		return 1;
 	}
 	acceptor_start(&h->acceptor, h->loop, h->listen_fd, ACCEPTS_PER_WAKE, helper_has_room,
-		       helper_accepted, h);
+		       h->cfg.serve_path ? serve_accepted : helper_accepted, h);
 	if (daemon_harden(h->cfg.user, h->cfg.seccomp) < 0) {
 		plat_close(h->listen_fd);
 		return 1;
@@ -1225,6 +1319,8 @@ static int helper_run(void)
 	free(h->tenants_text);
 	loop_timer_cancel(h->loop, &h->tenants_watch);
 	acceptor_stop(&h->acceptor);
+	if (h->cfg.serve_path)
+		plat_unix_unlink_if_ours(h->cfg.serve_path, &h->serve_id);
 	plat_close(h->listen_fd);
 	return rc < 0 ? 1 : 0;
 }

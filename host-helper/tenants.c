@@ -96,6 +96,27 @@ bool tenant_allows(const struct tenant_def *t, const char *udid)
 }
 
 static int parse_devices(struct tenant_def *t, const char *f, unsigned line, char *err,
+			 size_t errlen);
+
+int tenant_def_devices(struct tenant_def *t, const char *name, const char *list, char *err,
+		       size_t errlen)
+{
+	memset(t, 0, sizeof(*t));
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	char why[300];
+	if (strlen(list) > FIELD_MAX)
+		return fail(err, errlen, -EINVAL, "longer than %u bytes", FIELD_MAX);
+	int rc = parse_devices(t, list, 0, why, sizeof(why));
+	if (rc < 0) {
+		tenant_def_free(t);
+		/* Drop the "line 0: tenant 'x': " the file parser puts first. */
+		const char *p = strstr(why, "': ");
+		return fail(err, errlen, rc, "%s", p ? p + 3 : why);
+	}
+	return 0;
+}
+
+static int parse_devices(struct tenant_def *t, const char *f, unsigned line, char *err,
 			 size_t errlen)
 {
 	if (strcmp(f, "*") == 0) {

@@ -62,6 +62,11 @@ void tenant_def_free(struct tenant_def *t);
 const struct tenant_def *tenants_find(const struct tenant_list *l, const char *name);
 /* May tenant t reach the device with this UDID (case-insensitive)? */
 bool tenant_allows(const struct tenant_def *t, const char *udid);
+/* A tenant without a file (--serve): name and DEVICES (`*` or UDIDs
+ * separated by commas) into *t, no token. 0, or -EINVAL / -ENOMEM with why
+ * in err. */
+int tenant_def_devices(struct tenant_def *t, const char *name, const char *list, char *err,
+		       size_t errlen);
 /* The directory part of path ("" if none), for tenants_parse's base_dir. */
 void tenants_dir_of(const char *path, char *out, size_t cap);
 

@@ -16,10 +16,17 @@ sits behind the helper where answers are compared with direct ones.
                   bad file changes nothing; a removed tenant's tunnel is closed
   BadFiles        malformed tenants files refused at start, with the line
   RealUsbmuxd     Debian's usbmuxd behind tenants: the same bytes as direct
+  LinuxHostShape  dist/systemd/muxshim@.service: systemd-analyze verify, and its
+                  ExecStart run as systemd would, serving a simulated container that
+                  mounts only its directory (fakedev, and Debian's usbmuxd)
 """
 import os
 import plistlib
+import re
+import shlex
+import shutil
 import signal
+import subprocess
 import socket
 import struct
 import sys
@@ -459,6 +466,112 @@ class RealUsbmuxd(unittest.TestCase):
             out = harness.run_client(["idevice_id", "-l"], self.sock[n])
             self.assertEqual(out[:2], harness.run_client(["idevice_id", "-l"],
                                                          self.mux.socket)[:2])
+
+
+UNIT = os.path.join(harness.ROOT, "dist", "systemd", "muxshim@.service")
+
+
+def unit_command(instance, devices, upstream, run_root, opts=""):
+    """The unit's ExecStart as systemd would run it for this instance and
+    /etc/muxshim/INSTANCE.conf (MUXSHIM_DEVICES, MUXSHIM_UPSTREAM,
+    MUXSHIM_OPTS), with the binary from the build and /run under run_root."""
+    with open(UNIT) as f:
+        line = [l for l in f.read().splitlines() if l.startswith("ExecStart=")][0]
+    cmd = line[len("ExecStart="):].replace("%i", instance)
+    argv = []
+    for w in cmd.split():
+        if w == "$MUXSHIM_OPTS":
+            argv += shlex.split(opts)
+            continue
+        w = w.replace("${MUXSHIM_DEVICES}", devices).replace("${MUXSHIM_UPSTREAM}", upstream)
+        w = w.replace("/usr/bin/muxshim-host", helper_binary())
+        w = re.sub(r"^/run/", run_root + "/", w)
+        argv.append(w)
+    return argv
+
+
+class LinuxHostShape(unittest.TestCase):
+    """The enforcing shape on Linux hosts: a muxshim on the host per
+    container, serving that container's devices in a directory that is all
+    the container mounts (issue 13, item 4)."""
+
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def test_unit_verifies(self):
+        tool = shutil.which("systemd-analyze")
+        if not tool:
+            sys.stderr.write("\nSKIPPED LOUDLY: systemd-analyze is not installed; "
+                             "dist/systemd/muxshim@.service was not verified\n")
+            self.skipTest("systemd-analyze not installed")
+        d = harness.tempdir("unit")
+        # verify checks that ExecStart's binary exists: point it at the build.
+        with open(UNIT) as f:
+            text = f.read().replace("/usr/bin/muxshim-host", os.path.abspath(helper_binary()))
+        with open(os.path.join(d, "muxshim@.service"), "w") as f:
+            f.write(text)
+        r = subprocess.run([tool, "verify", "--man=no", os.path.join(d, "muxshim@ci-a.service")],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(r.stderr.strip(), "", r.stderr)
+
+    def start_host_shim(self, upstream, devices):
+        run = harness.tempdir("host-run")
+        os.makedirs(os.path.join(run, "muxshim", "ci-a"), mode=0o755)  # RuntimeDirectory=
+        argv = unit_command("ci-a", devices, upstream, run)
+        sock_dir = os.path.join(run, "muxshim", "ci-a")
+        self.gate = harness.Proc(argv, name="muxshim-gate-ci-a",
+                                 ready_socket=os.path.join(sock_dir, "usbmuxd")).start()
+        # Only the socket is in the container's directory.
+        self.assertEqual(sorted(os.listdir(sock_dir)), ["usbmuxd"])
+        return sock_dir
+
+    def test_container_sees_its_devices_only(self):
+        d = harness.tempdir("shape")
+        up = os.path.join(d, "fakedev.sock")
+        dev = harness.FakeDev(up, 3, "--verbose").start()
+        sock_dir = self.start_host_shim("unix:" + up, UDID[1])
+        with harness.Container(sock_dir, readonly=True) as c:
+            # A client pointed at the mounted socket itself.
+            rc, out, err = c.exec("idevice_id -l",
+                                  env=harness.client_env("/run/host/usbmuxd"))
+            self.assertEqual((rc, out.split()), (0, [UDID[1]]), err)
+            # The in-container shim with no filter of its own, and raw requests.
+            c.start_shim()
+            inside = c.host_path("/var/run/usbmuxd")
+            self.assertEqual(serials(ask(inside, {"MessageType": "ListDevices"})), [UDID[1]])
+            self.assertEqual(ask(inside, {"MessageType": "Connect", "DeviceID": 1,
+                                          "PortNumber": 0x7ef2})["Number"], 2)
+            n = dev.stderr_text().count("plist ReadPairRecord")
+            self.assertEqual(ask(inside, {"MessageType": "ReadPairRecord",
+                                          "PairRecordID": UDID[0]})["Number"], 2)
+            self.assertEqual(dev.stderr_text().count("plist ReadPairRecord"), n)
+            # What got past the broker's filter (a forwarded request, then
+            # the next one on the same connection) does not get past this.
+            with session(inside) as s:
+                for udid in (UDID[1], UDID[0]):
+                    s.sendall(raw({"MessageType": "ReadPairRecord", "PairRecordID": udid}))
+                    self.assertEqual(read_msg(s)[4]["Number"], 2)
+                s.sendall(raw({"MessageType": "Connect", "DeviceID": 1, "PortNumber": 0x7ef2}))
+                self.assertEqual(read_msg(s)[4]["Number"], 2)
+            self.assertEqual(dev.stderr_text().count("plist ReadPairRecord"), n + 1)
+            self.assertEqual(dev.stderr_text().count("Connect dev 1 "), 0)
+            self.assertEqual(ask(inside, {"MessageType": "SomethingNew"})["Number"], 1)
+            self.assertEqual(dev.stderr_text().count("SomethingNew"), 0)
+        # The unit's instance name names it in the log.
+        self.assertIn("refused", self.gate.stderr_text())
+        self.assertIn("tenant ci-a", self.gate.stderr_text())
+
+    def test_with_real_usbmuxd(self):
+        mux = harness.PrivateUsbmuxd().start()
+        sock_dir = self.start_host_shim("unix:" + mux.socket, "00008030-001A2B3C4D5E6F70")
+        direct = ask_raw(mux.socket, {"MessageType": "ListDevices"}, tag=3)
+        with harness.Container(sock_dir, readonly=True) as c:
+            c.start_shim()
+            inside = c.host_path("/var/run/usbmuxd")
+            self.assertEqual(ask_raw(inside, {"MessageType": "ListDevices"}, tag=3), direct)
+            rc, out, err = c.exec("idevice_id -l; echo rc=$?", env=harness.client_env(None))
+            self.assertEqual(out.split()[-1:], ["rc=0"], err)
 
 
 if __name__ == "__main__":
