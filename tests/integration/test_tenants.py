@@ -20,6 +20,8 @@ sits behind the helper where answers are compared with direct ones.
                   ExecStart run as systemd would, serving a simulated container that
                   mounts only its directory (fakedev, and Debian's usbmuxd)
 """
+import hashlib
+import hmac
 import os
 import plistlib
 import re
@@ -98,6 +100,64 @@ def listen(path):
     return s
 
 
+class RawTunnel:
+    """The tunnel protocol spoken by hand (docs/PROTOCOL.md): a client that
+    holds a tenant's token but is no shim at all, so no filter of any shim
+    stands between it and the helper."""
+
+    def __init__(self, port, token_path):
+        with open(token_path, "rb") as f:
+            token = f.read().rstrip(b"\r\n")
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        nonce = os.urandom(16)
+        self.s.sendall(b"MXTN" + bytes([1, 1]) + struct.pack(">HIII", 1, 16384, 262144, 64) +
+                       nonce)
+        peer = recv_exact(self.s, 36)
+        assert peer[:4] == b"MXTN", peer
+        mac = hmac.new(token, b"muxshim-tunnel-v1" + bytes([1]) + nonce + peer[20:36],
+                       hashlib.sha256).digest()
+        self.s.sendall(self.frame(6, 0, mac))
+        t, _, _, payload = self.read_frame()
+        assert t == 6, "the helper did not prove its token (frame type %d)" % t
+        self.next_id = 1
+        self.pending = {}
+
+    @staticmethod
+    def frame(t, sid, payload, flags=0):
+        return struct.pack(">BBHII", t, flags, 0, sid, len(payload)) + payload
+
+    def read_frame(self):
+        t, flags, _, sid, n = struct.unpack(">BBHII", recv_exact(self.s, 12))
+        return t, flags, sid, recv_exact(self.s, n)
+
+    def open(self, request):
+        sid = self.next_id
+        self.next_id += 2
+        self.pending[sid] = b""
+        self.s.sendall(self.frame(1, sid, request))
+        return sid
+
+    def message(self, sid):
+        """The next whole usbmuxd message on stream sid, parsed."""
+        while True:
+            buf = self.pending[sid]
+            if len(buf) >= 16:
+                length = struct.unpack("<I", buf[:4])[0]
+                if len(buf) >= length:
+                    self.pending[sid] = buf[length:]
+                    return plistlib.loads(buf[16:length])
+            t, flags, fsid, payload = self.read_frame()
+            if t == 4 and not flags & 2:  # PING: answer it
+                self.s.sendall(self.frame(4, 0, payload, flags=2))
+            elif t in (0, 1) and fsid in self.pending:
+                self.pending[fsid] += payload
+            elif t == 3 and fsid == sid:
+                raise EOFError("stream %d reset" % sid)
+
+    def close(self):
+        self.s.close()
+
+
 class TwoTenants(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -164,6 +224,29 @@ class TwoTenants(unittest.TestCase):
             self.assertEqual(read_msg(s)[4]["Number"], 0)
         harness.wait_for(lambda: self.upstream_count("Connect dev 2 ") == before + 1, WAIT,
                          what="beta's Connect at fakedev")
+
+    def test_raw_tunnel_client(self):
+        """alpha's token, no shim: the same answers."""
+        n = self.upstream_count("plist ReadPairRecord")
+        deletes = self.upstream_count("plist DeletePairRecord")
+        t = RawTunnel(self.helper.port, self.tokens["alpha"])
+        try:
+            lst = t.open(raw({"MessageType": "ListDevices"}))
+            con = t.open(raw({"MessageType": "Connect", "DeviceID": 2, "PortNumber": 0x7ef2}))
+            rec = t.open(raw({"MessageType": "ReadPairRecord", "PairRecordID": UDID[1]}))
+            dele = t.open(raw({"MessageType": "DeletePairRecord", "PairRecordID": UDID[2]}))
+            sub = t.open(raw({"MessageType": "Listen"}))
+            self.assertEqual(serials(t.message(lst)), [UDID[0]])
+            self.assertEqual(t.message(con)["Number"], 2)
+            self.assertEqual(t.message(rec)["Number"], 2)
+            self.assertEqual(t.message(dele)["Number"], 2)
+            self.assertEqual(t.message(sub)["Number"], 0)
+            ev = t.message(sub)
+            self.assertEqual((ev["MessageType"], ev["DeviceID"]), ("Attached", 1))
+        finally:
+            t.close()
+        self.assertEqual(self.upstream_count("plist ReadPairRecord"), n)
+        self.assertEqual(self.upstream_count("plist DeletePairRecord"), deletes)
 
     def test_v0_connect_refused(self):
         with session(self.sock["alpha"]) as s:
