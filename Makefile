@@ -222,6 +222,7 @@ integration: all tools clients
 # Any sanitizer report kills the daemon (-fno-sanitize-recover), which the
 # tests see as a failure; logs are kept in the test's temp dir.
 ASAN_SUITES := tests.integration.test_shim tests.integration.test_tunnel tests.integration.test_realclients \
+               tests.integration.test_tenants \
                tests.integration.test_stats tests.integration.test_hardening tests.integration.test_run \
                tests.integration.test_faults tests.integration.test_adversarial \
                tests.integration.test_broker
