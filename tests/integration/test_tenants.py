@@ -248,6 +248,21 @@ class TwoTenants(unittest.TestCase):
         self.assertEqual(self.upstream_count("plist ReadPairRecord"), n)
         self.assertEqual(self.upstream_count("plist DeletePairRecord"), deletes)
 
+    def test_pipe_carries_bulk_both_ways(self):
+        """A gated Connect pipe is byte-exact under load, carries half-closes
+        both ways (--send ends with one), and other sessions run beside it."""
+        sock = self.sock["alpha"]
+        for mode in ("--send", "--recv", "--echo", "--both"):
+            r = harness.muxconn(mode, 2 * 1024 * 1024, "--port", self.svc.port, "--device", 1,
+                                "--parallel", 4, socket=sock, timeout=300)
+            self.assertTrue(r["ok"], (mode, r))
+        r = harness.muxconn("--list-loop", 200, "--parallel", 4, socket=sock, timeout=300)
+        self.assertEqual(r["list_sessions"], 200)
+        # A pipe to another tenant's device cannot even be opened.
+        r = harness.muxconn("--recv", 1024, "--port", self.svc.port, "--device", 2,
+                            socket=sock, timeout=60, check=False)
+        self.assertFalse(r["ok"])
+
     def test_v0_connect_refused(self):
         with session(self.sock["alpha"]) as s:
             body = struct.pack("<IHH", 2, socket.htons(self.svc.port), 0)
