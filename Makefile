@@ -36,7 +36,9 @@ SHIM_SRC   := shim/main.c shim/session.c shim/upstream.c shim/resolver.c shim/di
               common/usbmuxd/plist_guard.c common/usbmuxd/proto.c common/usbmuxd/devtable.c \
               common/usbmuxd/router.c
 SHIM_HDR   := $(wildcard shim/*.h)
-HELPER_SRC := host-helper/main.c host-helper/authlimit.c host-helper/service_posix.c
+HELPER_SRC := host-helper/main.c host-helper/authlimit.c host-helper/tenants.c host-helper/gate.c host-helper/metrics.c \
+              host-helper/service_posix.c common/usbmuxd/plist_guard.c common/usbmuxd/proto.c \
+              common/usbmuxd/devtable.c common/usbmuxd/router.c
 HELPER_HDR := $(wildcard host-helper/*.h)
 # muxshim-run: the ENTRYPOINT wrapper (Linux containers only).
 RUN_SRC    := run/main.c run/args.c common/log.c common/plat_posix.c common/plat_linux.c
@@ -52,6 +54,7 @@ UNIT_SRC   := tests/unit/run.c tests/unit/test_buf.c tests/unit/test_addr.c \
               tests/unit/test_proto.c common/usbmuxd/proto.c tests/unit/test_devtable.c common/usbmuxd/devtable.c \
               tests/unit/test_router.c common/usbmuxd/router.c \
               tests/unit/test_authlimit.c host-helper/authlimit.c \
+              tests/unit/test_tenants.c host-helper/tenants.c \
               common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c common/sha256.c common/buf.c common/addr.c common/log.c shim/diag.c shim/inspect.c \
               common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC)
 
@@ -84,12 +87,12 @@ $(B)/muxshim-run: $(RUN_SRC) $(RUN_HDR) $(COMMON_HDR) Makefile
 
 $(B)/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)
-	$(CC) $(ALLFLAGS) $(HELPER_SRC) $(COMMON_SRC) -o $@ $(LDFLAGS) $(PLAT_LIBS)
+	$(CC) $(ALLFLAGS) $(HELPER_SRC) $(COMMON_SRC) -o $@ $(LDFLAGS) $(PLIST_LIBS) $(PLAT_LIBS)
 
 $(B)/asan/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)/asan
 	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -DMUXSHIM_VERSION='"$(VERSION)"' \
-		$(HELPER_SRC) $(COMMON_SRC) -o $@ $(PLAT_LIBS)
+		$(HELPER_SRC) $(COMMON_SRC) -o $@ $(PLIST_LIBS) $(PLAT_LIBS)
 
 $(B)/asan/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 	@mkdir -p $(B)/asan
@@ -105,7 +108,8 @@ $(B)/asan/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 WIN_CC    := x86_64-w64-mingw32-gcc
 WIN_FLAGS := -std=c17 -D_POSIX_C_SOURCE=200809L -D_WIN32_WINNT=0x0A00 -DNTDDI_VERSION=0x0A000003 \
              -include common/plat_win_types.h $(WARN) -O2 -Icommon -DMUXSHIM_VERSION='"$(VERSION)"'
-WIN_SRC   := host-helper/main.c host-helper/authlimit.c host-helper/service_win.c common/log.c common/buf.c common/addr.c \
+WIN_SRC   := host-helper/main.c host-helper/authlimit.c host-helper/tenants.c host-helper/gate_none.c host-helper/metrics.c \
+             host-helper/service_win.c common/log.c common/buf.c common/addr.c \
              common/daemon.c common/loop_timer.c common/loop_poll.c common/plat_win.c $(TUNNEL_SRC)
 
 $(B)/muxshim-host.exe: $(WIN_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
@@ -192,7 +196,7 @@ unit: $(B)/tests/unit $(B)/tests/unit-poll
 # /proc/self/mountinfo. Seed corpora: tests/fuzz/corpus/NAME/; inputs that
 # once failed: tests/fuzz/regress/NAME/, run first, every time. UBSan
 # findings abort (-fno-sanitize-recover) so that the fuzzer stops on them.
-FUZZERS      := tunnel hello inspect plist addr mountinfo proto
+FUZZERS      := tunnel hello inspect plist addr mountinfo proto tenants
 FUZZ_SECONDS ?= 12
 # A memory bound for every target: a decoder that lets a few KiB amplify
 # (issue 17: a 4 KB binary plist made libplist build 96 MB) fails the run.
@@ -202,7 +206,7 @@ FUZZ_SECONDS ?= 12
 FUZZ_MEM_MB  ?= 1024
 FUZZ_MEM     := -rss_limit_mb=$(FUZZ_MEM_MB) -malloc_limit_mb=$(FUZZ_MEM_MB)
 FUZZ_FLAGS   := $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-                -Icommon -Ishim
+                -Icommon -Ishim -Ihost-helper
 FUZZ_SRC_tunnel    := common/tunnel/codec.c common/tunnel/mux.c
 FUZZ_SRC_hello     := common/tunnel/codec.c common/tunnel/auth.c common/sha256.c
 FUZZ_SRC_inspect   := shim/inspect.c common/usbmuxd/plist_guard.c
@@ -213,6 +217,10 @@ FUZZ_LIBS_inspect   = $(PLIST_LIBS)
 FUZZ_SRC_proto     := common/usbmuxd/plist_guard.c common/usbmuxd/proto.c common/usbmuxd/devtable.c \
                       common/usbmuxd/router.c
 FUZZ_LIBS_proto     = $(PLIST_LIBS)
+# The parser checks tokens with the daemons' own rule (common/daemon.c).
+FUZZ_SRC_tenants   := host-helper/tenants.c common/daemon.c common/log.c common/loop_timer.c $(LOOP_SRC) \
+                      $(PLAT_SRC)
+FUZZ_LIBS_tenants   = $(PLAT_LIBS)
 FUZZ_LIBS_plist     = $(PLIST_LIBS)
 
 .SECONDEXPANSION:
@@ -248,6 +256,7 @@ integration: all tools clients
 # Any sanitizer report kills the daemon (-fno-sanitize-recover), which the
 # tests see as a failure; logs are kept in the test's temp dir.
 ASAN_SUITES := tests.integration.test_shim tests.integration.test_tunnel tests.integration.test_realclients \
+               tests.integration.test_tenants \
                tests.integration.test_stats tests.integration.test_hardening tests.integration.test_run \
                tests.integration.test_faults tests.integration.test_adversarial \
                tests.integration.test_broker

@@ -243,8 +243,11 @@ static void on_signal(struct loop_watch *w, unsigned ev)
 	struct daemon_signals *ds = w->ctx;
 	struct plat_signals got;
 	plat_signals_take(w->fd, &got);
-	if (got.hup)
+	if (got.hup) {
 		reopen_log();
+		if (ds->reload)
+			ds->reload(ds->ctx);
+	}
 	if (got.usr1) {
 		log_info("SIGUSR1: status");
 		if (ds->status)

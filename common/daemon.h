@@ -65,12 +65,13 @@ int daemon_gen_token(const char *prog, const char *path);
 
 /* Signals, handled in the loop (the handlers only count): SIGTERM, SIGINT
  * and every other signal that would end the process set stop to its number;
- * SIGHUP reopens the log file (logrotate's convention); SIGUSR1 calls
+ * SIGHUP reopens the log file (logrotate's convention), then calls reload; SIGUSR1 calls
  * status (a status line in the log); SIGUSR2 is logged and ignored. */
 struct daemon_signals {
 	struct loop_watch w;
 	int stop;                  /* 0 until a signal asks the daemon to end */
 	void (*status)(void *ctx); /* SIGUSR1; may be NULL */
+	void (*reload)(void *ctx); /* SIGHUP, after the log file; may be NULL */
 	void *ctx;
 };
 int daemon_watch_signals(struct loop *l, struct daemon_signals *ds);

@@ -4,10 +4,15 @@
 #include "addr.h"
 #include "authlimit.h"
 #include "daemon.h"
+#include "gate.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "plat.h"
 #include "service.h"
+#include "sha256.h"
+#include "tenants.h"
+#include "tunnel/auth.h"
 #include "tunnel/link.h"
 
 #include <errno.h>
@@ -45,6 +50,16 @@ struct helper_config {
 	bool service;                /* --service: under the Service Control Manager */
 	const char *user;            /* --user: drop to it after setup */
 	bool seccomp;
+	const char *tenants_path;    /* --tenants: NULL without */
+	unsigned tenants_watch_s;    /* --tenants-watch: 0 off */
+	const char *serve_path;      /* --serve: a UNIX socket for one container, no tunnel */
+	const char *serve_devices;   /* --devices */
+	const char *serve_name;      /* --name */
+	unsigned socket_mode;        /* --socket-mode */
+	const char *socket_owner;    /* --socket-owner */
+	bool listen_given;
+	char metrics_host[ADDR_HOST_MAX]; /* --metrics */
+	uint16_t metrics_port;       /* 0: off */
 	enum { RUN, INSTALL_SERVICE, UNINSTALL_SERVICE } action;
 };
 
@@ -66,6 +81,15 @@ struct helper {
 	struct log_ratelimit rl_no_handshake;
 	struct log_ratelimit rl_auth;
 	struct log_ratelimit rl_limit;
+	/* --tenants */
+	struct tenant *tenants;      /* in file order; NULL without a tenants file */
+	struct tenant *candidate;    /* the tenant whose token a proof in flight was made with */
+	struct gate *gate;           /* NULL where it cannot be built (gate_available) */
+	char *tenants_text;          /* the file as last loaded, for --tenants-watch */
+	size_t tenants_len;
+	struct loop_timer tenants_watch;
+	struct metrics *metrics;     /* --metrics, or NULL */
+	struct plat_file_id serve_id; /* --serve: our socket file */
 };
 
 struct tunnel {
@@ -77,6 +101,7 @@ struct tunnel {
 	char addr[AUTHLIMIT_ADDR_MAX]; /* the peer's address, for the guess limit */
 	uint64_t upstream_connects;
 	uint64_t upstream_failures;
+	struct tenant *tenant;       /* --tenants: whose token it proved, for its whole life */
 	struct tunnel *prev, *next;  /* all open tunnels, for the summary */
 };
 
@@ -96,6 +121,7 @@ struct upstream {
 static void upstream_try(struct upstream *u);
 
 static struct helper helper;
+static struct tenant_list initial_tenants; /* --tenants, as loaded by parse_args */
 
 
 /* What an operator can do about a failed usbmuxd connection. */
@@ -133,6 +159,8 @@ static void upstream_failed(struct upstream *u, int err)
 		snprintf(reason, sizeof(reason), "cannot connect to usbmuxd at %s: %s", up,
 			 plat_strerror(-err));
 	u->t->upstream_failures++;
+	if (u->t->tenant)
+		u->t->tenant->st.upstream_failures++;
 	if (log_ratelimit_pass(&h->rl_upstream, loop_now(h->loop), &suppressed))
 		log_warn("tunnel %s: %s (%s); retried with the next session%s", u->t->name, reason,
 			 upstream_hint(err), suppressed ? " (more suppressed)" : "");
@@ -143,6 +171,8 @@ static void upstream_connected(struct upstream *u, int fd)
 {
 	struct link_stream *st = u->st;
 	u->t->upstream_connects++;
+	if (u->t->tenant)
+		u->t->tenant->st.upstream_connects++;
 	link_stream_set_ctx(st, NULL);
 	/* TCP upstreams end with a reset, never a FIN from us: no TIME_WAIT
 	 * port per session on this host (see link.c, stream_local_fin). */
@@ -227,6 +257,15 @@ static void upstream_try(struct upstream *u)
 static void tunnel_open(struct link *l, struct link_stream *st)
 {
 	struct tunnel *t = link_ctx(l);
+	if (t->tenant && t->h->gate) {
+		/* The gate answers the tenant's requests (gate.h). */
+		int rc = gate_stream(t->h->gate, t->tenant, st);
+		if (rc < 0)
+			link_stream_reset(st, TUN_RESET_LOCAL_ERROR, "helper cannot gate the stream");
+		return;
+	}
+	if (t->tenant)
+		t->tenant->st.streams++;
 	struct upstream *u = calloc(1, sizeof(*u));
 	if (!u) {
 		link_stream_reset(st, TUN_RESET_LOCAL_ERROR, "helper out of memory");
@@ -272,7 +311,45 @@ static void tunnel_up(struct link *l)
 	}
 	h->ntunnels++;
 	t->was_up = true;
+	if (h->tenants) {
+		/* The proof just checked was made with the candidate's token. */
+		t->tenant = h->candidate;
+		h->candidate = NULL;
+		if (!t->tenant) { /* cannot happen: a proof that matched picked one */
+			link_close(l, TUN_GOAWAY_AUTH, "no tenant");
+			return;
+		}
+		t->tenant->st.tunnels_total++;
+		t->tenant->st.tunnels_open++;
+		size_t len = strlen(t->name);
+		snprintf(t->name + len, sizeof(t->name) - len, " (tenant %s)", t->tenant->def.name);
+	}
 	log_info("tunnel %s: up", t->name);
+}
+
+/* --tenants: which tenant's token made this proof? Every token is tried,
+ * whether or not an earlier one matched, so the time taken does not tell
+ * which tenant (or how many) a guess came close to. */
+static bool tunnel_auth_pick(struct link *l, const struct tun_hello *local,
+			     const struct tun_hello *peer, const uint8_t proof[TUN_MAC_LEN],
+			     uint8_t *token, size_t *len)
+{
+	struct tunnel *t = link_ctx(l);
+	struct helper *h = t->h;
+	struct tenant *found = NULL;
+	for (struct tenant *tn = h->tenants; tn; tn = tn->next) {
+		uint8_t expect[TUN_MAC_LEN];
+		tun_auth_proof(tn->def.token, tn->def.token_len, peer->role, peer->nonce,
+			       local->nonce, expect);
+		if (ct_equal(expect, proof, TUN_MAC_LEN) && !found)
+			found = tn;
+	}
+	h->candidate = found;
+	if (!found)
+		return false;
+	memcpy(token, found->def.token, found->def.token_len);
+	*len = found->def.token_len;
+	return true;
 }
 
 /* Guessing the token online: an address that keeps failing waits longer
@@ -343,6 +420,294 @@ static void helper_status(void *ctx)
 			 (unsigned long long)t->upstream_failures, s->last_rtt_ms,
 			 (unsigned long long)s->graceful_closes);
 	}
+	for (struct tenant *tn = h->tenants; tn; tn = tn->next) {
+		uint64_t in = tn->st.bytes_in, out = tn->st.bytes_out;
+		for (struct tunnel *t = h->tunnels; t; t = t->next)
+			if (t->tenant == tn) {
+				in += link_get_stats(t->link)->bytes_in;
+				out += link_get_stats(t->link)->bytes_out;
+			}
+		log_info("stats: tenant %s: %u tunnels open, %llu served; %llu streams; refused: "
+			 "%llu device, %llu pair_record, %llu command, %llu protocol; %llu answered "
+			 "here; %llu upstream connects, %llu upstream failures; %llu bytes in, %llu out",
+			 tn->def.name, tn->st.tunnels_open, (unsigned long long)tn->st.tunnels_total,
+			 (unsigned long long)tn->st.streams,
+			 (unsigned long long)tn->st.refused[GATE_REFUSED_DEVICE],
+			 (unsigned long long)tn->st.refused[GATE_REFUSED_RECORD],
+			 (unsigned long long)tn->st.refused[GATE_REFUSED_COMMAND],
+			 (unsigned long long)tn->st.refused[GATE_REFUSED_PROTOCOL],
+			 (unsigned long long)tn->st.local_answers,
+			 (unsigned long long)tn->st.upstream_connects,
+			 (unsigned long long)tn->st.upstream_failures, (unsigned long long)in,
+			 (unsigned long long)out);
+	}
+}
+
+/* --metrics: the same numbers in the Prometheus text format. Tenant names
+ * are letters, digits and ".-_" (tenants.h): no label escaping needed. */
+static void helper_metrics(void *ctx, struct metrics_text *o)
+{
+	struct helper *h = ctx;
+	metrics_put(o, "# HELP muxshim_host_tunnels_open Tunnels up now.\n"
+		       "# TYPE muxshim_host_tunnels_open gauge\nmuxshim_host_tunnels_open %u\n"
+		       "# HELP muxshim_host_tunnels_total Tunnel connections accepted.\n"
+		       "# TYPE muxshim_host_tunnels_total counter\nmuxshim_host_tunnels_total %llu\n"
+		       "# HELP muxshim_host_auth_failed_total Wrong tunnel proofs.\n"
+		       "# TYPE muxshim_host_auth_failed_total counter\n"
+		       "muxshim_host_auth_failed_total %llu\n",
+		    h->ntunnels, (unsigned long long)h->tunnels_total,
+		    (unsigned long long)h->auth_failed);
+	if (!h->tenants)
+		return;
+	bool live = false;
+	size_t ndev = h->gate ? gate_devices(h->gate, &live) : 0;
+	metrics_put(o, "# HELP muxshim_host_devices Devices in the helper's table (--tenants).\n"
+		       "# TYPE muxshim_host_devices gauge\nmuxshim_host_devices %lu\n"
+		       "# HELP muxshim_host_subscribed 1 while the helper's usbmuxd subscription is live.\n"
+		       "# TYPE muxshim_host_subscribed gauge\nmuxshim_host_subscribed %d\n",
+		    (unsigned long)ndev, live ? 1 : 0);
+	static const struct { const char *name, *type, *help; } fam[] = {
+		{ "tunnels_open", "gauge", "Tunnels up now, per tenant." },
+		{ "tunnels_total", "counter", "Tunnels that proved the tenant's token." },
+		{ "streams_total", "counter", "Streams (client sessions) opened." },
+		{ "refused_total", "counter", "Requests refused, by reason." },
+		{ "answered_here_total", "counter", "Requests the helper answered without usbmuxd." },
+		{ "upstream_connects_total", "counter", "Connections opened to usbmuxd." },
+		{ "upstream_failures_total", "counter", "Connections to usbmuxd that failed." },
+		{ "bytes_total", "counter", "Tunnel payload bytes (in: from the shim)." },
+	};
+	for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
+		metrics_put(o, "# HELP muxshim_host_tenant_%s %s\n# TYPE muxshim_host_tenant_%s %s\n",
+			    fam[f].name, fam[f].help, fam[f].name, fam[f].type);
+		for (struct tenant *tn = h->tenants; tn; tn = tn->next) {
+			const char *n = tn->def.name;
+			const struct tenant_stats *st = &tn->st;
+			uint64_t in = st->bytes_in, out = st->bytes_out;
+			switch (f) {
+			case 0:
+				metrics_put(o, "muxshim_host_tenant_tunnels_open{tenant=\"%s\"} %u\n", n,
+					    st->tunnels_open);
+				break;
+			case 1:
+			case 2:
+			case 4:
+			case 5:
+			case 6: {
+				uint64_t v = f == 1 ? st->tunnels_total : f == 2 ? st->streams
+					     : f == 4 ? st->local_answers : f == 5 ? st->upstream_connects
+					     : st->upstream_failures;
+				metrics_put(o, "muxshim_host_tenant_%s{tenant=\"%s\"} %llu\n",
+					    fam[f].name, n, (unsigned long long)v);
+				break;
+			}
+			case 3:
+				for (unsigned r = 0; r < GATE_REFUSED_N; r++)
+					metrics_put(o, "muxshim_host_tenant_refused_total{tenant=\"%s\","
+						       "reason=\"%s\"} %llu\n", n, gate_refusal_name(r),
+						    (unsigned long long)st->refused[r]);
+				break;
+			case 7:
+				for (struct tunnel *t = h->tunnels; t; t = t->next)
+					if (t->tenant == tn) {
+						in += link_get_stats(t->link)->bytes_in;
+						out += link_get_stats(t->link)->bytes_out;
+					}
+				metrics_put(o, "muxshim_host_tenant_bytes_total{tenant=\"%s\","
+					       "direction=\"in\"} %llu\n"
+					       "muxshim_host_tenant_bytes_total{tenant=\"%s\","
+					       "direction=\"out\"} %llu\n",
+					    n, (unsigned long long)in, n, (unsigned long long)out);
+				break;
+			}
+		}
+	}
+}
+
+/* ---- tenants ------------------------------------------------------------ */
+
+static int read_token_file(void *ctx, const char *path, uint8_t *out, size_t cap, size_t *len)
+{
+	(void)ctx;
+	return daemon_read_token(path, out, cap, len);
+}
+
+/* Reads and parses the tenants file: 0 and the list, or -EINVAL with why
+ * in err. *text keeps the file's bytes (the caller frees them). */
+static int tenants_load(const char *path, struct tenant_list *l, char **text, size_t *len,
+			char *err, size_t errlen)
+{
+	int rc = plat_read_file(path, TENANTS_FILE_MAX, text, len);
+	if (rc < 0) {
+		snprintf(err, errlen, "%s: %s", path, rc == -EFBIG ? "longer than 1 MiB"
+								  : plat_strerror(-rc));
+		return -EINVAL;
+	}
+	char dir[1024];
+	tenants_dir_of(path, dir, sizeof(dir));
+	char why[600];
+	rc = tenants_parse(*text, *len, dir, read_token_file, NULL, l, why, sizeof(why));
+	if (rc == 0 && l->n == 0) {
+		tenants_free(l);
+		snprintf(why, sizeof(why), "no tenants in it: at least one is needed");
+		rc = -EINVAL;
+	}
+	for (size_t i = 0; rc == 0 && !gate_available() && i < l->n; i++) {
+		if (l->t[i].all)
+			continue;
+		snprintf(why, sizeof(why), "line %u: tenant '%s': this build of muxshim-host cannot "
+			 "enforce a device list (it has no usbmuxd protocol module: the Windows "
+			 "build); use `*`, or run the helper on a Linux or macOS host",
+			 l->t[i].line, l->t[i].name);
+		tenants_free(l);
+		rc = -EINVAL;
+	}
+	if (rc < 0) {
+		snprintf(err, errlen, "%s: %s", path, why);
+		free(*text);
+		*text = NULL;
+	}
+	return rc;
+}
+
+static bool same_devices(const struct tenant_def *a, const struct tenant_def *b)
+{
+	if (a->all != b->all || a->ndevices != b->ndevices)
+		return false;
+	for (size_t i = 0; i < a->ndevices; i++)
+		if (!tenant_allows(b, a->devices[i]))
+			return false;
+	return true;
+}
+
+/* Takes over the parsed list l (emptied): tenants are matched by name;
+ * one that stays keeps its tunnels, streams and counters and gets its new
+ * device list (and token, for tunnels from now on); one that is new is
+ * added; one that is gone has its tunnels closed. */
+static int tenants_apply(struct helper *h, struct tenant_list *l)
+{
+	struct tenant *fresh = NULL, **tail = &fresh;
+	unsigned added = 0, changed = 0, removed = 0;
+	for (size_t i = 0; i < l->n; i++) {
+		struct tenant *t = NULL, **pp;
+		for (pp = &h->tenants; *pp; pp = &(*pp)->next)
+			if (strcmp((*pp)->def.name, l->t[i].name) == 0) {
+				t = *pp;
+				*pp = t->next; /* out of the old list */
+				break;
+			}
+		if (!t) {
+			t = calloc(1, sizeof(*t));
+			if (!t) {
+				free(t);
+				log_error("tenants: out of memory; tenant %s not added", l->t[i].name);
+				continue;
+			}
+			t->def = l->t[i];
+			memset(&l->t[i], 0, sizeof(l->t[i]));
+			if (gate_tenant_set(t) < 0) {
+				log_error("tenants: out of memory; tenant %s not added", t->def.name);
+				tenant_def_free(&t->def);
+				free(t);
+				continue;
+			}
+			added++;
+			log_info("tenants: %s added (%s)", t->def.name,
+				 t->def.all ? "every device" : "a device list");
+		} else {
+			struct tenant_def old = t->def;
+			bool devices = !same_devices(&old, &l->t[i]);
+			bool token = old.token_len != l->t[i].token_len ||
+				     memcmp(old.token, l->t[i].token, old.token_len) != 0;
+			t->def = l->t[i];
+			memset(&l->t[i], 0, sizeof(l->t[i]));
+			if (devices) {
+				changed++;
+				if (gate_tenant_set(t) < 0) {
+					log_error("tenants: out of memory; closing tenant %s's streams",
+						  t->def.name);
+					gate_tenant_gone(h->gate, t);
+				} else if (h->gate) {
+					gate_tenant_changed(h->gate, t, &old);
+				}
+				log_info("tenants: %s now has %s", t->def.name,
+					 t->def.all ? "every device" : "a new device list");
+			}
+			if (token)
+				log_info("tenants: %s has a new token: its open tunnels stay, new ones "
+					 "need the new token", t->def.name);
+			tenant_def_free(&old);
+		}
+		t->next = NULL; /* it may still point into the old list */
+		*tail = t;
+		tail = &t->next;
+	}
+	/* What is left of the old list is gone from the file. */
+	while (h->tenants) {
+		struct tenant *t = h->tenants;
+		h->tenants = t->next;
+		removed++;
+		log_info("tenants: %s removed: its tunnels are closed", t->def.name);
+		if (h->gate)
+			gate_tenant_gone(h->gate, t);
+		struct tunnel *next;
+		for (struct tunnel *tu = h->tunnels; tu; tu = next) {
+			next = tu->next;
+			if (tu->tenant == t)
+				link_close(tu->link, TUN_GOAWAY_AUTH, "tenant removed from the helper");
+		}
+		gate_tenant_clear(t);
+		tenant_def_free(&t->def);
+		free(t);
+	}
+	h->tenants = fresh;
+	tenants_free(l);
+	log_info("tenants: %u added, %u with new devices, %u removed", added, changed, removed);
+	return 0;
+}
+
+static void tenants_reload(void *ctx)
+{
+	struct helper *h = ctx;
+	if (!h->cfg.tenants_path)
+		return;
+	struct tenant_list l;
+	char *text, err[800];
+	size_t len;
+	if (tenants_load(h->cfg.tenants_path, &l, &text, &len, err, sizeof(err)) < 0) {
+		log_warn("tenants: reload refused, nothing changed: %s", err);
+		return;
+	}
+	free(h->tenants_text);
+	h->tenants_text = text;
+	h->tenants_len = len;
+	log_info("tenants: reloading %s (%u tenants)", h->cfg.tenants_path, (unsigned)l.n);
+	tenants_apply(h, &l);
+}
+
+/* --tenants-watch: the file's bytes are compared every S seconds (the
+ * way to reload on Windows, which has no SIGHUP). */
+static void on_tenants_watch(struct loop_timer *tm)
+{
+	struct helper *h = tm->ctx;
+	char *text;
+	size_t len;
+	if (plat_read_file(h->cfg.tenants_path, TENANTS_FILE_MAX, &text, &len) == 0) {
+		bool same = len == h->tenants_len && h->tenants_text &&
+			    memcmp(text, h->tenants_text, len) == 0;
+		free(text);
+		if (!same) {
+			log_info("tenants: %s changed", h->cfg.tenants_path);
+			/* A file that fails to parse is remembered too: it is
+			 * reported once, not every S seconds. */
+			tenants_reload(h);
+			if (plat_read_file(h->cfg.tenants_path, TENANTS_FILE_MAX, &text, &len) == 0) {
+				free(h->tenants_text);
+				h->tenants_text = text;
+				h->tenants_len = len;
+			}
+		}
+	}
+	loop_timer_arm(h->loop, tm, (uint64_t)h->cfg.tenants_watch_s * 1000);
 }
 
 static void on_summary(struct loop_timer *tm)
@@ -368,6 +733,11 @@ static void tunnel_down(struct link *l, const char *why)
 		 * interval, not one per connection. */
 		log_info("tunnel %s: closed before its handshake completed (%s); %u more like it "
 			 "since the last such line", t->name, why, suppressed);
+	if (t->tenant) {
+		t->tenant->st.tunnels_open--;
+		t->tenant->st.bytes_in += s->bytes_in;
+		t->tenant->st.bytes_out += s->bytes_out;
+	}
 	tunnel_unlink(t);
 	if (t->pending)
 		h->npending--;
@@ -384,6 +754,7 @@ static const struct link_ops tunnel_ops = {
 	.stream_closed = tunnel_stream_closed,
 	.auth_allowed = tunnel_auth_allowed,
 	.auth_result = tunnel_auth_result,
+	.auth_pick = tunnel_auth_pick,
 };
 
 /* The handshake budget is full: the oldest connection still in its
@@ -462,6 +833,15 @@ static void helper_accepted(void *ctx, int fd)
 	tunnel_start(ctx, fd);
 }
 
+/* --serve: a client of our UNIX socket is the one tenant's, answered by
+ * the gate like a tunnel stream. */
+static void serve_accepted(void *ctx, int fd)
+{
+	struct helper *h = ctx;
+	if (gate_client(h->gate, h->tenants, fd) < 0)
+		plat_close(fd);
+}
+
 /* ---- options ----------------------------------------------------------- */
 
 static void usage(FILE *f)
@@ -476,9 +856,19 @@ static void usage(FILE *f)
 		"                         $USBMUXD_SOCKET_ADDRESS, else %s)\n"
 		"  --token-file FILE      shared secret; shims must present the same one (at\n"
 		"                         least 128 random bits: see --gen-token)\n"
+		"  --tenants FILE         one token per tenant, each with its devices (lines of\n"
+		"                         NAME TOKEN_FILE DEVICES; instead of --token-file);\n"
+		"                         SIGHUP reloads it\n"
+		"  --tenants-watch S      also reload it when its contents change, checked every\n"
+		"                         S seconds (default 0: off; the way on Windows)\n"
 		"  --gen-token FILE       write a new random token to FILE (a new file, mode\n"
 		"                         0600) and exit\n"
 		"  --allow-remote         listen on a non-loopback address without a token\n"
+		"  --serve PATH           no tunnel: serve one container at a UNIX socket with\n"
+		"                         the devices of --devices only (Linux hosts; see\n"
+		"                         docs/deploy-linux.md); --name names it in the log,\n"
+		"                         --socket-mode (default 0666), --socket-owner O[:G]\n"
+		"  --devices LIST         --serve: `*` or UDIDs separated by commas\n"
 		"  --max-tunnels N        concurrent tunnels (containers), default 64\n"
 		"  --max-pending N        connections still in their handshake, default 64;\n"
 		"                         when full, the oldest of them is closed\n"
@@ -493,6 +883,8 @@ static void usage(FILE *f)
 		"  --user NAME            run as this user once the port is bound (from root)\n"
 		"  --no-seccomp           do not enter the seccomp sandbox (Linux)\n"
 		"  --stats-interval S     log per-tunnel counters every S seconds (default 300; 0 off)\n"
+		"  --metrics HOST:PORT    Prometheus text format over HTTP (/metrics): tunnels,\n"
+		"                         and per tenant streams, refusals, upstream, bytes\n"
 		"  --log-level LEVEL      error, warn, info or debug (default info)\n"
 		"  --log-file PATH        append log lines to PATH instead of stderr\n"
 		"  --service              run under the Windows Service Control Manager\n"
@@ -526,12 +918,21 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 {
 	enum { O_LISTEN = 256, O_UPSTREAM, O_TOKEN, O_REMOTE, O_TUNNELS, O_STREAMS, O_WINDOW,
 	       O_KEEPALIVE, O_INTERVAL, O_LOGLEVEL, O_LOGFILE, O_SERVICE, O_INSTALL, O_UNINSTALL, O_HELP,
-	       O_VERSION, O_HANDSHAKE, O_USER, O_NOSECCOMP, O_GENTOKEN, O_PENDING, O_CTIMEOUT };
+	       O_VERSION, O_HANDSHAKE, O_USER, O_NOSECCOMP, O_GENTOKEN, O_PENDING, O_CTIMEOUT,
+	       O_TENANTS, O_TWATCH, O_METRICS, O_SERVE, O_DEVICES, O_NAME, O_SMODE, O_SOWNER };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "upstream", required_argument, NULL, O_UPSTREAM },
 		{ "token-file", required_argument, NULL, O_TOKEN },
 		{ "gen-token", required_argument, NULL, O_GENTOKEN },
+		{ "tenants", required_argument, NULL, O_TENANTS },
+		{ "tenants-watch", required_argument, NULL, O_TWATCH },
+		{ "metrics", required_argument, NULL, O_METRICS },
+		{ "serve", required_argument, NULL, O_SERVE },
+		{ "devices", required_argument, NULL, O_DEVICES },
+		{ "name", required_argument, NULL, O_NAME },
+		{ "socket-mode", required_argument, NULL, O_SMODE },
+		{ "socket-owner", required_argument, NULL, O_SOWNER },
 		{ "allow-remote", no_argument, NULL, O_REMOTE },
 		{ "max-tunnels", required_argument, NULL, O_TUNNELS },
 		{ "max-pending", required_argument, NULL, O_PENDING },
@@ -568,6 +969,7 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 	cfg->connect_timeout_ms = 2000;
 	cfg->log_level = LOG_INFO;
 	cfg->seccomp = true;
+	cfg->socket_mode = 0666;
 
 	int c;
 	opterr = 0;
@@ -575,6 +977,7 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 		switch (c) {
 		case O_LISTEN:
 			listen = optarg;
+			cfg->listen_given = true;
 			break;
 		case O_UPSTREAM:
 			upstream = optarg;
@@ -587,6 +990,39 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 			break;
 		case O_GENTOKEN:
 			exit(daemon_gen_token("muxshim-host", optarg));
+		case O_TENANTS:
+			cfg->tenants_path = optarg;
+			break;
+		case O_SERVE:
+			cfg->serve_path = optarg;
+			break;
+		case O_DEVICES:
+			cfg->serve_devices = optarg;
+			break;
+		case O_NAME:
+			cfg->serve_name = optarg;
+			break;
+		case O_SMODE: {
+			char *end;
+			unsigned long m = strtoul(optarg, &end, 8);
+			if (!*optarg || *end || m > 07777)
+				die_usage("--socket-mode '%s': need an octal mode such as 0660", optarg);
+			cfg->socket_mode = (unsigned)m;
+			break;
+		}
+		case O_SOWNER:
+			cfg->socket_owner = optarg;
+			break;
+		case O_METRICS:
+			if (addr_parse_hostport(optarg, cfg->metrics_host, sizeof(cfg->metrics_host),
+						&cfg->metrics_port, err, sizeof(err)) < 0)
+				die_usage("--metrics: %s", err);
+			break;
+		case O_TWATCH:
+			if (parse_u32(optarg, 0, 86400, &v) < 0)
+				die_usage("--tenants-watch '%s': need seconds, 0 to 86400", optarg);
+			cfg->tenants_watch_s = v;
+			break;
 		case O_REMOTE:
 			cfg->allow_remote = true;
 			break;
@@ -664,6 +1100,47 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 	}
 	if (optind < argc)
 		die_usage("unexpected argument '%s'", argv[optind]);
+	if (cfg->tenants_path) {
+		if (cfg->has_token)
+			die_usage("%s", "--tenants and --token-file: the tenants file names every "
+				  "token; use one or the other");
+		char *text, why[900];
+		size_t len;
+		if (tenants_load(cfg->tenants_path, &initial_tenants, &text, &len, why,
+				 sizeof(why)) < 0)
+			die_usage("--tenants %s", why);
+		helper.tenants_text = text;
+		helper.tenants_len = len;
+		/* Every tunnel must prove a tenant's token (tunnel_auth_pick):
+		 * what the link would check without a pick is a random one. */
+		cfg->has_token = true;
+		cfg->token_len = 32;
+		plat_random(cfg->token, cfg->token_len);
+	} else if (cfg->tenants_watch_s) {
+		die_usage("%s", "--tenants-watch needs --tenants");
+	}
+	if (cfg->serve_path) {
+		if (cfg->has_token || cfg->listen_given)
+			die_usage("%s", "--serve opens no tunnel port: no --listen, --token-file or "
+				  "--tenants with it");
+		if (!gate_available() || !plat_has_unix_sockets())
+			die_usage("%s", "--serve: this build cannot enforce a device list (Linux and "
+				  "macOS hosts only)");
+		if (!cfg->serve_devices)
+			die_usage("%s", "--serve needs --devices (`*` or UDIDs separated by commas)");
+		struct tenant *t = calloc(1, sizeof(*t));
+		const char *name = cfg->serve_name ? cfg->serve_name : "local";
+		if (!t || strlen(name) > TENANT_NAME_MAX)
+			die_usage("--name '%s': at most 32 characters", name);
+		if (tenant_def_devices(&t->def, name, cfg->serve_devices, err, sizeof(err)) < 0)
+			die_usage("--devices: %s", err);
+		t->def.line = 0;
+		if (gate_tenant_set(t) < 0)
+			die_usage("%s", "out of memory");
+		helper.tenants = t;
+	} else if (cfg->serve_devices || cfg->serve_name) {
+		die_usage("%s", "--devices and --name go with --serve");
+	}
 
 	if (addr_parse_hostport(listen, cfg->listen_host, sizeof(cfg->listen_host),
 				&cfg->listen_port, err, sizeof(err)) < 0)
@@ -719,7 +1196,7 @@ static int helper_run(void)
 	}
 
 	bool loopback = plat_is_loopback(h->cfg.listen_host);
-	if (!loopback && !h->cfg.has_token) {
+	if (!loopback && !h->cfg.has_token && !h->cfg.serve_path) {
 		if (!h->cfg.allow_remote) {
 			log_error("refusing to listen on %s without a token: anyone who reaches that "
 				  "address could use every iPhone on this host. Use --token-file "
@@ -741,27 +1218,71 @@ static int helper_run(void)
 		log_error("cannot create the event loop: %s", plat_strerror(-rc));
 		return 1;
 	}
-	static struct daemon_signals sig = { .status = helper_status };
+	static struct daemon_signals sig = { .status = helper_status, .reload = tenants_reload };
 	sig.ctx = h;
 	rc = daemon_watch_signals(h->loop, &sig);
 	if (rc < 0) {
 		log_error("cannot install signal handlers: %s", plat_strerror(-rc));
 		return 1;
 	}
-	rc = plat_tcp_listen(h->cfg.listen_host, h->cfg.listen_port, 64, &h->listen_fd);
-	if (rc < 0) {
-		log_error("cannot listen on %s:%u: %s%s", h->cfg.listen_host, h->cfg.listen_port,
-			  plat_strerror(-rc), listen_hint(rc));
-		return 1;
-	}
 	char up[ADDR_SPEC_MAX];
 	addr_format(&h->cfg.upstream, up, sizeof(up));
-	log_info("muxshim-host %s listening on %s:%u, upstream %s (%s)%s", MUXSHIM_VERSION,
-		 h->cfg.listen_host, h->cfg.listen_port, up, h->cfg.upstream_source,
-		 h->cfg.has_token ? ", token required" : "");
+	if (h->cfg.serve_path) {
+		bool replaced = false;
+		rc = plat_unix_listen(h->cfg.serve_path, h->cfg.socket_mode, h->cfg.socket_owner, 512,
+				      &h->listen_fd, &replaced, &h->serve_id);
+		if (rc < 0) {
+			log_error("cannot serve %s: %s", h->cfg.serve_path,
+				  rc == -EADDRINUSE ? "something is listening there already"
+				  : rc == -EEXIST ? "a file that is not a socket is in the way"
+						  : plat_strerror(-rc));
+			return 1;
+		}
+		if ((rc = gate_new(h->loop, &h->cfg.upstream, h->cfg.connect_timeout_ms,
+				   &h->gate)) < 0) {
+			log_error("cannot start the gate: %s", plat_strerror(-rc));
+			plat_unix_unlink_if_ours(h->cfg.serve_path, &h->serve_id);
+			plat_close(h->listen_fd);
+			return 1;
+		}
+		log_info("muxshim-host %s serving %s for %s (%s)%s, upstream %s (%s)", MUXSHIM_VERSION,
+			 h->cfg.serve_path, h->tenants->def.name, h->cfg.serve_devices,
+			 replaced ? ", a stale socket file replaced" : "", up, h->cfg.upstream_source);
+	} else {
+		rc = plat_tcp_listen(h->cfg.listen_host, h->cfg.listen_port, 64, &h->listen_fd);
+		if (rc < 0) {
+			log_error("cannot listen on %s:%u: %s%s", h->cfg.listen_host,
+				  h->cfg.listen_port, plat_strerror(-rc), listen_hint(rc));
+			return 1;
+		}
+		log_info("muxshim-host %s listening on %s:%u, upstream %s (%s)%s", MUXSHIM_VERSION,
+			 h->cfg.listen_host, h->cfg.listen_port, up, h->cfg.upstream_source,
+			 h->cfg.has_token ? ", token required" : "");
+	}
 
+	if (h->cfg.tenants_path) {
+		if (gate_available() && (rc = gate_new(h->loop, &h->cfg.upstream,
+						       h->cfg.connect_timeout_ms, &h->gate)) < 0) {
+			log_error("cannot start the tenants' gate: %s", plat_strerror(-rc));
+			plat_close(h->listen_fd);
+			return 1;
+		}
+		log_info("tenants: %u from %s%s", (unsigned)initial_tenants.n, h->cfg.tenants_path,
+			 h->gate ? "" : " (every device each: this build has no gate)");
+		tenants_apply(h, &initial_tenants);
+		loop_timer_init(&h->tenants_watch, on_tenants_watch, h);
+		if (h->cfg.tenants_watch_s)
+			loop_timer_arm(h->loop, &h->tenants_watch,
+				       (uint64_t)h->cfg.tenants_watch_s * 1000);
+	}
+	if (h->cfg.metrics_port &&
+	    metrics_start(h->loop, h->cfg.metrics_host, h->cfg.metrics_port, helper_metrics, h,
+			  &h->metrics) < 0) {
+		plat_close(h->listen_fd);
+		return 1;
+	}
 	acceptor_start(&h->acceptor, h->loop, h->listen_fd, ACCEPTS_PER_WAKE, helper_has_room,
-		       helper_accepted, h);
+		       h->cfg.serve_path ? serve_accepted : helper_accepted, h);
 	if (daemon_harden(h->cfg.user, h->cfg.seccomp) < 0) {
 		plat_close(h->listen_fd);
 		return 1;
@@ -772,6 +1293,9 @@ static int helper_run(void)
 	service_ready();
 	while (rc == 0 && !sig.stop) {
 		rc = loop_run_once(h->loop, -1);
+		if (h->gate)
+			gate_reap(h->gate);
+		metrics_reap(h->metrics);
 	}
 	log_info("signal %d: shutting down (%u tunnels open, %llu served)", sig.stop, h->ntunnels,
 		 (unsigned long long)h->tunnels_total);
@@ -779,7 +1303,22 @@ static int helper_run(void)
 	 * seeing its connection drop. */
 	while (h->tunnels)
 		link_close(h->tunnels->link, TUN_GOAWAY_NORMAL, "helper shutting down");
+	gate_free(h->gate);
+	h->gate = NULL;
+	metrics_stop(h->metrics);
+	h->metrics = NULL;
+	while (h->tenants) {
+		struct tenant *t = h->tenants;
+		h->tenants = t->next;
+		gate_tenant_clear(t);
+		tenant_def_free(&t->def);
+		free(t);
+	}
+	free(h->tenants_text);
+	loop_timer_cancel(h->loop, &h->tenants_watch);
 	acceptor_stop(&h->acceptor);
+	if (h->cfg.serve_path)
+		plat_unix_unlink_if_ours(h->cfg.serve_path, &h->serve_id);
 	plat_close(h->listen_fd);
 	loop_free(h->loop); /* frees what the closes deferred */
 	return rc < 0 ? 1 : 0;

@@ -791,6 +791,12 @@ static long handshake_input(struct link *l, const uint8_t *p, size_t n)
 	}
 	/* Waiting for the peer's AUTH. */
 	struct tun_frame f;
+	if (l->ops->auth_pick && tun_frame_decode(p, n, l->local_hello.max_frame, &f) > 0 &&
+	    f.type == TUN_AUTH) {
+		size_t len = 0;
+		if (l->ops->auth_pick(l, &l->local_hello, &l->peer_hello, f.payload, l->token, &len))
+			l->cfg.token_len = len;
+	}
 	long n2 = tun_auth_check(p, n, l->token, l->cfg.token_len, &l->local_hello, &l->peer_hello,
 				 &f);
 	if (n2 == 0)

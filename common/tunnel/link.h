@@ -62,6 +62,13 @@ struct link_ops {
 	bool (*auth_allowed)(struct link *l);
 	/* Optional: the peer's proof was checked: right (ok) or wrong. */
 	void (*auth_result)(struct link *l, bool ok);
+	/* Optional (the helper's tenants): the peer's AUTH proof, before it is
+	 * checked against cfg.token. Copy the token it was made with into
+	 * token/len (at most LINK_TOKEN_MAX bytes) to check it against that
+	 * one instead (and prove with it), or return false to keep cfg.token. */
+	bool (*auth_pick)(struct link *l, const struct tun_hello *local,
+			  const struct tun_hello *peer, const uint8_t proof[TUN_MAC_LEN],
+			  uint8_t *token, size_t *len);
 };
 
 struct link_stats {

@@ -80,16 +80,21 @@ static int route_connect(const struct router_view *v, const struct umx_request *
 	if (rq->malformed)
 		return answer_result(r, rq->version, rq->tag, rq->malformed);
 	const struct umx_entry *e = umx_table_find(v->table, rq->device_id);
-	if (!e || !umx_filter_allows(v->filter, &e->dev))
+	if (!e || !umx_filter_allows(v->filter, &e->dev)) {
+		r->refusal = e ? ROUTE_REFUSED_DEVICE : ROUTE_REFUSED_NONE;
 		return answer_result(r, rq->version, rq->tag, UMX_RESULT_BADDEV);
+	}
 	return forward(r, rq, e->upstream, e);
 }
 
-static int pair_record(const struct router_view *v, const struct umx_request *rq,
+static int pair_record(const struct router_view *v, bool strict, const struct umx_request *rq,
 		       struct route *r)
 {
-	if (rq->has_record_id && !umx_filter_allows_udid(v->filter, rq->record_id))
+	if ((rq->has_record_id && !umx_filter_allows_udid(v->filter, rq->record_id)) ||
+	    (strict && !rq->has_record_id)) {
+		r->refusal = ROUTE_REFUSED_RECORD;
 		return answer_result(r, rq->version, rq->tag, UMX_RESULT_NO_RECORD);
+	}
 	/* Pair records live per host: the one the phone hangs off. */
 	const struct umx_entry *e = rq->has_record_id ? umx_table_find_serial(v->table, rq->record_id)
 						      : NULL;
@@ -97,13 +102,18 @@ static int pair_record(const struct router_view *v, const struct umx_request *rq
 	 * when it is that same device. */
 	const struct umx_entry *by_id = rq->has_device_id ? umx_table_find(v->table, rq->device_id)
 							  : NULL;
+	if (strict && by_id && !umx_filter_allows(v->filter, &by_id->dev)) {
+		r->refusal = ROUTE_REFUSED_RECORD;
+		return answer_result(r, rq->version, rq->tag, UMX_RESULT_NO_RECORD);
+	}
 	unsigned up = e ? e->upstream : by_id ? by_id->upstream : 0;
 	if (by_id && by_id->upstream != up)
 		by_id = NULL;
 	return forward(r, rq, up, by_id);
 }
 
-int route_request(const struct router_view *v, const struct umx_request *rq, struct route *r)
+static int route(const struct router_view *v, bool strict, const struct umx_request *rq,
+		 struct route *r)
 {
 	memset(r, 0, sizeof(*r));
 	if (rq->version > UMX_V_PLIST) {
@@ -150,10 +160,25 @@ int route_request(const struct router_view *v, const struct umx_request *rq, str
 	case UMX_REQ_READ_PAIR_RECORD:
 	case UMX_REQ_SAVE_PAIR_RECORD:
 	case UMX_REQ_DELETE_PAIR_RECORD:
-		return pair_record(v, rq, r);
+		return pair_record(v, strict, rq, r);
 	default:
+		if (strict) {
+			r->refusal = ROUTE_REFUSED_COMMAND;
+			return answer_result(r, UMX_V_PLIST, rq->tag, UMX_RESULT_BADCOMMAND);
+		}
 		return forward(r, rq, 0, NULL);
 	}
+}
+
+int route_request(const struct router_view *v, const struct umx_request *rq, struct route *r)
+{
+	return route(v, false, rq, r);
+}
+
+int route_request_strict(const struct router_view *v, const struct umx_request *rq,
+			 struct route *r)
+{
+	return route(v, true, rq, r);
 }
 
 void route_free(struct route *r)

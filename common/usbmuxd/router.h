@@ -13,7 +13,8 @@
  * - Read/Save/DeletePairRecord: forwarded to the upstream where that UDID
  *   is attached, else the first; a filtered-out UDID is answered as a
  *   missing record.
- * - Anything else: forwarded to the first upstream (forward compatibility).
+ * - Anything else: forwarded to the first upstream (forward compatibility),
+ *   or refused with BADCOMMAND in strict mode.
  * Forwarded plist requests are re-encoded from the bounded parse, never
  * passed on as the client's bytes, so the upstream's parser sees only what
  * the guard accepted. */
@@ -28,8 +29,17 @@ enum route_kind {
 	ROUTE_FORWARD,  /* send msg to upstream; relay its reply */
 };
 
+/* Why an ANSWER refused the request (statistics of the helper's tenants). */
+enum route_refusal {
+	ROUTE_REFUSED_NONE,
+	ROUTE_REFUSED_DEVICE,  /* Connect to an attached device the filter hides */
+	ROUTE_REFUSED_RECORD,  /* a pair record the filter hides */
+	ROUTE_REFUSED_COMMAND, /* strict: a request the router does not know */
+};
+
 struct route {
 	enum route_kind kind;
+	enum route_refusal refusal;
 	bool close;          /* ANSWER: usbmuxd closes after this reply */
 	bool local;          /* answered without the upstream (for statistics) */
 	unsigned upstream;   /* FORWARD */
@@ -48,6 +58,12 @@ struct router_view {
 
 /* 0 and *r filled, or a negative errno (-ENOMEM, -EMSGSIZE). */
 int route_request(const struct router_view *v, const struct umx_request *rq, struct route *r);
+/* The same for the helper's restricted tenants: what the router cannot
+ * tell is within the filter is refused instead of forwarded (a MessageType
+ * it does not know: BADCOMMAND; a pair record request without a
+ * PairRecordID, or naming a DeviceID the filter hides: no record). */
+int route_request_strict(const struct router_view *v, const struct umx_request *rq,
+			 struct route *r);
 void route_free(struct route *r);
 
 #endif

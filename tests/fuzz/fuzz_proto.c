@@ -4,11 +4,14 @@
  * an upstream sends them). Whatever decodes is encoded again and must decode
  * to the same thing: the codec's encoders and decoders agree. Every decoded
  * request is routed against a small two-upstream table, and what the router
- * forwards must decode again as the same request type. */
+ * forwards must decode again as the same request type; routed strictly (the
+ * helper's restricted tenants) with a filter of one phone, nothing that
+ * concerns another phone, or no phone the router can name, is forwarded. */
 #include "usbmuxd/router.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -88,6 +91,42 @@ static void check_route(const struct umx_request *rq)
 	route_free(&r);
 }
 
+/* The helper's restricted tenants (route_request_strict), allowed phone-b
+ * only: whatever is forwarded concerns phone-b, by what the table says. */
+static void check_strict(const struct umx_request *rq)
+{
+	static struct umx_filter only_b;
+	if (only_b.n == 0 && umx_filter_add_list(&only_b, "phone-b") < 0)
+		abort();
+	struct router_view v = { &table, &only_b, 2, NULL, NULL };
+	struct route r;
+	if (route_request_strict(&v, rq, &r) < 0)
+		return;
+	if (r.kind == ROUTE_FORWARD) {
+		const struct umx_entry *e = umx_table_find(&table, rq->device_id);
+		bool ok;
+		switch (rq->type) {
+		case UMX_REQ_CONNECT:
+			ok = e && strcmp(e->dev.serial, "phone-b") == 0;
+			break;
+		case UMX_REQ_READ_PAIR_RECORD:
+		case UMX_REQ_SAVE_PAIR_RECORD:
+		case UMX_REQ_DELETE_PAIR_RECORD:
+			ok = rq->has_record_id && strcasecmp(rq->record_id, "phone-b") == 0 &&
+			     (!rq->has_device_id || !e || strcmp(e->dev.serial, "phone-b") == 0);
+			break;
+		case UMX_REQ_READ_BUID:
+			ok = true; /* no BUID known here: asked of usbmuxd */
+			break;
+		default:
+			ok = false;
+		}
+		if (!ok)
+			abort();
+	}
+	route_free(&r);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	setup_table();
@@ -108,6 +147,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (rq.type >= UMX_REQ_NTYPES || (rq.dict && rq.version != UMX_V_PLIST))
 				abort();
 			check_route(&rq);
+			check_strict(&rq);
 			umx_request_free(&rq);
 		}
 	}

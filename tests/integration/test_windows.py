@@ -8,8 +8,9 @@ The same checks as for the Linux helper with a TCP upstream (the only kind
 the Windows build has; wine has no AF_UNIX either): real libusbmuxd clients,
 byte-exact device transfers, 200 concurrent streams, a helper restart, a
 token made by the .exe (--gen-token) and the authenticated tunnel, the
-service mode under wine's Service Control Manager, and the port-exhaustion
-run in a 200-port network namespace.
+service mode under wine's Service Control Manager, the port-exhaustion
+run in a 200-port network namespace, and a tenants file (`*` tenants: the
+Windows build has no gate) reloaded by --tenants-watch.
 
 A TCP upstream ends a session at the client's half-close (docs/deploy-tunnel.md:
 the helper never sends the first FIN toward usbmuxd), so the data paths here
@@ -252,6 +253,57 @@ class Tokens(unittest.TestCase):
         harness.wait_for(lambda: "closed by the helper" in shim.stderr_text(), 30,
                          what="the shim's log of the helper's GOAWAY")
         self.assertNotIn("lost (", shim.stderr_text())
+
+
+class Tenants(unittest.TestCase):
+    """--tenants under wine: each tenant its own token (a shim with another
+    is refused), the log names the tenant, --tenants-watch reloads (the way
+    on Windows: no SIGHUP) and closes a removed tenant's tunnel, and a device
+    list is refused with its line (the Windows build has no gate)."""
+
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def test_tenants_file(self):
+        d = harness.tempdir("wine-tenants")
+        fake = harness.FakeDev(os.path.join(d, "fake.sock")).start()
+        port = tcp_front(fake.socket, "fakedev-tcp")
+        for n in ("a", "b", "other"):
+            harness.write_token(os.path.join(d, n + ".key"))
+        tenants = os.path.join(d, "tenants.txt")
+        with open(tenants, "w") as f:
+            f.write("# relative token paths: next to this file\r\n"
+                    "a a.key *\r\nb %s *\r\n" % win_path(os.path.join(d, "b.key")))
+        bad = os.path.join(d, "bad.txt")
+        with open(bad, "w") as f:
+            f.write("a a.key *\nb b.key 00008030-001A2B3C4D5E6F70\n")
+        rc, out, err = wine_run(EXE, "--tenants", win_path(bad))
+        self.assertEqual(rc, 2, err)
+        self.assertIn("line 2: tenant 'b': this build of muxshim-host cannot enforce a device "
+                      "list", err)
+        helper = WineHelper("tcp:127.0.0.1:%d" % port, "--tenants", win_path(tenants),
+                            "--tenants-watch", 1, log_level="info").start()
+        shims = {}
+        for n in ("a", "b"):
+            shims[n] = os.path.join(d, n + ".sock")
+            harness.Shim(shims[n], helper.tunnel, "--token-file", os.path.join(d, n + ".key"),
+                         "--tunnel-wait", 30000, log_level="info").start()
+            self.assertIn("DeviceList", usbmuxd_request(shims[n], {"MessageType": "ListDevices"},
+                                                        timeout=60))
+            self.assertIn("(tenant %s): up" % n, helper.stderr_text())
+        other = harness.Shim(os.path.join(d, "other.sock"), helper.tunnel, "--token-file",
+                             os.path.join(d, "other.key"), log_level="info").start()
+        harness.wait_for(lambda: "token mismatch" in other.stderr_text(), 60,
+                         what="the shim with no tenant's token refused")
+        with open(tenants + ".new", "w") as f:
+            f.write("a a.key *\r\n")
+        os.rename(tenants + ".new", tenants)
+        # --tenants-watch 1: within a second or so; 60 s only bounds a wedged wine.
+        harness.wait_for(lambda: "tenants: b removed" in helper.stderr_text(), 60,
+                         what="the reload by --tenants-watch")
+        self.assertIn("DeviceList", usbmuxd_request(shims["a"], {"MessageType": "ListDevices"},
+                                                    timeout=60))
+        self.assertEqual(helper.stop(), 0)
 
 
 class Faults(unittest.TestCase):

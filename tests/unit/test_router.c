@@ -41,6 +41,8 @@ static void setup(void)
 	view = (struct router_view){ &table, &filter, 2, buids, NULL };
 }
 
+static bool strict_mode; /* route_xml routes with route_request_strict */
+
 static int route_xml(const char *inner, uint32_t tag, struct route *r)
 {
 	char xml[1024];
@@ -49,7 +51,7 @@ static int route_xml(const char *inner, uint32_t tag, struct route *r)
 	struct umx_request rq;
 	int rc = umx_request_decode(&h, (const uint8_t *)xml, (size_t)n, &rq);
 	CU_ASSERT_EQUAL_FATAL(rc, 0);
-	rc = route_request(&view, &rq, r);
+	rc = strict_mode ? route_request_strict(&view, &rq, r) : route_request(&view, &rq, r);
 	umx_request_free(&rq);
 	return rc;
 }
@@ -271,6 +273,73 @@ static void versions(void)
 	umx_table_free(&table);
 }
 
+static uint32_t answered(const char *inner, enum route_refusal why)
+{
+	struct route r;
+	struct umx_event ev;
+	uint32_t result = UINT32_MAX;
+	CU_ASSERT_EQUAL_FATAL(route_xml(inner, 4, &r), 0);
+	CU_ASSERT_EQUAL(r.kind, ROUTE_ANSWER);
+	CU_ASSERT_EQUAL(r.refusal, why);
+	if (r.kind == ROUTE_ANSWER) {
+		decode_msg(&r, &ev);
+		result = ev.result;
+		umx_event_free(&ev);
+	}
+	route_free(&r);
+	return result;
+}
+
+/* The helper's restricted tenants: what cannot be shown to be within the
+ * filter is refused, and each refusal says why. */
+static void strict_refusals(void)
+{
+	setup();
+	CU_ASSERT_EQUAL(umx_filter_add_list(&filter, "phone-b"), 0);
+	strict_mode = true;
+	CU_ASSERT_EQUAL(answered("<key>MessageType</key><string>SomethingNew</string>",
+				 ROUTE_REFUSED_COMMAND), UMX_RESULT_BADCOMMAND);
+	CU_ASSERT_EQUAL(answered("<key>MessageType</key><string>ReadPairRecord</string>",
+				 ROUTE_REFUSED_RECORD), UMX_RESULT_NO_RECORD);
+	CU_ASSERT_EQUAL(answered("<key>MessageType</key><string>ReadPairRecord</string>"
+				 "<key>PairRecordID</key><string>phone-a</string>",
+				 ROUTE_REFUSED_RECORD), UMX_RESULT_NO_RECORD);
+	/* Its own UDID, but phone-a's DeviceID (1 on upstream A). */
+	CU_ASSERT_EQUAL(answered("<key>MessageType</key><string>SavePairRecord</string>"
+				 "<key>PairRecordID</key><string>phone-b</string>"
+				 "<key>DeviceID</key><integer>1</integer>"
+				 "<key>PairRecordData</key><data>AAEC</data>",
+				 ROUTE_REFUSED_RECORD), UMX_RESULT_NO_RECORD);
+	CU_ASSERT_EQUAL(answered("<key>MessageType</key><string>Connect</string>"
+				 "<key>DeviceID</key><integer>1</integer>"
+				 "<key>PortNumber</key><integer>32498</integer>",
+				 ROUTE_REFUSED_DEVICE), UMX_RESULT_BADDEV);
+	/* Not attached at all: BADDEV too, but no device was hidden. */
+	CU_ASSERT_EQUAL(answered("<key>MessageType</key><string>Connect</string>"
+				 "<key>DeviceID</key><integer>77</integer>"
+				 "<key>PortNumber</key><integer>32498</integer>",
+				 ROUTE_REFUSED_NONE), UMX_RESULT_BADDEV);
+	/* Its own device and record still go through. */
+	struct route r;
+	char req[256];
+	snprintf(req, sizeof(req), "<key>MessageType</key><string>SavePairRecord</string>"
+		 "<key>PairRecordID</key><string>phone-b</string><key>DeviceID</key>"
+		 "<integer>%u</integer><key>PairRecordData</key><data>AAEC</data>", UMX_REMAP_BASE);
+	CU_ASSERT_EQUAL(route_xml(req, 5, &r), 0);
+	CU_ASSERT_EQUAL(r.kind, ROUTE_FORWARD);
+	route_free(&r);
+	/* Without strict, the unknown request and the record without an ID
+	 * are forwarded, as before. */
+	strict_mode = false;
+	CU_ASSERT_EQUAL(route_xml("<key>MessageType</key><string>SomethingNew</string>", 6, &r), 0);
+	CU_ASSERT_EQUAL(r.kind, ROUTE_FORWARD);
+	route_free(&r);
+	CU_ASSERT_EQUAL(route_xml("<key>MessageType</key><string>ReadPairRecord</string>", 6, &r), 0);
+	CU_ASSERT_EQUAL(r.kind, ROUTE_FORWARD);
+	route_free(&r);
+	umx_table_free(&table);
+}
+
 int unit_router(void)
 {
 	static const struct unit_test t[] = {
@@ -279,6 +348,7 @@ int unit_router(void)
 		{ "pair records go where the phone is", pair_records },
 		{ "ReadBUID, Listen, ListListeners, unknown types", buid_listen_listeners_other },
 		{ "versions: 2 refused, v0 Listen/Connect only", versions },
+		{ "strict (the helper's tenants): unknown, unnamed or hidden refused", strict_refusals },
 		{ NULL, NULL },
 	};
 	return unit_add_suite("usbmuxd router", t);

@@ -20,6 +20,7 @@ int unit_plist_guard(void);
 int unit_proto(void);
 int unit_devtable(void);
 int unit_router(void);
+int unit_tenants(void);
 
 /* Adds a suite with the given tests; 0 or -1. */
 struct unit_test { const char *name; CU_TestFunc fn; };
