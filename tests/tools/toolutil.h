@@ -28,6 +28,8 @@
 
 #include <plist/plist.h>
 
+#include "usbmuxd/proto.h"
+
 /* ------------------------------------------------------------------ */
 /* Misc                                                                */
 /* ------------------------------------------------------------------ */
@@ -470,6 +472,58 @@ static inline bool tu_plist_uint(plist_t dict, const char *key, uint64_t *out)
         return false;
     plist_get_uint_val(n, out);
     return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* Whole usbmuxd messages on blocking sockets (framing: proto.h)       */
+/* ------------------------------------------------------------------ */
+
+/* Writes a message an umx_encode_* call built, given that call's return
+ * value as rc, and frees it. 0, or a negative errno (rc itself if the
+ * encoder failed). */
+static inline int tu_mux_send(int fd, int rc, uint8_t *msg, size_t len)
+{
+    if (rc < 0)
+        return rc;
+    rc = tu_write_all(fd, msg, len) < 0 ? -errno : 0;
+    free(msg);
+    return rc;
+}
+
+/*
+ * Reads one whole message: the header checked as a request (umx_hdr_get: at
+ * most UMX_MSG_MAX) or, with reply set, as what a usbmuxd sends
+ * (umx_hdr_get_reply: a DeviceList may be longer). The body goes to *body
+ * (malloc'd, h->length - 16 bytes plus a NUL; the caller frees).
+ * Returns 1 for a message, 0 for EOF before a header, or a negative errno:
+ * -EMSGSIZE for a length outside the bounds (*h holds it), -EPIPE for EOF
+ * inside a message, -ENOMEM, or the socket's error.
+ */
+static inline int tu_mux_recv(int fd, bool reply, struct umx_hdr *h, uint8_t **body)
+{
+    uint8_t hb[UMX_HDR_LEN];
+    *body = NULL;
+    ssize_t r = tu_read_full(fd, hb, sizeof hb);
+    if (r <= 0)
+        return r < 0 ? -errno : 0;
+    if ((size_t)r < sizeof hb)
+        return -EPIPE;
+    int rc = reply ? umx_hdr_get_reply(hb, h) : umx_hdr_get(hb, h);
+    if (rc < 0)
+        return rc;
+    size_t blen = h->length - UMX_HDR_LEN;
+    uint8_t *p = malloc(blen + 1);
+    if (p == NULL)
+        return -ENOMEM;
+    r = tu_read_full(fd, p, blen);
+    if (r < 0 || (size_t)r < blen) {
+        rc = r < 0 ? -errno : -EPIPE;
+        free(p);
+        return rc;
+    }
+    p[blen] = '\0';
+    *body = p;
+    return 1;
 }
 
 #endif /* MUXSHIM_TOOLUTIL_H */
