@@ -161,9 +161,11 @@ deps:
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 
-$(B)/tests/%: tests/tools/%.c $(wildcard tests/tools/*.h) Makefile
+# The tools speak usbmuxd through the project's codec, as the shim does.
+TOOLS_CODEC := common/usbmuxd/proto.c common/usbmuxd/plist_guard.c
+$(B)/tests/%: tests/tools/%.c $(TOOLS_CODEC) $(wildcard tests/tools/*.h) $(COMMON_HDR) Makefile
 	@mkdir -p $(B)/tests
-	$(CC) $(CSTD) $(WARN) -O2 -g -pthread $< -o $@ $(MUXD_LIBS)
+	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -Icommon $< $(TOOLS_CODEC) -o $@ $(MUXD_LIBS)
 
 tools: $(addprefix $(B)/tests/,$(TOOLS))
 

@@ -4,7 +4,12 @@
  *   fakedev --socket PATH [--devices N] [--tcp-host HOST] [--no-splice] [--verbose]
  *
  * Listens on the UNIX stream socket PATH and speaks the usbmuxd protocol
- * (version 1 plist and version 0 binary). Connect(DeviceID, port) opens a TCP
+ * (version 1 plist and version 0 binary) through the project's codec
+ * (common/usbmuxd/proto.h), so its replies are the bytes the shim's broker
+ * and usbmuxd send, and a malformed request gets usbmuxd's answer: none for
+ * a body that is not a dict with a string MessageType, BADDEV for a Connect
+ * without a DeviceID. A plist the codec's guard refuses (one that would
+ * expand in libplist) closes the connection. Connect(DeviceID, port) opens a TCP
  * connection to HOST:port (default 127.0.0.1) and from then on the client
  * socket is a raw, byte-exact, half-close-preserving pipe to it: one thread
  * per direction; device->client uses splice() through a pipe (read()/write()
@@ -35,7 +40,6 @@
 #define FD_MAX_DEVICES 1000u
 #define FD_PRODUCT_ID 0x12a8u
 #define FD_LOCATION_ID 0u
-#define FD_CONN_SPEED 480000000u
 #define FD_BUID "FAKEDEV0-0000-0000-0000-000000000000"
 #define FD_THREAD_STACK (512u * 1024u)
 
@@ -94,52 +98,23 @@ static void usage(FILE *f)
 /* Device model                                                        */
 /* ------------------------------------------------------------------ */
 
-static void device_serial(uint32_t id, char *out, size_t cap)
+/* A fake device as the codec encodes it. Without a Properties dict of its
+ * own it gets the ones usbmuxd lists for a USB device (ConnectionSpeed
+ * 480000000, ConnectionType USB, DeviceID, LocationID, ProductID,
+ * SerialNumber), and the same 268-byte record in version 0. */
+static struct umx_device device_model(uint32_t id)
 {
-    snprintf(out, cap, "fakedev-%04u", id);
-}
-
-static plist_t device_properties(uint32_t id)
-{
-    char serial[64];
-    device_serial(id, serial, sizeof serial);
-    plist_t p = plist_new_dict();
-    plist_dict_set_item(p, "ConnectionSpeed", plist_new_uint(FD_CONN_SPEED));
-    plist_dict_set_item(p, "ConnectionType", plist_new_string("USB"));
-    plist_dict_set_item(p, "DeviceID", plist_new_uint(id));
-    plist_dict_set_item(p, "LocationID", plist_new_uint(FD_LOCATION_ID));
-    plist_dict_set_item(p, "ProductID", plist_new_uint(FD_PRODUCT_ID));
-    plist_dict_set_item(p, "SerialNumber", plist_new_string(serial));
-    return p;
-}
-
-/* {MessageType: Attached, DeviceID, Properties} */
-static plist_t device_attached(uint32_t id)
-{
-    plist_t d = plist_new_dict();
-    plist_dict_set_item(d, "MessageType", plist_new_string("Attached"));
-    plist_dict_set_item(d, "DeviceID", plist_new_uint(id));
-    plist_dict_set_item(d, "Properties", device_properties(id));
+    struct umx_device d = {.id = id, .product_id = FD_PRODUCT_ID, .location_id = FD_LOCATION_ID};
+    snprintf(d.serial, sizeof d.serial, "fakedev-%04u", id);
     return d;
 }
 
-/* Packed binary DEVICE_ADD record (268 bytes). */
-static void device_record(uint32_t id, uint8_t out[MUX_DEVREC_LEN])
-{
-    memset(out, 0, MUX_DEVREC_LEN);
-    tu_put_le32(out + 0, id);
-    tu_put_le16(out + 4, FD_PRODUCT_ID);
-    device_serial(id, (char *)out + 6, 256); /* NUL-padded serial[256] */
-    tu_put_le16(out + 262, 0);               /* pad */
-    tu_put_le32(out + 264, FD_LOCATION_ID);
-}
-
-/* Connect to the "device" port. Returns a MUX_RESULT_* and *out_fd on OK. */
+/* Connect to the "device" port. Returns a UMX_RESULT_* and *out_fd on OK. */
 static uint32_t device_connect(uint32_t devid, uint16_t port, int *out_fd)
 {
     *out_fd = -1;
     if (!device_present(devid))
-        return MUX_RESULT_BADDEV;
+        return UMX_RESULT_BADDEV;
     struct sockaddr_storage ss = g.tcp_addr;
     if (ss.ss_family == AF_INET)
         ((struct sockaddr_in *)&ss)->sin_port = htons(port);
@@ -148,7 +123,7 @@ static uint32_t device_connect(uint32_t devid, uint16_t port, int *out_fd)
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         LOG("socket: %s", strerror(errno));
-        return MUX_RESULT_CONNREFUSED;
+        return UMX_RESULT_CONNREFUSED;
     }
     int rc;
     do
@@ -157,11 +132,11 @@ static uint32_t device_connect(uint32_t devid, uint16_t port, int *out_fd)
     if (rc < 0) {
         VLOG("connect %s:%u: %s", g.tcp_host, port, strerror(errno));
         close(fd);
-        return MUX_RESULT_CONNREFUSED;
+        return UMX_RESULT_CONNREFUSED;
     }
     tu_set_nodelay(fd);
     *out_fd = fd;
-    return MUX_RESULT_OK;
+    return UMX_RESULT_OK;
 }
 
 /* ------------------------------------------------------------------ */
@@ -301,48 +276,56 @@ static void bridge(unsigned long cid, int cfd, int tfd)
 
 enum action { ACT_CONTINUE, ACT_CLOSE, ACT_LISTEN, ACT_BRIDGE };
 
-static int send_plist_result(int fd, uint32_t tag, uint32_t number)
+/* Each send returns 0 or a negative errno. */
+static int send_result(int fd, bool plist, uint32_t tag, uint32_t number)
 {
-    plist_t d = plist_new_dict();
-    plist_dict_set_item(d, "MessageType", plist_new_string("Result"));
-    plist_dict_set_item(d, "Number", plist_new_uint(number));
-    int rc = mux_send_plist(fd, tag, d);
-    plist_free(d);
-    return rc;
+    uint8_t *m = NULL;
+    size_t n = 0;
+    int rc = umx_encode_result(plist ? UMX_V_PLIST : UMX_V_BINARY, tag, number, &m, &n);
+    return tu_mux_send(fd, rc, m, n);
 }
 
-static int send_bin_result(int fd, uint32_t tag, uint32_t number)
-{
-    uint8_t p[4];
-    tu_put_le32(p, number);
-    return mux_send(fd, 0, MUX_MSG_RESULT, tag, p, sizeof p);
-}
-
+/* Sends a dict (freed here) as a v1 reply. */
 static int send_plist_owned(int fd, uint32_t tag, plist_t d)
 {
-    int rc = mux_send_plist(fd, tag, d);
+    uint8_t *m = NULL;
+    size_t n = 0;
+    int rc = umx_encode_plist(tag, d, &m, &n);
     plist_free(d);
-    return rc;
+    return tu_mux_send(fd, rc, m, n);
 }
 
 static int send_event(int fd, bool plist, bool attached, uint32_t id)
 {
-    if (!plist) {
-        if (attached) {
-            uint8_t rec[MUX_DEVREC_LEN];
-            device_record(id, rec);
-            return mux_send(fd, 0, MUX_MSG_DEVICE_ADD, 0, rec, sizeof rec);
-        }
-        uint8_t b[4];
-        tu_put_le32(b, id);
-        return mux_send(fd, 0, MUX_MSG_DEVICE_REMOVE, 0, b, sizeof b);
+    uint32_t v = plist ? UMX_V_PLIST : UMX_V_BINARY;
+    uint8_t *m = NULL;
+    size_t n = 0;
+    int rc;
+    if (attached) {
+        struct umx_device d = device_model(id);
+        rc = umx_encode_attached(v, &d, &m, &n);
+    } else {
+        rc = umx_encode_detached(v, id, &m, &n);
     }
-    if (attached)
-        return send_plist_owned(fd, 0, device_attached(id));
-    plist_t d = plist_new_dict();
-    plist_dict_set_item(d, "MessageType", plist_new_string("Detached"));
-    plist_dict_set_item(d, "DeviceID", plist_new_uint(id));
-    return send_plist_owned(fd, 0, d);
+    return tu_mux_send(fd, rc, m, n);
+}
+
+static int send_device_list(int fd, uint32_t tag)
+{
+    struct umx_device *devs = calloc(g.ndev ? g.ndev : 1, sizeof *devs);
+    if (devs == NULL)
+        return -ENOMEM;
+    size_t n = 0;
+    pthread_mutex_lock(&g_mu);
+    for (uint32_t id = 1; id <= g.ndev; id++)
+        if (!g_absent[id])
+            devs[n++] = device_model(id);
+    pthread_mutex_unlock(&g_mu);
+    uint8_t *m = NULL;
+    size_t len = 0;
+    int rc = umx_encode_device_list(tag, devs, n, &m, &len);
+    free(devs);
+    return tu_mux_send(fd, rc, m, len);
 }
 
 /* Result 0 and the present devices, and registration for later events, in
@@ -350,7 +333,7 @@ static int send_event(int fd, bool plist, bool attached, uint32_t id)
 static int listen_start(int fd, uint32_t tag, bool plist)
 {
     pthread_mutex_lock(&g_mu);
-    int rc = plist ? send_plist_result(fd, tag, MUX_RESULT_OK) : send_bin_result(fd, tag, MUX_RESULT_OK);
+    int rc = send_result(fd, plist, tag, UMX_RESULT_OK);
     for (uint32_t id = 1; rc == 0 && id <= g.ndev; id++)
         if (!g_absent[id])
             rc = send_event(fd, plist, true, id);
@@ -401,104 +384,60 @@ static void plug_event(bool plug)
     pthread_mutex_unlock(&g_mu);
 }
 
-static enum action handle_plist(unsigned long cid, int fd, const mux_hdr *h, const uint8_t *payload,
-                                 size_t plen, int *tcp_fd)
+/* Answers one decoded request. Replies are plist ones for a plist message,
+ * binary ones otherwise. */
+static enum action handle_request(unsigned long cid, int fd, const struct umx_request *rq,
+                                  int *tcp_fd)
 {
-    plist_t req = mux_parse_plist(payload, plen);
-    if (req == NULL) {
-        VLOG("conn %lu: unparseable plist (%zu bytes), ignored", cid, plen);
-        return ACT_CONTINUE; /* like usbmuxd: no reply, stay open */
-    }
-    char *mt = tu_plist_strdup(req, "MessageType");
-    VLOG("conn %lu: plist %s tag %u", cid, mt ? mt : "(none)", h->tag);
+    bool plist = rq->message == UMX_MSG_PLIST;
+    uint32_t tag = rq->tag;
     int rc = 0;
     enum action act = ACT_CONTINUE;
+    VLOG("conn %lu: %s %s tag %u", cid, plist ? "plist" : "binary", umx_req_name(rq->type), tag);
 
-    if (mt == NULL) {
-        rc = send_plist_result(fd, h->tag, MUX_RESULT_BADCOMMAND);
-    } else if (strcmp(mt, "ListDevices") == 0) {
-        plist_t arr = plist_new_array();
-        pthread_mutex_lock(&g_mu);
-        for (uint32_t id = 1; id <= g.ndev; id++)
-            if (!g_absent[id])
-                plist_array_append_item(arr, device_attached(id));
-        pthread_mutex_unlock(&g_mu);
-        plist_t d = plist_new_dict();
-        plist_dict_set_item(d, "DeviceList", arr);
-        rc = send_plist_owned(fd, h->tag, d);
-    } else if (strcmp(mt, "ReadBUID") == 0) {
-        plist_t d = plist_new_dict();
-        plist_dict_set_item(d, "BUID", plist_new_string(FD_BUID));
-        rc = send_plist_owned(fd, h->tag, d);
-    } else if (strcmp(mt, "ListListeners") == 0) {
+    switch (rq->type) {
+    case UMX_REQ_LIST_DEVICES:
+        rc = send_device_list(fd, tag);
+        break;
+    case UMX_REQ_READ_BUID: {
+        uint8_t *m = NULL;
+        size_t n = 0;
+        rc = umx_encode_buid(tag, FD_BUID, &m, &n);
+        rc = tu_mux_send(fd, rc, m, n);
+        break;
+    }
+    case UMX_REQ_LIST_LISTENERS: {
         plist_t d = plist_new_dict();
         plist_dict_set_item(d, "ListenerList", plist_new_array());
-        rc = send_plist_owned(fd, h->tag, d);
-    } else if (strcmp(mt, "Listen") == 0) {
-        rc = listen_start(fd, h->tag, true);
-        act = ACT_LISTEN;
-    } else if (strcmp(mt, "ReadPairRecord") == 0) {
-        rc = send_plist_result(fd, h->tag, 2); /* ENOENT: no record */
-    } else if (strcmp(mt, "SavePairRecord") == 0 || strcmp(mt, "DeletePairRecord") == 0) {
-        rc = send_plist_result(fd, h->tag, MUX_RESULT_OK);
-    } else if (strcmp(mt, "Connect") == 0) {
-        uint64_t devid, portnum;
-        if (!tu_plist_uint(req, "DeviceID", &devid) ||
-            !tu_plist_uint(req, "PortNumber", &portnum)) {
-            rc = send_plist_result(fd, h->tag, MUX_RESULT_BADCOMMAND);
-        } else {
-            /* PortNumber carries htons(port) as clients send it */
-            uint16_t port = ntohs((uint16_t)portnum);
-            uint32_t res = devid > UINT32_MAX ? MUX_RESULT_BADDEV
-                                              : device_connect((uint32_t)devid, port, tcp_fd);
-            VLOG("conn %lu: Connect dev %llu port %u -> %u", cid, (unsigned long long)devid, port,
-                 res);
-            rc = send_plist_result(fd, h->tag, res);
-            if (res == MUX_RESULT_OK)
-                act = ACT_BRIDGE;
-        }
-    } else {
-        rc = send_plist_result(fd, h->tag, MUX_RESULT_BADCOMMAND);
+        rc = send_plist_owned(fd, tag, d);
+        break;
     }
-    free(mt);
-    plist_free(req);
-    if (rc < 0) {
-        VLOG("conn %lu: send: %s", cid, strerror(errno));
-        if (*tcp_fd >= 0) {
-            close(*tcp_fd);
-            *tcp_fd = -1;
-        }
-        return ACT_CLOSE;
-    }
-    return act;
-}
-
-static enum action handle_binary(unsigned long cid, int fd, const mux_hdr *h,
-                                 const uint8_t *payload, size_t plen, int *tcp_fd)
-{
-    int rc;
-    enum action act = ACT_CONTINUE;
-    if (h->message == MUX_MSG_CONNECT) {
-        if (plen < MUX_CONNECT_LEN) {
-            rc = send_bin_result(fd, h->tag, MUX_RESULT_BADCOMMAND);
-        } else {
-            uint32_t devid = tu_get_le32(payload);
-            uint16_t port = tu_get_be16(payload + 4);
-            uint32_t res = device_connect(devid, port, tcp_fd);
-            VLOG("conn %lu: binary CONNECT dev %u port %u -> %u", cid, devid, port, res);
-            rc = send_bin_result(fd, h->tag, res);
-            if (res == MUX_RESULT_OK)
-                act = ACT_BRIDGE;
-        }
-    } else if (h->message == MUX_MSG_LISTEN) {
-        VLOG("conn %lu: binary LISTEN", cid);
-        rc = listen_start(fd, h->tag, false);
+    case UMX_REQ_LISTEN:
+        rc = listen_start(fd, tag, plist);
         act = ACT_LISTEN;
-    } else {
-        VLOG("conn %lu: binary message %u: BADCOMMAND", cid, h->message);
-        rc = send_bin_result(fd, h->tag, MUX_RESULT_BADCOMMAND);
+        break;
+    case UMX_REQ_READ_PAIR_RECORD:
+        rc = send_result(fd, plist, tag, UMX_RESULT_NO_RECORD);
+        break;
+    case UMX_REQ_SAVE_PAIR_RECORD:
+    case UMX_REQ_DELETE_PAIR_RECORD:
+        rc = send_result(fd, plist, tag, UMX_RESULT_OK);
+        break;
+    case UMX_REQ_CONNECT: {
+        uint32_t res = rq->malformed ? rq->malformed
+                                     : device_connect(rq->device_id, rq->port, tcp_fd);
+        VLOG("conn %lu: Connect dev %u port %u -> %u", cid, rq->device_id, rq->port, res);
+        rc = send_result(fd, plist, tag, res);
+        if (res == UMX_RESULT_OK)
+            act = ACT_BRIDGE;
+        break;
+    }
+    default:
+        rc = send_result(fd, plist, tag, UMX_RESULT_BADCOMMAND);
+        break;
     }
     if (rc < 0) {
+        VLOG("conn %lu: send: %s", cid, strerror(-rc));
         if (*tcp_fd >= 0) {
             close(*tcp_fd);
             *tcp_fd = -1;
@@ -511,18 +450,15 @@ static enum action handle_binary(unsigned long cid, int fd, const mux_hdr *h,
 /* Listener mode: stay silent until the client closes; any command -> BADCOMMAND + close. */
 static void listen_mode(unsigned long cid, int fd, bool plist_client)
 {
-    mux_hdr h = {0};
-    uint8_t *payload = NULL;
-    int r = mux_recv(fd, &h, &payload);
+    struct umx_hdr h = {0};
+    uint8_t *body = NULL;
+    int r = tu_mux_recv(fd, false, &h, &body);
     listen_end(fd);
     if (r == 1) {
         VLOG("conn %lu: command on a Listen connection: BADCOMMAND", cid);
-        if (plist_client)
-            (void)send_plist_result(fd, h.tag, MUX_RESULT_BADCOMMAND);
-        else
-            (void)send_bin_result(fd, h.tag, MUX_RESULT_BADCOMMAND);
+        (void)send_result(fd, plist_client, h.tag, UMX_RESULT_BADCOMMAND);
     }
-    free(payload);
+    free(body);
 }
 
 struct conn {
@@ -539,34 +475,48 @@ static void *conn_thread(void *arg)
     VLOG("conn %lu: open", cid);
 
     for (;;) {
-        mux_hdr h = {0};
-        uint8_t *payload = NULL;
-        int r = mux_recv(fd, &h, &payload);
+        struct umx_hdr h = {0};
+        uint8_t *body = NULL;
+        int r = tu_mux_recv(fd, false, &h, &body);
         if (r == 0)
             break;
         if (r < 0) {
-            if (errno == EPROTO)
+            if (r == -EMSGSIZE)
                 LOG("conn %lu: bad header length %u, closing", cid, h.length);
-            else if (errno == EPIPE)
+            else if (r == -EPIPE)
                 VLOG("conn %lu: truncated message, closing", cid);
             else
-                VLOG("conn %lu: read: %s", cid, strerror(errno));
+                VLOG("conn %lu: read: %s", cid, strerror(-r));
             break;
         }
-        size_t plen = h.length - MUX_HDR_LEN;
-        int tcp_fd = -1;
-        enum action act;
-        bool plist_msg = (h.message == MUX_MSG_PLIST);
-        if (h.version != 0 && h.version != 1) {
+        if (h.version != UMX_V_BINARY && h.version != UMX_V_PLIST) {
             LOG("conn %lu: unsupported version %u, BADVERSION and close", cid, h.version);
-            (void)send_bin_result(fd, h.tag, MUX_RESULT_BADVERSION);
-            act = ACT_CLOSE;
-        } else if (plist_msg) {
-            act = handle_plist(cid, fd, &h, payload, plen, &tcp_fd);
-        } else {
-            act = handle_binary(cid, fd, &h, payload, plen, &tcp_fd);
+            free(body);
+            (void)send_result(fd, false, h.tag, UMX_RESULT_BADVERSION);
+            break;
         }
-        free(payload);
+        /* Like usbmuxd, fakedev goes by the message, whatever version the
+         * header says: a PLIST message is decoded as a plist, any other
+         * as a binary one. */
+        struct umx_hdr dh = h;
+        dh.version = h.message == UMX_MSG_PLIST ? UMX_V_PLIST : UMX_V_BINARY;
+        struct umx_request rq;
+        int rc = umx_request_decode(&dh, body, h.length - UMX_HDR_LEN, &rq);
+        free(body);
+        if (rc == -E2BIG) {
+            LOG("conn %lu: request refused by the plist guard, closing", cid);
+            break;
+        }
+        if (rc < 0) {
+            /* Unparseable, or no MessageType: like usbmuxd, no reply, read on. */
+            VLOG("conn %lu: undecodable request (%u bytes): %s, ignored", cid, h.length,
+                 strerror(-rc));
+            continue;
+        }
+        int tcp_fd = -1;
+        enum action act = handle_request(cid, fd, &rq, &tcp_fd);
+        bool plist_msg = rq.message == UMX_MSG_PLIST;
+        umx_request_free(&rq);
 
         if (act == ACT_CONTINUE)
             continue;

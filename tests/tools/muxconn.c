@@ -229,35 +229,54 @@ static plist_t new_request(const char *type)
     return d;
 }
 
-/* Read one reply; checks tag and that it is a version-1 plist. NULL on failure. */
-static plist_t read_plist_reply(struct session *s, uint32_t tag)
+/* Encodes a request dict (freed here) as a v1 message and sends it. 0 or a negative errno. */
+static int send_request(int fd, uint32_t tag, plist_t req)
 {
-    mux_hdr h = {0};
-    uint8_t *payload = NULL;
-    int r = mux_recv(s->fd, &h, &payload);
-    if (r == 0) {
+    uint8_t *msg = NULL;
+    size_t len = 0;
+    int rc = umx_encode_plist(tag, req, &msg, &len);
+    plist_free(req);
+    return tu_mux_send(fd, rc, msg, len);
+}
+
+/* Reads one reply header and body; checks that it is a version-1 plist with
+ * this tag. 0, or -1 after fail(). */
+static int read_reply_raw(struct session *s, uint32_t tag, struct umx_hdr *h, uint8_t **body)
+{
+    int r = tu_mux_recv(s->fd, true, h, body);
+    if (r == 0)
         fail(s, "usbmuxd closed the connection without a reply");
-        return NULL;
+    else if (r == -EMSGSIZE)
+        fail(s, "bad reply header length %u", h->length);
+    else if (r == -EPIPE)
+        fail(s, "truncated reply");
+    else if (r < 0)
+        fail(s, "reading reply: %s", strerror(-r));
+    else if (h->version != UMX_V_PLIST || h->message != UMX_MSG_PLIST)
+        fail(s, "reply is not a plist (version %u message %u)", h->version, h->message);
+    else if (h->tag != tag)
+        fail(s, "reply tag %u, expected %u", h->tag, tag);
+    else
+        return 0;
+    free(*body);
+    *body = NULL;
+    return -1;
+}
+
+/* Reads and decodes one reply (umx_event_decode). 0 (the caller frees *ev), or -1 after fail(). */
+static int read_reply(struct session *s, uint32_t tag, struct umx_event *ev)
+{
+    struct umx_hdr h = {0};
+    uint8_t *body = NULL;
+    if (read_reply_raw(s, tag, &h, &body) < 0)
+        return -1;
+    int rc = umx_event_decode(&h, body, h.length - UMX_HDR_LEN, ev);
+    free(body);
+    if (rc < 0) {
+        fail(s, "undecodable plist reply: %s", strerror(-rc));
+        return -1;
     }
-    if (r < 0) {
-        if (errno == EPROTO)
-            fail(s, "bad reply header length %u", h.length);
-        else if (errno == EPIPE)
-            fail(s, "truncated reply");
-        else
-            fail(s, "reading reply: %s", strerror(errno));
-        return NULL;
-    }
-    plist_t pl = NULL;
-    if (h.version != 1 || h.message != MUX_MSG_PLIST) {
-        fail(s, "reply is not a plist (version %u message %u)", h.version, h.message);
-    } else if (h.tag != tag) {
-        fail(s, "reply tag %u, expected %u", h.tag, tag);
-    } else if ((pl = mux_parse_plist(payload, h.length - MUX_HDR_LEN)) == NULL) {
-        fail(s, "unparseable plist reply");
-    }
-    free(payload);
-    return pl;
+    return 0;
 }
 
 /* Open a usbmuxd connection and Connect to the device port. 0 on success. */
@@ -270,29 +289,26 @@ static int mux_connect_session(struct session *s)
     plist_dict_set_item(req, "DeviceID", plist_new_uint(g.device));
     plist_dict_set_item(req, "PortNumber", plist_new_uint(htons((uint16_t)g.port)));
     uint32_t tag = s->index + 1;
-    int rc = mux_send_plist(s->fd, tag, req);
-    plist_free(req);
+    int rc = send_request(s->fd, tag, req);
     if (rc < 0) {
-        fail(s, "sending Connect: %s", strerror(errno));
+        fail(s, "sending Connect: %s", strerror(-rc));
         return -1;
     }
-    plist_t rep = read_plist_reply(s, tag);
-    if (rep == NULL)
+    struct umx_event ev;
+    if (read_reply(s, tag, &ev) < 0)
         return -1;
-    char *mt = tu_plist_strdup(rep, "MessageType");
-    uint64_t num = UINT64_MAX;
-    bool have_num = tu_plist_uint(rep, "Number", &num);
-    plist_free(rep);
-    if (mt == NULL || strcmp(mt, "Result") != 0 || !have_num) {
-        fail(s, "Connect reply is not a Result (MessageType %s)", mt ? mt : "missing");
-        free(mt);
+    enum umx_ev_kind kind = ev.kind;
+    uint32_t num = ev.result;
+    umx_event_free(&ev);
+    if (kind != UMX_EV_RESULT) {
+        fail(s, "Connect reply is not a Result");
         return -1;
     }
-    free(mt);
-    if (num != 0) {
-        const char *why = num == 2 ? " (BADDEV)" : num == 3 ? " (CONNREFUSED)" : "";
-        fail(s, "Connect to device %u port %d: Result %llu%s", g.device, g.port,
-             (unsigned long long)num, why);
+    if (num != UMX_RESULT_OK) {
+        const char *why = num == UMX_RESULT_BADDEV        ? " (BADDEV)"
+                          : num == UMX_RESULT_CONNREFUSED ? " (CONNREFUSED)"
+                                                          : "";
+        fail(s, "Connect to device %u port %d: Result %u%s", g.device, g.port, num, why);
         return -1;
     }
     return 0;
@@ -554,23 +570,9 @@ static size_t g_listreq_len;
 static int build_listreq(void)
 {
     plist_t req = new_request("ListDevices");
-    char *xml = NULL;
-    uint32_t xlen = 0;
-    plist_to_xml(req, &xml, &xlen);
+    int rc = umx_encode_plist(0, req, &g_listreq, &g_listreq_len);
     plist_free(req);
-    if (xml == NULL)
-        return -1;
-    g_listreq_len = MUX_HDR_LEN + xlen;
-    g_listreq = malloc(g_listreq_len);
-    if (g_listreq == NULL) {
-        plist_to_xml_free(xml);
-        return -1;
-    }
-    mux_hdr h = {.length = (uint32_t)g_listreq_len, .version = 1, .message = MUX_MSG_PLIST};
-    mux_hdr_put(g_listreq, &h);
-    memcpy(g_listreq + MUX_HDR_LEN, xml, xlen);
-    plist_to_xml_free(xml);
-    return 0;
+    return rc;
 }
 
 /* Tiny growable string for the serial list. */
@@ -629,57 +631,44 @@ static int list_devices_once(struct session *s, uint32_t tag, bool full, bool se
         return -1;
     /* per-session copy: the prebuilt request is shared by all workers */
     memcpy(s->buf, g_listreq, g_listreq_len);
-    tu_put_le32(s->buf + 12, tag); /* header tag field */
+    struct umx_hdr h;
+    (void)umx_hdr_get(s->buf, &h); /* built by umx_encode_plist: in bounds */
+    h.tag = tag;
+    umx_hdr_put(s->buf, &h);
     int rc = -1;
     if (tu_write_all(s->fd, s->buf, g_listreq_len) < 0) {
         fail(s, "sending ListDevices: %s", strerror(errno));
         goto out;
     }
     if (!full) {
-        mux_hdr h = {0};
-        uint8_t *payload = NULL;
-        int r = mux_recv(s->fd, &h, &payload);
-        free(payload);
-        if (r != 1) {
-            fail(s, "ListDevices reply: %s",
-                 r == 0 ? "connection closed" : errno == EPROTO ? "bad length" : strerror(errno));
-            goto out;
-        }
-        if (h.version != 1 || h.message != MUX_MSG_PLIST || h.tag != tag) {
-            fail(s, "ListDevices reply header: version %u message %u tag %u (want 1/8/%u)",
-                 h.version, h.message, h.tag, tag);
-            goto out;
-        }
-        rc = 0;
+        uint8_t *body = NULL;
+        if (read_reply_raw(s, tag, &h, &body) == 0)
+            rc = 0;
+        free(body);
         goto out;
     }
-    plist_t rep = read_plist_reply(s, tag);
-    if (rep == NULL)
+    struct umx_event ev;
+    if (read_reply(s, tag, &ev) < 0)
         goto out;
-    plist_t list = plist_dict_get_item(rep, "DeviceList");
-    if (list == NULL || plist_get_node_type(list) != PLIST_ARRAY) {
+    if (ev.kind != UMX_EV_DEVICE_LIST) {
         fail(s, "ListDevices reply has no DeviceList array");
-        plist_free(rep);
+        umx_event_free(&ev);
         goto out;
     }
-    uint32_t n = plist_array_get_size(list);
-    s->ndevices = n;
+    /* Entries the codec cannot track (no serial) are counted, not listed. */
+    s->ndevices = ev.n + ev.skipped;
     if (serials) {
         struct sbuf b = {0};
         sb_putc(&b, '[');
-        for (uint32_t i = 0; i < n; i++) {
-            plist_t dev = plist_array_get_item(list, i);
-            plist_t props = plist_dict_get_item(dev, "Properties");
-            char *sn = tu_plist_strdup(props, "SerialNumber");
+        for (size_t i = 0; i < ev.n; i++) {
             if (i > 0)
                 sb_putc(&b, ',');
-            sb_json_string(&b, sn ? sn : "");
-            free(sn);
+            sb_json_string(&b, ev.list[i].serial);
         }
         sb_putc(&b, ']');
         s->serials_json = b.p;
     }
-    plist_free(rep);
+    umx_event_free(&ev);
     rc = 0;
 out:
     close(s->fd);

@@ -1,7 +1,9 @@
 /*
  * toolutil.h - helpers shared by the muxshim test tools (fakedev, devsvc,
- * muxconn): deterministic byte-stream PRNG, usbmuxd header framing, blocking
- * socket I/O, plist messages, time and misc.
+ * muxconn): deterministic byte-stream PRNG, blocking socket I/O, whole usbmuxd
+ * messages on blocking sockets, time and misc. The usbmuxd protocol itself
+ * (header, requests, replies, events) is the project's codec,
+ * common/usbmuxd/proto.h, which the tools link.
  *
  * Everything is `static inline` so each tool includes only what it uses
  * without unused-function warnings.
@@ -26,7 +28,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include <plist/plist.h>
+#include "usbmuxd/proto.h"
 
 /* ------------------------------------------------------------------ */
 /* Misc                                                                */
@@ -75,13 +77,8 @@ static inline bool tu_parse_u32(const char *s, uint32_t *out)
 }
 
 /* ------------------------------------------------------------------ */
-/* Little-endian getters / putters                                     */
+/* Little-endian getters / putters (the PRNG's blocks)                 */
 /* ------------------------------------------------------------------ */
-
-static inline uint16_t tu_get_le16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
 
 static inline uint32_t tu_get_le32(const uint8_t *p)
 {
@@ -92,12 +89,6 @@ static inline uint32_t tu_get_le32(const uint8_t *p)
 static inline uint64_t tu_get_le64(const uint8_t *p)
 {
     return (uint64_t)tu_get_le32(p) | ((uint64_t)tu_get_le32(p + 4) << 32);
-}
-
-static inline void tu_put_le16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
 }
 
 static inline void tu_put_le32(uint8_t *p, uint32_t v)
@@ -112,18 +103,6 @@ static inline void tu_put_le64(uint8_t *p, uint64_t v)
 {
     tu_put_le32(p, (uint32_t)v);
     tu_put_le32(p + 4, (uint32_t)(v >> 32));
-}
-
-/* Big-endian (network order) 16-bit, used for the binary CONNECT port. */
-static inline uint16_t tu_get_be16(const uint8_t *p)
-{
-    return (uint16_t)((p[0] << 8) | p[1]);
-}
-
-static inline void tu_put_be16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
 }
 
 /* ------------------------------------------------------------------ */
@@ -300,176 +279,55 @@ static inline void tu_close_rst(int fd)
 }
 
 /* ------------------------------------------------------------------ */
-/* usbmuxd framing                                                     */
+/* Whole usbmuxd messages on blocking sockets (framing: proto.h)       */
 /* ------------------------------------------------------------------ */
 
-#define MUX_HDR_LEN 16u
-#define MUX_MAX_MSG (64u * 1024u) /* total length incl. header */
-
-enum {
-    MUX_MSG_RESULT = 1,
-    MUX_MSG_CONNECT = 2,
-    MUX_MSG_LISTEN = 3,
-    MUX_MSG_DEVICE_ADD = 4,
-    MUX_MSG_DEVICE_REMOVE = 5,
-    MUX_MSG_DEVICE_PAIRED = 6,
-    MUX_MSG_PLIST = 8,
-};
-
-enum {
-    MUX_RESULT_OK = 0,
-    MUX_RESULT_BADCOMMAND = 1,
-    MUX_RESULT_BADDEV = 2,
-    MUX_RESULT_CONNREFUSED = 3,
-    MUX_RESULT_BADVERSION = 6,
-};
-
-/* Binary DEVICE_ADD record: u32 id, u16 product, char serial[256], u16 pad, u32 location */
-#define MUX_DEVREC_LEN (4u + 2u + 256u + 2u + 4u) /* 268 */
-/* Binary CONNECT payload: u32 device_id, u16 port (network order), u16 reserved */
-#define MUX_CONNECT_LEN 8u
-
-typedef struct {
-    uint32_t length; /* total, including the 16-byte header */
-    uint32_t version;
-    uint32_t message;
-    uint32_t tag;
-} mux_hdr;
-
-static inline void mux_hdr_put(uint8_t out[MUX_HDR_LEN], const mux_hdr *h)
+/* Writes a message an umx_encode_* call built, given that call's return
+ * value as rc, and frees it. 0, or a negative errno (rc itself if the
+ * encoder failed). */
+static inline int tu_mux_send(int fd, int rc, uint8_t *msg, size_t len)
 {
-    tu_put_le32(out + 0, h->length);
-    tu_put_le32(out + 4, h->version);
-    tu_put_le32(out + 8, h->message);
-    tu_put_le32(out + 12, h->tag);
-}
-
-static inline void mux_hdr_get(const uint8_t in[MUX_HDR_LEN], mux_hdr *h)
-{
-    h->length = tu_get_le32(in + 0);
-    h->version = tu_get_le32(in + 4);
-    h->message = tu_get_le32(in + 8);
-    h->tag = tu_get_le32(in + 12);
-}
-
-/* Send one framed message (header + payload) with a single write. */
-static inline int mux_send(int fd, uint32_t version, uint32_t message, uint32_t tag,
-                           const void *payload, size_t plen)
-{
-    if (plen > MUX_MAX_MSG - MUX_HDR_LEN) {
-        errno = EMSGSIZE;
-        return -1;
-    }
-    uint8_t stackbuf[1024];
-    uint8_t *buf = stackbuf;
-    size_t total = MUX_HDR_LEN + plen;
-    if (total > sizeof stackbuf) {
-        buf = malloc(total);
-        if (buf == NULL)
-            return -1;
-    }
-    mux_hdr h = {.length = (uint32_t)total, .version = version, .message = message, .tag = tag};
-    mux_hdr_put(buf, &h);
-    if (plen > 0)
-        memcpy(buf + MUX_HDR_LEN, payload, plen);
-    int rc = tu_write_all(fd, buf, total);
-    int saved = errno;
-    if (buf != stackbuf)
-        free(buf);
-    errno = saved;
-    return rc;
-}
-
-/* Serialize a plist to XML and send it as a version-1 PLIST message. */
-static inline int mux_send_plist(int fd, uint32_t tag, plist_t dict)
-{
-    char *xml = NULL;
-    uint32_t xlen = 0;
-    plist_to_xml(dict, &xml, &xlen);
-    if (xml == NULL) {
-        errno = EINVAL;
-        return -1;
-    }
-    int rc = mux_send(fd, 1, MUX_MSG_PLIST, tag, xml, xlen);
-    int saved = errno;
-    plist_to_xml_free(xml);
-    errno = saved;
+    if (rc < 0)
+        return rc;
+    rc = tu_write_all(fd, msg, len) < 0 ? -errno : 0;
+    free(msg);
     return rc;
 }
 
 /*
- * Read one framed message. On success returns 1 and sets *h and *payload
- * (malloc'd, NUL-terminated, h->length - 16 bytes; caller frees).
- * Returns 0 on clean EOF before a header, -1 on error/short read/bad length
- * (errno EPROTO for a bad length, EPIPE for a truncated message).
+ * Reads one whole message: the header checked as a request (umx_hdr_get: at
+ * most UMX_MSG_MAX) or, with reply set, as what a usbmuxd sends
+ * (umx_hdr_get_reply: a DeviceList may be longer). The body goes to *body
+ * (malloc'd, h->length - 16 bytes plus a NUL; the caller frees).
+ * Returns 1 for a message, 0 for EOF before a header, or a negative errno:
+ * -EMSGSIZE for a length outside the bounds (*h holds it), -EPIPE for EOF
+ * inside a message, -ENOMEM, or the socket's error.
  */
-static inline int mux_recv(int fd, mux_hdr *h, uint8_t **payload)
+static inline int tu_mux_recv(int fd, bool reply, struct umx_hdr *h, uint8_t **body)
 {
-    uint8_t hb[MUX_HDR_LEN];
-    *payload = NULL;
+    uint8_t hb[UMX_HDR_LEN];
+    *body = NULL;
     ssize_t r = tu_read_full(fd, hb, sizeof hb);
-    if (r == 0)
-        return 0;
-    if (r < 0)
-        return -1;
-    if ((size_t)r < sizeof hb) {
-        errno = EPIPE;
-        return -1;
-    }
-    mux_hdr_get(hb, h);
-    if (h->length < MUX_HDR_LEN || h->length > MUX_MAX_MSG) {
-        errno = EPROTO;
-        return -1;
-    }
-    size_t plen = h->length - MUX_HDR_LEN;
-    uint8_t *p = malloc(plen + 1);
+    if (r <= 0)
+        return r < 0 ? -errno : 0;
+    if ((size_t)r < sizeof hb)
+        return -EPIPE;
+    int rc = reply ? umx_hdr_get_reply(hb, h) : umx_hdr_get(hb, h);
+    if (rc < 0)
+        return rc;
+    size_t blen = h->length - UMX_HDR_LEN;
+    uint8_t *p = malloc(blen + 1);
     if (p == NULL)
-        return -1;
-    r = tu_read_full(fd, p, plen);
-    if (r < 0 || (size_t)r < plen) {
-        int saved = (r < 0) ? errno : EPIPE;
+        return -ENOMEM;
+    r = tu_read_full(fd, p, blen);
+    if (r < 0 || (size_t)r < blen) {
+        rc = r < 0 ? -errno : -EPIPE;
         free(p);
-        errno = saved;
-        return -1;
+        return rc;
     }
-    p[plen] = '\0';
-    *payload = p;
+    p[blen] = '\0';
+    *body = p;
     return 1;
-}
-
-/* Parse an XML or binary plist payload; NULL if unparseable. */
-static inline plist_t mux_parse_plist(const uint8_t *payload, size_t plen)
-{
-    plist_t pl = NULL;
-    if (plen == 0 || plen > UINT32_MAX)
-        return NULL;
-    plist_from_memory((const char *)payload, (uint32_t)plen, &pl);
-    return pl;
-}
-
-/* Fetch a string value of a dict key as a malloc'd copy (caller frees), or NULL. */
-static inline char *tu_plist_strdup(plist_t dict, const char *key)
-{
-    if (dict == NULL || plist_get_node_type(dict) != PLIST_DICT)
-        return NULL;
-    plist_t n = plist_dict_get_item(dict, key);
-    if (n == NULL || plist_get_node_type(n) != PLIST_STRING)
-        return NULL;
-    char *s = NULL;
-    plist_get_string_val(n, &s);
-    return s;
-}
-
-/* Fetch an unsigned integer value of a dict key. */
-static inline bool tu_plist_uint(plist_t dict, const char *key, uint64_t *out)
-{
-    if (dict == NULL || plist_get_node_type(dict) != PLIST_DICT)
-        return false;
-    plist_t n = plist_dict_get_item(dict, key);
-    if (n == NULL || plist_get_node_type(n) != PLIST_UINT)
-        return false;
-    plist_get_uint_val(n, out);
-    return true;
 }
 
 #endif /* MUXSHIM_TOOLUTIL_H */
