@@ -30,7 +30,7 @@ PLAT_SRC := $(PORTABLE_PLAT_SRC)
 PLAT_LIBS :=
 endif
 
-TUNNEL_SRC := common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c common/tunnel/link.c
+TUNNEL_SRC := common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c common/tunnel/record.c common/tunnel/link.c
 COMMON_SRC := common/log.c common/buf.c common/addr.c common/daemon.c common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC) \
               $(TUNNEL_SRC) $(CRYPTO_SRC)
 COMMON_HDR := $(wildcard common/*.h common/tunnel/*.h common/usbmuxd/*.h)
@@ -48,14 +48,14 @@ RUN_HDR    := $(wildcard run/*.h)
 # Pure modules under unit test (no sockets, no loop).
 UNIT_SRC   := tests/unit/run.c tests/unit/test_buf.c tests/unit/test_addr.c \
               tests/unit/test_diag.c tests/unit/test_log.c \
-              tests/unit/test_loop.c tests/unit/test_codec.c tests/unit/test_mux.c tests/unit/test_crypto.c tests/unit/test_inspect.c \
+              tests/unit/test_loop.c tests/unit/test_codec.c tests/unit/test_mux.c tests/unit/test_crypto.c tests/unit/test_record.c tests/unit/test_inspect.c \
               tests/unit/test_plist_guard.c common/usbmuxd/plist_guard.c \
               tests/unit/test_run_args.c run/args.c tests/unit/test_auth.c \
               tests/unit/test_daemon.c common/daemon.c \
               tests/unit/test_proto.c common/usbmuxd/proto.c tests/unit/test_devtable.c common/usbmuxd/devtable.c \
               tests/unit/test_router.c common/usbmuxd/router.c \
               tests/unit/test_authlimit.c host-helper/authlimit.c \
-              common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c $(CRYPTO_SRC) common/buf.c common/addr.c common/log.c shim/diag.c shim/inspect.c \
+              common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c common/tunnel/record.c $(CRYPTO_SRC) common/buf.c common/addr.c common/log.c shim/diag.c shim/inspect.c \
               common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC)
 
 PLIST_LIBS  = $(shell pkg-config --cflags --libs libplist-2.0 2>/dev/null)
@@ -162,12 +162,12 @@ unit: $(B)/tests/unit $(B)/tests/unit-poll
 	$(B)/tests/unit-poll
 
 # libFuzzer targets, one per decoder of outside input: tunnel frames into a
-# helper-side mux, the hello and AUTH handshake, the usbmuxd request
+# helper-side mux, the hello and AUTH handshake, the encrypted record layer, the usbmuxd request
 # inspector, address specs (command line, USBMUXD_SOCKET_ADDRESS) and
 # /proc/self/mountinfo. Seed corpora: tests/fuzz/corpus/NAME/; inputs that
 # once failed: tests/fuzz/regress/NAME/, run first, every time. UBSan
 # findings abort (-fno-sanitize-recover) so that the fuzzer stops on them.
-FUZZERS      := tunnel hello inspect plist addr mountinfo proto
+FUZZERS      := tunnel hello record inspect plist addr mountinfo proto
 FUZZ_SECONDS ?= 12
 # A memory bound for every target: a decoder that lets a few KiB amplify
 # (issue 17: a 4 KB binary plist made libplist build 96 MB) fails the run.
@@ -181,6 +181,8 @@ FUZZ_FLAGS   := $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -fno-
 FUZZ_SRC_tunnel    := common/tunnel/codec.c common/tunnel/mux.c
 FUZZ_SRC_hello     := common/tunnel/codec.c common/tunnel/auth.c $(CRYPTO_SRC)
 FUZZ_LIBS_hello     = $(CRYPTO_LIBS)
+FUZZ_SRC_record    := common/tunnel/record.c $(CRYPTO_SRC)
+FUZZ_LIBS_record    = $(CRYPTO_LIBS)
 FUZZ_SRC_inspect   := shim/inspect.c common/usbmuxd/plist_guard.c
 FUZZ_SRC_addr      := common/addr.c
 FUZZ_SRC_mountinfo := shim/diag.c

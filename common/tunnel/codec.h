@@ -68,6 +68,8 @@ enum tun_err {
 	TUN_E_LENGTH = -10,
 	TUN_E_TOO_BIG = -11,
 	TUN_E_AUTH_EXPECTED = -12,
+	TUN_E_RECORD_LEN = -14,     /* record.h: a record length out of range */
+	TUN_E_RECORD_AUTH = -15,    /* record.h: a record failed authentication */
 	TUN_E_AUTH_MISMATCH = -13,
 };
 const char *tun_err_str(int err);

@@ -11,6 +11,7 @@ int unit_loop(void);
 int unit_codec(void);
 int unit_mux(void);
 int unit_crypto(void);
+int unit_record(void);
 int unit_inspect(void);
 int unit_run_args(void);
 int unit_auth(void);
