@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TUN_VERSION     1
+#define TUN_VERSION     2
 #define TUN_HELLO_LEN   36
 #define TUN_HDR_LEN     12
 #define TUN_NONCE_LEN   16

@@ -108,8 +108,7 @@ long tun_rec_seal(struct tun_rec_dir *d, const uint8_t *in, size_t n, uint8_t *o
 	return rc < 0 ? rc : (long)(n + TUN_REC_OVERHEAD);
 }
 
-long tun_rec_open(struct tun_rec_dir *d, const uint8_t *p, size_t n, uint8_t *out,
-		  size_t *plain_len)
+long tun_rec_span(const uint8_t *p, size_t n)
 {
 	if (n < TUN_REC_HDR)
 		return 0;
@@ -118,8 +117,16 @@ long tun_rec_open(struct tun_rec_dir *d, const uint8_t *p, size_t n, uint8_t *ou
 	 * leave the tunnel waiting for gigabytes that never come. */
 	if (len == 0 || len > TUN_REC_MAX)
 		return TUN_E_RECORD_LEN;
-	if (n < len + TUN_REC_OVERHEAD)
-		return 0;
+	return (long)len + TUN_REC_OVERHEAD;
+}
+
+long tun_rec_open(struct tun_rec_dir *d, const uint8_t *p, size_t n, uint8_t *out,
+		  size_t *plain_len)
+{
+	long span = tun_rec_span(p, n);
+	if (span <= 0 || n < (size_t)span)
+		return span < 0 ? span : 0;
+	size_t len = (size_t)span - TUN_REC_OVERHEAD;
 	if (d->seq == UINT64_MAX)
 		return -ERANGE;
 	uint8_t nonce[CRYPTO_AEAD_NONCE_LEN];

@@ -53,6 +53,10 @@ void tun_rec_free(struct tun_rec *r);
  * or a negative errno. */
 long tun_rec_seal(struct tun_rec_dir *d, const uint8_t *in, size_t n, uint8_t *out);
 
+/* The length of the record at the front of p[0 .. n) once its header is
+ * there: > 0, 0 if fewer than TUN_REC_HDR bytes, or TUN_E_RECORD_LEN. */
+long tun_rec_span(const uint8_t *p, size_t n);
+
 /* Opens the record at the front of p[0 .. n): its plaintext goes to out
  * (room for TUN_REC_MAX bytes) and its length to *plain_len. Returns the
  * bytes the record spans (> 0), 0 if more input is needed, TUN_E_RECORD_LEN,
