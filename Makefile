@@ -228,7 +228,7 @@ integration: all tools clients
 ASAN_SUITES := tests.integration.test_shim tests.integration.test_tunnel tests.integration.test_realclients \
                tests.integration.test_stats tests.integration.test_hardening tests.integration.test_run \
                tests.integration.test_faults tests.integration.test_adversarial \
-               tests.integration.test_broker
+               tests.integration.test_broker tests.integration.test_encryption
 integration-asan: $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/muxshim-run tools clients
 	MUXSHIM_SANITIZED=1 MUXSHIM_BIN=$(CURDIR)/$(B)/asan/muxshim \
 	MUXSHIM_HOST_BIN=$(CURDIR)/$(B)/asan/muxshim-host \
