@@ -14,8 +14,10 @@
 #define CLOSE_POLL_MS   5
 #define CLOSE_WAIT_MS   2000
 /* Sealed records waiting for the socket: a few, so that one write carries
- * several while the frames behind them wait as plaintext in l->out. */
-#define LINK_WIRE_MAX   (8 * (TUN_REC_MAX + TUN_REC_OVERHEAD))
+ * several while the frames behind them wait as plaintext in l->out. They
+ * count toward LINK_OUT_DATA_MAX, so a control frame never waits behind
+ * more sealed data than it would wait behind plain data. */
+#define LINK_WIRE_MAX   (4 * (TUN_REC_MAX + TUN_REC_OVERHEAD))
 
 struct link_stream {
 	struct link *link;
@@ -121,7 +123,7 @@ static int out_ctrl(struct link *l, const uint8_t *frame, size_t n)
 
 static bool out_has_room(const struct link *l)
 {
-	return l->state == LINK_UP && buf_len(&l->out) < LINK_OUT_DATA_MAX;
+	return l->state == LINK_UP && buf_len(&l->out) + buf_len(&l->wire) < LINK_OUT_DATA_MAX;
 }
 
 /* Seals queued frames into records in l->wire, as far as it has room. */
