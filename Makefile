@@ -71,7 +71,7 @@ DEB_PKGS := nodejs build-essential pkg-config clang libclang-rt-14-dev usbmuxd l
         integration-broker \
         integration-docker \
         windows fuzz-smoke fuzz \
-        check bench bench-mux demo soak clean
+        check bench bench-mux bench-crypto demo soak clean
 
 all: $(B)/muxshim $(B)/muxshim-host $(B)/muxshim-run
 
@@ -285,6 +285,16 @@ bench-mux: $(B)/tests/bench_mux
 $(B)/tests/bench_mux: tests/bench/bench_mux.c $(MUX_SRC) common/tunnel/codec.c $(COMMON_HDR) Makefile
 	@mkdir -p $(B)/tests
 	$(CC) $(CSTD) $(WARN) -O2 -g -Icommon -Icommon/tunnel tests/bench/bench_mux.c $(MUX_SRC) common/tunnel/codec.c -o $@
+
+# The tunnel's AEAD through crypto.h, with the CPU's AES instructions and
+# (Nettle's NETTLE_FAT_OVERRIDE=none) without them.
+bench-crypto: $(B)/tests/bench_crypto
+	$(B)/tests/bench_crypto 512
+	NETTLE_FAT_OVERRIDE=none $(B)/tests/bench_crypto 64
+
+$(B)/tests/bench_crypto: tests/bench/bench_crypto.c $(CRYPTO_SRC) $(COMMON_HDR) Makefile
+	@mkdir -p $(B)/tests
+	$(CC) $(CSTD) $(WARN) -O2 -g -Icommon tests/bench/bench_crypto.c $(CRYPTO_SRC) -o $@ $(CRYPTO_LIBS)
 
 # Long mixed traffic through the tunnel with helper and usbmuxd restarts, ending
 # in a verdict on memory, descriptors and failures (docs/SOAK.md). Not part of
