@@ -827,7 +827,7 @@ def report(env, paths_a, paths_b, res, rss_start, rss_end, args, elapsed):
                "buffers are allocated only while bytes wait, so a busy encrypted tunnel holds "
                "up to %d KiB more (sealed records queued, a partial record received)."
                % (args.handshakes, args.tunnels, args.tunnels,
-                  (8 * (16384 + 20) + 16384 + 12 + 65536) // 1024))
+                  (4 * (16384 + 20) + 16384 + 12 + 65536) // 1024))
 
     # C
     out.append("\n## C. Idle RSS (VmRSS, KiB)\n")
