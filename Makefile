@@ -16,6 +16,10 @@ B        := build
 LOOP_SRC := common/loop_epoll.c
 PLAT_SRC := common/plat_posix.c common/plat_linux.c common/sandbox_linux.c
 PLAT_LIBS := -lseccomp
+# The crypto library behind common/crypto.h (README, "Dependencies"): Nettle
+# on POSIX systems, the OS's own CNG in the Windows build.
+CRYPTO_SRC  := common/crypto_nettle.c
+CRYPTO_LIBS  = $(shell pkg-config --libs nettle 2>/dev/null || echo -lnettle)
 # macOS (and other POSIX systems without epoll): poll(2), and the fallbacks
 # for Linux-only calls. `make unit` runs the unit suites on this set too.
 PORTABLE_LOOP_SRC := common/loop_poll.c
@@ -26,10 +30,9 @@ PLAT_SRC := $(PORTABLE_PLAT_SRC)
 PLAT_LIBS :=
 endif
 
-TUNNEL_SRC := common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c common/tunnel/link.c \
-              common/sha256.c
+TUNNEL_SRC := common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c common/tunnel/record.c common/tunnel/link.c
 COMMON_SRC := common/log.c common/buf.c common/addr.c common/daemon.c common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC) \
-              $(TUNNEL_SRC)
+              $(TUNNEL_SRC) $(CRYPTO_SRC)
 COMMON_HDR := $(wildcard common/*.h common/tunnel/*.h common/usbmuxd/*.h)
 SHIM_SRC   := shim/main.c shim/session.c shim/upstream.c shim/resolver.c shim/diag.c shim/tunnel.c \
               shim/inspect.c shim/stats.c shim/control.c shim/broker.c shim/client.c \
@@ -47,7 +50,7 @@ RUN_HDR    := $(wildcard run/*.h)
 # Pure modules under unit test (no sockets, no loop).
 UNIT_SRC   := tests/unit/run.c tests/unit/test_buf.c tests/unit/test_addr.c \
               tests/unit/test_diag.c tests/unit/test_log.c \
-              tests/unit/test_loop.c tests/unit/test_codec.c tests/unit/test_mux.c tests/unit/test_sha256.c tests/unit/test_inspect.c \
+              tests/unit/test_loop.c tests/unit/test_codec.c tests/unit/test_mux.c tests/unit/test_crypto.c tests/unit/test_record.c tests/unit/test_inspect.c \
               tests/unit/test_plist_guard.c common/usbmuxd/plist_guard.c \
               tests/unit/test_run_args.c run/args.c tests/unit/test_auth.c \
               tests/unit/test_daemon.c common/daemon.c \
@@ -55,7 +58,7 @@ UNIT_SRC   := tests/unit/run.c tests/unit/test_buf.c tests/unit/test_addr.c \
               tests/unit/test_router.c common/usbmuxd/router.c \
               tests/unit/test_authlimit.c host-helper/authlimit.c \
               tests/unit/test_tenants.c host-helper/tenants.c \
-              common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c common/sha256.c common/buf.c common/addr.c common/log.c shim/diag.c shim/inspect.c \
+              common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c common/tunnel/record.c $(CRYPTO_SRC) common/buf.c common/addr.c common/log.c shim/diag.c shim/inspect.c \
               common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC)
 
 PLIST_LIBS  = $(shell pkg-config --cflags --libs libplist-2.0 2>/dev/null)
@@ -64,7 +67,7 @@ TOOLS      := fakedev devsvc muxconn lmclient leaky tcprelay
 
 DEB_PKGS := nodejs build-essential pkg-config clang libclang-rt-14-dev usbmuxd libusbmuxd-dev \
             libusbmuxd-tools libimobiledevice-utils libplist-dev libplist-utils \
-            libseccomp-dev libcunit1-dev socat iproute2 procps util-linux python3 valgrind \
+            libseccomp-dev nettle-dev libcunit1-dev socat iproute2 procps util-linux python3 valgrind \
             gcc-mingw-w64-x86-64 wine64 wine docker.io debootstrap docker-compose \
             wixl msitools debhelper lintian
 
@@ -72,14 +75,14 @@ DEB_PKGS := nodejs build-essential pkg-config clang libclang-rt-14-dev usbmuxd l
         integration-passthrough \
         integration-docker integration-packages \
         windows msi man deb fuzz-smoke fuzz \
-        check bench bench-mux demo soak clean
+        check bench bench-mux bench-crypto demo soak clean
 
 all: $(B)/muxshim $(B)/muxshim-host $(B)/muxshim-run
 
 # LDFLAGS: e.g. an rpath for the Docker image (docker/Dockerfile).
 $(B)/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 	@mkdir -p $(B)
-	$(CC) $(ALLFLAGS) -pthread -Ishim $(SHIM_SRC) $(COMMON_SRC) -o $@ $(LDFLAGS) $(PLIST_LIBS) $(PLAT_LIBS)
+	$(CC) $(ALLFLAGS) -pthread -Ishim $(SHIM_SRC) $(COMMON_SRC) -o $@ $(LDFLAGS) $(PLIST_LIBS) $(PLAT_LIBS) $(CRYPTO_LIBS)
 
 $(B)/muxshim-run: $(RUN_SRC) $(RUN_HDR) $(COMMON_HDR) Makefile
 	@mkdir -p $(B)
@@ -87,17 +90,17 @@ $(B)/muxshim-run: $(RUN_SRC) $(RUN_HDR) $(COMMON_HDR) Makefile
 
 $(B)/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)
-	$(CC) $(ALLFLAGS) $(HELPER_SRC) $(COMMON_SRC) -o $@ $(LDFLAGS) $(PLIST_LIBS) $(PLAT_LIBS)
+	$(CC) $(ALLFLAGS) $(HELPER_SRC) $(COMMON_SRC) -o $@ $(LDFLAGS) $(PLIST_LIBS) $(PLAT_LIBS) $(CRYPTO_LIBS)
 
 $(B)/asan/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)/asan
 	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -DMUXSHIM_VERSION='"$(VERSION)"' \
-		$(HELPER_SRC) $(COMMON_SRC) -o $@ $(PLIST_LIBS) $(PLAT_LIBS)
+		$(HELPER_SRC) $(COMMON_SRC) -o $@ $(PLIST_LIBS) $(PLAT_LIBS) $(CRYPTO_LIBS)
 
 $(B)/asan/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 	@mkdir -p $(B)/asan
 	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -pthread -Icommon -Ishim -DMUXSHIM_VERSION='"$(VERSION)"' \
-		$(SHIM_SRC) $(COMMON_SRC) -o $@ $(PLIST_LIBS) $(PLAT_LIBS)
+		$(SHIM_SRC) $(COMMON_SRC) -o $@ $(PLIST_LIBS) $(PLAT_LIBS) $(CRYPTO_LIBS)
 
 # Windows: muxshim-host.exe, cross-built with mingw-w64 from the same sources.
 # Only the platform files differ: plat_win.c (Winsock), loop_poll.c over
@@ -110,11 +113,17 @@ WIN_FLAGS := -std=c17 -D_POSIX_C_SOURCE=200809L -D_WIN32_WINNT=0x0A00 -DNTDDI_VE
              -include common/plat_win_types.h $(WARN) -O2 -Icommon -DMUXSHIM_VERSION='"$(VERSION)"'
 WIN_SRC   := host-helper/main.c host-helper/authlimit.c host-helper/tenants.c host-helper/gate_none.c host-helper/metrics.c \
              host-helper/service_win.c common/log.c common/buf.c common/addr.c \
-             common/daemon.c common/loop_timer.c common/loop_poll.c common/plat_win.c $(TUNNEL_SRC)
+             common/daemon.c common/loop_timer.c common/loop_poll.c common/plat_win.c $(TUNNEL_SRC) \
+             common/crypto_bcrypt.c
 
 $(B)/muxshim-host.exe: $(WIN_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)
 	$(WIN_CC) $(WIN_FLAGS) $(WIN_SRC) -o $@ -static -lws2_32 -lbcrypt -lwinpthread
+
+# The crypto.h known answers against CNG, run under wine by test_windows.py.
+$(B)/tests/crypto_kat.exe: tests/tools/crypto_kat.c tests/unit/crypto_kat.h common/crypto_bcrypt.c $(COMMON_HDR) Makefile
+	@mkdir -p $(B)/tests
+	$(WIN_CC) $(WIN_FLAGS) tests/tools/crypto_kat.c common/crypto_bcrypt.c -o $@ -static -lbcrypt
 
 windows: deps
 	$(MAKE) $(B)/muxshim-host.exe
@@ -179,26 +188,26 @@ clients: $(NODE_CLIENTS)
 
 $(B)/tests/unit: $(UNIT_SRC) $(wildcard tests/unit/*.h) $(COMMON_HDR) $(SHIM_HDR) $(RUN_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)/tests
-	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim -Irun -Ihost-helper $(UNIT_SRC) -o $@ -lcunit $(PLIST_LIBS) $(PLAT_LIBS)
+	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim -Irun -Ihost-helper $(UNIT_SRC) -o $@ -lcunit $(PLIST_LIBS) $(PLAT_LIBS) $(CRYPTO_LIBS)
 
 # The same suites on the portable platform set (poll backend, plat_other.c).
 $(B)/tests/unit-poll: $(UNIT_SRC) $(PORTABLE_LOOP_SRC) $(PORTABLE_PLAT_SRC) $(wildcard tests/unit/*.h) $(COMMON_HDR) $(SHIM_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)/tests
 	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -Ishim -Irun -Ihost-helper \
 		$(filter-out $(LOOP_SRC) $(PLAT_SRC),$(UNIT_SRC)) $(PORTABLE_LOOP_SRC) $(PORTABLE_PLAT_SRC) \
-		-o $@ -lcunit $(PLIST_LIBS)
+		-o $@ -lcunit $(PLIST_LIBS) $(CRYPTO_LIBS)
 
 unit: $(B)/tests/unit $(B)/tests/unit-poll
 	$(B)/tests/unit
 	$(B)/tests/unit-poll
 
 # libFuzzer targets, one per decoder of outside input: tunnel frames into a
-# helper-side mux, the hello and AUTH handshake, the usbmuxd request
+# helper-side mux, the hello and AUTH handshake, the encrypted record layer, the usbmuxd request
 # inspector, address specs (command line, USBMUXD_SOCKET_ADDRESS) and
 # /proc/self/mountinfo. Seed corpora: tests/fuzz/corpus/NAME/; inputs that
 # once failed: tests/fuzz/regress/NAME/, run first, every time. UBSan
 # findings abort (-fno-sanitize-recover) so that the fuzzer stops on them.
-FUZZERS      := tunnel hello inspect plist addr mountinfo proto tenants
+FUZZERS      := tunnel hello record inspect plist addr mountinfo proto tenants
 FUZZ_SECONDS ?= 12
 # A memory bound for every target: a decoder that lets a few KiB amplify
 # (issue 17: a 4 KB binary plist made libplist build 96 MB) fails the run.
@@ -210,7 +219,10 @@ FUZZ_MEM     := -rss_limit_mb=$(FUZZ_MEM_MB) -malloc_limit_mb=$(FUZZ_MEM_MB)
 FUZZ_FLAGS   := $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                 -Icommon -Ishim -Ihost-helper
 FUZZ_SRC_tunnel    := common/tunnel/codec.c common/tunnel/mux.c
-FUZZ_SRC_hello     := common/tunnel/codec.c common/tunnel/auth.c common/sha256.c
+FUZZ_SRC_hello     := common/tunnel/codec.c common/tunnel/auth.c $(CRYPTO_SRC)
+FUZZ_LIBS_hello     = $(CRYPTO_LIBS)
+FUZZ_SRC_record    := common/tunnel/record.c $(CRYPTO_SRC)
+FUZZ_LIBS_record    = $(CRYPTO_LIBS)
 FUZZ_SRC_inspect   := shim/inspect.c common/usbmuxd/plist_guard.c
 FUZZ_SRC_addr      := common/addr.c
 FUZZ_SRC_mountinfo := shim/diag.c
@@ -261,7 +273,7 @@ ASAN_SUITES := tests.integration.test_shim tests.integration.test_tunnel tests.i
                tests.integration.test_tenants \
                tests.integration.test_stats tests.integration.test_hardening tests.integration.test_run \
                tests.integration.test_faults tests.integration.test_adversarial \
-               tests.integration.test_broker
+               tests.integration.test_broker tests.integration.test_encryption
 integration-asan: $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/muxshim-run tools clients
 	MUXSHIM_SANITIZED=1 MUXSHIM_BIN=$(CURDIR)/$(B)/asan/muxshim \
 	MUXSHIM_HOST_BIN=$(CURDIR)/$(B)/asan/muxshim-host \
@@ -283,7 +295,7 @@ integration-passthrough: all tools clients
 	MUXSHIM_SHIM_ARGS=--passthrough python3 -m unittest -v tests.integration.test_realclients
 
 # muxshim-host.exe under wine, behind the Linux shim (tests/integration/test_windows.py).
-integration-windows: all tools $(B)/muxshim-host.exe
+integration-windows: all tools $(B)/muxshim-host.exe $(B)/tests/crypto_kat.exe
 	MUXSHIM_WINE_SUITE=1 python3 -m unittest -v tests.integration.test_windows
 
 # The Docker packaging with a real engine (tests/integration/test_docker.py): a
@@ -306,7 +318,8 @@ integration-packages: all tools man
 		python3 -m unittest -v tests.integration.test_packages
 
 check: deps
-	$(MAKE) all tools clients $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/tests/unit $(B)/muxshim-host.exe
+	$(MAKE) all tools clients $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/tests/unit $(B)/muxshim-host.exe \
+		$(B)/tests/crypto_kat.exe
 	$(MAKE) unit
 	$(MAKE) fuzz-smoke
 	$(MAKE) integration
@@ -331,6 +344,16 @@ bench-mux: $(B)/tests/bench_mux
 $(B)/tests/bench_mux: tests/bench/bench_mux.c $(MUX_SRC) common/tunnel/codec.c $(COMMON_HDR) Makefile
 	@mkdir -p $(B)/tests
 	$(CC) $(CSTD) $(WARN) -O2 -g -Icommon -Icommon/tunnel tests/bench/bench_mux.c $(MUX_SRC) common/tunnel/codec.c -o $@
+
+# The tunnel's AEAD through crypto.h, with the CPU's AES instructions and
+# (Nettle's NETTLE_FAT_OVERRIDE=none) without them.
+bench-crypto: $(B)/tests/bench_crypto
+	$(B)/tests/bench_crypto 512
+	NETTLE_FAT_OVERRIDE=none $(B)/tests/bench_crypto 64
+
+$(B)/tests/bench_crypto: tests/bench/bench_crypto.c $(CRYPTO_SRC) $(COMMON_HDR) Makefile
+	@mkdir -p $(B)/tests
+	$(CC) $(CSTD) $(WARN) -O2 -g -Icommon tests/bench/bench_crypto.c $(CRYPTO_SRC) -o $@ $(CRYPTO_LIBS)
 
 # Long mixed traffic through the tunnel with helper and usbmuxd restarts, ending
 # in a verdict on memory, descriptors and failures (docs/SOAK.md). Not part of

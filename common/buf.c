@@ -29,12 +29,10 @@ void buf_release(struct buf *b)
 	b->len = 0;
 }
 
-int buf_append(struct buf *b, const void *p, size_t n)
+uint8_t *buf_tail(struct buf *b, size_t n)
 {
 	if (n > b->cap - b->len)
-		return -ENOBUFS;
-	if (n == 0)
-		return 0;
+		return NULL;
 	if (b->len + n > b->size) {
 		size_t size = b->cap;
 		if (b->grow) {
@@ -44,9 +42,9 @@ int buf_append(struct buf *b, const void *p, size_t n)
 			if (size > b->cap)
 				size = b->cap;
 		}
-		uint8_t *d = malloc(size);
+		uint8_t *d = malloc(size ? size : 1);
 		if (!d)
-			return -ENOMEM;
+			return NULL;
 		if (b->len)
 			memcpy(d, b->data + b->off, b->len);
 		free(b->data);
@@ -58,7 +56,26 @@ int buf_append(struct buf *b, const void *p, size_t n)
 		memmove(b->data, b->data + b->off, b->len);
 		b->off = 0;
 	}
-	memcpy(b->data + b->off + b->len, p, n);
+	return b->data + b->off + b->len;
+}
+
+void buf_commit(struct buf *b, size_t n)
+{
+	b->len += n;
+	if (b->len == 0)
+		buf_release(b); /* nothing came: an idle buffer holds no memory */
+}
+
+int buf_append(struct buf *b, const void *p, size_t n)
+{
+	if (n > b->cap - b->len)
+		return -ENOBUFS;
+	if (n == 0)
+		return 0;
+	uint8_t *t = buf_tail(b, n);
+	if (!t)
+		return -ENOMEM;
+	memcpy(t, p, n);
 	b->len += n;
 	return 0;
 }

@@ -31,6 +31,12 @@ static inline size_t buf_space(const struct buf *b) { return b->cap - b->len; }
 
 /* Appends all n bytes or nothing: 0, -ENOBUFS past the cap, -ENOMEM. */
 int buf_append(struct buf *b, const void *p, size_t n);
+/* n contiguous writable bytes at the back, to fill in place (a read, a
+ * decryption) and then keep with buf_commit: NULL if n exceeds the space
+ * left (or memory is short). */
+uint8_t *buf_tail(struct buf *b, size_t n);
+/* Keeps n (<= what buf_tail was asked for) bytes written at the back. */
+void buf_commit(struct buf *b, size_t n);
 /* Contiguous readable bytes at the front. */
 const uint8_t *buf_peek(const struct buf *b, size_t *n);
 /* Drops n bytes from the front (n <= len); frees storage when empty. */

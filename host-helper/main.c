@@ -10,9 +10,9 @@
 #include "metrics.h"
 #include "plat.h"
 #include "service.h"
-#include "sha256.h"
 #include "tenants.h"
 #include "tunnel/auth.h"
+#include "crypto.h"
 #include "tunnel/link.h"
 
 #include <errno.h>
@@ -339,9 +339,10 @@ static bool tunnel_auth_pick(struct link *l, const struct tun_hello *local,
 	struct tenant *found = NULL;
 	for (struct tenant *tn = h->tenants; tn; tn = tn->next) {
 		uint8_t expect[TUN_MAC_LEN];
-		tun_auth_proof(tn->def.token, tn->def.token_len, peer->role, peer->nonce,
-			       local->nonce, expect);
-		if (ct_equal(expect, proof, TUN_MAC_LEN) && !found)
+		if (tun_auth_proof(tn->def.token, tn->def.token_len, peer->role, peer->nonce,
+				   local->nonce, expect) < 0)
+			continue;
+		if (crypto_equal(expect, proof, TUN_MAC_LEN) && !found)
 			found = tn;
 	}
 	h->candidate = found;

@@ -10,12 +10,14 @@
 #define TUN_AUTH_FRAME_LEN (TUN_HDR_LEN + TUN_MAC_LEN)
 
 /* HMAC-SHA256(token, "muxshim-tunnel-v1" || role || first || second): the
- * proof a side of that role sends, its own nonce first. */
-void tun_auth_proof(const uint8_t *token, size_t token_len, uint8_t role,
-		    const uint8_t first_nonce[TUN_NONCE_LEN],
-		    const uint8_t second_nonce[TUN_NONCE_LEN], uint8_t out[TUN_MAC_LEN]);
+ * proof a side of that role sends, its own nonce first. 0 or a negative
+ * errno (the crypto library failed). */
+int tun_auth_proof(const uint8_t *token, size_t token_len, uint8_t role,
+		   const uint8_t first_nonce[TUN_NONCE_LEN],
+		   const uint8_t second_nonce[TUN_NONCE_LEN], uint8_t out[TUN_MAC_LEN]);
 
-/* This side's AUTH frame for the hellos exchanged. Returns its length. */
+/* This side's AUTH frame for the hellos exchanged. Returns its length, or
+ * 0 if the proof could not be computed. */
 size_t tun_auth_encode(uint8_t out[TUN_AUTH_FRAME_LEN], const uint8_t *token, size_t token_len,
 		       const struct tun_hello *local, const struct tun_hello *peer);
 

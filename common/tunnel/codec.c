@@ -20,6 +20,8 @@ const char *tun_err_str(int err)
 	case TUN_E_TOO_BIG: return "frame larger than the advertised maximum";
 	case TUN_E_AUTH_EXPECTED: return "authentication expected";
 	case TUN_E_AUTH_MISMATCH: return "token mismatch";
+	case TUN_E_RECORD_LEN: return "encrypted record with an impossible length";
+	case TUN_E_RECORD_AUTH: return "encrypted record failed authentication";
 	}
 	return "unknown error";
 }

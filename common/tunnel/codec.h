@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TUN_VERSION     1
+#define TUN_VERSION     2
 #define TUN_HELLO_LEN   36
 #define TUN_HDR_LEN     12
 #define TUN_NONCE_LEN   16
@@ -68,6 +68,8 @@ enum tun_err {
 	TUN_E_LENGTH = -10,
 	TUN_E_TOO_BIG = -11,
 	TUN_E_AUTH_EXPECTED = -12,
+	TUN_E_RECORD_LEN = -14,     /* record.h: a record length out of range */
+	TUN_E_RECORD_AUTH = -15,    /* record.h: a record failed authentication */
 	TUN_E_AUTH_MISMATCH = -13,
 };
 const char *tun_err_str(int err);

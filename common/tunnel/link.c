@@ -3,6 +3,7 @@
 #include "log.h"
 #include "plat.h"
 #include "tunnel/auth.h"
+#include "tunnel/record.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -12,6 +13,11 @@
 #define LINK_IN_CHUNK   (64 * 1024)
 #define CLOSE_POLL_MS   5
 #define CLOSE_WAIT_MS   2000
+/* Sealed records waiting for the socket: a few, so that one write carries
+ * several while the frames behind them wait as plaintext in l->out. They
+ * count toward LINK_OUT_DATA_MAX, so a control frame never waits behind
+ * more sealed data than it would wait behind plain data. */
+#define LINK_WIRE_MAX   (4 * (TUN_REC_MAX + TUN_REC_OVERHEAD))
 
 struct link_stream {
 	struct link *link;
@@ -46,6 +52,16 @@ struct link {
 	struct buf out;
 	struct tun_hello local_hello, peer_hello;
 	bool hello_done, auth_sent, auth_done;
+	/* With a token, every byte after a side's AUTH frame travels in
+	 * records (record.h): frames queue as plaintext in out and are sealed
+	 * into wire; received bytes gather in raw until a record is whole and
+	 * opens into in. */
+	struct tun_rec rec;
+	bool rec_ready;            /* keys derived */
+	bool tx_sealed, rx_sealed;
+	bool rx_switch;            /* what follows the peer's AUTH in in is records */
+	struct buf wire;
+	struct buf raw;
 	struct tun_mux mux;
 	bool mux_ready;
 	struct link_stream *streams;
@@ -105,14 +121,48 @@ static int out_ctrl(struct link *l, const uint8_t *frame, size_t n)
 
 static bool out_has_room(const struct link *l)
 {
-	return l->state == LINK_UP && buf_len(&l->out) < LINK_OUT_DATA_MAX;
+	return l->state == LINK_UP && buf_len(&l->out) + buf_len(&l->wire) < LINK_OUT_DATA_MAX;
 }
 
-static void flush_out(struct link *l)
+/* Seals queued frames into records in l->wire, as far as it has room. */
+static int seal_out(struct link *l)
 {
 	size_t n;
 	const uint8_t *p;
 	while ((p = buf_peek(&l->out, &n)) != NULL) {
+		if (n > TUN_REC_MAX)
+			n = TUN_REC_MAX;
+		if (buf_space(&l->wire) < n + TUN_REC_OVERHEAD)
+			return 0;
+		uint8_t *rec = buf_tail(&l->wire, n + TUN_REC_OVERHEAD);
+		if (!rec)
+			return -ENOMEM;
+		long w = tun_rec_seal(&l->rec.tx, p, n, rec);
+		if (w < 0) {
+			buf_commit(&l->wire, 0);
+			return (int)w;
+		}
+		buf_commit(&l->wire, (size_t)w);
+		buf_consume(&l->out, n);
+	}
+	return 0;
+}
+
+static void flush_out(struct link *l)
+{
+	struct buf *q = l->tx_sealed ? &l->wire : &l->out;
+	for (;;) {
+		int rc = l->tx_sealed ? seal_out(l) : 0;
+		if (rc < 0) {
+			log_warn("tunnel %s: cannot encrypt: %s; closing the tunnel", l->cfg.peer_name,
+				 strerror(-rc));
+			link_close(l, TUN_GOAWAY_INTERNAL, "encryption failed");
+			return;
+		}
+		size_t n;
+		const uint8_t *p = buf_peek(q, &n);
+		if (!p)
+			break;
 		ssize_t w = plat_write(l->w.fd, p, n);
 		if (w == -EAGAIN)
 			break;
@@ -122,7 +172,7 @@ static void flush_out(struct link *l)
 								 : "write error");
 			return;
 		}
-		buf_consume(&l->out, (size_t)w);
+		buf_consume(q, (size_t)w);
 	}
 	/* Room again: wake the streams that queued for it, oldest first. */
 	while (out_has_room(l) && l->wait_head) {
@@ -693,6 +743,9 @@ static void become_up(struct link *l)
 	}
 	l->mux_ready = true;
 	l->state = LINK_UP;
+	if (l->rec_ready)
+		log_info("tunnel %s: encrypted: AES-256-GCM records, keys from the token and this "
+			 "connection's nonces (%s)", l->cfg.peer_name, crypto_backend());
 	/* From now on the timer watches liveness, not the handshake. */
 	loop_timer_arm(l->loop, &l->timer, l->cfg.keepalive_ms / 2 ? l->cfg.keepalive_ms / 2 : 1);
 	if (l->cfg.role == TUN_ROLE_SHIM) {
@@ -735,12 +788,43 @@ static void log_auth_refused(const struct link *l, const char *why)
 	log_refusal(l, &rl, what, "refused for authentication");
 }
 
+/* Derives both directions' keys (PROTOCOL.md §7) once the hellos are in. */
+static int rec_setup(struct link *l)
+{
+	if (l->rec_ready)
+		return 0;
+	bool shim = l->cfg.role == TUN_ROLE_SHIM;
+	int rc = tun_rec_init(&l->rec, l->cfg.role, l->token, l->cfg.token_len,
+			      shim ? l->local_hello.nonce : l->peer_hello.nonce,
+			      shim ? l->peer_hello.nonce : l->local_hello.nonce);
+	l->rec_ready = rc == 0;
+	return rc;
+}
+
+/* Our AUTH frame, the last bytes we send in the clear: from here on what
+ * we send is sealed (the hello and AUTH still queued go out as they are). */
 static void send_auth(struct link *l)
 {
 	uint8_t f[TUN_AUTH_FRAME_LEN];
-	out_ctrl(l, f, tun_auth_encode(f, l->token, l->cfg.token_len, &l->local_hello,
-				       &l->peer_hello));
+	size_t n = tun_auth_encode(f, l->token, l->cfg.token_len, &l->local_hello, &l->peer_hello);
+	int rc = n ? rec_setup(l) : -EIO;
+	if (rc < 0) {
+		log_warn("tunnel %s: the crypto library failed (%s): %s; closing the tunnel",
+			 l->cfg.peer_name, crypto_backend(), strerror(-rc));
+		link_close(l, TUN_GOAWAY_INTERNAL, "crypto library failed");
+		return;
+	}
+	if (out_ctrl(l, f, n) < 0)
+		return;
 	l->auth_sent = true;
+	size_t clear;
+	const uint8_t *p = buf_peek(&l->out, &clear);
+	if (p && buf_append(&l->wire, p, clear) < 0) {
+		link_close(l, TUN_GOAWAY_INTERNAL, "out of memory");
+		return;
+	}
+	buf_consume(&l->out, clear);
+	l->tx_sealed = true;
 }
 
 /* Hello, then (with tokens) AUTH. Returns bytes consumed, 0 for more, <0 dead. */
@@ -761,8 +845,11 @@ static long handshake_input(struct link *l, const uint8_t *p, size_t n)
 		int rc = tun_hello_decode(p, peer_role, &l->peer_hello);
 		if (rc < 0) {
 			if (rc == TUN_E_VERSION)
-				log_warn("tunnel %s: refused: peer speaks tunnel version %u, this side speaks %u",
-					 l->cfg.peer_name, p[4], TUN_VERSION);
+				log_warn("tunnel %s: refused: peer speaks tunnel version %u, this side "
+					 "speaks %u: upgrade %s (muxshim and muxshim-host must come from "
+					 "releases with the same tunnel version)",
+					 l->cfg.peer_name, p[4], TUN_VERSION,
+					 p[4] < TUN_VERSION ? "the peer" : "this side");
 			else
 				log_warn("tunnel %s: refused: %s (first bytes %02x %02x %02x %02x)",
 					 l->cfg.peer_name, tun_err_str(rc), p[0], p[1], p[2], p[3]);
@@ -787,7 +874,7 @@ static long handshake_input(struct link *l, const uint8_t *p, size_t n)
 			become_up(l);
 		else if (l->cfg.role == TUN_ROLE_SHIM)
 			send_auth(l);
-		return TUN_HELLO_LEN;
+		return l->state == LINK_DEAD ? -1 : TUN_HELLO_LEN;
 	}
 	/* Waiting for the peer's AUTH. */
 	struct tun_frame f;
@@ -839,10 +926,49 @@ static long handshake_input(struct link *l, const uint8_t *p, size_t n)
 		return -1;
 	}
 	l->auth_done = true;
+	l->rx_switch = true; /* the peer's bytes after its AUTH are records */
 	if (!l->auth_sent)
 		send_auth(l);
+	if (l->state == LINK_DEAD)
+		return -1;
 	become_up(l);
 	return n2;
+}
+
+/* Opens the next whole record in l->raw into l->in: 1 when it did, 0 when
+ * none is whole yet, -1 when the tunnel was closed. l->in has room: it holds
+ * less than one frame after process_input, and its cap is a frame plus
+ * LINK_IN_CHUNK >= TUN_REC_MAX. */
+static int open_record(struct link *l)
+{
+	size_t n, plain = 0;
+	const uint8_t *p = buf_peek(&l->raw, &n);
+	long span = p ? tun_rec_span(p, n) : 0;
+	if (span == 0 || (span > 0 && n < (size_t)span))
+		return 0;
+	uint64_t seq = l->rec.rx.seq;
+	uint8_t *dst = span > 0 ? buf_tail(&l->in, TUN_REC_MAX) : NULL;
+	long used = dst ? tun_rec_open(&l->rec.rx, p, n, dst, &plain) : span < 0 ? span : -ENOMEM;
+	if (used <= 0) {
+		if (dst)
+			buf_commit(&l->in, 0);
+		if (used == TUN_E_RECORD_AUTH || used == TUN_E_RECORD_LEN)
+			log_warn("tunnel %s: encrypted record %llu %s: the byte stream was changed, "
+				 "replayed, reordered or cut in transit; closing the tunnel",
+				 l->cfg.peer_name, (unsigned long long)seq,
+				 used == TUN_E_RECORD_LEN ? "has an impossible length"
+							  : "failed authentication");
+		else
+			log_warn("tunnel %s: cannot decrypt: %s; closing the tunnel", l->cfg.peer_name,
+				 strerror((int)-used));
+		link_close(l, TUN_GOAWAY_PROTOCOL, used == TUN_E_RECORD_AUTH || used == TUN_E_RECORD_LEN
+							   ? "record authentication failed"
+							   : "decryption failed");
+		return -1;
+	}
+	buf_commit(&l->in, plain);
+	buf_consume(&l->raw, (size_t)used);
+	return 1;
 }
 
 static void process_input(struct link *l)
@@ -850,8 +976,12 @@ static void process_input(struct link *l)
 	for (;;) {
 		size_t n;
 		const uint8_t *p = buf_peek(&l->in, &n);
-		if (!p)
+		if (!p) {
+			/* No frame bytes left: the next record, if one is whole. */
+			if (l->rx_sealed && open_record(l) > 0)
+				continue;
 			return;
+		}
 		long used;
 		if (l->state == LINK_HANDSHAKE) {
 			used = handshake_input(l, p, n);
@@ -867,9 +997,24 @@ static void process_input(struct link *l)
 			if (used > 0)
 				dispatch(l, &f);
 		}
-		if (l->state == LINK_DEAD || used <= 0)
+		if (l->state == LINK_DEAD)
+			return;
+		if (used == 0 && l->rx_sealed && open_record(l) > 0)
+			continue; /* a frame continues in the next record */
+		if (used <= 0)
 			return;
 		buf_consume(&l->in, (size_t)used);
+		if (l->rx_switch) {
+			/* Whatever followed the peer's AUTH is records. */
+			const uint8_t *rest = buf_peek(&l->in, &n);
+			if (rest && buf_append(&l->raw, rest, n) < 0) {
+				link_close(l, TUN_GOAWAY_INTERNAL, "out of memory");
+				return;
+			}
+			buf_consume(&l->in, n);
+			l->rx_switch = false;
+			l->rx_sealed = true;
+		}
 	}
 }
 
@@ -878,10 +1023,27 @@ static void on_link(struct loop_watch *w, unsigned ev)
 	struct link *l = w->ctx;
 	if (ev & (LOOP_IN | LOOP_ERR)) {
 		/* Always read: memory is bounded by the windows we granted. */
-		size_t room = buf_space(&l->in);
+		struct buf *q = l->rx_sealed ? &l->raw : &l->in;
+		size_t room = buf_space(q);
 		if (room > sizeof(scratch))
 			room = sizeof(scratch);
-		ssize_t r = plat_read(w->fd, scratch, room);
+		/* Records are read straight into raw: they are copied once, by
+		 * the decryption into in. */
+		uint8_t *dst = l->rx_sealed ? buf_tail(q, room) : scratch;
+		if (!dst) {
+			link_close(l, TUN_GOAWAY_INTERNAL, "out of memory");
+			return;
+		}
+		ssize_t r = plat_read(w->fd, dst, room);
+		if (l->rx_sealed)
+			buf_commit(q, r > 0 ? (size_t)r : 0);
+		if (r == 0 && l->rx_sealed && buf_len(&l->raw)) {
+			log_warn("tunnel %s: connection closed in the middle of an encrypted record "
+				 "(%lu bytes of it arrived): the stream was cut; closing the tunnel",
+				 l->cfg.peer_name, (unsigned long)buf_len(&l->raw));
+			link_close(l, TUN_GOAWAY_PROTOCOL, "truncated record");
+			return;
+		}
 		if (r == 0 || (r < 0 && r != -EAGAIN)) {
 			link_close(l, TUN_GOAWAY_NORMAL,
 				   r == 0 ? "connection closed by peer" : "connection reset by peer");
@@ -889,7 +1051,8 @@ static void on_link(struct loop_watch *w, unsigned ev)
 		}
 		if (r > 0) {
 			l->last_rx_ms = loop_now(l->loop);
-			buf_append(&l->in, scratch, (size_t)r); /* room was checked */
+			if (!l->rx_sealed)
+				buf_append(&l->in, scratch, (size_t)r); /* room was checked */
 			process_input(l);
 			if (l->state == LINK_DEAD)
 				return;
@@ -907,11 +1070,11 @@ static void link_update(struct link *l)
 		return;
 	/* Write what queued up right away: most wake-ups end with an empty
 	 * queue and no need to poll for writability at all. */
-	if (buf_len(&l->out))
+	if (buf_len(&l->out) || buf_len(&l->wire))
 		flush_out(l);
 	if (l->state == LINK_DEAD)
 		return;
-	unsigned want = LOOP_IN | (buf_len(&l->out) ? LOOP_OUT : 0);
+	unsigned want = LOOP_IN | (buf_len(&l->out) || buf_len(&l->wire) ? LOOP_OUT : 0);
 	if (buf_space(&l->in) == 0)
 		want &= ~LOOP_IN; /* cannot happen: a full frame always fits */
 	if (loop_watch_set(l->loop, &l->w, want) < 0)
@@ -988,6 +1151,9 @@ int link_new(struct loop *loop, int fd, const struct link_config *cfg,
 	/* Input holds at least one whole frame of the size we advertise. */
 	buf_init(&l->in, cfg->max_frame + TUN_HDR_LEN + LINK_IN_CHUNK);
 	buf_init(&l->out, LINK_OUT_MAX);
+	buf_init(&l->wire, LINK_WIRE_MAX);
+	/* As much as in: after the AUTH, in's rest moves here. */
+	buf_init(&l->raw, cfg->max_frame + TUN_HDR_LEN + LINK_IN_CHUNK);
 	l->local_hello = (struct tun_hello){ .version = TUN_VERSION, .role = (uint8_t)cfg->role,
 					     .flags = cfg->token ? TUN_HELLO_AUTH : 0,
 					     .max_frame = cfg->max_frame, .window = cfg->window,
@@ -1036,10 +1202,14 @@ void link_close(struct link *l, uint32_t goaway_code, const char *why)
 		uint8_t f[TUN_CTRL_MAX];
 		size_t n = tun_encode_goaway(f, l->mux_ready ? l->mux.last_id : 0, goaway_code, why);
 		if (l->hello_done && buf_append(&l->out, f, n) == 0) {
+			struct buf *q = l->tx_sealed ? &l->wire : &l->out;
+			int rc = l->tx_sealed ? seal_out(l) : 0;
 			size_t len;
-			const uint8_t *p = buf_peek(&l->out, &len);
-			ssize_t w = plat_write(l->w.fd, p, len);
-			(void)w;
+			const uint8_t *p = buf_peek(q, &len);
+			if (rc == 0 && p) {
+				ssize_t w = plat_write(l->w.fd, p, len);
+				(void)w;
+			}
 		}
 	}
 	loop_timer_cancel(l->loop, &l->timer);
@@ -1048,6 +1218,11 @@ void link_close(struct link *l, uint32_t goaway_code, const char *why)
 	plat_close(fd);
 	buf_release(&l->in);
 	buf_release(&l->out);
+	buf_release(&l->wire);
+	buf_release(&l->raw);
+	if (l->rec_ready)
+		tun_rec_free(&l->rec);
+	l->rec_ready = false;
 	if (l->mux_ready)
 		tun_mux_free(&l->mux);
 	l->mux_ready = false;

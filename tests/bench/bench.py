@@ -17,6 +17,8 @@ A. The real usbmuxd (a private instance, see tests/lib/harness.py):
      muxshim         client -> muxshim -> usbmuxd
      socat           client -> socat UNIX-LISTEN,fork UNIX-CONNECT -> usbmuxd
      tunnel          client -> muxshim tunnel: -> muxshim-host unix: -> usbmuxd
+     tunnel, encrypted  as tunnel, with a token on both sides: every tunnel
+                     byte in AES-256-GCM records (docs/PROTOCOL.md §7)
      tunnel, TCP up  as tunnel, but muxshim-host's upstream is usbmuxd's TCP
                      listener (the Windows shape: build/tests/tcprelay on :27015
                      stands in, one event loop, no process per session)
@@ -29,8 +31,13 @@ B. A fake device (fakedev + devsvc): bulk MB/s through one Connect session
    (--recv: device to client, --send: client to device) and the round trip
    of a 1 KiB request/response (--rtt); then the round trip while another
    stream of the same path runs a saturating bulk transfer.
+   The tunnel is measured both plain and encrypted (a token), side by side.
 C. Idle RSS (VmRSS) of every muxshim and muxshim-host after start-up and
    after the runs.
+D. The tunnel handshake, plain and with a token (authentication and the
+   encryption keys): the time from connect until the helper is up, as a
+   stdlib client that speaks the handshake measures it; and the helper's
+   memory per idle tunnel (RSS with --tunnels open, less RSS before).
 
 Prints the tables and PASS/MISS against the targets and writes the same as
 markdown to build/bench-results.md. Exit status 0 when everything could be
@@ -39,12 +46,16 @@ measured (a MISS does not fail the bench), 1 when something could not.
 
 import argparse
 import datetime
+import hashlib
+import hmac
 import json
 import os
 import platform
 import shutil
 import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -207,9 +218,9 @@ class Path:
                 "--log-level", "warn"] + mode + list(extra)
         return self.spawn(argv, name, ready_socket=listen)
 
-    def helper(self, port, upstream):
+    def helper(self, port, upstream, *extra):
         argv = [os.path.join(harness.BUILD, "muxshim-host"), "--listen", "127.0.0.1:%d" % port,
-                "--upstream", upstream, "--log-level", "warn"]
+                "--upstream", upstream, "--log-level", "warn"] + list(extra)
         return self.spawn(argv, "muxshim-host", ready_fn=self.tcp_ready(port))
 
     def tcp_ready(self, port):
@@ -343,6 +354,14 @@ def build_paths_a(mux, logdir, res):
         p.socket = os.path.join(p.logdir, "client.sock")
         p.daemons["muxshim (tunnel:)"] = p.shim(p.socket, "tunnel:127.0.0.1:%d" % P_TUNNEL)
 
+    def tunnel_enc(p):
+        token = token_file(p.logdir)
+        p.daemons["muxshim-host (unix: upstream, token)"] = p.helper(
+            P_TUNNEL, "unix:" + mux.socket, "--token-file", token)
+        p.socket = os.path.join(p.logdir, "client.sock")
+        p.daemons["muxshim (tunnel:, token)"] = p.shim(
+            p.socket, "tunnel:127.0.0.1:%d" % P_TUNNEL, "--token-file", token)
+
     def tunnel_tcp(p):
         usbmuxd_tcp(p)
         p.daemons["muxshim-host (tcp: upstream)"] = p.helper(
@@ -386,6 +405,7 @@ def build_paths_a(mux, logdir, res):
     make("broker_tunnel", "muxshim --broker, tunnel", broker_tunnel)
     make("socat", "socat", socat)
     make("tunnel", "muxshim tunnel", tunnel)
+    make("tunnel_enc", "muxshim tunnel, encrypted", tunnel_enc)
     make("tunnel_tcp", "muxshim tunnel, TCP upstream", tunnel_tcp)
     make("standin", "(TCP stand-in alone: client -> tcprelay :27015)", standin)
     make("chain", "seed chain", chain)
@@ -520,6 +540,15 @@ def build_paths_b(fd, logdir, res):
         p.daemons["muxshim --broker (tunnel:) [B]"] = p.shim(
             p.socket, "tunnel:127.0.0.1:%d" % port, "--broker")
 
+    def tunnel_enc(p):
+        port = harness.free_tcp_port()
+        token = token_file(p.logdir)
+        p.daemons["muxshim-host, token [B]"] = p.helper(port, "unix:" + fd.socket,
+                                                        "--token-file", token)
+        p.socket = os.path.join(p.logdir, "client.sock")
+        p.daemons["muxshim (tunnel:, token) [B]"] = p.shim(
+            p.socket, "tunnel:127.0.0.1:%d" % port, "--token-file", token)
+
     make("direct", "direct", direct)
     make("muxshim", "muxshim --passthrough (splice)", shim)
     make("nosplice", "muxshim --passthrough --no-splice", shim_nosplice)
@@ -527,6 +556,7 @@ def build_paths_b(fd, logdir, res):
     make("socat", "socat", socat)
     make("tunnel", "muxshim --passthrough, tunnel", tunnel)
     make("broker_tunnel", "muxshim (broker), tunnel", broker_tunnel)
+    make("tunnel_enc", "muxshim --passthrough, tunnel, encrypted", tunnel_enc)
     return paths
 
 
@@ -608,6 +638,100 @@ def part_b(paths, devport, args, res):
             p.fail("round trips under bulk load", e, res, ("rtt_load",))
         finally:
             load.kill()
+
+
+# --------------------------------------------------------------------------
+# Part D: the tunnel handshake and memory per tunnel, plain and encrypted
+# --------------------------------------------------------------------------
+
+def token_file(d):
+    path = os.path.join(d, "token")
+    if not os.path.exists(path):
+        harness.write_token(path)
+    return path
+
+
+class RawShim:
+    """The shim's side of the handshake (docs/PROTOCOL.md §1, §6) in
+    Python: hello, then with a token our AUTH, until the helper is up (its
+    hello; with a token its AUTH, after which the keys are in use)."""
+
+    LABEL = b"muxshim-tunnel-v1"
+
+    def __init__(self, port, token):
+        self.port = port
+        self.token = token
+
+    def connect(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=20)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        mine = os.urandom(16)
+        s.sendall(b"MXTN" + bytes([2, 1]) + struct.pack(">HIII", 1 if self.token else 0, 16384,
+                                                          262144, 64) + mine)
+        theirs = self.recv(s, 36)
+        if theirs[:6] != b"MXTN\x02\x02":
+            raise BenchError("not a version-2 helper: %r" % theirs[:6])
+        if self.token:
+            proof = hmac.new(self.token, self.LABEL + b"\x01" + mine + theirs[20:36],
+                             hashlib.sha256).digest()
+            s.sendall(struct.pack(">BBHII", 6, 0, 0, 0, 32) + proof)
+            if self.recv(s, 44)[0] != 6:
+                raise BenchError("the helper did not prove itself")
+        return s
+
+    @staticmethod
+    def recv(s, n):
+        b = b""
+        while len(b) < n:
+            c = s.recv(n - len(b))
+            if not c:
+                raise BenchError("the helper closed the connection in the handshake")
+            b += c
+        return b
+
+
+def part_d(fd, logdir, args, res):
+    S = res["samples"]
+    helpers = {}
+    for key, with_token in (("plain", False), ("enc", True)):
+        port = harness.free_tcp_port()
+        p = Path("hs_" + key, "handshake " + key, os.path.join(logdir, "d-" + key))
+        os.makedirs(p.logdir, exist_ok=True)
+        token = token_file(p.logdir) if with_token else None
+        extra = ["--max-tunnels", args.tunnels + 16, "--max-pending", args.tunnels + 16]
+        if token:
+            extra += ["--token-file", token]
+        helper = p.helper(port, "unix:" + fd.socket, *[str(a) for a in extra])
+        tok = None
+        if token:
+            with open(token, "rb") as f:
+                tok = f.read().rstrip(b"\r\n")
+        helpers[key] = (p, helper, RawShim(port, tok))
+    try:
+        for key, (_, _, raw) in helpers.items():       # warm-up
+            for _ in range(20):
+                raw.connect().close()
+        for rnd in range(args.reps):
+            for key, (_, _, raw) in helpers.items():
+                t0 = time.perf_counter()
+                for _ in range(args.handshakes):
+                    raw.connect().close()
+                S.add(("hs_us", key), rnd, (time.perf_counter() - t0) * 1e6 / args.handshakes)
+        log("part D: handshakes done")
+        for key, (p, helper, raw) in helpers.items():
+            before = rss(helper)
+            socks = [raw.connect() for _ in range(args.tunnels)]
+            time.sleep(0.3)          # the helper has set every one up (no more input)
+            after = rss(helper)
+            for c in socks:
+                c.close()
+            if before is not None and after is not None:
+                S.add(("tunnel_kib", key), 0, (after - before) / args.tunnels)
+    except (OSError, BenchError) as e:
+        res["errors"].append("part D: %s" % e)
+    finally:
+        for p, _, _ in helpers.values():
+            p.stop()
 
 
 # --------------------------------------------------------------------------
@@ -720,6 +844,33 @@ def report(env, paths_a, paths_b, res, rss_start, rss_end, args, elapsed):
                "(%d round trips per sample):\n" % args.load_rtt)
     out.append(table(["path", "RTT p50 us", "RTT p99 us", "best p99 us"], rows))
 
+    # B': the encrypted tunnel beside the plain one
+    out.append("\n### The tunnel encrypted (a token) beside the tunnel plain\n")
+    rows = []
+    for metric, lbl, fmt in ((("list", 1), "ListDevices sessions/s, sequential", f0),
+                             (("list", 8), "ListDevices sessions/s, 8 parallel", f0),
+                             (("recv",), "Connect bulk, device -> client, MB/s", f0),
+                             (("send",), "Connect bulk, client -> device, MB/s", f0),
+                             (("p50",), "Connect RTT p50 us (1 KiB)", f0),
+                             (("p99",), "Connect RTT p99 us (1 KiB)", f0)):
+        if metric[0] == "list":
+            kp, ke = ("list", "tunnel", metric[1]), ("list", "tunnel_enc", metric[1])
+        else:
+            kp, ke = (metric[0], "tunnel"), (metric[0], "tunnel_enc")
+        rows.append([lbl, fmt(S.get(kp)), fmt(S.get(ke)), fx(S.ratio(ke, kp))])
+    rows.append(["handshake until the helper is up, us", f0(S.get(("hs_us", "plain"))),
+                 f0(S.get(("hs_us", "enc"))), fx(S.ratio(("hs_us", "enc"), ("hs_us", "plain")))])
+    rows.append(["helper memory per idle tunnel, KiB", f1(S.get(("tunnel_kib", "plain"))),
+                 f1(S.get(("tunnel_kib", "enc"))), "—"])
+    out.append(table(["metric", "plain", "encrypted", "encrypted / plain"], rows))
+    out.append("\nHandshake: %d sequential connections per sample by a Python client (its "
+               "HMAC included); plain is hello only, encrypted adds the AUTH round trip and the "
+               "key derivation. Memory: %d tunnels held open, (RSS after - RSS before) / %d; "
+               "buffers are allocated only while bytes wait, so a busy encrypted tunnel holds "
+               "up to %d KiB more (sealed records queued, a partial record received)."
+               % (args.handshakes, args.tunnels, args.tunnels,
+                  (4 * (16384 + 20) + 16384 + 12 + 65536) // 1024))
+
     # C
     out.append("\n## C. Idle RSS (VmRSS, KiB)\n")
     rows = [[name, f0(rss_start.get(name)), f0(rss_end.get(name))] for name in rss_start]
@@ -785,6 +936,11 @@ def report(env, paths_a, paths_b, res, rss_start, rss_end, args, elapsed):
         r = S.ratio(("connect", "broker_tunnel", par), ("connect", "direct", par))
         target("Connect sessions (WDA pattern) through the tunnel >= 0.4x direct, %s" % lbl,
                fx3(r), ge(r, 0.4))
+        r = S.ratio(("list", "tunnel_enc", par), ("list", "tunnel", par))
+        target("encrypted tunnel sessions/s >= 0.8x plain tunnel, %s" % lbl, fx3(r), ge(r, 0.8))
+    for mode in ("recv", "send"):
+        r = S.ratio((mode, "tunnel_enc"), (mode, "tunnel"))
+        target("encrypted tunnel bulk >= 0.8x plain tunnel, --%s" % mode, fx3(r), ge(r, 0.8))
     v = S.get(("p99_load", "tunnel"))
     target("tunnel p99 RTT under saturating bulk <= 5 ms",
            "FAIL" if v is None else "%.2f ms" % (v / 1000), None if v is None else v <= 5000)
@@ -874,10 +1030,14 @@ def main():
                     help="round trips per sample under bulk load")
     ap.add_argument("--connects", type=int, default=1000,
                     help="Connect sessions (WDA pattern) per sample")
-    ap.add_argument("--time-limit", type=int, default=900, help="abort after this many seconds")
+    ap.add_argument("--handshakes", type=int, default=200,
+                    help="tunnel handshakes per sample (part D)")
+    ap.add_argument("--tunnels", type=int, default=200,
+                    help="idle tunnels held open for the memory per tunnel (part D)")
+    ap.add_argument("--time-limit", type=int, default=1200, help="abort after this many seconds")
     ap.add_argument("--out", default=RESULTS_MD, help="markdown results (default %(default)s)")
     args = ap.parse_args()
-    args.load_paths = ("direct", "tunnel")
+    args.load_paths = ("direct", "tunnel", "tunnel_enc")
 
     if os.geteuid() != 0:
         sys.exit("bench: needs root (namespaces, a private usbmuxd)")
@@ -906,7 +1066,7 @@ def main():
     rss_start, rss_end = {}, {}
     fatal = None
     try:
-        log("part A: a private usbmuxd; 7 paths, each in its own network namespace")
+        log("part A: a private usbmuxd; 11 paths, each in its own network namespace")
         mux = harness.PrivateUsbmuxd(os.path.join(logdir, "usbmuxd"), verbose=0).start()
         paths_a = build_paths_a(mux, os.path.join(logdir, "a"), res)
         for p in paths_a:
@@ -918,7 +1078,7 @@ def main():
             p.stop()
         mux.stop()
 
-        log("part B: fakedev + devsvc; 5 paths")
+        log("part B: fakedev + devsvc; 6 paths")
         fdev = harness.FakeDev(os.path.join(logdir, "fakedev.sock"), logdir=logdir).start()
         dsvc = harness.DevSvc(logdir=logdir).start()
         paths_b = build_paths_b(fdev, os.path.join(logdir, "b"), res)
@@ -931,6 +1091,9 @@ def main():
         if not fdev.alive() or not dsvc.alive():
             raise BenchError("fakedev or devsvc died during the runs\n%s\n%s"
                              % (fdev.log_tail(10), dsvc.log_tail(10)))
+
+        log("part D: tunnel handshakes and memory per tunnel, plain and encrypted")
+        part_d(fdev, logdir, args, res)
     except (Deadline, harness.HarnessError, BenchError) as e:
         fatal = str(e)
         log("FATAL: " + fatal)

@@ -13,7 +13,7 @@
  * accepted by the peer's check; the peer's AUTH is accepted exactly when its
  * MAC equals HMAC-SHA256 as PROTOCOL.md §6 defines it, computed here
  * independently of auth.c. */
-#include "sha256.h"
+#include "crypto.h"
 #include "tunnel/auth.h"
 
 #include <stdlib.h>
@@ -37,7 +37,8 @@ static void spec_proof(const uint8_t *token, size_t token_len, const struct tun_
 	msg[sizeof(label) - 1] = sender->role;
 	memcpy(msg + sizeof(label), sender->nonce, TUN_NONCE_LEN);
 	memcpy(msg + sizeof(label) + TUN_NONCE_LEN, receiver->nonce, TUN_NONCE_LEN);
-	hmac_sha256(token, token_len, msg, sizeof(msg), out);
+	struct crypto_part whole = { msg, sizeof(msg) };
+	check(crypto_hmac_sha256(token, token_len, &whole, 1, out) == 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -20,7 +20,7 @@ NONCE_B = bytes(range(0xb0, 0xc0))
 
 
 def hello(role, flags=0, max_frame=16384, window=262144, streams=64, nonce=NONCE_B,
-          version=1, magic=b"MXTN"):
+          version=2, magic=b"MXTN"):
     return magic + struct.pack(">BBHIII", version, role, flags, max_frame, window,
                                streams) + nonce
 

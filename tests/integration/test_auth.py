@@ -33,7 +33,7 @@ LABEL = b"muxshim-tunnel-v1"
 
 
 def hello(role=SHIM_ROLE, flags=1, nonce=None):
-    return (b"MXTN" + bytes([1, role]) + struct.pack(">HIII", flags, 16384, 262144, 64) +
+    return (b"MXTN" + bytes([2, role]) + struct.pack(">HIII", flags, 16384, 262144, 64) +
             (nonce or os.urandom(16)))
 
 

@@ -383,7 +383,7 @@ class Image(unittest.TestCase):
 
     def test_libraries_travel_with_muxshim(self):
         # The base has no libplist: muxshim finds its own, and its own
-        # libseccomp, through the RUNPATH; muxshim-run needs only libc.
+        # libseccomp and libnettle, through the RUNPATH; muxshim-run needs only libc.
         r = ENGINE.run("run", "--rm", "--network", "none", "--entrypoint", "sh", IMAGE, "-c",
                        "ls /usr/lib/*/libplist* 2>/dev/null; muxshim --version; "
                        "muxshim-run --version; LD_TRACE_LOADED_OBJECTS=1 muxshim; echo ---; "
@@ -394,6 +394,8 @@ class Image(unittest.TestCase):
         libs = {l.split()[0]: l.split()[2] for l in shim.splitlines() if "=>" in l}
         self.assertEqual(libs["libplist-2.0.so.3"], "/opt/muxshim/bin/../lib/libplist-2.0.so.3")
         self.assertEqual(libs["libseccomp.so.2"], "/opt/muxshim/bin/../lib/libseccomp.so.2")
+        # The tunnel's crypto library (README, "Dependencies"), also its own.
+        self.assertEqual(libs["libnettle.so.8"], "/opt/muxshim/bin/../lib/libnettle.so.8")
         self.assertEqual(sorted(l.split()[0] for l in run.splitlines() if "=>" in l),
                          ["libc.so.6"], run)
 

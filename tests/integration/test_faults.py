@@ -173,7 +173,7 @@ DATA, OPEN, WINDOW, RESET, PING, GOAWAY, AUTH = range(7)
 FIN = 1
 
 
-def hello(role, flags=0, max_frame=16384, window=262144, streams=64, version=1):
+def hello(role, flags=0, max_frame=16384, window=262144, streams=64, version=2):
     return (b"MXTN" + bytes([version, role]) + struct.pack(">HIII", flags, max_frame, window,
                                                            streams) + os.urandom(16))
 
@@ -708,7 +708,7 @@ class FakeHelper:
                 self.cond.notify_all()
             try:
                 self.shim_hello = recv_exact(c, 36)
-                if self.shim_hello[:6] != b"MXTN\x01\x01":
+                if self.shim_hello[:6] != b"MXTN\x02\x01":
                     raise AssertionError("not a shim hello: %r" % self.shim_hello)
                 r = sc(c)
                 if r == "relay":
@@ -860,7 +860,7 @@ class VanishingShims(unittest.TestCase):
         def fake():
             c = socket.create_connection(("127.0.0.1", port), timeout=20)
             c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.assertEqual(recv_exact(c, 36)[:6], b"MXTN\x01\x02")
+            self.assertEqual(recv_exact(c, 36)[:6], b"MXTN\x02\x02")
             return c
 
         def with_stream(c, req):

@@ -392,7 +392,7 @@ class BadInputOnTunnelPort(unittest.TestCase):
         harness.cleanup_all()
 
     @staticmethod
-    def hello(version=1, role=1, flags=0, max_frame=16384, window=262144, streams=64):
+    def hello(version=2, role=1, flags=0, max_frame=16384, window=262144, streams=64):
         return (b"MXTN" + bytes([version, role]) + struct.pack(">HIII", flags, max_frame,
                                                                  window, streams) + bytes(16))
 
@@ -436,7 +436,10 @@ class BadInputOnTunnelPort(unittest.TestCase):
                     "not a muxshim tunnel peer")
 
     def test_other_version(self):
-        self.attack(self.hello(version=2), "peer speaks tunnel version 2")
+        # A version-1 peer (before encryption) is told to upgrade.
+        self.attack(self.hello(version=1), "peer speaks tunnel version 1, this side speaks 2: "
+                                           "upgrade the peer")
+        self.attack(self.hello(version=3), "upgrade this side")
 
     def test_wrong_role(self):
         self.attack(self.hello(role=2), "wrong role")
@@ -523,10 +526,10 @@ class AuthAndExposure(unittest.TestCase):
         c, _ = lst.accept()
         c.settimeout(5)
         hello = recv_exact(c, 36)
-        self.assertEqual(hello[:6], b"MXTN\x01\x01")
+        self.assertEqual(hello[:6], b"MXTN\x02\x01")
         self.assertEqual(hello[7] & 1, 1, "the hello must announce authentication")
         # Answer as a helper with a token, then read the shim's proof.
-        c.sendall(b"MXTN\x01\x02" + struct.pack(">HIII", 1, 16384, 262144, 64) + os.urandom(16))
+        c.sendall(b"MXTN\x02\x02" + struct.pack(">HIII", 1, 16384, 262144, 64) + os.urandom(16))
         auth = recv_exact(c, 12 + 32)
         self.assertEqual(auth[0], 6)
         self.assertNotIn(secret, hello + auth)

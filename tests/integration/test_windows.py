@@ -6,11 +6,13 @@
 
 The same checks as for the Linux helper with a TCP upstream (the only kind
 the Windows build has; wine has no AF_UNIX either): real libusbmuxd clients,
-byte-exact device transfers, 200 concurrent streams, a helper restart, a
-token made by the .exe (--gen-token) and the authenticated tunnel, the
-service mode under wine's Service Control Manager, the port-exhaustion
-run in a 200-port network namespace, and a tenants file (`*` tenants: the
-Windows build has no gate) reloaded by --tenants-watch.
+byte-exact device transfers through an encrypted tunnel (a token: the
+.exe's CNG against the shim's Nettle), 200 concurrent streams, a helper
+restart, a token made by the .exe (--gen-token) and the authenticated tunnel,
+crypto.h's known answers against CNG (build/tests/crypto_kat.exe), the
+service mode under wine's Service Control Manager, the port-exhaustion run
+in a 200-port network namespace, and a tenants file (`*` tenants: the Windows
+build has no gate) reloaded by --tenants-watch.
 
 A TCP upstream ends a session at the client's half-close (docs/deploy-tunnel.md:
 the helper never sends the first FIN toward usbmuxd), so the data paths here
@@ -41,6 +43,7 @@ from tunnel_util import (CountingService, connect_device, harness,  # noqa: E402
 
 MiB = 1 << 20
 EXE = os.path.join(harness.BUILD, "muxshim-host.exe")
+KAT_EXE = os.path.join(harness.BUILD, "tests", "crypto_kat.exe")
 PREFIX = os.path.join(harness.BUILD, "wineprefix")
 WINE = shutil.which("wine")
 WINESERVER = shutil.which("wineserver")
@@ -249,6 +252,9 @@ class Tokens(unittest.TestCase):
                             log_level="info").start()
         self.assertIn("DeviceList", usbmuxd_request(path, {"MessageType": "ListDevices"},
                                                     timeout=60))
+        self.assertIn("encrypted: AES-256-GCM", helper.stderr_text())
+        self.assertIn("Windows CNG", helper.stderr_text())
+        self.assertIn("encrypted: AES-256-GCM", shim.stderr_text())
         self.assertEqual(helper.stop(), 0)
         harness.wait_for(lambda: "closed by the helper" in shim.stderr_text(), 30,
                          what="the shim's log of the helper's GOAWAY")
@@ -304,6 +310,19 @@ class Tenants(unittest.TestCase):
         self.assertIn("DeviceList", usbmuxd_request(shims["a"], {"MessageType": "ListDevices"},
                                                     timeout=60))
         self.assertEqual(helper.stop(), 0)
+
+
+class CryptoKnownAnswers(unittest.TestCase):
+    """crypto.h on CNG (crypto_bcrypt.c, the .exe's backend) gives the RFC
+    4231 HMAC, RFC 5869 HKDF and GCM test-case answers the unit suite checks
+    on Nettle (tests/unit/crypto_kat.h), and refuses changed ciphertext."""
+
+    def test_known_answers_under_wine(self):
+        if not os.path.isfile(KAT_EXE):
+            raise AssertionError("%s is missing: make %s" % (KAT_EXE, "build/tests/crypto_kat.exe"))
+        rc, out, err = wine_run(KAT_EXE)
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("ok: HMAC-SHA256, HKDF-SHA256, AES-256-GCM known answers (Windows CNG", out)
 
 
 class Faults(unittest.TestCase):
@@ -403,17 +422,26 @@ class DuplexService:
 
 
 class FakeDevice(unittest.TestCase):
-    """Byte-exact Connect data paths to the fake device through the wine helper."""
+    """Byte-exact Connect data paths to the fake device through the wine
+    helper, over an encrypted tunnel (a token on both sides)."""
 
     @classmethod
     def setUpClass(cls):
         d = harness.tempdir("wine-dev")
+        token = harness.write_token(os.path.join(d, "token"))
         cls.dev = harness.DevSvc().start()
         cls.fd = harness.FakeDev(os.path.join(d, "fd.sock")).start()
         cls.tcp_port = tcp_front(cls.fd.socket, "fakedev-tcp")
-        cls.helper = WineHelper("tcp:127.0.0.1:%d" % cls.tcp_port, log_level="info").start()
+        cls.helper = WineHelper("tcp:127.0.0.1:%d" % cls.tcp_port, "--token-file",
+                                win_path(token), log_level="info").start()
         cls.path = os.path.join(d, "shim.sock")
-        cls.shim = harness.Shim(cls.path, cls.helper.tunnel, log_level="info").start()
+        cls.shim = harness.Shim(cls.path, cls.helper.tunnel, "--token-file", token,
+                                log_level="info").start()
+
+    def test_tunnel_is_encrypted(self):
+        self.mc("--recv", 1 * MiB, timeout=120)
+        self.assertIn("encrypted: AES-256-GCM", self.helper.stderr_text())
+        self.assertIn("encrypted: AES-256-GCM", self.shim.stderr_text())
 
     @classmethod
     def tearDownClass(cls):

@@ -393,7 +393,17 @@ static enum action handle_request(unsigned long cid, int fd, const struct umx_re
     uint32_t tag = rq->tag;
     int rc = 0;
     enum action act = ACT_CONTINUE;
-    VLOG("conn %lu: %s %s tag %u", cid, plist ? "plist" : "binary", umx_req_name(rq->type), tag);
+    /* The MessageType as sent, also for one the codec does not know (tests
+     * count them at the upstream). */
+    const char *name = umx_req_name(rq->type);
+    plist_t mt = rq->dict ? plist_dict_get_item(rq->dict, "MessageType") : NULL;
+    if (mt && plist_get_node_type(mt) == PLIST_STRING) {
+        uint64_t len = 0;
+        const char *str = plist_get_string_ptr(mt, &len);
+        if (str)
+            name = str;
+    }
+    VLOG("conn %lu: %s %s tag %u", cid, plist ? "plist" : "binary", name, tag);
 
     switch (rq->type) {
     case UMX_REQ_LIST_DEVICES:

@@ -19,7 +19,7 @@ int main(void)
 {
 	if (CU_initialize_registry() != CUE_SUCCESS)
 		return 2;
-	int (*suites[])(void) = { unit_buf, unit_addr, unit_diag, unit_log, unit_loop, unit_codec, unit_mux, unit_sha256, unit_inspect, unit_plist_guard,
+	int (*suites[])(void) = { unit_buf, unit_addr, unit_diag, unit_log, unit_loop, unit_codec, unit_mux, unit_crypto, unit_record, unit_inspect, unit_plist_guard,
 				     unit_run_args, unit_auth, unit_daemon, unit_authlimit, unit_proto,
 				     unit_devtable, unit_router, unit_tenants };
 	for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++) {

@@ -17,7 +17,7 @@ static void hello_round_trip_and_byte_order(void)
 	struct tun_hello h = sample_hello(TUN_ROLE_SHIM), d;
 	uint8_t w[TUN_HELLO_LEN];
 	tun_hello_encode(&h, w);
-	static const uint8_t head[20] = { 'M', 'X', 'T', 'N', 1, 1, 0x00, 0x01, 0x00, 0x00, 0x40, 0x00,
+	static const uint8_t head[20] = { 'M', 'X', 'T', 'N', 2, 1, 0x00, 0x01, 0x00, 0x00, 0x40, 0x00,
 					  0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00 };
 	CU_ASSERT_EQUAL(memcmp(w, head, sizeof(head)), 0);
 	CU_ASSERT_EQUAL(w[20], 0xa0);
@@ -41,12 +41,13 @@ static int decode_mutated(size_t off, uint8_t val, enum tun_role expect)
 static void hello_violations(void)
 {
 	CU_ASSERT_EQUAL(decode_mutated(0, 'G', TUN_ROLE_HELPER), TUN_E_MAGIC); /* "GET /" */
-	CU_ASSERT_EQUAL(decode_mutated(4, 2, TUN_ROLE_HELPER), TUN_E_VERSION);
+	CU_ASSERT_EQUAL(decode_mutated(4, 1, TUN_ROLE_HELPER), TUN_E_VERSION); /* before records */
+	CU_ASSERT_EQUAL(decode_mutated(4, 3, TUN_ROLE_HELPER), TUN_E_VERSION);
 	CU_ASSERT_EQUAL(decode_mutated(4, 0, TUN_ROLE_HELPER), TUN_E_VERSION);
-	/* version is judged before role: a v2 shim gets "version", not "role" */
+	/* version is judged before role: a v3 shim gets "version", not "role" */
 	struct tun_hello h = sample_hello(TUN_ROLE_SHIM), d;
 	uint8_t w[TUN_HELLO_LEN];
-	h.version = 2;
+	h.version = 3;
 	tun_hello_encode(&h, w);
 	CU_ASSERT_EQUAL(tun_hello_decode(w, TUN_ROLE_HELPER, &d), TUN_E_VERSION);
 	CU_ASSERT_EQUAL(decode_mutated(0, 'M', TUN_ROLE_SHIM), TUN_E_ROLE);
