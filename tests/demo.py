@@ -48,7 +48,7 @@ def main():
 
     say("a container: host run dir at /run/host (read-only), muxshim on /var/run/usbmuxd")
     with harness.Container(mux.run_dir, readonly=True) as c:
-        shim = c.start_shim(log_level="info")
+        shim = c.start_shim("--broker", log_level="info")  # the default, said out loud
         show("ls -l /var/run/usbmuxd inside", *c.exec("ls -l /var/run/usbmuxd"))
         show("idevice_id -l inside, no configuration",
              *c.exec("unset USBMUXD_SOCKET_ADDRESS; idevice_id -l"))
@@ -74,14 +74,32 @@ def main():
                  ready_fn=lambda: harness.tcp_listening(tcp_port)).start()
     print("   socat on 127.0.0.1:%d stands in for Apple's usbmuxd TCP listener" % tcp_port)
     hport = harness.free_tcp_port()
+    d = harness.tempdir("demo")
+    token = os.path.join(d, "token")
+    harness.write_token(token)
     helper = harness.Proc([os.path.join(harness.BUILD, "muxshim-host"), "--listen",
-                           "127.0.0.1:%d" % hport, "--upstream", "tcp:127.0.0.1:%d" % tcp_port],
+                           "127.0.0.1:%d" % hport, "--upstream", "tcp:127.0.0.1:%d" % tcp_port,
+                           "--token-file", token],
                           ready_fn=lambda: harness.tcp_listening(hport)).start()
-    path = os.path.join(harness.tempdir("demo"), "usbmuxd")
-    tshim = harness.Shim(path, "tunnel:127.0.0.1:%d" % hport, log_level="info").start()
-    show("idevice_id -l through the tunnel", *harness.run_client(["idevice_id", "-l"], path))
+    print("   a token on both sides: the tunnel is authenticated and encrypted")
+    bpath = os.path.join(d, "broker.sock")
+    bshim = harness.Shim(bpath, "tunnel:127.0.0.1:%d" % hport, "--broker", "--token-file", token,
+                         log_level="info").start()
+    show("idevice_id -l through the tunnel (the broker, muxshim's default)",
+         *harness.run_client(["idevice_id", "-l"], bpath))
+    r = harness.muxconn("--list-loop", 2000, socket=bpath)
+    print("   2,000 ListDevices sessions: %.0f sessions/s, answered by the broker from its one"
+          " subscription" % r["sessions_per_s"])
+    bshim.stop()
+    closed = [l for l in helper.stderr_text().splitlines() if "tunnel #1: closed" in l]
+    print("   the helper, when that tunnel closed: %s"
+          % (closed[-1].split("; ", 1)[-1] if closed else "(no line: see its log)"))
+    path = os.path.join(d, "usbmuxd")
+    tshim = harness.Shim(path, "tunnel:127.0.0.1:%d" % hport, "--passthrough", "--token-file",
+                         token, log_level="info").start()
     r = harness.muxconn("--list-loop", 2000, socket=path)
-    print("   2,000 ListDevices sessions through the tunnel: %.0f sessions/s" % r["sessions_per_s"])
+    print("   the same 2,000 sessions with --passthrough (each one a tunnel stream and a usbmuxd"
+          " connection): %.0f sessions/s" % r["sessions_per_s"])
     print("   TIME_WAIT sockets toward usbmuxd's TCP port afterwards: %d" % time_wait(tcp_port))
     print("   TIME_WAIT sockets on the tunnel port: %d" % time_wait(hport))
     say("who used usbmuxd through that shim: muxshim stats")
