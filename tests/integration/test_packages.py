@@ -8,7 +8,9 @@
     newer build (MUXSHIM_MSI_NEXT, same sources, the next VERSION) with no
     properties given: options and token kept, the new version running, one
     product registered; `msiexec /x`: service, program and registry gone,
-    token and log kept; a reinstall keeps that token.
+    token and log kept; a reinstall keeps that token; an install with
+    TENANTS (a `*` tenant): the service runs with --tenants instead of
+    --token-file and serves that tenant's shim, and an upgrade keeps it.
   - Deb: the packages of `make deb` installed with `apt install ./muxshim*.deb`
     into a fresh Debian 12 container of a private dockerd (the engine and the
     debootstrapped base image of test_docker.py, cached in build/docker/);
@@ -311,6 +313,41 @@ class Msi(unittest.TestCase):
         with open(token) as f:
             self.assertEqual(f.read(), first_token)
         self.msiexec("/x", product_code(MSI))
+        self.assertIsNone(service_state())
+
+        # 5. TENANTS: the service runs with the tenants file (reloaded by
+        # --tenants-watch, Windows having no SIGHUP) instead of the token
+        # file; a shim with the tenant's token is served, one with the
+        # installer's token is not. A `*` tenant: this build has no gate.
+        tenants = os.path.join(self.dir, "tenants.txt")
+        tenant_token = harness.write_token(os.path.join(self.dir, "alpha.key"))
+        with open(tenants, "w") as f:
+            f.write("# relative token paths: next to this file\r\nalpha alpha.key *\r\n")
+        tenants_args = '--tenants "%s" --tenants-watch 5' % win_path(tenants)
+        self.msiexec("/i", win_path(MSI), "LISTEN=" + listen, "UPSTREAM=" + upstream,
+                     "TENANTS=" + win_path(tenants))
+        self.wait_state("RUNNING")
+        conf = reg_query(svc_key)
+        self.assertIn("--log-level info %s --log-file" % tenants_args, conf)
+        self.assertNotIn("--token-file", conf)
+        shim_with = {}
+        for name, tok in (("tenant", tenant_token), ("installer", local_token)):
+            shim_with[name] = harness.Shim(
+                os.path.join(self.dir, name + ".sock"), "tunnel:" + listen, "--token-file",
+                tok, "--tunnel-wait", 30000, log_level="info").start()
+        self.shim_path = shim_with["tenant"].listen
+        self.shim_works()
+        harness.wait_for(lambda: "(tenant alpha): up" in read(log), 30,
+                         what="the tenant named in the service's log")
+        harness.wait_for(lambda: "token mismatch" in shim_with["installer"].stderr_text(), 60,
+                         what="the shim with the installer's token refused")
+
+        # 6. An upgrade with no properties keeps TENANTS.
+        self.msiexec("/i", win_path(MSI_NEXT))
+        self.wait_state("RUNNING")
+        self.assertIn("--log-level info %s --log-file" % tenants_args, reg_query(svc_key))
+        self.shim_works()
+        self.msiexec("/x", product_code(MSI_NEXT))
         self.assertIsNone(service_state())
 
 
