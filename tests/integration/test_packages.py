@@ -8,14 +8,19 @@
     newer build (MUXSHIM_MSI_NEXT, same sources, the next VERSION) with no
     properties given: options and token kept, the new version running, one
     product registered; `msiexec /x`: service, program and registry gone,
-    token and log kept; a reinstall keeps that token.
+    token and log kept; a reinstall keeps that token; an install with
+    TENANTS (a `*` tenant): the service runs with --tenants instead of
+    --token-file and serves that tenant's shim, and an upgrade keeps it.
   - Deb: the packages of `make deb` installed with `apt install ./muxshim*.deb`
     into a fresh Debian 12 container of a private dockerd (the engine and the
     debootstrapped base image of test_docker.py, cached in build/docker/);
     the packaged binaries' --version, the system user, the token and its
     mode, man pages, `systemd-analyze verify` and `security` on the unit;
     the helper started exactly as the unit starts it, as its user, serving
-    the shim through its tunnel; reinstall, remove and purge.
+    the shim through its tunnel; the template unit muxshim@.service installed
+    and not enabled, an instance verified with the packaged example config,
+    and the helper run as that instance's ExecStart (--serve) answering on
+    its socket; reinstall, remove and purge.
   - ManPages: genman.py --check (every option in each program's --help is in
     its man page, every table option in --help) and groff warnings.
 
@@ -313,6 +318,41 @@ class Msi(unittest.TestCase):
         self.msiexec("/x", product_code(MSI))
         self.assertIsNone(service_state())
 
+        # 5. TENANTS: the service runs with the tenants file (reloaded by
+        # --tenants-watch, Windows having no SIGHUP) instead of the token
+        # file; a shim with the tenant's token is served, one with the
+        # installer's token is not. A `*` tenant: this build has no gate.
+        tenants = os.path.join(self.dir, "tenants.txt")
+        tenant_token = harness.write_token(os.path.join(self.dir, "alpha.key"))
+        with open(tenants, "w") as f:
+            f.write("# relative token paths: next to this file\r\nalpha alpha.key *\r\n")
+        tenants_args = '--tenants "%s" --tenants-watch 5' % win_path(tenants)
+        self.msiexec("/i", win_path(MSI), "LISTEN=" + listen, "UPSTREAM=" + upstream,
+                     "TENANTS=" + win_path(tenants))
+        self.wait_state("RUNNING")
+        conf = reg_query(svc_key)
+        self.assertIn("--log-level info %s --log-file" % tenants_args, conf)
+        self.assertNotIn("--token-file", conf)
+        shim_with = {}
+        for name, tok in (("tenant", tenant_token), ("installer", local_token)):
+            shim_with[name] = harness.Shim(
+                os.path.join(self.dir, name + ".sock"), "tunnel:" + listen, "--token-file",
+                tok, "--tunnel-wait", 30000, log_level="info").start()
+        self.shim_path = shim_with["tenant"].listen
+        self.shim_works()
+        harness.wait_for(lambda: "(tenant alpha): up" in read(log), 30,
+                         what="the tenant named in the service's log")
+        harness.wait_for(lambda: "token mismatch" in shim_with["installer"].stderr_text(), 60,
+                         what="the shim with the installer's token refused")
+
+        # 6. An upgrade with no properties keeps TENANTS.
+        self.msiexec("/i", win_path(MSI_NEXT))
+        self.wait_state("RUNNING")
+        self.assertIn("--log-level info %s --log-file" % tenants_args, reg_query(svc_key))
+        self.shim_works()
+        self.msiexec("/x", product_code(MSI_NEXT))
+        self.assertIsNone(service_state())
+
 
 # --- the Debian packages in a fresh Debian 12 container ----------------------
 
@@ -365,10 +405,15 @@ class Deb(unittest.TestCase):
         os.makedirs(debdir)
         for deb in self.debs:
             shutil.copy(deb, debdir)
-        os.chmod(d, 0o755)
-        os.chmod(debdir, 0o755)
+        # /run/muxshim from here: the per-container gate's socket, reachable
+        # from the host the way a container mounting it would reach it.
+        rundir = os.path.join(d, "run-muxshim")
+        os.makedirs(rundir)
+        for p in (d, debdir, rundir):
+            os.chmod(p, 0o755)
         self.engine.run("run", "-d", "--name", "pkg", "--network", "host", "-v",
-                        debdir + ":/debs:ro", self.td.BASE_TAG, "sleep", "infinity")
+                        debdir + ":/debs:ro", "-v", rundir + ":/run/muxshim",
+                        self.td.BASE_TAG, "sleep", "infinity")
         # The base image is trimmed like the -slim one (no man pages): undo
         # that, so the container installs what a Debian 12 system would.
         self.sh("rm -f /etc/dpkg/dpkg.cfg.d/docker")
@@ -442,6 +487,49 @@ class Deb(unittest.TestCase):
         self.assertEqual(harness.run_client(["idevice_id", "-l"], shim_path)[:2], direct[:2])
         self.assertIn("token required", self.sh("cat /tmp/helper.log").stdout)
         self.sh("kill $(cat /tmp/helper.pid)")
+
+        # The per-container template unit: installed, not enabled, its
+        # example config in the docs; an instance with that config verifies.
+        tmpl = "/lib/systemd/system/muxshim@.service"
+        example = "/usr/share/doc/muxshim-host/examples/example.conf"
+        self.sh("test -f %s && test -f %s" % (tmpl, example))
+        self.assertEqual(self.sh("ls /etc/systemd/system/*.wants/ | grep -c muxshim@ || true")
+                         .stdout.strip(), "0")
+        self.sh("cp %s /etc/muxshim/demo.conf" % example)
+        r = self.sh("systemd-analyze verify /lib/systemd/system/muxshim@demo.service 2>&1")
+        self.assertEqual(r.stdout.strip(), "", r.stdout)
+        r = self.sh("systemd-analyze security --offline=true --no-pager muxshim@demo.service "
+                    "2>&1", check=False)
+        m = re.search(r"Overall exposure level for \S+: ([0-9.]+ \S+)", r.stdout)
+        note("muxshim@.service (root, its own sandbox options): systemd-analyze security "
+             "exposure %s" % (m.group(1) if m else "not reported"))
+
+        # The packaged helper runs --serve as the unit runs it: its ExecStart
+        # for instance demo, with the example config (its device list) and
+        # an upstream set in that file; the socket answers ListDevices.
+        self.assertIn("--serve PATH", self.sh("muxshim-host --help").stdout)
+        self.sh("echo MUXSHIM_UPSTREAM=tcp:127.0.0.1:%d >> /etc/muxshim/demo.conf" % tcp)
+        tmpl_text = self.sh("cat %s" % tmpl).stdout
+        execstart = re.search(r"^ExecStart=(.*)$", tmpl_text, re.M).group(1).replace("%i", "demo")
+        default_upstream = re.search(r"^Environment=(MUXSHIM_UPSTREAM=\S+)$", tmpl_text,
+                                     re.M).group(1)
+        self.sh("mkdir -p -m 0755 /run/muxshim/demo")  # RuntimeDirectory=
+        self.engine.run("exec", "-d", "pkg", "sh", "-c",
+                        "echo $$ >/tmp/gate.pid; %s; . /etc/muxshim/demo.conf; exec %s "
+                        ">/tmp/gate.log 2>&1" % (default_upstream, execstart))
+        gate = os.path.join(rundir, "demo", "usbmuxd")
+        harness.wait_for(lambda: os.path.exists(gate), 60,
+                         what="the packaged gate's socket\n" +
+                         self.sh("cat /tmp/gate.log", check=False).stdout)
+        self.assertIn("DeviceList", usbmuxd_request(gate, {"MessageType": "ListDevices"},
+                                                    timeout=60))
+        self.assertEqual(harness.run_client(["idevice_id", "-l"], gate)[:2], direct[:2])
+        glog = self.sh("cat /tmp/gate.log").stdout
+        self.assertRegex(glog, r"serving /run/muxshim/demo/usbmuxd for demo .*upstream "
+                         r"\S*127\.0\.0\.1:%d" % tcp)
+        self.sh("kill $(cat /tmp/gate.pid)")
+        harness.wait_for(lambda: not os.path.exists(gate), 30,
+                         what="the gate removing its socket at exit")
 
         # Reinstall keeps the token; remove keeps it; purge removes it.
         self.sh("cd /debs && DEBIAN_FRONTEND=noninteractive apt install -y --reinstall "
