@@ -69,7 +69,7 @@ DEB_PKGS := nodejs build-essential pkg-config clang libclang-rt-14-dev usbmuxd l
             libusbmuxd-tools libimobiledevice-utils libplist-dev libplist-utils \
             libseccomp-dev nettle-dev libcunit1-dev socat iproute2 procps util-linux python3 valgrind \
             gcc-mingw-w64-x86-64 wine64 wine docker.io debootstrap docker-compose \
-            wixl msitools debhelper lintian
+            wixl msitools debhelper lintian dpkg-dev
 
 .PHONY: all deps tools clients unit integration integration-asan integration-valgrind integration-windows \
         integration-passthrough \
@@ -111,14 +111,56 @@ $(B)/asan/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
 WIN_CC    := x86_64-w64-mingw32-gcc
 WIN_FLAGS := -std=c17 -D_POSIX_C_SOURCE=200809L -D_WIN32_WINNT=0x0A00 -DNTDDI_VERSION=0x0A000003 \
              -include common/plat_win_types.h $(WARN) -O2 -Icommon -DMUXSHIM_VERSION='"$(VERSION)"'
-WIN_SRC   := host-helper/main.c host-helper/authlimit.c host-helper/tenants.c host-helper/gate_none.c host-helper/metrics.c \
+WIN_SRC   := host-helper/main.c host-helper/authlimit.c host-helper/tenants.c host-helper/gate.c host-helper/metrics.c \
              host-helper/service_win.c common/log.c common/buf.c common/addr.c \
              common/daemon.c common/loop_timer.c common/loop_poll.c common/plat_win.c $(TUNNEL_SRC) \
-             common/crypto_bcrypt.c
+             common/crypto_bcrypt.c common/usbmuxd/plist_guard.c common/usbmuxd/proto.c \
+             common/usbmuxd/devtable.c common/usbmuxd/router.c
 
-$(B)/muxshim-host.exe: $(WIN_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
+# libplist for the Windows build: Debian's own source package (the version
+# bookworm ships, 2.2.x; deb-src from `make deps`), unpacked under
+# $(B)/win and compiled statically: the C library only (src/ and libcnary/
+# of its Makefile.am; no C++ wrapper, tools or bindings). Its configure
+# would define __LITTLE_ENDIAN__ for this target and none of the HAVE_*
+# it tests (mingw has no memmem, strptime, timegm or tm_gmtoff; gmtime_r
+# and localtime_r are header inlines its link test cannot see), so the
+# generated config.h holds that one line. WIN32 is undefined so that
+# plist.c takes its pthread_once/constructor path (winpthreads) rather than
+# DllMain, which a static library never gets, and exports nothing. -w: its
+# warnings are upstream's (-Werror is for the project's own code).
+WIN_PLIST_DIR := $(B)/win/libplist
+WIN_PLIST     := $(B)/win/libplist.a
+WIN_PLIST_C   := src/base64.c src/bytearray.c src/hashtable.c src/ptrarray.c src/time64.c src/xplist.c \
+                 src/bplist.c src/plist.c libcnary/node.c libcnary/node_list.c
+WIN_PLIST_FLAGS := -std=gnu17 -UWIN32 -DHAVE_CONFIG_H -O2 -w -I$(B)/win/plist-config \
+                   -I$(WIN_PLIST_DIR)/include -I$(WIN_PLIST_DIR)/src -I$(WIN_PLIST_DIR)/libcnary/include
+
+# apt checks the downloaded files against the signed Sources index;
+# dpkg-source's "cannot verify inline signature" (no debian-keyring
+# installed) is expected.
+$(WIN_PLIST_DIR)/.unpacked:
+	rm -rf $(B)/win/libplist-dl $(WIN_PLIST_DIR)
+	mkdir -p $(B)/win/libplist-dl
+	cd $(B)/win/libplist-dl && apt-get source -o APT::Sandbox::User=root --download-only libplist || \
+		{ echo "apt-get source libplist failed: run 'make deps' (it adds the deb-src entries)"; exit 1; }
+	@ls $(B)/win/libplist-dl/libplist_2.2.*.dsc >/dev/null 2>&1 || \
+		{ echo "expected Debian's libplist 2.2.x, got:" $$(ls $(B)/win/libplist-dl); exit 1; }
+	dpkg-source -x $(B)/win/libplist-dl/libplist_2.2.*.dsc $(WIN_PLIST_DIR)
+	touch $@
+
+$(WIN_PLIST): $(WIN_PLIST_DIR)/.unpacked Makefile
+	rm -rf $(B)/win/plist-obj $(B)/win/plist-config $@
+	mkdir -p $(B)/win/plist-obj $(B)/win/plist-config
+	echo '#define __LITTLE_ENDIAN__ 1' > $(B)/win/plist-config/config.h
+	for f in $(WIN_PLIST_C); do \
+		$(WIN_CC) $(WIN_PLIST_FLAGS) -c $(WIN_PLIST_DIR)/$$f -o $(B)/win/plist-obj/$$(basename $$f .c).o || exit 1; \
+	done
+	x86_64-w64-mingw32-ar rcs $@ $(B)/win/plist-obj/*.o
+
+$(B)/muxshim-host.exe: $(WIN_SRC) $(WIN_PLIST) $(COMMON_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)
-	$(WIN_CC) $(WIN_FLAGS) $(WIN_SRC) -o $@ -static -lws2_32 -lbcrypt -lwinpthread
+	$(WIN_CC) $(WIN_FLAGS) -I$(WIN_PLIST_DIR)/include $(WIN_SRC) -o $@ -static $(WIN_PLIST) -lws2_32 -lbcrypt \
+		-lwinpthread
 
 # The crypto.h known answers against CNG, run under wine by test_windows.py.
 $(B)/tests/crypto_kat.exe: tests/tools/crypto_kat.c tests/unit/crypto_kat.h common/crypto_bcrypt.c $(COMMON_HDR) Makefile
@@ -161,13 +203,32 @@ deb: deps
 	lintian --fail-on error,warning --info $(B)/deb/muxshim_*.changes
 	@ls -1 $(B)/deb/*.deb
 
-# Installs only what is missing; `apt-get update` runs once, if at all.
+# Installs only what is missing; `apt-get update` runs once, if at all. The
+# Windows build compiles Debian's own libplist source package (WIN_PLIST),
+# so deps also adds deb-src entries mirroring the deb ones (same URIs,
+# suites and keyring: debian.sources, else sources.list) where there are
+# none.
+DEB_SRC_LIST := /etc/apt/sources.list.d/muxshim-deb-src.sources
 deps:
-	@missing=$$(for p in $(DEB_PKGS); do \
+	@if ! grep -qsE '^(Types:.*deb-src|deb-src )' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+		/etc/apt/sources.list.d/*.sources; then \
+		if [ -r /etc/apt/sources.list.d/debian.sources ]; then \
+			echo "adding $(DEB_SRC_LIST) (deb-src, for the Windows build's libplist)"; \
+			sed 's/^Types: deb$$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources \
+				> $(DEB_SRC_LIST); \
+		elif grep -qs '^deb ' /etc/apt/sources.list; then \
+			echo "adding $(DEB_SRC_LIST:.sources=.list) (deb-src, for the Windows build's libplist)"; \
+			sed -n 's/^deb /deb-src /p' /etc/apt/sources.list > $(DEB_SRC_LIST:.sources=.list); \
+		fi; \
+	fi; \
+	missing=$$(for p in $(DEB_PKGS); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ] || ! apt-cache showsrc libplist 2>/dev/null | grep -q '^Package:'; then \
+		apt-get update || exit 1; \
+	fi; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:" $$missing; \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 
 # The tools speak usbmuxd through the project's codec, as the shim does.

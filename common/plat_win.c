@@ -314,8 +314,9 @@ static void on_crt_signal(int sig)
 	note_signal(sig);
 }
 
-/* A connected pair of loopback TCP sockets (Windows has no socketpair).
- * The accepted end must be the socket we connected, not some other local
+/* A connected pair of loopback TCP sockets (Windows has no socketpair),
+ * not inherited by child processes (the listener's flag passes to the
+ * accepted end). The accepted end must be the socket we connected, not some other local
  * process that raced to the temporary port: compare the addresses. */
 static int socket_pair(SOCKET sv[2])
 {
@@ -323,11 +324,11 @@ static int socket_pair(SOCKET sv[2])
 	int len = sizeof(a), rc = -EIO;
 	SOCKET l = INVALID_SOCKET, c = INVALID_SOCKET, s = INVALID_SOCKET;
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	l = socket(AF_INET, SOCK_STREAM, 0);
+	l = WSASocketW(AF_INET, SOCK_STREAM, 0, NULL, 0, WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
 	if (l == INVALID_SOCKET || bind(l, (struct sockaddr *)&a, sizeof(a)) != 0 ||
 	    getsockname(l, (struct sockaddr *)&a, &len) != 0 || listen(l, 1) != 0)
 		goto out_err;
-	c = socket(AF_INET, SOCK_STREAM, 0);
+	c = WSASocketW(AF_INET, SOCK_STREAM, 0, NULL, 0, WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
 	if (c == INVALID_SOCKET || connect(c, (struct sockaddr *)&a, sizeof(a)) != 0)
 		goto out_err;
 	s = accept(l, NULL, NULL);
@@ -379,6 +380,35 @@ int plat_signals_init(int *fd_out)
 		return -EIO;
 	*fd_out = (int)sv[0];
 	return 0;
+}
+
+/* Windows has no socketpair: the gate's streams get a loopback TCP pair,
+ * Nagle off on both ends (its small requests and replies would otherwise
+ * wait for the peer's delayed ACK). */
+int plat_socketpair(int fds[2])
+{
+	SOCKET sv[2];
+	int rc = net_init();
+	if (rc < 0)
+		return rc;
+	rc = socket_pair(sv);
+	if (rc < 0)
+		return rc;
+	rc = fd_of_socket(sv[0], &fds[0]);
+	if (rc < 0) {
+		closesocket(sv[1]);
+		return rc;
+	}
+	rc = fd_of_socket(sv[1], &fds[1]);
+	if (rc < 0) {
+		plat_close(fds[0]);
+		return rc;
+	}
+	if ((rc = plat_tcp_nodelay(fds[0])) < 0 || (rc = plat_tcp_nodelay(fds[1])) < 0) {
+		plat_close(fds[0]);
+		plat_close(fds[1]);
+	}
+	return rc;
 }
 
 void plat_signals_take(int fd, struct plat_signals *out)

@@ -90,11 +90,6 @@ static void gc_update(struct gclient *c);
 static void gc_process(struct gclient *c);
 static void sub_start(struct gate *g);
 
-bool gate_available(void)
-{
-	return true;
-}
-
 const char *gate_refusal_name(enum gate_refusal r)
 {
 	static const char *const names[GATE_REFUSED_N] = { "device", "pair_record", "command",
@@ -817,7 +812,7 @@ static void on_list(struct gate *g, const struct umx_event *ev)
 		g->settled = false;
 		loop_timer_cancel(g->loop, &g->ssync);
 		g->backoff_ms = BACKOFF_FIRST_MS;
-		log_info("gate: subscribed to usbmuxd (%zu devices)", g->table.n);
+		log_info("gate: subscribed to usbmuxd (%u devices)", (unsigned)g->table.n);
 		unpark_all(g);
 	}
 }

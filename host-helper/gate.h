@@ -18,8 +18,7 @@
  *   the next request itself;
  * - any other MessageType: refused (BADCOMMAND) for a tenant with a device
  *   list, forwarded (and the stream then relayed as is) for a `*` tenant.
- * Builds without the usbmuxd protocol module (Windows: no libplist) have
- * gate_none.c: only `*` tenants, relayed as without tenants. */
+ * Every build has it (Windows: over libplist built from Debian's source). */
 #ifndef MUXSHIM_HELPER_GATE_H
 #define MUXSHIM_HELPER_GATE_H
 
@@ -58,8 +57,6 @@ struct tenant {
 
 struct gate;
 
-/* Can this build enforce device lists? */
-bool gate_available(void);
 int gate_new(struct loop *loop, const struct addr *upstream, unsigned connect_timeout_ms,
 	     struct gate **out);
 void gate_free(struct gate *g);

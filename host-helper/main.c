@@ -84,7 +84,7 @@ struct helper {
 	/* --tenants */
 	struct tenant *tenants;      /* in file order; NULL without a tenants file */
 	struct tenant *candidate;    /* the tenant whose token a proof in flight was made with */
-	struct gate *gate;           /* NULL where it cannot be built (gate_available) */
+	struct gate *gate;           /* with --tenants or --serve */
 	char *tenants_text;          /* the file as last loaded, for --tenants-watch */
 	size_t tenants_len;
 	struct loop_timer tenants_watch;
@@ -550,16 +550,6 @@ static int tenants_load(const char *path, struct tenant_list *l, char **text, si
 	if (rc == 0 && l->n == 0) {
 		tenants_free(l);
 		snprintf(why, sizeof(why), "no tenants in it: at least one is needed");
-		rc = -EINVAL;
-	}
-	for (size_t i = 0; rc == 0 && !gate_available() && i < l->n; i++) {
-		if (l->t[i].all)
-			continue;
-		snprintf(why, sizeof(why), "line %u: tenant '%s': this build of muxshim-host cannot "
-			 "enforce a device list (it has no usbmuxd protocol module: the Windows "
-			 "build); use `*`, or run the helper on a Linux or macOS host",
-			 l->t[i].line, l->t[i].name);
-		tenants_free(l);
 		rc = -EINVAL;
 	}
 	if (rc < 0) {
@@ -1124,8 +1114,8 @@ static void parse_args(int argc, char **argv, struct helper_config *cfg)
 		if (cfg->has_token || cfg->listen_given)
 			die_usage("%s", "--serve opens no tunnel port: no --listen, --token-file or "
 				  "--tenants with it");
-		if (!gate_available() || !plat_has_unix_sockets())
-			die_usage("%s", "--serve: this build cannot enforce a device list (Linux and "
+		if (!plat_has_unix_sockets())
+			die_usage("%s", "--serve: this build has no UNIX sockets to serve on (Linux and "
 				  "macOS hosts only)");
 		if (!cfg->serve_devices)
 			die_usage("%s", "--serve needs --devices (`*` or UDIDs separated by commas)");
@@ -1262,14 +1252,13 @@ static int helper_run(void)
 	}
 
 	if (h->cfg.tenants_path) {
-		if (gate_available() && (rc = gate_new(h->loop, &h->cfg.upstream,
-						       h->cfg.connect_timeout_ms, &h->gate)) < 0) {
+		if ((rc = gate_new(h->loop, &h->cfg.upstream, h->cfg.connect_timeout_ms,
+				   &h->gate)) < 0) {
 			log_error("cannot start the tenants' gate: %s", plat_strerror(-rc));
 			plat_close(h->listen_fd);
 			return 1;
 		}
-		log_info("tenants: %u from %s%s", (unsigned)initial_tenants.n, h->cfg.tenants_path,
-			 h->gate ? "" : " (every device each: this build has no gate)");
+		log_info("tenants: %u from %s", (unsigned)initial_tenants.n, h->cfg.tenants_path);
 		tenants_apply(h, &initial_tenants);
 		loop_timer_init(&h->tenants_watch, on_tenants_watch, h);
 		if (h->cfg.tenants_watch_s)

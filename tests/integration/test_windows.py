@@ -11,8 +11,8 @@ byte-exact device transfers through an encrypted tunnel (a token: the
 restart, a token made by the .exe (--gen-token) and the authenticated tunnel,
 crypto.h's known answers against CNG (build/tests/crypto_kat.exe), the
 service mode under wine's Service Control Manager, the port-exhaustion run
-in a 200-port network namespace, and a tenants file (`*` tenants: the Windows
-build has no gate) reloaded by --tenants-watch.
+in a 200-port network namespace, and a tenants file (one tenant restricted
+to one device by the gate) reloaded by --tenants-watch.
 
 A TCP upstream ends a session at the client's half-close (docs/deploy-tunnel.md:
 the helper never sends the first FIN toward usbmuxd), so the data paths here
@@ -39,7 +39,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tunnel_util import (CountingService, connect_device, harness,  # noqa: E402
-                         recv_exact, usbmuxd_request)
+                         plist_msg, recv_exact, recv_msg, usbmuxd_request)
 
 MiB = 1 << 20
 EXE = os.path.join(harness.BUILD, "muxshim-host.exe")
@@ -263,30 +263,47 @@ class Tokens(unittest.TestCase):
 
 class Tenants(unittest.TestCase):
     """--tenants under wine: each tenant its own token (a shim with another
-    is refused), the log names the tenant, --tenants-watch reloads (the way
-    on Windows: no SIGHUP) and closes a removed tenant's tunnel, and a device
-    list is refused with its line (the Windows build has no gate)."""
+    is refused), the log names the tenant, a tenant with a device list sees
+    and reaches only its device (the gate: gate.c over Debian's libplist,
+    built for mingw), --tenants-watch reloads (the way on Windows: no
+    SIGHUP), widens a device list and closes a removed tenant's tunnel."""
 
     def tearDown(self):
         harness.cleanup_all()
 
+    @staticmethod
+    def serials(path):
+        reply = usbmuxd_request(path, {"MessageType": "ListDevices"}, timeout=60)
+        return sorted(e["Properties"]["SerialNumber"] for e in reply["DeviceList"])
+
+    @staticmethod
+    def connect_result(path, device, port):
+        """Connect's Result (0: the session is a pipe to the device's port)."""
+        s = harness.connect_unix(path, 60)
+        try:
+            s.settimeout(60)  # bounds a wedged wine only
+            s.sendall(plist_msg({"MessageType": "Connect", "DeviceID": device,
+                                 "PortNumber": socket.htons(port), "ProgName": "test"}))
+            number = recv_msg(s)[3]["Number"]
+            if number == 0:
+                s.sendall(b"ECHO\nhello")
+                if recv_exact(s, 5) != b"hello":
+                    raise AssertionError("no echo from device %d" % device)
+            return number
+        finally:
+            s.close()
+
     def test_tenants_file(self):
         d = harness.tempdir("wine-tenants")
-        fake = harness.FakeDev(os.path.join(d, "fake.sock")).start()
+        fake = harness.FakeDev(os.path.join(d, "fake.sock"), 2, "--verbose").start()
+        svc = harness.DevSvc().start()
         port = tcp_front(fake.socket, "fakedev-tcp")
         for n in ("a", "b", "other"):
             harness.write_token(os.path.join(d, n + ".key"))
         tenants = os.path.join(d, "tenants.txt")
         with open(tenants, "w") as f:
             f.write("# relative token paths: next to this file\r\n"
-                    "a a.key *\r\nb %s *\r\n" % win_path(os.path.join(d, "b.key")))
-        bad = os.path.join(d, "bad.txt")
-        with open(bad, "w") as f:
-            f.write("a a.key *\nb b.key 00008030-001A2B3C4D5E6F70\n")
-        rc, out, err = wine_run(EXE, "--tenants", win_path(bad))
-        self.assertEqual(rc, 2, err)
-        self.assertIn("line 2: tenant 'b': this build of muxshim-host cannot enforce a device "
-                      "list", err)
+                    "a a.key fakedev-0001\r\nb %s *\r\n" % win_path(os.path.join(d, "b.key")))
         helper = WineHelper("tcp:127.0.0.1:%d" % port, "--tenants", win_path(tenants),
                             "--tenants-watch", 1, log_level="info").start()
         shims = {}
@@ -297,6 +314,16 @@ class Tenants(unittest.TestCase):
             self.assertIn("DeviceList", usbmuxd_request(shims[n], {"MessageType": "ListDevices"},
                                                         timeout=60))
             self.assertIn("(tenant %s): up" % n, helper.stderr_text())
+        self.assertEqual(self.serials(shims["a"]), ["fakedev-0001"])
+        self.assertEqual(self.serials(shims["b"]), ["fakedev-0001", "fakedev-0002"])
+        before = fake.stderr_text().count("Connect dev 2 ")
+        self.assertEqual(self.connect_result(shims["a"], 2, svc.port), 2)  # BADDEV
+        self.assertEqual(self.connect_result(shims["a"], 1, svc.port), 0)
+        self.assertEqual(self.connect_result(shims["b"], 2, svc.port), 0)
+        # a's Connect to device 2 was refused by the gate: fakedev saw only b's.
+        harness.wait_for(lambda: fake.stderr_text().count("Connect dev 2 ") == before + 1, 60,
+                         what="b's Connect at fakedev")
+        self.assertIn("tenant a: refused", helper.stderr_text())
         other = harness.Shim(os.path.join(d, "other.sock"), helper.tunnel, "--token-file",
                              os.path.join(d, "other.key"), log_level="info").start()
         harness.wait_for(lambda: "token mismatch" in other.stderr_text(), 60,
@@ -307,8 +334,8 @@ class Tenants(unittest.TestCase):
         # --tenants-watch 1: within a second or so; 60 s only bounds a wedged wine.
         harness.wait_for(lambda: "tenants: b removed" in helper.stderr_text(), 60,
                          what="the reload by --tenants-watch")
-        self.assertIn("DeviceList", usbmuxd_request(shims["a"], {"MessageType": "ListDevices"},
-                                                    timeout=60))
+        self.assertEqual(self.serials(shims["a"]), ["fakedev-0001", "fakedev-0002"])
+        self.assertEqual(self.connect_result(shims["a"], 2, svc.port), 0)
         self.assertEqual(helper.stop(), 0)
 
 
