@@ -37,11 +37,11 @@ COMMON_HDR := $(wildcard common/*.h common/tunnel/*.h common/usbmuxd/*.h)
 SHIM_SRC   := shim/main.c shim/session.c shim/upstream.c shim/resolver.c shim/diag.c shim/tunnel.c \
               shim/inspect.c shim/stats.c shim/control.c shim/broker.c shim/client.c \
               common/usbmuxd/plist_guard.c common/usbmuxd/proto.c common/usbmuxd/devtable.c \
-              common/usbmuxd/router.c
+              common/usbmuxd/router.c common/usbmuxd/sub.c
 SHIM_HDR   := $(wildcard shim/*.h)
 HELPER_SRC := host-helper/main.c host-helper/authlimit.c host-helper/tenants.c host-helper/gate.c host-helper/metrics.c \
               host-helper/service_posix.c common/usbmuxd/plist_guard.c common/usbmuxd/proto.c \
-              common/usbmuxd/devtable.c common/usbmuxd/router.c
+              common/usbmuxd/devtable.c common/usbmuxd/router.c common/usbmuxd/sub.c
 HELPER_HDR := $(wildcard host-helper/*.h)
 # muxshim-run: the ENTRYPOINT wrapper (Linux containers only).
 RUN_SRC    := run/main.c run/args.c common/log.c common/plat_posix.c common/plat_linux.c
@@ -115,7 +115,7 @@ WIN_SRC   := host-helper/main.c host-helper/authlimit.c host-helper/tenants.c ho
              host-helper/service_win.c common/log.c common/buf.c common/addr.c \
              common/daemon.c common/loop_timer.c common/loop_poll.c common/plat_win.c $(TUNNEL_SRC) \
              common/crypto_bcrypt.c common/usbmuxd/plist_guard.c common/usbmuxd/proto.c \
-             common/usbmuxd/devtable.c common/usbmuxd/router.c
+             common/usbmuxd/devtable.c common/usbmuxd/router.c common/usbmuxd/sub.c
 
 # libplist for the Windows build: Debian's own source package (the version
 # bookworm ships, 2.2.x; deb-src from `make deps`), unpacked under

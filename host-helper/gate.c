@@ -1,6 +1,6 @@
 /* The request gate of the helper's tenants (gate.h). Two parts: the
- * subscription (one Listen connection to usbmuxd feeding the device table,
- * the same module and table as the shim's broker) and the gated streams
+ * subscription (common/usbmuxd/sub.c, the shim's broker's too: one Listen
+ * connection to usbmuxd feeding the device table) and the gated streams
  * (struct gclient: one per tunnel stream of a tenant, reading usbmuxd
  * requests from the stream's socket pair and answering, forwarding or
  * relaying them). */
@@ -10,6 +10,7 @@
 #include "log.h"
 #include "plat.h"
 #include "usbmuxd/router.h"
+#include "usbmuxd/sub.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -20,15 +21,6 @@
 #define MUXSHIM_VERSION "0.1.0"
 #endif
 
-#define SUB_TAG_BUID     1u
-#define SUB_TAG_LIST     2u
-#define SUB_TAG_LISTEN   3u
-#define BACKOFF_FIRST_MS 100
-#define BACKOFF_MAX_MS   5000
-/* A silent usbmuxd must not hold requests that wait for the table: after
- * this they are answered from the (empty) table. Generous: usbmuxd answers
- * in milliseconds. */
-#define SYNC_TIMEOUT_MS  10000
 #define PIPE_CHUNK       (64 * 1024)   /* each pipe direction holds at most this */
 #define EVENTS_MAX       (512 * 1024)  /* events queued for a subscriber that does not read */
 #define RETRY_FIRST_MS   5
@@ -70,15 +62,7 @@ struct gate {
 	struct loop *loop;
 	struct addr upstream;
 	unsigned connect_timeout_ms;
-	/* The subscription. */
-	struct loop_watch sw;
-	struct buf sin;
-	struct loop_timer sretry, ssync;
-	bool live, settled;
-	unsigned backoff_ms;
-	struct umx_table table;
-	char buid[UMX_SERIAL_MAX + 1];
-	bool buid_known;
+	struct umx_sub sub;          /* usbmuxd's device table (common/usbmuxd/sub.c) */
 	struct log_ratelimit rl;
 	/* The gated streams. */
 	struct gclient *clients;
@@ -88,7 +72,6 @@ struct gate {
 
 static void gc_update(struct gclient *c);
 static void gc_process(struct gclient *c);
-static void sub_start(struct gate *g);
 
 const char *gate_refusal_name(enum gate_refusal r)
 {
@@ -325,8 +308,8 @@ static void gc_subscribe(struct gclient *c, const struct umx_request *rq)
 	c->state = GC_LISTEN;
 	c->listen_version = rq->version;
 	gc_answer_result(c, rq->version, rq->tag, UMX_RESULT_OK);
-	for (size_t i = 0; i < g->table.n && c->state == GC_LISTEN; i++) {
-		const struct umx_device *d = &g->table.e[i].dev;
+	for (size_t i = 0; i < g->sub.table.n && c->state == GC_LISTEN; i++) {
+		const struct umx_device *d = &g->sub.table.e[i].dev;
 		uint8_t *m;
 		size_t len;
 		if (visible(c->t, d) && umx_encode_attached(rq->version, d, &m, &len) == 0) {
@@ -359,14 +342,14 @@ static bool gc_request(struct gclient *c, const struct umx_hdr *h, const uint8_t
 		buf_consume(&c->ain, h->length);
 		return true;
 	}
-	if (needs_table(&rq) && !g->live && !g->settled) {
+	if (needs_table(&rq) && umx_sub_should_park(&g->sub)) {
 		c->parked = true;
 		umx_request_free(&rq);
 		return false;
 	}
 	struct route r;
-	const char *buid = g->buid_known ? g->buid : NULL;
-	struct router_view v = { &g->table, c->t->filter, 1, &buid, NULL };
+	const char *buid = g->sub.buid_known ? g->sub.buid : NULL;
+	struct router_view v = { &g->sub.table, c->t->filter, 1, &buid, NULL };
 	rc = c->t->def.all ? route_request(&v, &rq, &r) : route_request_strict(&v, &rq, &r);
 	enum umx_req type = rq.type;
 	if (rc < 0) {
@@ -396,7 +379,7 @@ static bool gc_request(struct gclient *c, const struct umx_hdr *h, const uint8_t
 		break;
 	case ROUTE_FORWARD: {
 		const struct umx_entry *e = type == UMX_REQ_CONNECT
-						    ? umx_table_find(&g->table, rq.device_id) : NULL;
+						    ? umx_table_find(&g->sub.table, rq.device_id) : NULL;
 		snprintf(c->pipe_udid, sizeof(c->pipe_udid), "%s", e ? e->dev.serial : "");
 		if (type != UMX_REQ_OTHER) {
 			gc_forward(c, r.msg, r.len, type == UMX_REQ_CONNECT);
@@ -688,8 +671,8 @@ void gate_tenant_changed(struct gate *g, struct tenant *t, const struct tenant_d
 	umx_filter_init(was);
 	for (size_t i = 0; i < old->ndevices; i++)
 		umx_filter_add_list(was, old->devices[i]);
-	for (size_t i = 0; i < g->table.n; i++) {
-		const struct umx_device *d = &g->table.e[i].dev;
+	for (size_t i = 0; i < g->sub.table.n; i++) {
+		const struct umx_device *d = &g->sub.table.e[i].dev;
 		bool before = umx_filter_allows(was, d), now = visible(t, d);
 		if (before == now)
 			continue;
@@ -726,7 +709,7 @@ void gate_tenant_gone(struct gate *g, struct tenant *t)
 	}
 }
 
-/* ---- the subscription ----------------------------------------------------- */
+/* ---- the subscription (common/usbmuxd/sub.c) ------------------------------ */
 
 static void unpark_all(struct gate *g)
 {
@@ -738,248 +721,36 @@ static void unpark_all(struct gate *g)
 	}
 }
 
-static void table_attach(struct gate *g, const struct umx_device *dev)
+static void on_device(void *ctx, enum umx_sub_ev ev, const struct umx_device *d)
 {
-	bool known = umx_table_find_up(&g->table, 0, dev->id) != NULL;
-	const struct umx_entry *e;
-	int rc = umx_table_attach(&g->table, 0, dev, &e);
-	if (rc < 0) {
-		unsigned suppressed;
-		if (log_ratelimit_pass(&g->rl, loop_now(g->loop), &suppressed))
-			log_warn("gate: device %s not tracked: %s", dev->serial,
-				 rc == -ENOSPC ? "the device table is full" : plat_strerror(-rc));
-		return;
-	}
-	if (!known) {
-		log_info("gate: device %s attached (DeviceID %u)", e->dev.serial, e->dev.id);
-		fan_out(g, EV_ATTACHED, &e->dev, NULL);
-	}
+	fan_out(ctx, ev == UMX_SUB_ATTACHED ? EV_ATTACHED : ev == UMX_SUB_DETACHED ? EV_DETACHED
+										      : EV_PAIRED,
+		d, NULL);
 }
 
-static void table_detach(struct gate *g, uint32_t up_id)
+static void on_changed(void *ctx)
 {
-	const struct umx_entry *e = umx_table_find_up(&g->table, 0, up_id);
-	if (!e)
-		return;
-	struct umx_device d = e->dev; /* shallow: valid until detached */
-	log_info("gate: device %s detached (DeviceID %u)", d.serial, d.id);
-	fan_out(g, EV_DETACHED, &d, NULL);
-	uint32_t id;
-	umx_table_detach(&g->table, 0, up_id, &id);
-}
-
-static void sub_end(struct gate *g, const char *why)
-{
-	bool was_live = g->live;
-	loop_timer_cancel(g->loop, &g->ssync);
-	int fd = g->sw.fd;
-	loop_watch_remove(g->loop, &g->sw);
-	plat_close(fd);
-	buf_release(&g->sin);
-	g->live = false;
-	g->settled = true;
-	if (was_live) {
-		log_warn("gate: usbmuxd subscription lost (%s); devices reported detached, "
-			 "resubscribing", why);
-		while (g->table.n)
-			table_detach(g, g->table.e[g->table.n - 1].up_id);
-		g->buid_known = false;
-	} else {
-		unsigned suppressed;
-		if (log_ratelimit_pass(&g->rl, loop_now(g->loop), &suppressed))
-			log_warn("gate: cannot subscribe to usbmuxd (%s); retrying", why);
-	}
-	unpark_all(g);
-	unsigned jitter = 0;
-	plat_random(&jitter, sizeof(jitter));
-	loop_timer_arm(g->loop, &g->sretry, g->backoff_ms / 2 + jitter % (g->backoff_ms / 2 + 1));
-	g->backoff_ms = g->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : g->backoff_ms * 2;
-}
-
-static void on_list(struct gate *g, const struct umx_event *ev)
-{
-	for (size_t i = g->table.n; i-- > 0;) {
-		bool present = false;
-		for (size_t j = 0; j < ev->n && !present; j++)
-			present = ev->list[j].id == g->table.e[i].up_id;
-		if (!present)
-			table_detach(g, g->table.e[i].up_id);
-	}
-	for (size_t j = 0; j < ev->n; j++)
-		table_attach(g, &ev->list[j]);
-	if (!g->live) {
-		g->live = true;
-		g->settled = false;
-		loop_timer_cancel(g->loop, &g->ssync);
-		g->backoff_ms = BACKOFF_FIRST_MS;
-		log_info("gate: subscribed to usbmuxd (%u devices)", (unsigned)g->table.n);
+	struct gate *g = ctx;
+	if (!umx_sub_should_park(&g->sub))
 		unpark_all(g);
-	}
 }
 
-static const char *on_message(struct gate *g, const struct umx_hdr *h, const uint8_t *body,
-			      size_t len)
+static int sub_connect(void *ctx, int *fd)
 {
-	struct umx_event ev;
-	int rc = umx_event_decode(h, body, len, &ev);
-	if (rc < 0)
-		return rc == -E2BIG ? "a message the plist guard refuses" : "an unreadable message";
-	const char *why = NULL;
-	switch (ev.kind) {
-	case UMX_EV_BUID:
-		snprintf(g->buid, sizeof(g->buid), "%s", ev.text);
-		g->buid_known = true;
-		break;
-	case UMX_EV_DEVICE_LIST:
-		on_list(g, &ev);
-		break;
-	case UMX_EV_RESULT:
-		if (ev.tag == SUB_TAG_LISTEN && ev.result != UMX_RESULT_OK)
-			why = "usbmuxd refused Listen";
-		else if (ev.tag == SUB_TAG_LIST)
-			why = "usbmuxd refused ListDevices";
-		break;
-	case UMX_EV_ATTACHED:
-		table_attach(g, &ev.dev);
-		break;
-	case UMX_EV_DETACHED:
-		table_detach(g, ev.device_id);
-		break;
-	case UMX_EV_PAIRED: {
-		const struct umx_entry *e = umx_table_find_up(&g->table, 0, ev.device_id);
-		if (e)
-			fan_out(g, EV_PAIRED, &e->dev, NULL);
-		break;
-	}
-	default:
-		break;
-	}
-	umx_event_free(&ev);
-	return why;
+	struct gate *g = ctx;
+	return upstream_connect(&g->upstream, fd);
 }
 
-static void on_sub(struct loop_watch *w, unsigned events)
-{
-	struct gate *g = w->ctx;
-	(void)events;
-	for (int rounds = 0; rounds < 16; rounds++) {
-		size_t room = buf_space(&g->sin);
-		ssize_t r = plat_read(w->fd, g->scratch, room < sizeof(g->scratch) ? room : sizeof(g->scratch));
-		if (r == -EAGAIN)
-			return;
-		if (r <= 0) {
-			sub_end(g, r == 0 ? "usbmuxd closed it" : plat_strerror((int)-r));
-			return;
-		}
-		if (buf_append(&g->sin, g->scratch, (size_t)r) < 0) {
-			sub_end(g, "out of memory");
-			return;
-		}
-		size_t n;
-		const uint8_t *p;
-		while ((p = buf_peek(&g->sin, &n)) != NULL && n >= UMX_HDR_LEN) {
-			struct umx_hdr h;
-			if (umx_hdr_get_reply(p, &h) < 0) {
-				sub_end(g, "a message of impossible length");
-				return;
-			}
-			if (n < h.length)
-				break;
-			const char *why = on_message(g, &h, p + UMX_HDR_LEN, h.length - UMX_HDR_LEN);
-			if (why) {
-				sub_end(g, why);
-				return;
-			}
-			buf_consume(&g->sin, h.length);
-		}
-	}
-}
-
-static int sub_request(struct gate *g, const char *type, uint32_t tag)
-{
-	plist_t d = plist_new_dict();
-	plist_dict_set_item(d, "MessageType", plist_new_string(type));
-	plist_dict_set_item(d, "ClientVersionString", plist_new_string("muxshim-host " MUXSHIM_VERSION));
-	plist_dict_set_item(d, "ProgName", plist_new_string("muxshim-host"));
-	plist_dict_set_item(d, "kLibUSBMuxVersion", plist_new_uint(3));
-	uint8_t *m;
-	size_t len;
-	int rc = umx_encode_plist(tag, d, &m, &len);
-	plist_free(d);
-	if (rc < 0)
-		return rc;
-	rc = buf_append(&g->sin, m, len); /* sin doubles as the outgoing queue until sent */
-	free(m);
-	return rc;
-}
-
-/* The subscription's requests go out once the connection is up. */
-static void on_sub_connected(struct loop_watch *w, unsigned events)
-{
-	struct gate *g = w->ctx;
-	(void)events;
-	int rc = plat_connect_result(w->fd);
-	size_t n;
-	const uint8_t *p = buf_peek(&g->sin, &n);
-	while (rc == 0 && p && n) {
-		ssize_t r = plat_write(w->fd, p, n);
-		if (r == -EAGAIN) {
-			loop_watch_set(g->loop, w, LOOP_OUT);
-			return;
-		}
-		if (r < 0) {
-			rc = (int)r;
-			break;
-		}
-		buf_consume(&g->sin, (size_t)r);
-		p = buf_peek(&g->sin, &n);
-	}
-	if (rc < 0) {
-		sub_end(g, plat_strerror(-rc));
-		return;
-	}
-	w->cb = on_sub;
-	if ((rc = loop_watch_set(g->loop, w, LOOP_IN)) < 0)
-		sub_end(g, plat_strerror(-rc));
-}
-
-static void sub_start(struct gate *g)
-{
-	int fd;
-	int rc = upstream_connect(&g->upstream, &fd);
-	loop_watch_init(&g->sw, rc == 0 || rc == -EINPROGRESS ? fd : -1, on_sub_connected, g);
-	if (rc < 0 && rc != -EINPROGRESS) {
-		sub_end(g, plat_strerror(-rc));
-		return;
-	}
-	loop_timer_arm(g->loop, &g->ssync, SYNC_TIMEOUT_MS);
-	if ((rc = sub_request(g, "ReadBUID", SUB_TAG_BUID)) < 0 ||
-	    (rc = sub_request(g, "ListDevices", SUB_TAG_LIST)) < 0 ||
-	    (rc = sub_request(g, "Listen", SUB_TAG_LISTEN)) < 0 ||
-	    (rc = loop_watch_set(g->loop, &g->sw, LOOP_OUT)) < 0) {
-		sub_end(g, plat_strerror(-rc));
-		return;
-	}
-}
-
-static void on_sub_retry(struct loop_timer *t)
-{
-	sub_start(t->ctx);
-}
-
-static void on_sub_sync_timeout(struct loop_timer *t)
-{
-	struct gate *g = t->ctx;
-	log_warn("gate: no device list from usbmuxd within %u s; answering from the empty table "
-		 "until it comes", SYNC_TIMEOUT_MS / 1000);
-	g->settled = true;
-	unpark_all(g);
-}
+static const struct umx_sub_ops sub_ops = {
+	.connect = sub_connect,
+	.device = on_device,
+	.changed = on_changed,
+};
 
 size_t gate_devices(const struct gate *g, bool *live)
 {
-	*live = g->live;
-	return g->table.n;
+	*live = g->sub.state == UMX_SUB_LIVE;
+	return g->sub.table.n;
 }
 
 int gate_new(struct loop *loop, const struct addr *upstream, unsigned connect_timeout_ms,
@@ -991,14 +762,11 @@ int gate_new(struct loop *loop, const struct addr *upstream, unsigned connect_ti
 	g->loop = loop;
 	g->upstream = *upstream;
 	g->connect_timeout_ms = connect_timeout_ms;
-	g->backoff_ms = BACKOFF_FIRST_MS;
 	g->rl.interval_ms = 10000;
-	buf_init_growing(&g->sin, UMX_REPLY_MAX);
-	umx_table_init(&g->table);
-	loop_watch_init(&g->sw, -1, on_sub, g);
-	loop_timer_init(&g->sretry, on_sub_retry, g);
-	loop_timer_init(&g->ssync, on_sub_sync_timeout, g);
-	sub_start(g);
+	static const struct umx_sub_config cfg = {
+		.who = "gate", .peer = "usbmuxd", .prog = "muxshim-host " MUXSHIM_VERSION,
+	};
+	umx_sub_start(&g->sub, loop, &cfg, &sub_ops, g);
 	*out = g;
 	return 0;
 }
@@ -1019,14 +787,6 @@ void gate_free(struct gate *g)
 	while (g->clients)
 		gc_close(g->clients, NULL);
 	gate_reap(g);
-	loop_timer_cancel(g->loop, &g->sretry);
-	loop_timer_cancel(g->loop, &g->ssync);
-	if (g->sw.fd >= 0) {
-		int fd = g->sw.fd;
-		loop_watch_remove(g->loop, &g->sw);
-		plat_close(fd);
-	}
-	buf_release(&g->sin);
-	umx_table_free(&g->table);
+	umx_sub_stop(&g->sub);
 	free(g);
 }

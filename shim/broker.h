@@ -18,14 +18,9 @@
 #include "loop.h"
 #include "stats.h"
 #include "usbmuxd/router.h"
+#include "usbmuxd/sub.h"
 
 #define CLIENT_EVENTS_DEFAULT (512 * 1024) /* --event-queue: events queued per subscriber */
-
-enum sub_state {
-	SUB_IDLE,     /* waiting to (re)subscribe */
-	SUB_SYNCING,  /* requests sent, the device list not yet back */
-	SUB_LIVE,     /* the table is the upstream's */
-};
 
 enum client_state {
 	CLIENT_COMMAND,  /* reading requests */
@@ -60,18 +55,7 @@ struct client {
 
 struct broker {
 	bool on;
-	enum sub_state state;
-	struct loop_watch w;      /* our end of the subscription */
-	struct buf in;
-	struct loop_timer retry;
-	struct loop_timer sync;   /* a subscription that does not answer in time */
-	bool settled_empty;       /* an attempt failed or timed out since the last
-				   * sync: clients are answered from the table
-				   * rather than held for the next attempt */
-	unsigned backoff_ms;
-	struct umx_table table;
-	char buid[UMX_SERIAL_MAX + 1];
-	bool buid_known;
+	struct umx_sub sub;       /* the upstream subscription and device table */
 	struct client *clients;
 	unsigned nlisteners;
 	struct stats_broker *n;   /* its numbers, in the shim's statistics */

@@ -306,8 +306,8 @@ static void subscribe(struct client *c, const struct umx_request *rq)
 		answer(c, m, len);
 		free(m);
 	}
-	for (size_t i = 0; i < b->table.n && c->state == CLIENT_LISTEN; i++) {
-		const struct umx_device *d = &b->table.e[i].dev;
+	for (size_t i = 0; i < b->sub.table.n && c->state == CLIENT_LISTEN; i++) {
+		const struct umx_device *d = &b->sub.table.e[i].dev;
 		if (!umx_filter_allows(&s->cfg.filter, d))
 			continue;
 		if (umx_encode_attached(rq->version, d, &m, &len) == 0) {
