@@ -454,9 +454,11 @@ class WithDevices(unittest.TestCase):
             s.sendall(raw(LIST, 77))
             self.assertEqual(read_msg(s)[2:5:2], (77, {"MessageType": "Result", "Number": 1}))
             self.assertEqual(s.recv(1), b"")
-        # Nothing of this stays behind in the shim.
-        harness.wait_for(lambda: self.shim.fd_count() == shim_fds, WAIT,
-                         what="the shim's descriptors back to %d" % fds)
+        # Nothing of this stays behind in the shim. (At most: the count at
+        # the start may still hold the harness's readiness probe, which a
+        # slow shim, under ASan, closes a moment later.)
+        harness.wait_for(lambda: self.shim.fd_count() <= shim_fds, WAIT,
+                         what="the shim's descriptors back to %d or fewer" % fds)
 
     def test_bad_filters_are_refused(self):
         for args, msg in [(["--device", "a/b"], "--device"), (["--device", ""], "--device"),
