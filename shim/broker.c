@@ -1,11 +1,13 @@
-/* The broker's side toward the upstream: its one Listen subscription
- * (common/usbmuxd/sub.c, shared with the helper's gate: ReadBUID, ListDevices
- * and Listen on one connection, the device table, reconnecting), connected
- * through the relays like any client, and the events that go from it to this
- * shim's subscribers. When it ends (usbmuxd restarted, tunnel lost) every
- * device of the table is reported Detached to subscribers, who stay
- * connected; the next subscription's device list brings them back as
- * Attached. */
+/* The broker's side toward the upstreams: one Listen subscription per
+ * upstream (common/usbmuxd/sub.c, shared with the helper's gate: ReadBUID,
+ * ListDevices and Listen on one connection, that upstream's device table,
+ * reconnecting), connected through the upstream's relay like any client, and
+ * the device table across upstreams that clients see: every device under a
+ * DeviceID unique over all of them (devtable.c keeps an upstream's own ID
+ * when no other upstream uses it). When a subscription ends (usbmuxd
+ * restarted, tunnel lost) that upstream's devices are reported Detached to
+ * subscribers, who stay connected; the next subscription's device list
+ * brings them back as Attached. The other upstreams are not touched. */
 #include "shim.h"
 
 #include <errno.h>
@@ -13,22 +15,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-bool broker_synced(const struct shim *s)
-{
-	return s->broker.sub.state == UMX_SUB_LIVE;
-}
-
 bool broker_should_park(const struct shim *s)
 {
-	return umx_sub_should_park(&s->broker.sub);
+	for (unsigned i = 0; i < s->nup; i++)
+		if (umx_sub_should_park(&s->up[i]->sub))
+			return true;
+	return false;
 }
 
-void broker_view(const struct shim *s, bool listeners, struct router_view *v, const char **buid,
-		 plist_t *ll)
+void broker_view(struct shim *s, bool listeners, struct router_view *v, plist_t *ll)
 {
-	const struct broker *b = &s->broker;
-	*buid = b->sub.buid_known ? b->sub.buid : NULL;
-	*v = (struct router_view){ &b->sub.table, &s->cfg.filter, 1, buid, NULL };
+	struct broker *b = &s->broker;
+	for (unsigned i = 0; i < s->nup; i++) {
+		const struct umx_sub *sub = &s->up[i]->sub;
+		b->buid[i] = sub->buid_known ? sub->buid : NULL;
+	}
+	*v = (struct router_view){ &b->table, &s->cfg.filter, s->nup, b->buid, NULL };
 	*ll = NULL;
 	if (!listeners)
 		return;
@@ -52,8 +54,8 @@ void broker_view(const struct shim *s, bool listeners, struct router_view *v, co
 
 enum ev { EV_ATTACHED, EV_DETACHED, EV_PAIRED };
 
-/* One event to every subscriber that may see the device, encoded once per
- * protocol version. */
+/* One event to every subscriber that may see the device (d as clients
+ * see it), encoded once per protocol version. */
 static void fan_out(struct shim *s, enum ev kind, const struct umx_device *d)
 {
 	struct broker *b = &s->broker;
@@ -82,7 +84,7 @@ static void fan_out(struct shim *s, enum ev kind, const struct umx_device *d)
 	free(msg[1]);
 }
 
-/* ---- the subscription (common/usbmuxd/sub.c) ----------------------------- */
+/* ---- the subscriptions (common/usbmuxd/sub.c) ----------------------------- */
 
 static void unpark_all(struct shim *s)
 {
@@ -94,45 +96,73 @@ static void unpark_all(struct shim *s)
 	}
 }
 
-static void sync_numbers(struct broker *b)
+static void sync_numbers(struct upstream *u)
 {
-	b->n->live = b->sub.state == UMX_SUB_LIVE;
-	b->n->devices = (unsigned)b->sub.table.n;
-	b->n->subscribes = b->sub.subscribes;
-	b->n->sub_losses = b->sub.losses;
+	struct shim *s = u->shim;
+	u->n->live = u->sub.state == UMX_SUB_LIVE;
+	u->n->devices = (unsigned)u->sub.table.n;
+	u->n->subscribes = u->sub.subscribes;
+	u->n->sub_losses = u->sub.losses;
+	s->broker.n->devices = (unsigned)s->broker.table.n;
 }
 
+/* d carries the upstream's own DeviceID; clients see the table's. */
 static void on_device(void *ctx, enum umx_sub_ev ev, const struct umx_device *d)
 {
-	struct shim *s = ctx;
-	fan_out(s, ev == UMX_SUB_ATTACHED ? EV_ATTACHED : ev == UMX_SUB_DETACHED ? EV_DETACHED
-											 : EV_PAIRED, d);
-	sync_numbers(&s->broker);
+	struct upstream *u = ctx;
+	struct shim *s = u->shim;
+	struct umx_table *t = &s->broker.table;
+	const struct umx_entry *e;
+	switch (ev) {
+	case UMX_SUB_ATTACHED: {
+		int rc = umx_table_attach(t, u->index, d, &e);
+		if (rc < 0) {
+			log_warn("broker: upstream %s: device %s not listed: %s", u->name, d->serial,
+				 rc == -ENOSPC ? "the device table is full" : strerror(-rc));
+			break;
+		}
+		fan_out(s, EV_ATTACHED, &e->dev);
+		break;
+	}
+	case UMX_SUB_DETACHED: {
+		e = umx_table_find_up(t, u->index, d->id);
+		if (!e)
+			break; /* never listed (the table was full) */
+		struct umx_device gone = e->dev;
+		uint32_t id;
+		umx_table_detach(t, u->index, d->id, &id);
+		fan_out(s, EV_DETACHED, &gone);
+		break;
+	}
+	case UMX_SUB_PAIRED:
+		e = umx_table_find_up(t, u->index, d->id);
+		if (e)
+			fan_out(s, EV_PAIRED, &e->dev);
+		break;
+	}
+	sync_numbers(u);
 }
 
 static void on_changed(void *ctx)
 {
-	struct shim *s = ctx;
-	sync_numbers(&s->broker);
-	if (!umx_sub_should_park(&s->broker.sub))
-		unpark_all(s);
+	struct upstream *u = ctx;
+	sync_numbers(u);
+	if (!broker_should_park(u->shim))
+		unpark_all(u->shim);
 }
 
 /* The subscription is a client like any other to the relays: one end of a
- * socket pair goes to session_start / tunnel_accept, so it reaches the host
- * the way every session does (the helper sees one long-lived stream). */
+ * socket pair goes to the upstream's relay, so it reaches the host the way
+ * every session does (the helper sees one long-lived stream). */
 static int sub_connect(void *ctx, int *fd)
 {
-	struct shim *s = ctx;
+	struct upstream *u = ctx;
 	int fds[2];
 	int rc = plat_socketpair(fds);
 	if (rc < 0)
 		return rc;
 	*fd = fds[0];
-	if (s->cfg.upstream.kind == ADDR_TUNNEL)
-		tunnel_accept(s, fds[1]);
-	else
-		session_start(s, fds[1]);
+	u->ops->accept(u, fds[1]);
 	return 0;
 }
 
@@ -149,10 +179,16 @@ void broker_init(struct shim *s)
 	b->n = &s->stats.broker;
 	b->n->on = true;
 	b->rl.interval_ms = 10000;
-	static const struct umx_sub_config cfg = {
-		.who = "broker", .peer = "the upstream", .prog = "muxshim " MUXSHIM_VERSION,
-	};
-	umx_sub_start(&b->sub, s->loop, &cfg, &sub_ops, s);
+	umx_table_init(&b->table);
+	for (unsigned i = 0; i < s->nup; i++) {
+		struct upstream *u = s->up[i];
+		/* Log lines name the upstream once there are several. */
+		struct umx_sub_config cfg = {
+			.who = "broker", .peer = s->nup > 1 ? u->name : "the upstream",
+			.prog = "muxshim " MUXSHIM_VERSION,
+		};
+		umx_sub_start(&u->sub, s->loop, &cfg, &sub_ops, u);
+	}
 }
 
 void broker_shutdown(struct shim *s)
@@ -162,5 +198,7 @@ void broker_shutdown(struct shim *s)
 		return;
 	while (b->clients)
 		client_close(b->clients, NULL);
-	umx_sub_stop(&b->sub);
+	for (unsigned i = 0; i < s->nup; i++)
+		umx_sub_stop(&s->up[i]->sub);
+	umx_table_free(&b->table);
 }

@@ -1,8 +1,9 @@
-/* The broker (--broker; docs/BROKER.md): muxshim speaks usbmuxd itself.
+/* The broker (the default; docs/BROKER.md): muxshim speaks usbmuxd itself.
  *
- * broker.c holds one Listen subscription to the upstream (over the same
- * relay a client would use: a session, or a tunnel stream) and the device
- * table it feeds, and fans events out to this shim's own Listen clients.
+ * broker.c holds one Listen subscription per upstream (over the same relay
+ * a client would use: a session, or a tunnel stream), the device table
+ * across them (DeviceIDs unique over all upstreams), and fans events out to
+ * this shim's own Listen clients.
  * client.c is the per-client state machine: requests are read and decoded
  * here; ListDevices, Listen, ReadBUID and ListListeners are answered from the
  * table; pair records (and ReadBUID before the BUID is known) are exchanged
@@ -19,6 +20,7 @@
 #include "stats.h"
 #include "usbmuxd/router.h"
 #include "usbmuxd/sub.h"
+#include "upstream.h"
 
 #define CLIENT_EVENTS_DEFAULT (512 * 1024) /* --event-queue: events queued per subscriber */
 
@@ -55,7 +57,8 @@ struct client {
 
 struct broker {
 	bool on;
-	struct umx_sub sub;       /* the upstream subscription and device table */
+	struct umx_table table;   /* every upstream's devices, under the IDs clients see */
+	const char *buid[UPSTREAM_MAX]; /* per upstream, for the router */
 	struct client *clients;
 	unsigned nlisteners;
 	struct stats_broker *n;   /* its numbers, in the shim's statistics */
@@ -65,15 +68,12 @@ struct broker {
 /* broker.c */
 void broker_init(struct shim *s);
 void broker_shutdown(struct shim *s);
-/* Has the table been filled from the upstream since it was last lost? */
-bool broker_synced(const struct shim *s);
 /* A request needs the table and a subscription is on its way: wait. */
 bool broker_should_park(const struct shim *s);
 /* The router's view of the broker's state (borrowed pointers). The list of
  * this shim's Listen clients is built only when asked for (ListListeners);
  * the caller frees *ll. */
-void broker_view(const struct shim *s, bool listeners, struct router_view *v, const char **buid,
-		 plist_t *ll);
+void broker_view(struct shim *s, bool listeners, struct router_view *v, plist_t *ll);
 
 /* client.c */
 void client_start(struct shim *s, int fd);

@@ -121,14 +121,13 @@ void client_close(struct client *c, const char *why)
 
 /* The client leaves the broker for a relay, with pre going upstream first.
  * Its session slot and statistics go with it. */
-static void hand_over(struct client *c, const uint8_t *pre, size_t n)
+static void hand_over(struct client *c, struct upstream *u, const uint8_t *pre, size_t n)
 {
 	struct shim *s = c->shim;
 	int fd = c->w.fd;
 	loop_watch_remove(s->loop, &c->w);
 	loop_timer_cancel(s->loop, &c->clock);
-	int rc = s->cfg.upstream.kind == ADDR_TUNNEL ? tunnel_adopt(s, fd, &c->stats, pre, n)
-						     : session_adopt(s, fd, &c->stats, pre, n);
+	int rc = u->ops->adopt(u, fd, &c->stats, pre, n);
 	if (rc < 0) {
 		loop_watch_init(&c->w, fd, NULL, c); /* client_close closes it */
 		log_warn("broker: cannot forward a request: %s", strerror(-rc));
@@ -255,7 +254,7 @@ static void on_exchange_io(struct loop_watch *w, unsigned events)
 
 /* msg goes to the upstream on a relay session of its own; the client waits
  * here for the reply, unread, as it would wait on usbmuxd. */
-static void exchange_start(struct client *c, const uint8_t *msg, size_t len)
+static void exchange_start(struct client *c, struct upstream *u, const uint8_t *msg, size_t len)
 {
 	struct shim *s = c->shim;
 	int fds[2];
@@ -278,10 +277,7 @@ static void exchange_start(struct client *c, const uint8_t *msg, size_t len)
 	stats_session_upstream(&s->stats, &c->stats, loop_now(s->loop));
 	/* The other end is a client of the relay (the session the upstream
 	 * sees), as for the subscription. */
-	if (s->cfg.upstream.kind == ADDR_TUNNEL)
-		tunnel_accept(s, fds[1]);
-	else
-		session_start(s, fds[1]);
+	u->ops->accept(u, fds[1]);
 	on_exchange_io(&c->ex, LOOP_OUT);
 }
 
@@ -306,8 +302,8 @@ static void subscribe(struct client *c, const struct umx_request *rq)
 		answer(c, m, len);
 		free(m);
 	}
-	for (size_t i = 0; i < b->sub.table.n && c->state == CLIENT_LISTEN; i++) {
-		const struct umx_device *d = &b->sub.table.e[i].dev;
+	for (size_t i = 0; i < b->table.n && c->state == CLIENT_LISTEN; i++) {
+		const struct umx_device *d = &b->table.e[i].dev;
 		if (!umx_filter_allows(&s->cfg.filter, d))
 			continue;
 		if (umx_encode_attached(rq->version, d, &m, &len) == 0) {
@@ -360,9 +356,8 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 	}
 	struct route r;
 	struct router_view v;
-	const char *buid;
 	plist_t ll;
-	broker_view(s, rq.type == UMX_REQ_LIST_LISTENERS, &v, &buid, &ll);
+	broker_view(s, rq.type == UMX_REQ_LIST_LISTENERS, &v, &ll);
 	rc = route_request(&v, &rq, &r);
 	plist_free(ll);
 	enum umx_req type = rq.type;
@@ -387,9 +382,10 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 		break;
 	case ROUTE_FORWARD: {
 		b->n->forwarded[type]++;
+		struct upstream *u = s->up[r.upstream < s->nup ? r.upstream : 0];
 		if (type != UMX_REQ_CONNECT && type != UMX_REQ_OTHER) {
 			/* One reply, then the connection is the client's again. */
-			exchange_start(c, r.msg, r.len);
+			exchange_start(c, u, r.msg, r.len);
 			break;
 		}
 		/* The rewritten request, then whatever the client sent after it. */
@@ -405,7 +401,7 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 			memcpy(pre + r.len, p, n);
 		c->stats.connect_handed = type == UMX_REQ_CONNECT;
 		stats_session_upstream(&s->stats, &c->stats, loop_now(s->loop));
-		hand_over(c, pre, r.len + n);
+		hand_over(c, u, pre, r.len + n);
 		free(pre);
 		break;
 	}

@@ -73,10 +73,10 @@ static bool request_complete(struct ctl_conn *c)
 
 /* Live: our socket is still where clients look for it. Healthy: that, and
  * a session opened now could reach the upstream. */
-static char *health_answer(struct shim *s, bool upstream)
+static char *health_answer(struct shim *s, bool upstream, bool all)
 {
-	char why[512];
-	const size_t cap = 1024;
+	char why[2048];
+	const size_t cap = sizeof(why) + 512;
 	char *r = malloc(cap);
 	if (!r)
 		return NULL;
@@ -89,7 +89,7 @@ static char *health_answer(struct shim *s, bool upstream)
 		snprintf(r, cap, "ok: serving %s\n", s->cfg.listen_path);
 		return r;
 	}
-	int rc = upstream_probe(s, why, sizeof(why));
+	int rc = upstreams_probe(s, all, why, sizeof(why));
 	snprintf(r, cap, "%s: serving %s, %s\n", rc == 0 ? "ok" : "fail", s->cfg.listen_path, why);
 	return r;
 }
@@ -113,8 +113,9 @@ static char *answer(struct ctl_conn *c)
 		return r;
 	}
 	c->req[strcspn(c->req, "\r\n")] = '\0';
-	if (strcmp(c->req, "health") == 0 || strcmp(c->req, "live") == 0)
-		return health_answer(s, c->req[0] == 'h');
+	if (strcmp(c->req, "health") == 0 || strcmp(c->req, "health-all") == 0 ||
+	    strcmp(c->req, "live") == 0)
+		return health_answer(s, c->req[0] == 'h', strcmp(c->req, "health-all") == 0);
 	if (strcmp(c->req, "json") != 0 && strcmp(c->req, "table") != 0) {
 		char *r = malloc(128);
 		if (r)
@@ -309,7 +310,7 @@ int control_query(const char *path, const char *format)
 }
 
 struct health_reply {
-	char text[1024];
+	char text[4096];
 	size_t len;
 };
 
@@ -325,11 +326,11 @@ static void to_reply(const char *p, size_t n, void *ctx)
 
 /* `muxshim health`: 0 only if the daemon answered "ok". The answer is
  * printed either way (Docker keeps it in the container's health log). */
-int control_health(const char *path, bool live)
+int control_health(const char *path, bool live, bool all)
 {
 	struct health_reply h = { .len = 0 };
 	h.text[0] = '\0';
-	if (ctl_exchange("health", path, live ? "live" : "health", to_reply, &h) != 0)
+	if (ctl_exchange("health", path, live ? "live" : all ? "health-all" : "health", to_reply, &h) != 0)
 		return 1;
 	fputs(h.text, stdout);
 	if (h.len && h.text[h.len - 1] != '\n')

@@ -140,9 +140,11 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *upstream = getenv("MUXSHIM_UPSTREAM");
-	if (!upstream || !*upstream)
-		upstream = DEFAULT_UPSTREAM;
+	/* --upstream (repeatable) replaces MUXSHIM_UPSTREAM (comma-separated). */
+	const char *upstreams[UPSTREAM_MAX];
+	unsigned nup = 0;
+	char *env_up = getenv("MUXSHIM_UPSTREAM");
+	bool up_given = false;
 
 	cfg->listen_path = DEFAULT_LISTEN;
 	cfg->socket_mode = 0666;
@@ -178,7 +180,12 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 				die_usage("--socket-mode '%s': need an octal mode such as 0660", optarg);
 			break;
 		case O_UPSTREAM:
-			upstream = optarg;
+			if (!up_given)
+				nup = 0;
+			up_given = true;
+			if (nup == UPSTREAM_MAX)
+				die_usage("--upstream %s: at most 64 upstreams", optarg);
+			upstreams[nup++] = optarg;
 			break;
 		case O_MAXSESS:
 			if (parse_uint(optarg, 10, 1, 1000000, &cfg->max_sessions) < 0)
@@ -306,12 +313,41 @@ static void parse_args(int argc, char **argv, struct shim_config *cfg)
 		die_usage("%s applies to --passthrough (the broker reads every request)",
 			  "--no-inspect");
 
-	char err[256];
-	if (addr_parse(upstream, ADDR_UNIX | ADDR_TCP | ADDR_TUNNEL, &cfg->upstream, err,
-		       sizeof(err)) < 0)
-		die_usage("--upstream: %s", err);
-	if (cfg->token_len && cfg->upstream.kind != ADDR_TUNNEL)
-		die_usage("--token-file applies to tunnel: upstreams only (%s)", upstream);
+	if (!up_given && env_up && *env_up) {
+		static char env_copy[4096];
+		if (strlen(env_up) >= sizeof(env_copy))
+			die_usage("MUXSHIM_UPSTREAM: longer than %s bytes", "4095");
+		strcpy(env_copy, env_up);
+		for (char *save = NULL, *item = strtok_r(env_copy, ",", &save); item;
+		     item = strtok_r(NULL, ",", &save)) {
+			if (nup == UPSTREAM_MAX)
+				die_usage("MUXSHIM_UPSTREAM %s...: at most 64 upstreams", item);
+			upstreams[nup++] = item;
+		}
+	}
+	if (!nup)
+		upstreams[nup++] = DEFAULT_UPSTREAM;
+	bool any_tunnel = false;
+	for (unsigned i = 0; i < nup; i++) {
+		char err[256];
+		struct addr *a = &cfg->upstream[i];
+		if (addr_parse(upstreams[i], ADDR_UNIX | ADDR_TCP | ADDR_TUNNEL, a, err, sizeof(err)) < 0)
+			die_usage("--upstream: %s", err);
+		any_tunnel |= a->kind == ADDR_TUNNEL;
+		for (unsigned j = 0; j < i; j++) {
+			char x[ADDR_SPEC_MAX], y[ADDR_SPEC_MAX];
+			addr_format(a, x, sizeof(x));
+			addr_format(&cfg->upstream[j], y, sizeof(y));
+			if (strcmp(x, y) == 0)
+				die_usage("--upstream %s: given twice", x);
+		}
+	}
+	cfg->nupstreams = nup;
+	if (cfg->token_len && !any_tunnel)
+		die_usage("--token-file applies to tunnel: upstreams only (%s)", upstreams[0]);
+	if (!cfg->broker && nup > 1)
+		die_usage("--passthrough relays to one upstream: several (%s, ...) need the broker",
+			  upstreams[0]);
 
 	static char control_default[ADDR_PATH_MAX + 8];
 	if (!control) {
@@ -359,20 +395,23 @@ static int stats_main(int argc, char **argv)
 	return control_query(control, format);
 }
 
-/* `muxshim health [--live] [--control PATH | --listen PATH]` (HEALTHCHECK) */
+/* `muxshim health [--live | --all] [--control PATH | --listen PATH]` (HEALTHCHECK) */
 static int health_main(int argc, char **argv)
 {
 	const char *control = DEFAULT_LISTEN ".ctl";
-	bool live = false;
+	bool live = false, all = false;
 	for (int i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "--live") == 0) {
 			live = true;
+		} else if (strcmp(argv[i], "--all") == 0) {
+			all = true;
 		} else if (!control_arg(argc, argv, &i, &control)) {
-			fprintf(stderr, "usage: muxshim health [--live] [--control PATH | --listen PATH]\n");
+			fprintf(stderr, "usage: muxshim health [--live | --all] [--control PATH | "
+					"--listen PATH]\n");
 			return 2;
 		}
 	}
-	return control_health(control, live);
+	return control_health(control, live, all);
 }
 
 void shim_attribute(struct shim *s, struct stats_session *ss, int client_fd)
@@ -444,13 +483,6 @@ static void on_summary(struct loop_timer *t)
 	loop_timer_arm(s->loop, t, (uint64_t)s->cfg.stats_interval_s * 1000);
 }
 
-static void on_resolved(void *ctx)
-{
-	struct shim *s = ctx;
-	if (s->cfg.upstream.kind == ADDR_TUNNEL)
-		tunnel_resolved(s);
-}
-
 static bool shim_has_room(void *ctx)
 {
 	struct shim *s = ctx;
@@ -462,10 +494,8 @@ static void shim_accepted(void *ctx, int fd)
 	struct shim *s = ctx;
 	if (s->cfg.broker)
 		client_start(s, fd);
-	else if (s->cfg.upstream.kind == ADDR_TUNNEL)
-		tunnel_accept(s, fd);
 	else
-		session_start(s, fd);
+		s->up[0]->ops->accept(s->up[0], fd);
 }
 
 void shim_session_ended(struct shim *s)
@@ -537,15 +567,19 @@ int main(int argc, char **argv)
 		log_info("replaced the stale socket file %s (nothing was listening on it)",
 			 s->cfg.listen_path);
 
-	char up[ADDR_SPEC_MAX];
-	addr_format(&s->cfg.upstream, up, sizeof(up));
-	log_info("muxshim %s listening on %s (mode %04o), upstream %s", MUXSHIM_VERSION,
-		 s->cfg.listen_path, s->cfg.socket_mode, up);
+	char up[ADDR_SPEC_MAX * 4] = "";
+	for (unsigned i = 0; i < s->cfg.nupstreams && i < 4; i++) {
+		char one[ADDR_SPEC_MAX];
+		addr_format(&s->cfg.upstream[i], one, sizeof(one));
+		snprintf(up + strlen(up), sizeof(up) - strlen(up), "%s%s", i ? ", " : "", one);
+	}
+	log_info("muxshim %s listening on %s (mode %04o), upstream%s %s%s", MUXSHIM_VERSION,
+		 s->cfg.listen_path, s->cfg.socket_mode, s->cfg.nupstreams > 1 ? "s" : "", up,
+		 s->cfg.nupstreams > 4 ? ", ..." : "");
 
 	acceptor_start(&s->acceptor, s->loop, s->listen_fd, ACCEPTS_PER_WAKE, shim_has_room,
 		       shim_accepted, s);
 	stats_init(&s->stats, s->cfg.inspect, s->cfg.warn_rate, loop_now(s->loop));
-	s->stats.tunnel = s->cfg.upstream.kind == ADDR_TUNNEL;
 	if (control_start(s) < 0) {
 		plat_unix_unlink_if_ours(s->cfg.listen_path, &s->listen_id);
 		return 1;
@@ -554,26 +588,14 @@ int main(int argc, char **argv)
 	if (s->cfg.stats_interval_s)
 		loop_timer_arm(s->loop, &s->summary, (uint64_t)s->cfg.stats_interval_s * 1000);
 
-	/* Before the sandbox: a name is resolved by a thread the sandbox then
-	 * covers as well (resolver.c). */
-	if (s->cfg.upstream.kind == ADDR_TCP || s->cfg.upstream.kind == ADDR_TUNNEL) {
-		rc = resolver_start(&s->resolver, s->loop, s->cfg.upstream.host, s->cfg.upstream.port,
-				    on_resolved, s);
-		if (rc < 0) {
-			log_error("upstream %s: %s", up, strerror(-rc));
-			control_stop(s);
-			plat_unix_unlink_if_ours(s->cfg.listen_path, &s->listen_id);
-			return 1;
-		}
-	}
-	if (daemon_harden(s->cfg.user, s->cfg.seccomp) < 0) {
-		resolver_stop(s->resolver);
+	/* Before the sandbox: resolvers' threads (upstreams_create). */
+	if (upstreams_create(s) < 0 || daemon_harden(s->cfg.user, s->cfg.seccomp) < 0) {
+		upstreams_free(s);
 		control_stop(s);
 		plat_unix_unlink_if_ours(s->cfg.listen_path, &s->listen_id);
 		return 1;
 	}
-	if (s->cfg.upstream.kind == ADDR_TUNNEL)
-		tunnel_init(s);
+	upstreams_start(s);
 	if (s->cfg.broker)
 		broker_init(s);
 	while (rc == 0 && !sig.stop) {
@@ -591,9 +613,8 @@ int main(int argc, char **argv)
 	plat_close(s->listen_fd);
 	broker_shutdown(s);
 	session_close_all(s);
-	if (s->cfg.upstream.kind == ADDR_TUNNEL)
-		tunnel_shutdown();
-	resolver_stop(s->resolver);
+	upstreams_stop(s);
+	upstreams_free(s);
 	loop_free(s->loop);
 	return rc < 0 ? 1 : 0;
 }

@@ -237,7 +237,7 @@ static void on_upstream(struct loop_watch *w, unsigned ev)
 		loop_timer_cancel(ss->shim->loop, &ss->retry);
 		rc = plat_connect_result(w->fd);
 		if (rc < 0) {
-			upstream_report_failure(ss->shim, rc);
+			upstream_report_failure(ss->u, rc);
 			session_teardown(ss, "upstream connect", rc);
 			return;
 		}
@@ -285,7 +285,7 @@ static void session_try_connect(struct session *ss)
 {
 	struct shim *s = ss->shim;
 	int fd;
-	int rc = upstream_connect(s, &fd);
+	int rc = upstream_connect(ss->u, &fd);
 	if (rc == 0) {
 		loop_watch_init(&ss->upstream, fd, on_upstream, ss);
 		session_connected(ss);
@@ -319,7 +319,7 @@ static void session_try_connect(struct session *ss)
 									  : ss->retry_delay_ms * 2;
 		return;
 	}
-	upstream_report_failure(s, rc);
+	upstream_report_failure(ss->u, rc);
 	session_teardown(ss, "upstream connect", rc);
 }
 
@@ -334,7 +334,7 @@ static void on_retry(struct loop_timer *t)
 {
 	struct session *ss = t->ctx;
 	if (ss->upstream.fd >= 0) { /* a TCP connect still in progress */
-		upstream_report_failure(ss->shim, -ETIMEDOUT);
+		upstream_report_failure(ss->u, -ETIMEDOUT);
 		session_teardown(ss, "upstream connect", -ETIMEDOUT);
 		return;
 	}
@@ -359,12 +359,14 @@ static void session_unlink(struct shim *s, struct session *ss)
 	ss->prev = ss->next = NULL;
 }
 
-static struct session *session_new(struct shim *s, int client_fd)
+static struct session *session_new(struct upstream *u, int client_fd)
 {
+	struct shim *s = u->shim;
 	struct session *ss = calloc(1, sizeof(*ss));
 	if (!ss)
 		return NULL;
 	ss->shim = s;
+	ss->u = u;
 	ss->id = ++s->next_id;
 	ss->state = SESSION_CONNECTING;
 	ss->started_ms = loop_now(s->loop);
@@ -382,9 +384,10 @@ static struct session *session_new(struct shim *s, int client_fd)
 	return ss;
 }
 
-void session_start(struct shim *s, int client_fd)
+void session_start(struct upstream *u, int client_fd)
 {
-	struct session *ss = session_new(s, client_fd);
+	struct shim *s = u->shim;
+	struct session *ss = session_new(u, client_fd);
 	if (!ss) {
 		log_error("out of memory: refusing a client");
 		plat_close(client_fd);
@@ -398,12 +401,13 @@ void session_start(struct shim *s, int client_fd)
 	session_try_connect(ss);
 }
 
-int session_adopt(struct shim *s, int client_fd, struct stats_session *moved,
+int session_adopt(struct upstream *u, int client_fd, struct stats_session *moved,
 		  const uint8_t *pre, size_t n)
 {
+	struct shim *s = u->shim;
 	if (n > SHIM_ADOPT_MAX)
 		return -EMSGSIZE;
-	struct session *ss = session_new(s, client_fd);
+	struct session *ss = session_new(u, client_fd);
 	if (!ss)
 		return -ENOMEM;
 	/* What the broker read and decided goes out first; the client is not

@@ -1,6 +1,14 @@
-/* muxshim: the in-container daemon. One listener on the usbmuxd socket path;
- * one session per accepted client, each relayed to its own upstream
- * connection opened afresh. */
+/* muxshim: the in-container daemon, read in the order a client travels:
+ *
+ *   listener (main.c) -> client (client.c: the usbmuxd conversation)
+ *     -> router (common/usbmuxd/router.c: answer, subscribe or forward)
+ *     -> upstream (upstream.h: a unix:/tcp: usbmuxd or a tunnel:)
+ *     -> relay (session.c fd to fd; tunnel streams in common/tunnel/link.c)
+ *
+ * The broker (broker.c) keeps one subscription per upstream and the device
+ * table across them; the loop (common/loop.h) owns timers and deferred
+ * frees. With --passthrough the listener hands clients straight to the
+ * upstream's relay. */
 #ifndef MUXSHIM_SHIM_H
 #define MUXSHIM_SHIM_H
 
@@ -13,6 +21,7 @@
 #include "stats.h"
 #include "broker.h"
 #include "resolver.h"
+#include "upstream.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -27,7 +36,8 @@
 struct shim_config {
 	const char *listen_path;
 	unsigned socket_mode;
-	struct addr upstream;
+	struct addr upstream[UPSTREAM_MAX];
+	unsigned nupstreams;
 	unsigned max_sessions;
 	unsigned connect_timeout_ms;
 	enum log_level log_level;
@@ -72,6 +82,7 @@ struct half {
 
 struct session {
 	struct shim *shim;
+	struct upstream *u;
 	uint64_t id;
 	enum session_state state;
 	struct loop_watch client;
@@ -107,43 +118,24 @@ struct shim {
 	uint64_t sessions_total;
 	uint64_t upstream_failures;
 	pid_t self_pid;             /* sessions from it are the broker's own */
-	struct resolver *resolver;  /* tcp: and tunnel: upstreams */
+	struct upstream *up[UPSTREAM_MAX];
+	unsigned nup;
 	struct broker broker;
 	uint8_t scratch[SHIM_IO_CHUNK];
 };
 
-/* session.c */
-void session_start(struct shim *s, int client_fd);
-/* The broker hands a client over: its statistics move into the session
- * (already counted and attributed), pre (n bytes) goes upstream first.
- * 0, or a negative errno and the caller keeps the fd. */
-int session_adopt(struct shim *s, int client_fd, struct stats_session *moved,
+/* session.c: the relay of direct upstreams (upstream_ops, upstream.c). */
+void session_start(struct upstream *u, int client_fd);
+int session_adopt(struct upstream *u, int client_fd, struct stats_session *moved,
 		  const uint8_t *pre, size_t n);
 void session_close_all(struct shim *s);
-
-/* upstream.c: 0 and a connected non-blocking fd, or a negative errno. */
-int upstream_connect(struct shim *s, int *fd);
-void upstream_report_failure(struct shim *s, int err);
-/* For `muxshim health`: 0 if sessions can reach the upstream now (UNIX: a
- * connect succeeds; tunnel: it is up; TCP: not probed), else a negative
- * errno; why receives one sentence either way. */
-int upstream_probe(struct shim *s, char *why, size_t cap);
-
-/* tunnel.c: --upstream tunnel:HOST:PORT */
-void tunnel_init(struct shim *s);
-/* The resolver has an answer (resolver.h). */
-void tunnel_resolved(struct shim *s);
-void tunnel_accept(struct shim *s, int client_fd);
-/* As session_adopt, over the tunnel. */
-int tunnel_adopt(struct shim *s, int client_fd, struct stats_session *moved,
-		 const uint8_t *pre, size_t n);
-void tunnel_shutdown(void);
 
 /* control.c: `muxshim stats` and the Prometheus endpoint */
 int control_start(struct shim *s);
 void control_stop(struct shim *s);
 int control_query(const char *path, const char *format);
-int control_health(const char *path, bool live);
+/* live: the daemon only; all: every upstream must be healthy (else one). */
+int control_health(const char *path, bool live, bool all);
 
 /* Attribution of a newly accepted client (SO_PEERCRED). */
 void shim_attribute(struct shim *s, struct stats_session *ss, int client_fd);

@@ -416,8 +416,44 @@ static const char *errno_label(unsigned i)
 	return l[i];
 }
 
+/* The tunnel and subscription figures over all upstreams; with one
+ * upstream they are its own. */
+struct ups_sum {
+	unsigned tunnels, tunnels_up, live;
+	uint64_t connects, drops, subscribes, losses;
+	unsigned rtt_ms;           /* the largest measured */
+	bool rtt_known;
+};
+
+static struct ups_sum ups_sum(const struct stats *st)
+{
+	struct ups_sum u = { 0 };
+	for (unsigned i = 0; i < st->nups; i++) {
+		const struct stats_upstream *n = &st->ups[i];
+		u.live += n->live;
+		u.subscribes += n->subscribes;
+		u.losses += n->sub_losses;
+		if (!n->tunnel)
+			continue;
+		u.tunnels++;
+		u.tunnels_up += n->up;
+		u.connects += n->connects;
+		u.drops += n->drops;
+		if (n->rtt_known && (!u.rtt_known || n->rtt_ms > u.rtt_ms))
+			u.rtt_ms = n->rtt_ms;
+		u.rtt_known |= n->rtt_known;
+	}
+	return u;
+}
+
+static const char *sub_state(unsigned live, unsigned of)
+{
+	return live == of ? "live" : live ? "partial" : "down";
+}
+
 static void render_json(const struct stats *st, struct out *o, uint64_t now_ms)
 {
+	struct ups_sum u = ups_sum(st);
 	put(o, "{\"uptime_s\":%.1f,\"sessions_total\":%llu,\"sessions_open\":%llu,"
 	       "\"inspection\":%s,\"parse_errors\":%llu,\"bytes_up\":%llu,\"bytes_down\":%llu,",
 	    (double)(now_ms - st->started_ms) / 1000.0, (unsigned long long)st->sessions_total,
@@ -442,17 +478,35 @@ static void render_json(const struct stats *st, struct out *o, uint64_t now_ms)
 			    (unsigned long long)st->upstream_fail_by_errno[i]);
 	put(o, "},\"request_timeouts\":%llu,\"requests_refused\":%llu",
 	    (unsigned long long)st->request_timeouts, (unsigned long long)st->requests_refused);
-	if (st->tunnel)
+	if (u.tunnels)
 		put(o, ",\"tunnel\":{\"up\":%s,\"connects\":%llu,\"drops\":%llu,\"rtt_ms\":%u}",
-		    st->tunnel_up ? "true" : "false", (unsigned long long)st->tunnel_connects,
-		    (unsigned long long)st->tunnel_drops, st->tunnel_rtt_ms);
+		    u.tunnels_up == u.tunnels ? "true" : "false", (unsigned long long)u.connects,
+		    (unsigned long long)u.drops, u.rtt_ms);
+	put(o, ",\"upstreams\":[");
+	for (unsigned i = 0; i < st->nups; i++) {
+		const struct stats_upstream *n = &st->ups[i];
+		put(o, "%s{\"name\":\"", i ? "," : "");
+		put_label(o, n->name);
+		put(o, "\",\"failures\":%llu", (unsigned long long)n->failures);
+		if (n->tunnel)
+			put(o, ",\"tunnel\":{\"up\":%s,\"connects\":%llu,\"drops\":%llu,\"rtt_ms\":%u}",
+			    n->up ? "true" : "false", (unsigned long long)n->connects,
+			    (unsigned long long)n->drops, n->rtt_ms);
+		if (st->broker.on)
+			put(o, ",\"subscription\":\"%s\",\"subscribes\":%llu,\"losses\":%llu,"
+			       "\"devices\":%u",
+			    n->live ? "live" : "down", (unsigned long long)n->subscribes,
+			    (unsigned long long)n->sub_losses, n->devices);
+		put(o, "}");
+	}
+	put(o, "]");
 	if (st->broker.on) {
 		const struct stats_broker *b = &st->broker;
 		put(o, ",\"broker\":{\"subscription\":\"%s\",\"subscribes\":%llu,\"losses\":%llu,"
 		       "\"devices\":%u,\"listeners\":%u,\"listeners_dropped\":%llu,\"refused\":%llu,"
 		       "\"local\":{",
-		    b->live ? "live" : "down", (unsigned long long)b->subscribes,
-		    (unsigned long long)b->sub_losses, b->devices, b->listeners,
+		    sub_state(u.live, st->nups), (unsigned long long)u.subscribes,
+		    (unsigned long long)u.losses, b->devices, b->listeners,
 		    (unsigned long long)b->listeners_dropped, (unsigned long long)b->refused);
 		for (unsigned k = 0; k < INSP_NTYPES; k++)
 			put(o, "%s\"%s\":%llu", k ? "," : "", insp_type_name((enum insp_type)k),
@@ -483,25 +537,43 @@ static void render_json(const struct stats *st, struct out *o, uint64_t now_ms)
 	put(o, "]}\n");
 }
 
+static void rtt_text(char *out, size_t cap, bool known, unsigned ms)
+{
+	if (!known)
+		snprintf(out, cap, "not measured yet");
+	else if (ms == 0)
+		snprintf(out, cap, "< 1 ms");
+	else
+		snprintf(out, cap, "%u ms", ms);
+}
+
 static void render_table(const struct stats *st, struct out *o, uint64_t now_ms)
 {
+	struct ups_sum u = ups_sum(st);
 	put(o, "sessions: %llu total, %llu open, %.1f/s since start; %llu reached the upstream, "
 	       "%llu the broker's own; inspection %s, %llu unparseable\n",
 	    (unsigned long long)st->sessions_total, (unsigned long long)st->sessions_open,
 	    (double)st->sessions_total * 1000.0 / (double)(now_ms - st->started_ms + 1),
 	    (unsigned long long)st->sessions_up, (unsigned long long)st->sessions_internal,
 	    st->inspect ? "on" : "off", (unsigned long long)st->parse_errors);
-	if (st->tunnel) {
+	if (st->nups == 1 && u.tunnels) {
 		char rtt[32];
-		if (!st->tunnel_rtt_known)
-			snprintf(rtt, sizeof(rtt), "not measured yet");
-		else if (st->tunnel_rtt_ms == 0)
-			snprintf(rtt, sizeof(rtt), "< 1 ms");
-		else
-			snprintf(rtt, sizeof(rtt), "%u ms", st->tunnel_rtt_ms);
+		rtt_text(rtt, sizeof(rtt), u.rtt_known, u.rtt_ms);
 		put(o, "tunnel: %s, %llu connects, %llu drops, rtt %s\n",
-		    st->tunnel_up ? "up" : "DOWN", (unsigned long long)st->tunnel_connects,
-		    (unsigned long long)st->tunnel_drops, rtt);
+		    u.tunnels_up ? "up" : "DOWN", (unsigned long long)u.connects,
+		    (unsigned long long)u.drops, rtt);
+	}
+	for (unsigned i = 0; st->nups > 1 && i < st->nups; i++) {
+		const struct stats_upstream *n = &st->ups[i];
+		char rtt[32];
+		rtt_text(rtt, sizeof(rtt), n->rtt_known, n->rtt_ms);
+		put(o, "upstream %s: ", n->name);
+		if (n->tunnel)
+			put(o, "tunnel %s, %llu connects, %llu drops, rtt %s; ", n->up ? "up" : "DOWN",
+			    (unsigned long long)n->connects, (unsigned long long)n->drops, rtt);
+		if (st->broker.on)
+			put(o, "subscription %s, %u devices; ", n->live ? "live" : "DOWN", n->devices);
+		put(o, "%llu failures\n", (unsigned long long)n->failures);
 	}
 	put(o, "upstream failures: %llu\n", (unsigned long long)st->upstream_failures);
 	put(o, "clients closed by --request-timeout: %llu\n",
@@ -518,8 +590,9 @@ static void render_table(const struct stats *st, struct out *o, uint64_t now_ms)
 		put(o, "broker: subscription %s (%llu subscribes, %llu losses), %u devices, "
 		       "%u listeners (%llu dropped), requests answered here %llu, forwarded %llu, "
 		       "refused %llu\n",
-		    b->live ? "live" : "DOWN", (unsigned long long)b->subscribes,
-		    (unsigned long long)b->sub_losses, b->devices, b->listeners,
+		    st->nups > 1 && u.live && u.live < st->nups ? "partial" : u.live ? "live" : "DOWN",
+		    (unsigned long long)u.subscribes, (unsigned long long)u.losses, b->devices,
+		    b->listeners,
 		    (unsigned long long)b->listeners_dropped, (unsigned long long)local,
 		    (unsigned long long)fwd, (unsigned long long)b->refused);
 	}
@@ -548,6 +621,7 @@ static void render_table(const struct stats *st, struct out *o, uint64_t now_ms)
 
 static void render_prometheus(const struct stats *st, struct out *o, uint64_t now_ms)
 {
+	struct ups_sum u = ups_sum(st);
 	put(o, "# TYPE muxshim_sessions_total counter\nmuxshim_sessions_total %llu\n"
 	       "# TYPE muxshim_sessions_open gauge\nmuxshim_sessions_open %llu\n"
 	       "# TYPE muxshim_sessions_upstream_total counter\nmuxshim_sessions_upstream_total %llu\n"
@@ -576,12 +650,29 @@ static void render_prometheus(const struct stats *st, struct out *o, uint64_t no
 	    (unsigned long long)st->request_timeouts);
 	put(o, "# TYPE muxshim_requests_refused_total counter\nmuxshim_requests_refused_total %llu\n",
 	    (unsigned long long)st->requests_refused);
-	if (st->tunnel)
+	if (u.tunnels)
 		put(o, "# TYPE muxshim_tunnel_up gauge\nmuxshim_tunnel_up %d\n"
 		       "# TYPE muxshim_tunnel_connects_total counter\nmuxshim_tunnel_connects_total %llu\n"
 		       "# TYPE muxshim_tunnel_rtt_seconds gauge\nmuxshim_tunnel_rtt_seconds %.3f\n",
-		    st->tunnel_up ? 1 : 0, (unsigned long long)st->tunnel_connects,
-		    st->tunnel_rtt_ms / 1000.0);
+		    u.tunnels_up == u.tunnels ? 1 : 0, (unsigned long long)u.connects,
+		    u.rtt_ms / 1000.0);
+	/* Per upstream (label upstream="unix:/var/run/usbmuxd", ...). */
+	static const char *const per[] = { "muxshim_upstream_up gauge",
+					   "muxshim_upstream_failures_total counter",
+					   "muxshim_upstream_devices gauge" };
+	for (unsigned m = 0; m < 3; m++) {
+		put(o, "# TYPE %s\n", per[m]);
+		for (unsigned i = 0; i < st->nups; i++) {
+			const struct stats_upstream *n = &st->ups[i];
+			put(o, "%.*s{upstream=\"", (int)strcspn(per[m], " "), per[m]);
+			put_label(o, n->name);
+			if (m == 0) /* tunnel: the link; else the subscription (broker) */
+				put(o, "\"} %d\n", n->tunnel ? n->up : st->broker.on ? n->live : 1);
+			else
+				put(o, "\"} %llu\n", m == 1 ? (unsigned long long)n->failures
+							    : (unsigned long long)n->devices);
+		}
+	}
 	if (st->broker.on) {
 		const struct stats_broker *b = &st->broker;
 		put(o, "# TYPE muxshim_broker_requests_total counter\n");
@@ -597,7 +688,7 @@ static void render_prometheus(const struct stats *st, struct out *o, uint64_t no
 		       "# TYPE muxshim_broker_listeners_dropped_total counter\n"
 		       "muxshim_broker_listeners_dropped_total %llu\n"
 		       "# TYPE muxshim_broker_refused_total counter\nmuxshim_broker_refused_total %llu\n",
-		    b->live ? 1 : 0, (unsigned long long)b->subscribes, b->devices, b->listeners,
+		    u.live == st->nups ? 1 : 0, (unsigned long long)u.subscribes, b->devices, b->listeners,
 		    (unsigned long long)b->listeners_dropped, (unsigned long long)b->refused);
 	}
 	put(o, "# TYPE muxshim_client_sessions_total counter\n"

@@ -54,13 +54,26 @@ struct stats_port {
  * counted in the inspector's order (insp_type). */
 struct stats_broker {
 	bool on;
-	bool live;                         /* the subscription is in sync */
 	uint64_t local[INSP_NTYPES];       /* answered without the upstream */
 	uint64_t forwarded[INSP_NTYPES];   /* handed to the upstream */
 	uint64_t refused;                  /* requests refused, client closed */
 	uint64_t listeners_dropped;        /* did not read their events */
+	unsigned listeners, devices;       /* devices: across upstreams */
+};
+
+/* One upstream's numbers (upstream.h). */
+#define STATS_MAX_UPSTREAMS 64
+struct stats_upstream {
+	char name[300];
+	bool tunnel;
+	bool up;                  /* tunnel: the link is up */
+	uint64_t connects, drops; /* tunnel */
+	unsigned rtt_ms;
+	bool rtt_known;
+	uint64_t failures;        /* sessions that could not reach it */
+	bool live;                /* the broker's subscription is in sync */
+	unsigned devices;         /* in its subscription's table */
 	uint64_t subscribes, sub_losses;
-	unsigned listeners, devices;
 };
 
 struct stats {
@@ -81,12 +94,8 @@ struct stats {
 	uint64_t request_timeouts; /* clients closed by --request-timeout */
 	uint64_t requests_refused; /* clients closed by the request gate (inspect.h) */
 	uint64_t upstream_fail_by_errno[8]; /* see stats.c: ENOENT, ECONNREFUSED, ... */
-	/* tunnel */
-	bool tunnel;
-	bool tunnel_up;
-	uint64_t tunnel_connects, tunnel_drops;
-	unsigned tunnel_rtt_ms;
-	bool tunnel_rtt_known;
+	unsigned nups;
+	struct stats_upstream ups[STATS_MAX_UPSTREAMS];
 	struct stats_broker broker;
 	/* configuration */
 	bool inspect;

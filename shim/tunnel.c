@@ -1,12 +1,14 @@
-/* --upstream tunnel:HOST:PORT: every client session becomes a stream of one
- * persistent TCP connection to muxshim-host. The tunnel is dialled at start
- * and redialled with capped, jittered exponential backoff whenever it drops;
- * clients that arrive while it is down wait up to --tunnel-wait, then are
- * closed with a log line saying why. */
+/* The tunnel kind of upstream (upstream.h), --upstream tunnel:HOST:PORT:
+ * every client session becomes a stream of one persistent TCP connection
+ * to muxshim-host, one such connection per tunnel upstream. The tunnel is
+ * dialled at start and redialled with capped, jittered exponential backoff
+ * whenever it drops; clients that arrive while it is down wait up to
+ * --tunnel-wait, then are closed with a log line saying why. */
 #include "shim.h"
 #include "tunnel/link.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,12 +20,13 @@
  * open (waiting for the tunnel is not the client's doing). */
 struct tsession {
 	struct stats_session ss;
+	struct tunnel *t;
 	struct loop_timer clock;
 	struct link_stream *st;
 };
 
 struct pending {
-	struct shim *s;
+	struct tunnel *t;
 	int fd;
 	struct stats_session *ss;
 	uint8_t *pre;          /* handed over by the broker: sent first */
@@ -34,8 +37,9 @@ struct pending {
 
 enum tstate { T_DOWN, T_RESOLVING, T_CONNECTING, T_HANDSHAKE, T_UP };
 
-static struct {
+struct tunnel {
 	struct shim *s;
+	struct upstream *u;
 	enum tstate state;
 	struct link *link;
 	struct loop_watch connect_w;
@@ -51,46 +55,46 @@ static struct {
 	struct log_ratelimit rl_down;
 	struct log_ratelimit rl_wait;
 	char name[ADDR_SPEC_MAX];
-} tc;
-
-static void tunnel_dial(void);
+};
+static void tunnel_dial(struct tunnel *tc);
 
 static void tsession_free(struct stats_session *ss)
 {
 	struct tsession *ts = (struct tsession *)ss;
-	loop_timer_cancel(tc.s->loop, &ts->clock);
+	loop_timer_cancel(ts->t->s->loop, &ts->clock);
 	free(ts);
 }
 
 static void on_request_timeout(struct loop_timer *t)
 {
 	struct tsession *ts = t->ctx;
-	shim_request_timed_out(tc.s, &ts->ss);
+	shim_request_timed_out(ts->t->s, &ts->ss);
 	link_stream_reset(ts->st, TUN_RESET_CANCEL, "client request timeout");
 }
 
-static void schedule_redial(void)
+static void schedule_redial(struct tunnel *tc)
 {
-	tc.state = T_DOWN;
+	tc->state = T_DOWN;
 	/* Half fixed, half random: many shims restarted together by a helper
 	 * restart do not all knock at the same instant. */
 	unsigned jitter = 0;
 	plat_random(&jitter, sizeof(jitter));
-	unsigned delay = tc.backoff_ms / 2 + jitter % (tc.backoff_ms / 2 + 1);
-	loop_timer_arm(tc.s->loop, &tc.retry, delay);
-	tc.backoff_ms = tc.backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : tc.backoff_ms * 2;
+	unsigned delay = tc->backoff_ms / 2 + jitter % (tc->backoff_ms / 2 + 1);
+	loop_timer_arm(tc->s->loop, &tc->retry, delay);
+	tc->backoff_ms = tc->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : tc->backoff_ms * 2;
 }
 
 static void pending_drop(struct pending *p)
 {
+	struct tunnel *tc = p->t;
 	if (p->prev)
 		p->prev->next = p->next;
 	else
-		tc.pending = p->next;
+		tc->pending = p->next;
 	if (p->next)
 		p->next->prev = p->prev;
-	loop_timer_cancel(tc.s->loop, &p->timer);
-	tc.npending--;
+	loop_timer_cancel(tc->s->loop, &p->timer);
+	tc->npending--;
 	free(p->pre);
 	free(p);
 }
@@ -98,13 +102,15 @@ static void pending_drop(struct pending *p)
 static void pending_expired(struct loop_timer *t)
 {
 	struct pending *p = t->ctx;
-	struct shim *s = p->s;
+	struct tunnel *tc = p->t;
+	struct shim *s = tc->s;
 	unsigned suppressed;
-	if (log_ratelimit_pass(&tc.rl_wait, loop_now(s->loop), &suppressed))
+	if (log_ratelimit_pass(&tc->rl_wait, loop_now(s->loop), &suppressed))
 		log_warn("tunnel to %s is down: closed a client after waiting %u ms "
 			 "(is muxshim-host running on the host?)%s",
-			 tc.name, s->cfg.tunnel_wait_ms, suppressed ? " (more suppressed)" : "");
+			 tc->name, s->cfg.tunnel_wait_ms, suppressed ? " (more suppressed)" : "");
 	s->upstream_failures++;
+	tc->u->n->failures++;
 	stats_upstream_failure(&s->stats, -ENOTCONN);
 	stats_session_close(&s->stats, p->ss);
 	tsession_free(p->ss);
@@ -114,15 +120,16 @@ static void pending_expired(struct loop_timer *t)
 	shim_session_ended(s);
 }
 
-static void open_stream(struct shim *s, int fd, struct stats_session *ss, const uint8_t *pre,
+static void open_stream(struct tunnel *tc, int fd, struct stats_session *ss, const uint8_t *pre,
 			size_t npre)
 {
+	struct shim *s = tc->s;
 	int err = 0;
 	struct tsession *ts = (struct tsession *)ss;
-	ts->st = link_stream_open(tc.link, fd, ss, &err);
+	ts->st = link_stream_open(tc->link, fd, ss, &err);
 	if (ts->st) {
 		if (npre && (err = link_stream_write(ts->st, pre, npre)) < 0) {
-			log_warn("tunnel to %s: cannot forward a request: %s", tc.name, strerror(-err));
+			log_warn("tunnel to %s: cannot forward a request: %s", tc->name, strerror(-err));
 			link_stream_reset(ts->st, TUN_RESET_LOCAL_ERROR, "cannot forward the request");
 			return; /* stream_closed frees the session */
 		}
@@ -131,9 +138,10 @@ static void open_stream(struct shim *s, int fd, struct stats_session *ss, const 
 	}
 	stats_session_close(&s->stats, ss);
 	tsession_free(ss);
-	log_warn("tunnel to %s: cannot open a stream: %s", tc.name,
+	log_warn("tunnel to %s: cannot open a stream: %s", tc->name,
 		 err == -ENOSPC ? "the helper's stream limit is reached" : strerror(-err));
 	s->upstream_failures++;
+	tc->u->n->failures++;
 	plat_close(fd);
 	s->nsessions--;
 	shim_session_ended(s);
@@ -141,70 +149,72 @@ static void open_stream(struct shim *s, int fd, struct stats_session *ss, const 
 
 static void link_up(struct link *l)
 {
-	(void)l;
-	tc.state = T_UP;
-	tc.backoff_ms = BACKOFF_FIRST_MS;
-	log_info("tunnel to %s: up", tc.name);
-	tc.s->stats.tunnel_up = true;
-	tc.s->stats.tunnel_connects++;
-	while (tc.pending && tc.state == T_UP) {
-		struct pending *p = tc.pending;
+	struct tunnel *tc = link_ctx(l);
+	tc->state = T_UP;
+	tc->backoff_ms = BACKOFF_FIRST_MS;
+	log_info("tunnel to %s: up", tc->name);
+	tc->u->n->up = true;
+	tc->u->n->connects++;
+	while (tc->pending && tc->state == T_UP) {
+		struct pending *p = tc->pending;
 		int fd = p->fd;
 		struct stats_session *ss = p->ss;
 		uint8_t *pre = p->pre;
 		size_t npre = p->npre;
 		p->pre = NULL;
 		pending_drop(p);
-		open_stream(tc.s, fd, ss, pre, npre);
+		open_stream(tc, fd, ss, pre, npre);
 		free(pre);
 	}
 }
 
 static void link_down(struct link *l, const char *why)
 {
-	bool was_up = tc.state == T_UP;
-	tc.link = NULL;
-	tc.s->stats.tunnel_up = false;
-	if (tc.stopping)
+	struct tunnel *tc = link_ctx(l);
+	bool was_up = tc->state == T_UP;
+	tc->link = NULL;
+	tc->u->n->up = false;
+	if (tc->stopping)
 		return;
 	if (was_up) {
-		tc.drops++;
-		tc.s->stats.tunnel_drops++;
+		tc->drops++;
+		tc->u->n->drops++;
 	}
 	unsigned suppressed;
 	uint32_t code;
 	if (was_up && link_peer_goaway(l, &code) && code == TUN_GOAWAY_NORMAL)
 		/* The helper stopped or restarts, and said so: not a fault. */
 		log_info("tunnel to %s: closed by the helper (%s); open sessions were closed, "
-			 "reconnecting", tc.name, why);
+			 "reconnecting", tc->name, why);
 	else if (was_up)
-		log_warn("tunnel to %s: lost (%s); open sessions were closed, reconnecting", tc.name, why);
-	else if (log_ratelimit_pass(&tc.rl_down, loop_now(tc.s->loop), &suppressed))
-		log_warn("tunnel to %s: handshake failed (%s)", tc.name, why);
-	schedule_redial();
+		log_warn("tunnel to %s: lost (%s); open sessions were closed, reconnecting", tc->name,
+			 why);
+	else if (log_ratelimit_pass(&tc->rl_down, loop_now(tc->s->loop), &suppressed))
+		log_warn("tunnel to %s: handshake failed (%s)", tc->name, why);
+	schedule_redial(tc);
 }
 
 static void link_stream_closed(struct link *l, struct link_stream *st)
 {
+	struct tunnel *tc = link_ctx(l);
 	struct stats_session *ss = link_stream_ctx(st);
-	(void)l;
-	stats_session_close(&tc.s->stats, ss);
+	stats_session_close(&tc->s->stats, ss);
 	tsession_free(ss);
-	tc.s->nsessions--;
-	shim_session_ended(tc.s);
+	tc->s->nsessions--;
+	shim_session_ended(tc->s);
 }
 
 static void link_rtt(struct link *l, unsigned ms)
 {
-	(void)l;
-	tc.s->stats.tunnel_rtt_ms = ms;
-	tc.s->stats.tunnel_rtt_known = true;
+	struct tunnel *tc = link_ctx(l);
+	tc->u->n->rtt_ms = ms;
+	tc->u->n->rtt_known = true;
 }
 
 static size_t client_room(struct link_stream *st)
 {
 	struct tsession *ts = link_stream_ctx(st);
-	return stats_client_room(&tc.s->stats, &ts->ss);
+	return stats_client_room(&ts->t->s->stats, &ts->ss);
 }
 
 /* A refused request: the link resets the stream without sending this read
@@ -212,18 +222,20 @@ static size_t client_room(struct link_stream *st)
 static int client_bytes(struct link_stream *st, const uint8_t *p, size_t n)
 {
 	struct tsession *ts = link_stream_ctx(st);
-	int rc = stats_client_bytes(&tc.s->stats, &ts->ss, p, n);
+	struct shim *s = ts->t->s;
+	int rc = stats_client_bytes(&s->stats, &ts->ss, p, n);
 	if (rc < 0) {
-		shim_request_refused(tc.s, &ts->ss);
+		shim_request_refused(s, &ts->ss);
 		return rc;
 	}
-	shim_request_clock(tc.s, &ts->ss, &ts->clock);
+	shim_request_clock(s, &ts->ss, &ts->clock);
 	return 0;
 }
 
 static void upstream_bytes(struct link_stream *st, const uint8_t *p, size_t n)
 {
-	stats_upstream_bytes(&tc.s->stats, link_stream_ctx(st), p, n);
+	struct tsession *ts = link_stream_ctx(st);
+	stats_upstream_bytes(&ts->t->s->stats, &ts->ss, p, n);
 }
 
 static const struct link_ops ops = {
@@ -236,9 +248,9 @@ static const struct link_ops ops = {
 	.remote_bytes = upstream_bytes,
 };
 
-static void start_link(int fd)
+static void start_link(struct tunnel *tc, int fd)
 {
-	struct shim *s = tc.s;
+	struct shim *s = tc->s;
 	struct link_config lc = {
 		.role = TUN_ROLE_SHIM,
 		.max_frame = 16 * 1024,
@@ -248,37 +260,38 @@ static void start_link(int fd)
 		.token_len = s->cfg.token_len,
 		.keepalive_ms = s->cfg.keepalive_ms,
 		.handshake_ms = 10000,
-		.peer_name = tc.name,
+		.peer_name = tc->name,
 	};
-	tc.state = T_HANDSHAKE;
-	tc.connects++;
-	int rc = link_new(s->loop, fd, &lc, &ops, NULL, &tc.link);
+	tc->state = T_HANDSHAKE;
+	tc->connects++;
+	int rc = link_new(s->loop, fd, &lc, &ops, tc, &tc->link);
 	if (rc == -EPIPE)
 		return; /* closed at once; link_down scheduled the redial */
 	if (rc < 0) {
-		log_error("tunnel to %s: %s", tc.name, strerror(-rc));
+		log_error("tunnel to %s: %s", tc->name, strerror(-rc));
 		plat_close(fd);
-		schedule_redial();
+		schedule_redial(tc);
 	}
 }
 
 static void on_connect(struct loop_watch *w, unsigned ev)
 {
 	(void)ev;
+	struct tunnel *tc = w->ctx;
 	int fd = w->fd;
 	int rc = plat_connect_result(fd);
-	loop_timer_cancel(tc.s->loop, &tc.connect_timer);
-	loop_watch_remove(tc.s->loop, w);
+	loop_timer_cancel(tc->s->loop, &tc->connect_timer);
+	loop_watch_remove(tc->s->loop, w);
 	if (rc < 0) {
 		unsigned suppressed;
-		if (log_ratelimit_pass(&tc.rl_down, loop_now(tc.s->loop), &suppressed))
-			log_warn("tunnel to %s: cannot connect: %s (retrying)", tc.name, strerror(-rc));
+		if (log_ratelimit_pass(&tc->rl_down, loop_now(tc->s->loop), &suppressed))
+			log_warn("tunnel to %s: cannot connect: %s (retrying)", tc->name, strerror(-rc));
 		plat_close(fd);
-		resolver_retry(tc.s->resolver);
-		schedule_redial();
+		resolver_retry(tc->u->resolver);
+		schedule_redial(tc);
 		return;
 	}
-	start_link(fd);
+	start_link(tc, fd);
 }
 
 /* A SYN nobody answers (a helper whose listen queue overflowed, a host
@@ -286,89 +299,100 @@ static void on_connect(struct loop_watch *w, unsigned ev)
  * minute or more; dialling again is what gets through. */
 static void on_connect_timeout(struct loop_timer *t)
 {
-	(void)t;
-	int fd = tc.connect_w.fd;
+	struct tunnel *tc = t->ctx;
+	int fd = tc->connect_w.fd;
 	unsigned suppressed;
-	loop_watch_remove(tc.s->loop, &tc.connect_w);
+	loop_watch_remove(tc->s->loop, &tc->connect_w);
 	plat_close(fd);
-	if (log_ratelimit_pass(&tc.rl_down, loop_now(tc.s->loop), &suppressed))
+	if (log_ratelimit_pass(&tc->rl_down, loop_now(tc->s->loop), &suppressed))
 		log_warn("tunnel to %s: cannot connect: no answer within %u ms (--connect-timeout; "
-			 "retrying)", tc.name, tc.s->cfg.connect_timeout_ms);
-	resolver_retry(tc.s->resolver);
-	schedule_redial();
+			 "retrying)", tc->name, tc->s->cfg.connect_timeout_ms);
+	resolver_retry(tc->u->resolver);
+	schedule_redial(tc);
 }
 
-static void tunnel_dial(void)
+static void tunnel_dial(struct tunnel *tc)
 {
-	struct shim *s = tc.s;
+	struct shim *s = tc->s;
 	int fd;
 	struct plat_addr a;
-	int rc = resolver_get(s->resolver, &a);
+	int rc = resolver_get(tc->u->resolver, &a);
 	if (rc == -EAGAIN) {
-		tc.state = T_RESOLVING; /* tunnel_resolved dials */
+		tc->state = T_RESOLVING; /* tunnel_resolved dials */
 		return;
 	}
-	tc.state = T_CONNECTING;
-	tc.last_dial_ms = loop_now(s->loop);
+	tc->state = T_CONNECTING;
+	tc->last_dial_ms = loop_now(s->loop);
 	bool resolved = rc == 0;
 	if (resolved)
 		rc = plat_tcp_connect_addr(&a, &fd);
 	if (rc == 0) {
-		start_link(fd);
+		start_link(tc, fd);
 		return;
 	}
 	if (rc == -EINPROGRESS) {
-		loop_watch_init(&tc.connect_w, fd, on_connect, NULL);
-		if (loop_watch_set(s->loop, &tc.connect_w, LOOP_OUT) == 0) {
+		loop_watch_init(&tc->connect_w, fd, on_connect, tc);
+		if (loop_watch_set(s->loop, &tc->connect_w, LOOP_OUT) == 0) {
 			if (s->cfg.connect_timeout_ms)
-				loop_timer_arm(s->loop, &tc.connect_timer, s->cfg.connect_timeout_ms);
+				loop_timer_arm(s->loop, &tc->connect_timer, s->cfg.connect_timeout_ms);
 			return;
 		}
-		loop_watch_remove(s->loop, &tc.connect_w);
+		loop_watch_remove(s->loop, &tc->connect_w);
 		plat_close(fd);
 	}
 	unsigned suppressed;
-	if (log_ratelimit_pass(&tc.rl_down, loop_now(s->loop), &suppressed))
-		log_warn("tunnel to %s: cannot %s: %s (retrying)", tc.name,
+	if (log_ratelimit_pass(&tc->rl_down, loop_now(s->loop), &suppressed))
+		log_warn("tunnel to %s: cannot %s: %s (retrying)", tc->name,
 			 resolved ? "connect" : "resolve the name", strerror(-rc));
-	resolver_retry(s->resolver);
-	schedule_redial();
+	resolver_retry(tc->u->resolver);
+	schedule_redial(tc);
 }
 
 static void on_retry(struct loop_timer *t)
 {
-	(void)t;
-	tunnel_dial();
+	tunnel_dial(t->ctx);
 }
 
-void tunnel_resolved(struct shim *s)
+static void tunnel_resolved(struct upstream *u)
 {
-	(void)s;
-	if (tc.state == T_RESOLVING)
-		tunnel_dial();
+	struct tunnel *tc = u->tunnel;
+	if (tc && tc->state == T_RESOLVING)
+		tunnel_dial(tc);
 }
 
-void tunnel_init(struct shim *s)
+static void tunnel_start(struct upstream *u)
 {
-	tc.s = s;
-	tc.backoff_ms = BACKOFF_FIRST_MS;
-	tc.rl_down.interval_ms = 10000;
-	tc.rl_wait.interval_ms = 10000;
-	addr_format(&s->cfg.upstream, tc.name, sizeof(tc.name));
-	memmove(tc.name, tc.name + strlen("tunnel:"), strlen(tc.name) - strlen("tunnel:") + 1);
-	loop_timer_init(&tc.retry, on_retry, NULL);
-	loop_timer_init(&tc.connect_timer, on_connect_timeout, NULL);
-	tunnel_dial();
+	struct tunnel *tc = calloc(1, sizeof(*tc));
+	if (!tc) {
+		/* Sessions for it then fail at once (tunnel_enter). */
+		log_error("tunnel to %s: out of memory", u->name);
+		return;
+	}
+	u->tunnel = tc;
+	tc->s = u->shim;
+	tc->u = u;
+	tc->backoff_ms = BACKOFF_FIRST_MS;
+	tc->rl_down.interval_ms = 10000;
+	tc->rl_wait.interval_ms = 10000;
+	snprintf(tc->name, sizeof(tc->name), "%s", u->name + strlen("tunnel:"));
+	loop_timer_init(&tc->retry, on_retry, tc);
+	loop_timer_init(&tc->connect_timer, on_connect_timeout, tc);
+	tunnel_dial(tc);
 }
 
 /* A client for the tunnel: a stream now, or a place in the queue of those
  * waiting for it (unread, up to --tunnel-wait). pre: what goes first. */
-static int tunnel_enter(struct shim *s, int fd, struct tsession *ts, const uint8_t *pre,
+static int tunnel_enter(struct upstream *u, int fd, struct tsession *ts, const uint8_t *pre,
 			size_t npre)
 {
+	struct tunnel *tc = u->tunnel;
+	struct shim *s = u->shim;
 	struct stats_session *ss = &ts->ss;
-	if (tc.state == T_UP) {
-		open_stream(s, fd, ss, pre, npre);
+	if (!tc)
+		return -ENOMEM;
+	ts->t = tc;
+	if (tc->state == T_UP) {
+		open_stream(tc, fd, ss, pre, npre);
 		return 0;
 	}
 	struct pending *p = calloc(1, sizeof(*p));
@@ -379,30 +403,31 @@ static int tunnel_enter(struct shim *s, int fd, struct tsession *ts, const uint8
 	if (npre)
 		memcpy(p->pre, pre, npre);
 	p->npre = npre;
-	p->s = s;
+	p->t = tc;
 	p->fd = fd;
 	p->ss = ss;
 	loop_timer_init(&p->timer, pending_expired, p);
 	loop_timer_arm(s->loop, &p->timer, s->cfg.tunnel_wait_ms);
-	struct pending **pp = &tc.pending, *prev = NULL;
+	struct pending **pp = &tc->pending, *prev = NULL;
 	while (*pp) {
 		prev = *pp;
 		pp = &(*pp)->next;
 	}
 	p->prev = prev;
 	*pp = p;
-	tc.npending++;
-	if (tc.state == T_DOWN && loop_now(s->loop) - tc.last_dial_ms >= BACKOFF_FIRST_MS) {
+	tc->npending++;
+	if (tc->state == T_DOWN && loop_now(s->loop) - tc->last_dial_ms >= BACKOFF_FIRST_MS) {
 		/* A client is waiting: do not sit out the rest of a long backoff
 		 * (but do not dial more often than the first backoff step). */
-		loop_timer_cancel(s->loop, &tc.retry);
-		tunnel_dial();
+		loop_timer_cancel(s->loop, &tc->retry);
+		tunnel_dial(tc);
 	}
 	return 0;
 }
 
-void tunnel_accept(struct shim *s, int fd)
+static void tunnel_accept(struct upstream *u, int fd)
 {
+	struct shim *s = u->shim;
 	struct tsession *ts = calloc(1, sizeof(*ts));
 	if (!ts) {
 		plat_close(fd);
@@ -412,7 +437,7 @@ void tunnel_accept(struct shim *s, int fd)
 	s->nsessions++;
 	s->sessions_total++;
 	shim_attribute(s, &ts->ss, fd);
-	if (tunnel_enter(s, fd, ts, NULL, 0) < 0) {
+	if (tunnel_enter(u, fd, ts, NULL, 0) < 0) {
 		stats_session_close(&s->stats, &ts->ss);
 		free(ts);
 		plat_close(fd);
@@ -421,8 +446,8 @@ void tunnel_accept(struct shim *s, int fd)
 	}
 }
 
-int tunnel_adopt(struct shim *s, int fd, struct stats_session *moved, const uint8_t *pre,
-		 size_t n)
+static int tunnel_adopt(struct upstream *u, int fd, struct stats_session *moved,
+			const uint8_t *pre, size_t n)
 {
 	if (n > SHIM_ADOPT_MAX)
 		return -EMSGSIZE;
@@ -431,23 +456,54 @@ int tunnel_adopt(struct shim *s, int fd, struct stats_session *moved, const uint
 		return -ENOMEM;
 	loop_timer_init(&ts->clock, on_request_timeout, ts);
 	ts->ss = *moved;
-	int rc = tunnel_enter(s, fd, ts, pre, n);
+	int rc = tunnel_enter(u, fd, ts, pre, n);
 	if (rc < 0)
 		free(ts);
 	return rc;
 }
 
-void tunnel_shutdown(void)
+static int tunnel_probe(struct upstream *u, char *why, size_t cap)
 {
-	tc.stopping = true;
-	loop_timer_cancel(tc.s->loop, &tc.retry);
-	loop_timer_cancel(tc.s->loop, &tc.connect_timer);
-	while (tc.pending) {
-		plat_close(tc.pending->fd);
-		stats_session_close(&tc.s->stats, tc.pending->ss);
-		tsession_free(tc.pending->ss);
-		pending_drop(tc.pending);
+	const struct stats_upstream *n = u->n;
+	if (!n->up) {
+		snprintf(why, cap, "upstream %s: the tunnel is down (%llu connects, %llu drops so far)",
+			 u->name, (unsigned long long)n->connects, (unsigned long long)n->drops);
+		return -ENOTCONN;
 	}
-	if (tc.link)
-		link_close(tc.link, TUN_GOAWAY_NORMAL, "shim shutting down");
+	snprintf(why, cap, "upstream %s: tunnel up", u->name);
+	return 0;
 }
+
+static void tunnel_stop(struct upstream *u)
+{
+	struct tunnel *tc = u->tunnel;
+	if (!tc)
+		return;
+	tc->stopping = true;
+	loop_timer_cancel(tc->s->loop, &tc->retry);
+	loop_timer_cancel(tc->s->loop, &tc->connect_timer);
+	if (tc->state == T_CONNECTING && tc->connect_w.fd >= 0) {
+		int fd = tc->connect_w.fd;
+		loop_watch_remove(tc->s->loop, &tc->connect_w);
+		plat_close(fd);
+	}
+	while (tc->pending) {
+		plat_close(tc->pending->fd);
+		stats_session_close(&tc->s->stats, tc->pending->ss);
+		tsession_free(tc->pending->ss);
+		pending_drop(tc->pending);
+	}
+	if (tc->link)
+		link_close(tc->link, TUN_GOAWAY_NORMAL, "shim shutting down");
+	u->tunnel = NULL;
+	free(tc);
+}
+
+const struct upstream_ops tunnel_ops = {
+	.start = tunnel_start,
+	.resolved = tunnel_resolved,
+	.accept = tunnel_accept,
+	.adopt = tunnel_adopt,
+	.probe = tunnel_probe,
+	.stop = tunnel_stop,
+};

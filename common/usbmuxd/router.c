@@ -75,6 +75,42 @@ static int forward(struct route *r, const struct umx_request *rq, unsigned upstr
 	return rc;
 }
 
+/* The host whose BUID a pairing client should record is the one that will
+ * keep the pair record: the upstream of the phone. ReadBUID names no
+ * phone, so: the upstream that holds every device this client may see
+ * (a container limited to its phones, all on one host), else the first
+ * upstream whose BUID is known (docs/BROKER.md, "Several upstreams"). */
+static int read_buid(const struct router_view *v, const struct umx_request *rq, struct route *r)
+{
+	int owner = -1;
+	for (size_t i = 0; i < v->table->n; i++) {
+		const struct umx_entry *e = &v->table->e[i];
+		if (!umx_filter_allows(v->filter, &e->dev))
+			continue;
+		if (owner >= 0 && (unsigned)owner != e->upstream) {
+			owner = -2; /* on several upstreams */
+			break;
+		}
+		owner = (int)e->upstream;
+	}
+	unsigned up = 0;
+	if (owner >= 0 && (unsigned)owner < v->nupstreams) {
+		up = (unsigned)owner;
+	} else {
+		for (unsigned i = 0; i < v->nupstreams; i++)
+			if (v->buid && v->buid[i]) {
+				up = i;
+				break;
+			}
+	}
+	if (v->buid && v->buid[up]) {
+		r->kind = ROUTE_ANSWER;
+		r->local = true;
+		return umx_encode_buid(rq->tag, v->buid[up], &r->msg, &r->len);
+	}
+	return forward(r, rq, up, NULL);
+}
+
 static int route_connect(const struct router_view *v, const struct umx_request *rq, struct route *r)
 {
 	if (rq->malformed)
@@ -143,12 +179,7 @@ static int route(const struct router_view *v, bool strict, const struct umx_requ
 	case UMX_REQ_CONNECT:
 		return route_connect(v, rq, r);
 	case UMX_REQ_READ_BUID:
-		if (v->buid && v->buid[0]) {
-			r->kind = ROUTE_ANSWER;
-			r->local = true;
-			return umx_encode_buid(rq->tag, v->buid[0], &r->msg, &r->len);
-		}
-		return forward(r, rq, 0, NULL);
+		return read_buid(v, rq, r);
 	case UMX_REQ_LIST_LISTENERS: {
 		plist_t d = plist_new_dict();
 		plist_dict_set_item(d, "ListenerList",

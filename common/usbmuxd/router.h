@@ -5,7 +5,9 @@
  *
  * Rules (docs/BROKER.md):
  * - ListDevices, ListListeners: answered here; ReadBUID too once the
- *   upstream's BUID is known (else forwarded to it).
+ *   upstream's BUID is known (else forwarded to it): with several upstreams,
+ *   that of the upstream holding every device the client may see, else the
+ *   first whose BUID is known.
  * - Listen: the caller sends Result 0 and one Attached per visible device.
  * - Connect: forwarded to the upstream that owns the DeviceID, with that
  *   upstream's own ID; a device that is unknown or filtered out is answered

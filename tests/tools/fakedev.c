@@ -47,11 +47,24 @@ static struct {
     const char *sock_path;
     uint32_t ndev;
     const char *tcp_host;
+    const char *prefix;   /* serials: PREFIX-0001 ... */
+    const char *buid;
     bool verbose;
     bool no_splice;
     struct sockaddr_storage tcp_addr; /* resolved tcp-host, port filled per connect */
     socklen_t tcp_addrlen;
-} g = {.ndev = 1, .tcp_host = "127.0.0.1"};
+} g = {.ndev = 1, .tcp_host = "127.0.0.1", .prefix = "fakedev", .buid = FD_BUID};
+
+/* Pair records, kept in memory as a host's usbmuxd keeps them on disk:
+ * SavePairRecord stores, ReadPairRecord returns, DeletePairRecord removes
+ * (under g_mu). Bounded: a test saves a handful. */
+#define FD_MAX_RECORDS 64u
+#define FD_RECORD_MAX (64u * 1024u)
+static struct {
+    char id[UMX_SERIAL_MAX + 1];
+    char *data;
+    uint64_t len;
+} g_records[FD_MAX_RECORDS];
 
 static atomic_ulong g_conn_id;
 
@@ -90,6 +103,8 @@ static void usage(FILE *f)
                "  --devices N      number of fake devices, DeviceID 1..N (default 1, max %u)\n"
                "  --tcp-host HOST  where Connect(port) goes: HOST:port (default 127.0.0.1)\n"
                "  --no-splice      never use splice() in the bridge (read()/write() only)\n"
+               "  --serial-prefix P serials P-0001 ... (default fakedev)\n"
+               "  --buid BUID      what ReadBUID answers (default " FD_BUID ")\n"
                "  --verbose        log every request on stderr\n",
                FD_MAX_DEVICES);
 }
@@ -105,7 +120,7 @@ static void usage(FILE *f)
 static struct umx_device device_model(uint32_t id)
 {
     struct umx_device d = {.id = id, .product_id = FD_PRODUCT_ID, .location_id = FD_LOCATION_ID};
-    snprintf(d.serial, sizeof d.serial, "fakedev-%04u", id);
+    snprintf(d.serial, sizeof d.serial, "%s-%04u", g.prefix, id);
     return d;
 }
 
@@ -386,6 +401,62 @@ static void plug_event(bool plug)
 
 /* Answers one decoded request. Replies are plist ones for a plist message,
  * binary ones otherwise. */
+static int record_slot(const char *id, bool create)
+{
+    int free_slot = -1;
+    for (unsigned i = 0; i < FD_MAX_RECORDS; i++) {
+        if (g_records[i].data && strcmp(g_records[i].id, id) == 0)
+            return (int)i;
+        if (!g_records[i].data && free_slot < 0)
+            free_slot = (int)i;
+    }
+    return create ? free_slot : -1;
+}
+
+static int pair_record(unsigned long cid, int fd, const struct umx_request *rq, bool plist,
+                       uint32_t tag)
+{
+    if (!rq->has_record_id)
+        return send_result(fd, plist, tag, UMX_RESULT_BADCOMMAND);
+    pthread_mutex_lock(&g_mu);
+    int i = record_slot(rq->record_id, rq->type == UMX_REQ_SAVE_PAIR_RECORD);
+    uint32_t res = UMX_RESULT_OK;
+    plist_t reply = NULL;
+    if (rq->type == UMX_REQ_SAVE_PAIR_RECORD) {
+        plist_t data = rq->dict ? plist_dict_get_item(rq->dict, "PairRecordData") : NULL;
+        char *copy = NULL;
+        uint64_t len = 0;
+        if (data && plist_get_node_type(data) == PLIST_DATA) {
+            const char *p = plist_get_data_ptr(data, &len);
+            if (p && len <= FD_RECORD_MAX && (copy = malloc(len ? len : 1)))
+                memcpy(copy, p, len);
+        }
+        if (!copy || i < 0) {
+            free(copy);
+            res = UMX_RESULT_BADCOMMAND;
+        } else {
+            free(g_records[i].data);
+            snprintf(g_records[i].id, sizeof g_records[i].id, "%s", rq->record_id);
+            g_records[i].data = copy;
+            g_records[i].len = len;
+        }
+    } else if (i < 0) {
+        res = UMX_RESULT_NO_RECORD;
+    } else if (rq->type == UMX_REQ_DELETE_PAIR_RECORD) {
+        free(g_records[i].data);
+        g_records[i].data = NULL;
+    } else {
+        reply = plist_new_dict();
+        plist_dict_set_item(reply, "PairRecordData",
+                            plist_new_data(g_records[i].data, g_records[i].len));
+    }
+    pthread_mutex_unlock(&g_mu);
+    VLOG("conn %lu: %s %s -> %u", cid, umx_req_name(rq->type), rq->record_id, res);
+    if (reply)
+        return send_plist_owned(fd, tag, reply);
+    return send_result(fd, plist, tag, res);
+}
+
 static enum action handle_request(unsigned long cid, int fd, const struct umx_request *rq,
                                   int *tcp_fd)
 {
@@ -412,7 +483,7 @@ static enum action handle_request(unsigned long cid, int fd, const struct umx_re
     case UMX_REQ_READ_BUID: {
         uint8_t *m = NULL;
         size_t n = 0;
-        rc = umx_encode_buid(tag, FD_BUID, &m, &n);
+        rc = umx_encode_buid(tag, g.buid, &m, &n);
         rc = tu_mux_send(fd, rc, m, n);
         break;
     }
@@ -427,11 +498,9 @@ static enum action handle_request(unsigned long cid, int fd, const struct umx_re
         act = ACT_LISTEN;
         break;
     case UMX_REQ_READ_PAIR_RECORD:
-        rc = send_result(fd, plist, tag, UMX_RESULT_NO_RECORD);
-        break;
     case UMX_REQ_SAVE_PAIR_RECORD:
     case UMX_REQ_DELETE_PAIR_RECORD:
-        rc = send_result(fd, plist, tag, UMX_RESULT_OK);
+        rc = pair_record(cid, fd, rq, plist, tag);
         break;
     case UMX_REQ_CONNECT: {
         uint32_t res = rq->malformed ? rq->malformed
@@ -576,6 +645,8 @@ int main(int argc, char **argv)
         {"tcp-host", required_argument, NULL, 'H'},
         {"verbose", no_argument, NULL, 'v'},
         {"no-splice", no_argument, NULL, 'S'},
+        {"serial-prefix", required_argument, NULL, 'P'},
+        {"buid", required_argument, NULL, 'B'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -599,6 +670,20 @@ int main(int argc, char **argv)
             break;
         case 'S':
             g.no_splice = true;
+            break;
+        case 'P':
+            if (!*optarg || strlen(optarg) > 200) {
+                fprintf(stderr, "fakedev: --serial-prefix: 1 to 200 characters\n");
+                return 2;
+            }
+            g.prefix = optarg;
+            break;
+        case 'B':
+            if (!*optarg || strlen(optarg) > UMX_SERIAL_MAX) {
+                fprintf(stderr, "fakedev: --buid: 1 to %u characters\n", UMX_SERIAL_MAX);
+                return 2;
+            }
+            g.buid = optarg;
             break;
         case 'h':
             usage(stdout);

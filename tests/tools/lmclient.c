@@ -2,7 +2,7 @@
  * lmclient - a fixed sequence of real libusbmuxd calls, for muxshim tests.
  *
  *   lmclient all [--expect-devices N] [--connect-port P] [--udid ID] [--events-ms MS]
- *                [--no-pair-check]
+ *                [--no-pair-check] [--keep-record]
  *
  * Talks to whatever USBMUXD_SOCKET_ADDRESS names (libusbmuxd reads it itself).
  * Prints one normalised line per step on stdout: return codes and data, never
@@ -13,12 +13,14 @@
  * Steps:
  *   list        usbmuxd_get_device_list: count and sorted serials
  *   buid        usbmuxd_read_buid
- *   save        usbmuxd_save_pair_record_with_device_id(ID, 0, fixed plist)
+ *   save        usbmuxd_save_pair_record_with_device_id(ID, 0, fixed plist whose
+ *               SystemBUID is what buid read, as a pairing client records it)
  *   read        usbmuxd_read_pair_record(ID), compared with what was saved
  *               (usbmuxd re-encodes the record, so the comparison is on the
  *               parsed plist, not on the bytes)
  *   delete      usbmuxd_delete_pair_record(ID)
  *   reread      usbmuxd_read_pair_record(ID) again: must fail
+ *               (--keep-record: neither delete nor reread; the record stays)
  *   events      usbmuxd_events_subscribe, events seen within --events-ms
  *               (default 1000; longer, up to LM_EVENTS_MAX_MS, while fewer
  *               than --expect-devices adds have come), sorted; then
@@ -121,10 +123,17 @@ static int step_list(int expect_devices)
     return 0;
 }
 
+/* What ReadBUID said: the record saved next names it as its SystemBUID,
+ * as a pairing client does (libimobiledevice's lockdownd pairing). */
+static char g_buid[256];
+static bool g_keep; /* --keep-record: leave the saved record where it went */
+
 static void step_buid(void)
 {
     char *buid = NULL;
     int rc = usbmuxd_read_buid(&buid);
+    if (rc == 0 && buid)
+        snprintf(g_buid, sizeof g_buid, "%s", buid);
     printf("buid rc=%d value=%s\n", rc, (rc == 0 && buid) ? buid : "-");
     if (rc != 0)
         fail("buid", "usbmuxd_read_buid returned %d", rc);
@@ -141,7 +150,8 @@ static plist_t make_record(void)
     plist_dict_set_item(d, "DeviceCertificate", plist_new_data(cert, sizeof cert - 1));
     plist_dict_set_item(d, "HostCertificate", plist_new_data(cert, sizeof cert - 1));
     plist_dict_set_item(d, "HostID", plist_new_string("5C4B0F1E-0000-4000-8000-00000000CAFE"));
-    plist_dict_set_item(d, "SystemBUID", plist_new_string("00000000-0000-0000-0000-000000000000"));
+    plist_dict_set_item(d, "SystemBUID",
+                        plist_new_string(g_buid[0] ? g_buid : "00000000-0000-0000-0000-000000000000"));
     plist_dict_set_item(d, "WiFiMACAddress", plist_new_string("00:00:00:00:00:00"));
     plist_dict_set_item(d, "EscrowBag", plist_new_data("\x00\x01\x02\x03\xfe\xff", 6));
     return d;
@@ -196,6 +206,10 @@ static void step_pair_records(const char *udid)
     }
     free(data);
     data = NULL;
+    if (g_keep) {
+        free(xml);
+        return;
+    }
 
     rc = usbmuxd_delete_pair_record(udid);
     printf("delete rc=%d\n", rc);
@@ -424,7 +438,7 @@ static void step_connect_dev1(int port)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: lmclient all [--expect-devices N] [--connect-port P] [--udid ID]"
-               " [--events-ms MS] [--no-pair-check]\n"
+               " [--events-ms MS] [--no-pair-check] [--keep-record]\n"
                "  talks to USBMUXD_SOCKET_ADDRESS (UNIX:/path or host:port) or /var/run/usbmuxd\n");
 }
 
@@ -462,6 +476,9 @@ int main(int argc, char **argv)
             udid = v;
         else if (strcmp(a, "--no-pair-check") == 0) {
             g_no_pair_check = true;
+            continue;
+        } else if (strcmp(a, "--keep-record") == 0) {
+            g_keep = true;
             continue;
         } else
             ok = false;

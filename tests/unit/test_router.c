@@ -245,6 +245,46 @@ static void buid_listen_listeners_other(void)
 	route_free(&r);
 }
 
+static const char *buid_answer(void)
+{
+	static char got[64];
+	struct route r;
+	struct umx_event ev;
+	got[0] = '\0';
+	CU_ASSERT_EQUAL_FATAL(route_xml("<key>MessageType</key><string>ReadBUID</string>", 3, &r), 0);
+	if (r.kind == ROUTE_FORWARD) {
+		snprintf(got, sizeof(got), "forward %u", r.upstream);
+	} else {
+		decode_msg(&r, &ev);
+		snprintf(got, sizeof(got), "%s", ev.text);
+		umx_event_free(&ev);
+	}
+	route_free(&r);
+	return got;
+}
+
+/* A pairing client records the BUID it reads; the record is kept by the
+ * phone's host: a client that can see phones of one host only gets that
+ * host's BUID (or its question goes there), else the first known. */
+static void buid_of_the_phones_host(void)
+{
+	setup();
+	CU_ASSERT_STRING_EQUAL(buid_answer(), "forward 0"); /* phones on both, none known */
+	buids[1] = "BUID-OF-B";
+	CU_ASSERT_STRING_EQUAL(buid_answer(), "BUID-OF-B"); /* the first known */
+	buids[0] = "BUID-OF-A";
+	CU_ASSERT_STRING_EQUAL(buid_answer(), "BUID-OF-A");
+	CU_ASSERT_EQUAL(umx_filter_add_list(&filter, "phone-b"), 0); /* only on B */
+	CU_ASSERT_STRING_EQUAL(buid_answer(), "BUID-OF-B");
+	buids[1] = NULL;
+	CU_ASSERT_STRING_EQUAL(buid_answer(), "forward 1");
+	umx_filter_init(&filter);
+	CU_ASSERT_EQUAL(umx_filter_set_conn(&filter, "network"), 0); /* phone-a over Wi-Fi: B */
+	CU_ASSERT_STRING_EQUAL(buid_answer(), "forward 1");
+	CU_ASSERT_EQUAL(umx_filter_add_list(&filter, "phone-x"), 0); /* sees nothing */
+	CU_ASSERT_STRING_EQUAL(buid_answer(), "BUID-OF-A");
+}
+
 static void versions(void)
 {
 	setup();
@@ -347,6 +387,7 @@ int unit_router(void)
 		{ "Connect routed to the owner, IDs mapped back", connect_routed_and_rewritten },
 		{ "pair records go where the phone is", pair_records },
 		{ "ReadBUID, Listen, ListListeners, unknown types", buid_listen_listeners_other },
+		{ "ReadBUID: the BUID of the phones' host", buid_of_the_phones_host },
 		{ "versions: 2 refused, v0 Listen/Connect only", versions },
 		{ "strict (the helper's tenants): unknown, unnamed or hidden refused", strict_refusals },
 		{ NULL, NULL },
