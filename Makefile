@@ -334,7 +334,8 @@ ASAN_SUITES := tests.integration.test_shim tests.integration.test_tunnel tests.i
                tests.integration.test_tenants \
                tests.integration.test_stats tests.integration.test_hardening tests.integration.test_run \
                tests.integration.test_faults tests.integration.test_adversarial \
-               tests.integration.test_broker tests.integration.test_encryption
+               tests.integration.test_broker tests.integration.test_encryption \
+               tests.integration.test_aggregate
 integration-asan: $(B)/asan/muxshim $(B)/asan/muxshim-host $(B)/muxshim-run tools clients
 	MUXSHIM_SANITIZED=1 MUXSHIM_BIN=$(CURDIR)/$(B)/asan/muxshim \
 	MUXSHIM_HOST_BIN=$(CURDIR)/$(B)/asan/muxshim-host \

@@ -1022,7 +1022,8 @@ def _upstream_arg(upstream):
 class Shim(Proc):
     """build/muxshim (or $MUXSHIM_BIN) listening on `listen`, relaying to `upstream`.
 
-    upstream: a path (becomes unix:PATH) or an address string ("unix:/p").
+    upstream: a path (becomes unix:PATH) or an address string ("unix:/p");
+    None: no --upstream (MUXSHIM_UPSTREAM or the default applies).
     Ready when the listen socket and the control socket (LISTEN.ctl, or
     --control's; not with --control none) accept a connection.
     """
@@ -1032,11 +1033,12 @@ class Shim(Proc):
         self.binary = binary or shim_binary()
         require_binary(self.binary, "build it with `make` (or set MUXSHIM_BIN)")
         self.listen = listen
-        self.upstream = _upstream_arg(upstream)
+        self.upstream = _upstream_arg(upstream) if upstream is not None else None
         extra = [str(a) for a in extra_args]
         extra += shim_mode(extra)
-        argv = [self.binary, "--listen", listen, "--upstream", self.upstream,
-                "--log-level", log_level] + extra
+        argv = [self.binary, "--listen", listen] + \
+            (["--upstream", self.upstream] if self.upstream else []) + \
+            ["--log-level", log_level] + extra
         # The control socket comes up last (after --socket-owner is applied,
         # for one): waiting for it too means start() returns a daemon that
         # is fully set up, however slowly it starts (valgrind). It is tried

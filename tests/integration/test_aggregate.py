@@ -1,0 +1,257 @@
+"""One shim, several upstreams (issue 14): phones of several hosts in one
+container.
+
+Each "host" is a fakedev (its own phones, serials HOSTn-0001..., its own
+BUID and pair-record store) behind its own muxshim-host with a token; the
+shim aggregates them over one encrypted tunnel per host. Real clients
+(idevice_id, lmclient on libusbmuxd) list, forward and pair through it;
+each host's fakedev logs what reached it, so routing is checked where it
+lands.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from tunnel_util import Helper  # noqa: E402
+from test_broker import LIST, ask, raw, read_msg, serials, session  # noqa: E402
+
+WAIT = 30  # generous bound for conditions expected long before it
+
+
+class Host:
+    """A host: fakedev with its phones behind muxshim-host (token)."""
+
+    def __init__(self, d, name, ndev, token):
+        self.name = name
+        self.sock = os.path.join(d, name + ".sock")
+        self.buid = "BUID-OF-" + name
+        self.token = token
+        self.dev = harness.FakeDev(self.sock, ndev, "--verbose", "--serial-prefix", name,
+                                   "--buid", self.buid, name="fakedev-" + name).start()
+        self.helper = Helper("unix:" + self.sock, "--token-file", token).start()
+        self.port = self.helper.port
+
+    @property
+    def tunnel(self):
+        return "tunnel:127.0.0.1:%d" % self.port
+
+    def restart_helper(self):
+        self.helper = Helper("unix:" + self.sock, "--token-file", self.token,
+                             port=self.port).start()
+
+    def log(self):
+        return self.dev.stderr_text()
+
+
+def stats(path):
+    r = subprocess.run([harness.shim_binary(), "stats", "--json", "--listen", path],
+                       capture_output=True, text=True, timeout=WAIT)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def health(path, *args):
+    r = subprocess.run([harness.shim_binary(), "health", "--listen", path] + list(args),
+                       capture_output=True, text=True, timeout=WAIT)
+    return r.returncode, r.stdout
+
+
+def device_list(path):
+    d = ask(path, LIST)
+    import plistlib
+    return plistlib.loads(d[16:])["DeviceList"]
+
+
+class TwoHosts(unittest.TestCase):
+
+    def setUp(self):
+        self.d = harness.tempdir("aggregate")
+        self.token = harness.write_token(os.path.join(self.d, "token"))
+        self.a = Host(self.d, "hostA", 2, self.token)
+        self.b = Host(self.d, "hostB", 2, self.token)
+        self.path = os.path.join(self.d, "shim.sock")
+
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def start_shim(self, *args, hosts=None):
+        hosts = hosts or (self.a, self.b)
+        argv = []
+        for h in hosts[1:]:
+            argv += ["--upstream", h.tunnel]
+        self.shim = harness.Shim(self.path, hosts[0].tunnel, *argv, "--token-file", self.token,
+                                 "--broker", *args).start()
+        harness.wait_for(lambda: self.shim.stderr_text().count("broker: subscribed to ")
+                         >= len(hosts), WAIT, what="a subscription per upstream")
+        return self.shim
+
+    def test_every_phone_once_with_distinct_ids(self):
+        self.start_shim()
+        devs = device_list(self.path)
+        self.assertEqual(sorted(e["Properties"]["SerialNumber"] for e in devs),
+                         ["hostA-0001", "hostA-0002", "hostB-0001", "hostB-0002"])
+        ids = [e["DeviceID"] for e in devs]
+        self.assertEqual(len(set(ids)), 4, ids)
+        for e in devs:  # clients read one or the other
+            self.assertEqual(e["DeviceID"], e["Properties"]["DeviceID"])
+        # The host whose list came first keeps usbmuxd's own IDs; the
+        # other's collide and are remapped, stable while attached.
+        by = {e["Properties"]["SerialNumber"]: e["DeviceID"] for e in devs}
+        self.assertIn({(by["hostA-0001"], by["hostA-0002"]), (by["hostB-0001"], by["hostB-0002"])},
+                      ({(1, 2), (0x1000000, 0x1000001)},))
+        self.assertEqual({e["DeviceID"] for e in device_list(self.path)}, set(ids))
+        # A real client lists the four (idevice_id, libimobiledevice).
+        rc, out, err = harness.run_client(["idevice_id", "-l"], self.path)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(sorted(out.split()), sorted(by))
+        # Each host saw one subscription and nothing for the 2 lists.
+        for h in (self.a, self.b):
+            self.assertEqual(h.log().count("ListDevices"), 1, h.name)
+        s = stats(self.path)
+        self.assertEqual([u["name"] for u in s["upstreams"]], [self.a.tunnel, self.b.tunnel])
+        self.assertEqual([(u["subscription"], u["devices"]) for u in s["upstreams"]],
+                         [("live", 2), ("live", 2)])
+        self.assertEqual(s["broker"]["devices"], 4)
+
+    def test_connect_goes_to_the_phones_host(self):
+        svc = harness.DevSvc().start()
+        self.start_shim()
+        by = {e["Properties"]["SerialNumber"]: e["DeviceID"] for e in device_list(self.path)}
+        for serial, host, own in (("hostA-0002", self.a, 2), ("hostB-0001", self.b, 1),
+                                  ("hostB-0002", self.b, 2)):
+            before = host.log().count("Connect dev %d port %d -> 0" % (own, svc.port))
+            r = harness.muxconn("--port", svc.port, "--echo", 4096, "--device", by[serial],
+                                socket=self.path)
+            self.assertTrue(r.get("ok"), r)
+            self.assertEqual(host.log().count("Connect dev %d port %d -> 0" % (own, svc.port)),
+                             before + 1, serial)
+        # lmclient's connect1 uses usbmuxd_connect(1, port): hostA-0001.
+        rc, out, err = harness.run_client([harness.tool("lmclient"), "all", "--expect-devices",
+                                           "4", "--connect-port", svc.port,
+                                           "--udid", "hostA-0001"], self.path)
+        self.assertEqual(rc, 0, err + out)
+
+    def test_pairing_a_phone_of_the_second_host(self):
+        # The real libusbmuxd calls of a pairing client: ReadBUID, then
+        # SavePairRecord for the phone, then read it back. The record must
+        # land on the phone's host (hostB) and nowhere else.
+        lm = harness.tool("lmclient")
+        self.start_shim()
+        rc, out, err = harness.run_client([lm, "all", "--expect-devices", "4", "--udid",
+                                           "hostB-0002", "--keep-record"], self.path)
+        self.assertEqual(rc, 0, err + out)
+        self.assertIn("save rc=0", out)
+        self.assertIn("read rc=0", out)
+        direct_b = ask(self.b.sock, {"MessageType": "ReadPairRecord", "PairRecordID": "hostB-0002"})
+        direct_a = ask(self.a.sock, {"MessageType": "ReadPairRecord", "PairRecordID": "hostB-0002"})
+        import plistlib
+        rec = plistlib.loads(plistlib.loads(direct_b[16:])["PairRecordData"])
+        self.assertEqual(plistlib.loads(direct_a[16:]).get("Number"), 2)  # no record on A
+        self.assertIn("SavePairRecord hostB-0002 -> 0", self.b.log())
+        self.assertNotIn("SavePairRecord", self.a.log())
+        # Both hosts' phones are visible: ReadBUID named the first host's
+        # BUID, and that is what the record holds (docs/BROKER.md).
+        self.assertIn("buid rc=0 value=%s" % self.a.buid, out)
+        self.assertEqual(rec["SystemBUID"], self.a.buid)
+        harness.cleanup_all()
+
+    def test_pairing_in_a_container_limited_to_that_phone(self):
+        # A container given only hostB's phone: ReadBUID names hostB, so the
+        # record saved on hostB holds hostB's own BUID.
+        lm = harness.tool("lmclient")
+        self.start_shim("--device", "hostB-0001")
+        rc, out, err = harness.run_client([lm, "all", "--expect-devices", "1", "--udid",
+                                           "hostB-0001", "--keep-record"], self.path)
+        self.assertEqual(rc, 0, err + out)
+        self.assertIn("buid rc=0 value=%s" % self.b.buid, out)
+        import plistlib
+        direct_b = ask(self.b.sock, {"MessageType": "ReadPairRecord", "PairRecordID": "hostB-0001"})
+        rec = plistlib.loads(plistlib.loads(direct_b[16:])["PairRecordData"])
+        self.assertEqual(rec["SystemBUID"], self.b.buid)
+        self.assertNotIn("SavePairRecord", self.a.log())
+
+    def test_one_host_lost_the_others_keep_working(self):
+        svc = harness.DevSvc().start()
+        self.start_shim()
+        by = {e["Properties"]["SerialNumber"]: e["DeviceID"] for e in device_list(self.path)}
+        with session(self.path) as listener, socket.socket(socket.AF_UNIX) as pipe:
+            listener.sendall(raw({"MessageType": "Listen"}, 5))
+            self.assertEqual(read_msg(listener)[4]["Number"], 0)
+            seen = sorted(read_msg(listener)[4]["Properties"]["SerialNumber"] for _ in range(4))
+            self.assertEqual(seen, sorted(by))
+            # A Connect pipe to a phone of host A, open across the loss.
+            pipe.settimeout(WAIT)
+            pipe.connect(self.path)
+            pipe.sendall(raw({"MessageType": "Connect", "DeviceID": by["hostA-0001"],
+                              "PortNumber": socket.htons(svc.port)}, 6))
+            self.assertEqual(read_msg(pipe)[4]["Number"], 0)
+            pipe.sendall(b"ECHO\n")
+
+            self.b.helper.kill()
+            gone = [read_msg(listener)[4] for _ in range(2)]
+            self.assertEqual(sorted((e["MessageType"], e["DeviceID"]) for e in gone),
+                             sorted(("Detached", by[s]) for s in ("hostB-0001", "hostB-0002")))
+            # Host A untouched: its pipe still echoes, its phones listed and
+            # reachable; health is ok while one upstream is, --all is not.
+            pipe.sendall(b"still here")
+            got = b""
+            while len(got) < len(b"still here"):
+                chunk = pipe.recv(64)
+                self.assertTrue(chunk, "host A's Connect pipe ended when host B was lost")
+                got += chunk
+            self.assertEqual(got, b"still here")
+            self.assertEqual(sorted(serials(ask(self.path, LIST))), ["hostA-0001", "hostA-0002"])
+            r = harness.muxconn("--port", svc.port, "--echo", 1024, "--device", by["hostA-0002"],
+                                socket=self.path)
+            self.assertTrue(r.get("ok"), r)
+            rc, out = health(self.path)
+            self.assertEqual(rc, 0, out)
+            harness.wait_for(lambda: health(self.path, "--all")[0] == 1, WAIT,
+                             what="health --all failing while host B is away")
+            self.assertIn(self.b.tunnel, health(self.path, "--all")[1])
+            ups = stats(self.path)["upstreams"]
+            self.assertEqual([u["tunnel"]["up"] for u in ups], [True, False])
+            self.assertEqual(stats(self.path)["broker"]["subscription"], "partial")
+
+            # Host B comes back: its phones are Attached again.
+            self.b.restart_helper()
+            back = [read_msg(listener)[4] for _ in range(2)]
+            self.assertEqual(sorted((e["MessageType"], e["Properties"]["SerialNumber"])
+                                    for e in back),
+                             [("Attached", "hostB-0001"), ("Attached", "hostB-0002")])
+            harness.wait_for(lambda: health(self.path, "--all")[0] == 0, WAIT,
+                             what="health --all ok again")
+        self.assertEqual(len(device_list(self.path)), 4)
+
+    def test_mixed_unix_and_tunnel_from_the_environment(self):
+        env = {"MUXSHIM_UPSTREAM": "unix:%s,%s" % (self.a.sock, self.b.tunnel)}
+        self.shim = harness.Shim(self.path, None, "--token-file", self.token, "--broker",
+                                 env=env).start()
+        harness.wait_for(lambda: self.shim.stderr_text().count("broker: subscribed to ") >= 2,
+                         WAIT, what="both subscriptions")
+        self.assertEqual(sorted(serials(ask(self.path, LIST))),
+                         ["hostA-0001", "hostA-0002", "hostB-0001", "hostB-0002"])
+
+    def test_bad_combinations_are_refused(self):
+        shim = harness.shim_binary()
+        for args, says in (
+                (["--passthrough", "--upstream", self.a.tunnel, "--upstream", self.b.tunnel],
+                 "--passthrough relays to one upstream"),
+                (["--upstream", self.a.tunnel, "--upstream", self.a.tunnel], "given twice"),
+        ):
+            r = subprocess.run([shim, "--listen", self.path] + args, capture_output=True,
+                               text=True, timeout=WAIT)
+            self.assertEqual(r.returncode, 2, (args, r.stderr))
+            self.assertIn(says, r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
