@@ -34,7 +34,7 @@ TUNNEL_SRC := common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c com
 COMMON_SRC := common/log.c common/buf.c common/addr.c common/daemon.c common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC) \
               $(TUNNEL_SRC) $(CRYPTO_SRC)
 COMMON_HDR := $(wildcard common/*.h common/tunnel/*.h common/usbmuxd/*.h)
-SHIM_SRC   := shim/main.c shim/session.c shim/upstream.c shim/resolver.c shim/diag.c shim/tunnel.c \
+SHIM_SRC   := shim/main.c shim/account.c shim/session.c shim/upstream.c shim/resolver.c shim/diag.c shim/tunnel.c \
               shim/inspect.c shim/stats.c shim/control.c shim/broker.c shim/client.c \
               common/usbmuxd/plist_guard.c common/usbmuxd/proto.c common/usbmuxd/devtable.c \
               common/usbmuxd/router.c common/usbmuxd/sub.c

@@ -137,6 +137,7 @@ int control_query(const char *path, const char *format);
 /* live: the daemon only; all: every upstream must be healthy (else one). */
 int control_health(const char *path, bool live, bool all);
 
+/* account.c: what every client connection shares. */
 /* Attribution of a newly accepted client (SO_PEERCRED). */
 void shim_attribute(struct shim *s, struct stats_session *ss, int client_fd);
 /* --request-timeout: (re)arms clock while the session waits for its client
@@ -147,7 +148,7 @@ void shim_request_timed_out(struct shim *s, const struct stats_session *ss);
  * rate-limited; the caller closes the client. */
 void shim_request_refused(struct shim *s, const struct stats_session *ss);
 
-/* main.c: a session ended, the listener may resume. */
+/* A client connection ended, the listener may resume. */
 void shim_session_ended(struct shim *s);
 
 #endif
