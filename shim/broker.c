@@ -157,6 +157,11 @@ static void on_changed(void *ctx)
 static int sub_connect(void *ctx, int *fd)
 {
 	struct upstream *u = ctx;
+	/* With one upstream, requests may as well wait for it to come back
+	 * (--tunnel-wait); in an aggregate they must not wait on the host
+	 * that is gone: the attempt fails now, the next follows the backoff. */
+	if (u->shim->nup > 1 && u->ops->unreachable && u->ops->unreachable(u))
+		return -ENOTCONN;
 	int fds[2];
 	int rc = plat_socketpair(fds);
 	if (rc < 0)

@@ -49,6 +49,7 @@ struct tunnel {
 	struct pending *pending;
 	unsigned npending;
 	uint64_t connects;
+	uint64_t dial_failures; /* redials scheduled: a dial or the link failed */
 	uint64_t last_dial_ms;
 	bool stopping;
 	uint64_t drops;
@@ -75,6 +76,7 @@ static void on_request_timeout(struct loop_timer *t)
 static void schedule_redial(struct tunnel *tc)
 {
 	tc->state = T_DOWN;
+	tc->dial_failures++;
 	/* Half fixed, half random: many shims restarted together by a helper
 	 * restart do not all knock at the same instant. */
 	unsigned jitter = 0;
@@ -474,6 +476,14 @@ static int tunnel_probe(struct upstream *u, char *why, size_t cap)
 	return 0;
 }
 
+/* Down and already tried (not the first dial at start, whose outcome is
+ * worth waiting for). */
+static bool tunnel_unreachable(const struct upstream *u)
+{
+	const struct tunnel *tc = u->tunnel;
+	return !tc || (tc->state == T_DOWN && tc->connects + tc->dial_failures > 0);
+}
+
 static void tunnel_stop(struct upstream *u)
 {
 	struct tunnel *tc = u->tunnel;
@@ -505,5 +515,6 @@ const struct upstream_ops tunnel_ops = {
 	.accept = tunnel_accept,
 	.adopt = tunnel_adopt,
 	.probe = tunnel_probe,
+	.unreachable = tunnel_unreachable,
 	.stop = tunnel_stop,
 };

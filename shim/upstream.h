@@ -44,6 +44,11 @@ struct upstream_ops {
 	/* For `muxshim health`: 0 if a session opened now could reach it,
 	 * else a negative errno; why receives one sentence either way. */
 	int (*probe)(struct upstream *u, char *why, size_t cap);
+	/* Known to be out of reach right now (a tunnel lost and not yet
+	 * back), so that a new session would only wait to fail: the broker's
+	 * subscription attempt then fails at once instead of holding the
+	 * requests parked for it. NULL: never known in advance. */
+	bool (*unreachable)(const struct upstream *u);
 	/* Shutting down: close what it holds (sessions end elsewhere). */
 	void (*stop)(struct upstream *u);
 };
