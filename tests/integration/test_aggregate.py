@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from tunnel_util import Helper  # noqa: E402
 from test_broker import LIST, ask, raw, read_msg, serials, session  # noqa: E402
+from test_realclients import echo_through  # noqa: E402
 
 WAIT = 30  # generous bound for conditions expected long before it
 
@@ -133,6 +134,15 @@ class TwoHosts(unittest.TestCase):
             self.assertTrue(r.get("ok"), r)
             self.assertEqual(host.log().count("Connect dev %d port %d -> 0" % (own, svc.port)),
                              before + 1, serial)
+        # iproxy (libusbmuxd-tools) forwards a local port to a phone of each
+        # host, picked by UDID.
+        for serial, host in (("hostA-0001", self.a), ("hostB-0002", self.b)):
+            before = host.log().count("port %d -> 0" % svc.port)
+            ip = harness.Iproxy(self.path, svc.port, 0, "-u", serial).start()
+            payload = serial.encode() * 1000
+            self.assertEqual(echo_through(ip.lport, payload, timeout=WAIT), payload, serial)
+            self.assertEqual(host.log().count("port %d -> 0" % svc.port), before + 1, serial)
+            ip.stop()
         # lmclient's connect1 uses usbmuxd_connect(1, port): hostA-0001.
         rc, out, err = harness.run_client([harness.tool("lmclient"), "all", "--expect-devices",
                                            "4", "--connect-port", svc.port,
