@@ -241,6 +241,27 @@ class TwoHosts(unittest.TestCase):
                              what="health --all ok again")
         self.assertEqual(len(device_list(self.path)), 4)
 
+    def test_filter_and_tenants_select_phones_wherever_they_are(self):
+        # The shim's filter names phones of both hosts.
+        self.start_shim("--device", "hostA-0002,hostB-0001")
+        self.assertEqual(sorted(serials(ask(self.path, LIST))), ["hostA-0002", "hostB-0001"])
+        self.shim.stop()
+        # The hosts' tenant rules: the same tenants file on both hosts gives
+        # this container's token one phone on each; an unfiltered shim sees
+        # exactly those two (test_tenants tests what else a host refuses).
+        tenants = os.path.join(self.d, "tenants")
+        with open(tenants, "w") as f:
+            f.write("lab  %s  hostA-0001,hostB-0002\n" % self.token)
+        for h in (self.a, self.b):
+            h.helper.stop()
+            h.helper = Helper("unix:" + h.sock, "--tenants", tenants, port=h.port).start()
+        self.start_shim()
+        harness.wait_for(lambda: sorted(serials(ask(self.path, LIST))) ==
+                         ["hostA-0001", "hostB-0002"], WAIT,
+                         what="the tenants' phones through the aggregate")
+        rc, out, err = harness.run_client(["idevice_id", "-l"], self.path)
+        self.assertEqual(sorted(out.split()), ["hostA-0001", "hostB-0002"], err)
+
     def test_mixed_unix_and_tunnel_from_the_environment(self):
         env = {"MUXSHIM_UPSTREAM": "unix:%s,%s" % (self.a.sock, self.b.tunnel)}
         self.shim = harness.Shim(self.path, None, "--token-file", self.token, "--broker",
