@@ -75,7 +75,7 @@ DEB_PKGS := nodejs build-essential pkg-config clang libclang-rt-14-dev usbmuxd l
         integration-passthrough \
         integration-docker integration-packages \
         windows msi man deb fuzz-smoke fuzz \
-        check bench bench-mux bench-crypto demo soak clean
+        check bench bench-tunnel bench-mux bench-crypto demo soak clean
 
 all: $(B)/muxshim $(B)/muxshim-host $(B)/muxshim-run
 
@@ -395,6 +395,12 @@ check: deps
 bench: deps
 	$(MAKE) all tools
 	python3 tests/bench/bench.py
+
+# The tunnel's bulk rate plain and encrypted, side by side, with the CPU time
+# each process spends per byte (part B's two tunnel rows, bulk only).
+bench-tunnel: deps
+	$(MAKE) all tools
+	python3 tests/bench/bench_tunnel_bulk.py
 
 # The stream table under ids a hostile shim chose (tests/bench/bench_mux.c);
 # MUX_SRC=FILE measures another mux.c (e.g. an older one) the same way.
