@@ -39,6 +39,15 @@ D. The tunnel handshake, plain and with a token (authentication and the
    stdlib client that speaks the handshake measures it; and the helper's
    memory per idle tunnel (RSS with --tunnels open, less RSS before).
 
+E. Several upstreams (one shim aggregating several hosts): ListDevices
+   sessions/s and Connect sessions/s (the WebDriverAgent pattern, as in B),
+   sequential and 8 parallel, through the broker over encrypted tunnels,
+   each "host" a fakedev of 8 phones behind its own muxshim-host:
+     1 upstream      one host of 8 phones
+     1 upstream, 128 one host of 128 phones (the 16-host list's size, one tunnel)
+     16 upstreams    16 hosts of 8 phones (128)
+   Connect goes to a phone of the last host. --parts E runs this part alone.
+
 Prints the tables and PASS/MISS against the targets and writes the same as
 markdown to build/bench-results.md. Exit status 0 when everything could be
 measured (a MISS does not fail the bench), 1 when something could not.
@@ -560,11 +569,11 @@ def build_paths_b(fd, logdir, res):
     return paths
 
 
-def connect_loop(p, port, n, par):
+def connect_loop(p, port, n, par, device=1):
     """The WebDriverAgent pattern: n sessions of connect, Connect to a device
     port, a 1 KiB request and its 1 KiB answer, close."""
     r = muxconn(["--socket", p.socket, "--port", port, "--connect-loop", n, "--parallel", par,
-                 "--size", 1024, "--timeout", 300], timeout=330)
+                 "--size", 1024, "--device", device, "--timeout", 300], timeout=330)
     return r["sessions_per_s"]
 
 
@@ -735,6 +744,123 @@ def part_d(fd, logdir, args, res):
 
 
 # --------------------------------------------------------------------------
+# Part E: several upstreams (one shim aggregating several hosts)
+# --------------------------------------------------------------------------
+
+E_DEVICES = 8
+E_HOSTS = 16
+E_PATHS = (("agg1", "1 upstream, %d phones" % E_DEVICES, 1, E_DEVICES),
+           ("agg1big", "1 upstream, %d phones" % (E_HOSTS * E_DEVICES), 1, E_HOSTS * E_DEVICES),
+           ("agg16", "%d upstreams, %d phones each" % (E_HOSTS, E_DEVICES), E_HOSTS, E_DEVICES))
+
+
+def build_paths_e(logdir, res):
+    """Each path: its hosts (fakedev + muxshim-host with a token on a free
+    loopback port) and one shim --broker with an --upstream per host."""
+    paths = []
+    for key, label, nhosts, ndev in E_PATHS:
+        p = Path(key, label, os.path.join(logdir, key))
+        os.makedirs(p.logdir, exist_ok=True)
+        paths.append(p)
+        try:
+            token = token_file(p.logdir)
+            ups = []
+            for i in range(nhosts):
+                sock = os.path.join(p.logdir, "host%02d.sock" % i)
+                p.spawn([harness.tool("fakedev"), "--socket", sock, "--devices", ndev,
+                         "--serial-prefix", "host%02d" % i], "fakedev%02d" % i,
+                        ready_line=r"^fakedev ready ")
+                port = harness.free_tcp_port()
+                p.helper(port, "unix:" + sock, "--token-file", token)
+                ups.append("tunnel:127.0.0.1:%d" % port)
+            p.socket = os.path.join(p.logdir, "client.sock")
+            more = [a for u in ups[1:] for a in ("--upstream", u)]
+            p.daemons["muxshim, %s [E]" % label] = p.shim(p.socket, ups[0], *more, "--broker",
+                                                          "--token-file", token)
+            want = "host%02d-0001" % (nhosts - 1)
+            harness.wait_for(lambda: len(list_devices(p.socket)) == nhosts * ndev,
+                             harness.WAIT_MIN_S, what="%s: every phone listed" % label)
+            p.device = {d["Properties"]["SerialNumber"]: d["DeviceID"]
+                        for d in list_devices(p.socket)}[want]
+        except Exception as e:
+            p.fail("start-up", e, res)
+            p.error = p.error or "start-up failed"
+    return paths
+
+
+def list_devices(path):
+    """One ListDevices through the shim at path: the device list."""
+    import plistlib
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(path)
+        body = plistlib.dumps({"MessageType": "ListDevices", "ProgName": "bench"})
+        s.sendall(struct.pack("<IIII", 16 + len(body), 1, 8, 1) + body)
+        hdr = RawShim.recv(s, 16)
+        n = struct.unpack("<I", hdr[:4])[0]
+        return plistlib.loads(RawShim.recv(s, n - 16))["DeviceList"]
+
+
+def part_e(paths, devport, args, res):
+    S, failed = res["samples"], res["failed"]
+    live = [p for p in paths if p.error is None]
+    counts = {}
+    for p in live:          # warm-up, and each path's ListDevices sample size
+        for par in (1, 8):
+            try:
+                rate = list_loop(p, 200, par)
+                counts[(p.key, par)] = max(200, min(40000,
+                                                    int(rate * args.sample_seconds / 100) * 100))
+                connect_loop(p, devport, 100, par, p.device)
+            except Exception as e:
+                p.fail("warm-up, parallel %d" % par, e, res, ("list", par))
+    for rnd in range(args.reps):
+        for par in (1, 8):
+            for p in live:
+                if p.error or (p.key, "list", par) in failed:
+                    continue
+                try:
+                    S.add(("list", p.key, par), rnd, list_loop(p, counts[(p.key, par)], par))
+                except Exception as e:
+                    p.fail("ListDevices, parallel %d" % par, e, res, ("list", par))
+            for p in live:
+                if p.error or (p.key, "connect", par) in failed:
+                    continue
+                try:
+                    S.add(("connect", p.key, par), rnd,
+                          connect_loop(p, devport, args.connects, par, p.device))
+                except Exception as e:
+                    p.fail("Connect sessions, parallel %d" % par, e, res, ("connect", par))
+        log("part E round %d/%d done" % (rnd + 1, args.reps))
+
+
+def report_e(res, args):
+    S = res["samples"]
+    base = E_PATHS[0][0]
+    out = ["\n## E. Several upstreams: one shim aggregating %d hosts\n" % E_HOSTS]
+    rows = []
+    for key, label, _, _ in E_PATHS:
+        row = [label]
+        for metric in (("list", 1), ("list", 8), ("connect", 1), ("connect", 8)):
+            k = (metric[0], key, metric[1])
+            row += [f0(S.get(k)), fx(S.ratio(k, (metric[0], base, metric[1])))]
+        rows.append(row)
+    out.append(table(["shim", "ListDevices/s", "vs 1x%d" % E_DEVICES, "8 parallel",
+                      "vs 1x%d" % E_DEVICES, "Connect sessions/s", "vs 1x%d" % E_DEVICES,
+                      "8 parallel", "vs 1x%d" % E_DEVICES], rows))
+    big, agg = ("list", "agg1big"), ("list", "agg16")
+    out.append("\nThe broker answers ListDevices from its table; every upstream is a "
+               "muxshim-host with a token (encrypted tunnel) over a fakedev. 16 upstreams "
+               "against 1 upstream of the same 128 phones (the cost of the upstreams "
+               "themselves, not of the longer list): ListDevices %s sequential, %s 8 "
+               "parallel. Connect sessions: %d per sample to a phone of the last host (a "
+               "remapped DeviceID in the 16-upstream shim), as in B."
+               % (fx(S.ratio(agg + (1,), big + (1,))), fx(S.ratio(agg + (8,), big + (8,))),
+                  args.connects))
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------
 
@@ -776,193 +902,208 @@ def report(env, paths_a, paths_b, res, rss_start, rss_end, args, elapsed):
     out = []
 
     # A
-    out.append("## A. Real usbmuxd: ListDevices sessions\n")
-    rows = []
-    for p in paths_a:
-        tw, te = res["tw"].get(p.key), res["tw_end"].get(p.key)
-        if tw is None:
-            twc = "FAIL"
-        else:
-            twc = f0(tw["total"])
-            hops = {k: v for k, v in tw["hops"].items() if v}
-            if hops:
-                twc += " (" + ", ".join("%s %s" % (HOP_NAMES[k], f0(v))
-                                        for k, v in sorted(hops.items())) + ")"
-        end = "—"
-        if te is not None and p.key.startswith("tunnel"):
-            end = "%d on :27016, %d on :27015 after %s sessions" % (
-                te["hops"].get(P_TUNNEL, 0), te["hops"].get(P_USBMUXD_TCP, 0),
-                "{:,}".format(te["sessions"]))
-        row = [p.label]
-        for par in (1, 8):
-            k = ("list", p.key, par)
-            row += [f0(S.get(k)), fx(S.ratio(k, ("list", "direct", par)))]
-        rows.append(row + [twc, end])
-    out.append(table(["path", "sessions/s", "vs direct", "8 parallel: sessions/s", "vs direct",
-                      "TIME_WAIT / 1,000 sessions (by hop)", "TIME_WAIT on tunnel hops, end"],
-                     rows))
+    if "A" in args.parts:
+        out.append("## A. Real usbmuxd: ListDevices sessions\n")
+        rows = []
+        for p in paths_a:
+            tw, te = res["tw"].get(p.key), res["tw_end"].get(p.key)
+            if tw is None:
+                twc = "FAIL"
+            else:
+                twc = f0(tw["total"])
+                hops = {k: v for k, v in tw["hops"].items() if v}
+                if hops:
+                    twc += " (" + ", ".join("%s %s" % (HOP_NAMES[k], f0(v))
+                                            for k, v in sorted(hops.items())) + ")"
+            end = "—"
+            if te is not None and p.key.startswith("tunnel"):
+                end = "%d on :27016, %d on :27015 after %s sessions" % (
+                    te["hops"].get(P_TUNNEL, 0), te["hops"].get(P_USBMUXD_TCP, 0),
+                    "{:,}".format(te["sessions"]))
+            row = [p.label]
+            for par in (1, 8):
+                k = ("list", p.key, par)
+                row += [f0(S.get(k)), fx(S.ratio(k, ("list", "direct", par)))]
+            rows.append(row + [twc, end])
+        out.append(table(["path", "sessions/s", "vs direct", "8 parallel: sessions/s", "vs direct",
+                          "TIME_WAIT / 1,000 sessions (by hop)", "TIME_WAIT on tunnel hops, end"],
+                         rows))
 
     # B
-    out.append("\n## B. Fake device: one Connect session\n")
-    rows = []
-    for p in paths_b:
-        row = [p.label]
-        for mode in ("recv", "send"):
-            row += [f0(S.get((mode, p.key))), fx(S.ratio((mode, p.key), (mode, "direct")))]
-        rows.append(row)
-    out.append(table(["path", "recv MB/s", "vs direct", "send MB/s", "vs direct"], rows))
-    out.append("\nBulk: %d MiB per transfer, MB = 10^6 bytes.\n" % args.bulk_mib)
-    rows = []
-    for p in paths_b:
-        row = [p.label]
-        for par in (1, 8):
-            k = ("connect", p.key, par)
-            row += [f0(S.get(k)), fx(S.ratio(k, ("connect", "direct", par)))]
-        rows.append(row)
-    out.append(table(["path", "Connect sessions/s", "vs direct", "8 parallel: sessions/s",
-                      "vs direct"], rows))
-    out.append("\nConnect sessions: the WebDriverAgent pattern, %d per sample: connect, "
-               "Connect to a device port, a 1 KiB request, its 1 KiB answer, close.\n"
-               % args.connects)
-    rows = []
-    for p in paths_b:
-        k = ("p99", p.key)
-        direct = p.key == "direct"
-        rows.append([p.label, f0(S.get(("p50", p.key))), f0(S.get(k)),
-                     "—" if direct else fdiff(S.diff(k, ("p99", "direct"))),
-                     f0(S.best(k)), "—" if direct else fdiff(S.diff_best(k, ("p99", "direct")))])
-    out.append(table(["path", "RTT p50 us", "RTT p99 us", "p99 added us", "best p99 us",
-                      "best p99 added us"], rows))
-    out.append("\nRTT: %d round trips of a 1 KiB request/response per sample; \"best\" is the "
-               "lowest of the %d rounds." % (args.rtt, args.reps))
-    rows = []
-    for p in paths_b:
-        if p.key in args.load_paths:
-            rows.append([p.label + ", under bulk", f0(S.get(("p50_load", p.key))),
-                         f0(S.get(("p99_load", p.key))), f0(S.best(("p99_load", p.key)))])
-    out.append("\nRTT while another stream of the same path runs a saturating `--recv` "
-               "(%d round trips per sample):\n" % args.load_rtt)
-    out.append(table(["path", "RTT p50 us", "RTT p99 us", "best p99 us"], rows))
+    if "B" in args.parts:
+        out.append("\n## B. Fake device: one Connect session\n")
+        rows = []
+        for p in paths_b:
+            row = [p.label]
+            for mode in ("recv", "send"):
+                row += [f0(S.get((mode, p.key))), fx(S.ratio((mode, p.key), (mode, "direct")))]
+            rows.append(row)
+        out.append(table(["path", "recv MB/s", "vs direct", "send MB/s", "vs direct"], rows))
+        out.append("\nBulk: %d MiB per transfer, MB = 10^6 bytes.\n" % args.bulk_mib)
+        rows = []
+        for p in paths_b:
+            row = [p.label]
+            for par in (1, 8):
+                k = ("connect", p.key, par)
+                row += [f0(S.get(k)), fx(S.ratio(k, ("connect", "direct", par)))]
+            rows.append(row)
+        out.append(table(["path", "Connect sessions/s", "vs direct", "8 parallel: sessions/s",
+                          "vs direct"], rows))
+        out.append("\nConnect sessions: the WebDriverAgent pattern, %d per sample: connect, "
+                   "Connect to a device port, a 1 KiB request, its 1 KiB answer, close.\n"
+                   % args.connects)
+        rows = []
+        for p in paths_b:
+            k = ("p99", p.key)
+            direct = p.key == "direct"
+            rows.append([p.label, f0(S.get(("p50", p.key))), f0(S.get(k)),
+                         "—" if direct else fdiff(S.diff(k, ("p99", "direct"))),
+                         f0(S.best(k)),
+                         "—" if direct else fdiff(S.diff_best(k, ("p99", "direct")))])
+        out.append(table(["path", "RTT p50 us", "RTT p99 us", "p99 added us", "best p99 us",
+                          "best p99 added us"], rows))
+        out.append("\nRTT: %d round trips of a 1 KiB request/response per sample; \"best\" is the "
+                   "lowest of the %d rounds." % (args.rtt, args.reps))
+        rows = []
+        for p in paths_b:
+            if p.key in args.load_paths:
+                rows.append([p.label + ", under bulk", f0(S.get(("p50_load", p.key))),
+                             f0(S.get(("p99_load", p.key))), f0(S.best(("p99_load", p.key)))])
+        out.append("\nRTT while another stream of the same path runs a saturating `--recv` "
+                   "(%d round trips per sample):\n" % args.load_rtt)
+        out.append(table(["path", "RTT p50 us", "RTT p99 us", "best p99 us"], rows))
 
     # B': the encrypted tunnel beside the plain one
-    out.append("\n### The tunnel encrypted (a token) beside the tunnel plain\n")
-    rows = []
-    for metric, lbl, fmt in ((("list", 1), "ListDevices sessions/s, sequential", f0),
-                             (("list", 8), "ListDevices sessions/s, 8 parallel", f0),
-                             (("recv",), "Connect bulk, device -> client, MB/s", f0),
-                             (("send",), "Connect bulk, client -> device, MB/s", f0),
-                             (("p50",), "Connect RTT p50 us (1 KiB)", f0),
-                             (("p99",), "Connect RTT p99 us (1 KiB)", f0)):
-        if metric[0] == "list":
-            kp, ke = ("list", "tunnel", metric[1]), ("list", "tunnel_enc", metric[1])
-        else:
-            kp, ke = (metric[0], "tunnel"), (metric[0], "tunnel_enc")
-        rows.append([lbl, fmt(S.get(kp)), fmt(S.get(ke)), fx(S.ratio(ke, kp))])
-    rows.append(["handshake until the helper is up, us", f0(S.get(("hs_us", "plain"))),
-                 f0(S.get(("hs_us", "enc"))), fx(S.ratio(("hs_us", "enc"), ("hs_us", "plain")))])
-    rows.append(["helper memory per idle tunnel, KiB", f1(S.get(("tunnel_kib", "plain"))),
-                 f1(S.get(("tunnel_kib", "enc"))), "—"])
-    out.append(table(["metric", "plain", "encrypted", "encrypted / plain"], rows))
-    out.append("\nHandshake: %d sequential connections per sample by a Python client (its "
-               "HMAC included); plain is hello only, encrypted adds the AUTH round trip and the "
-               "key derivation. Memory: %d tunnels held open, (RSS after - RSS before) / %d; "
-               "buffers are allocated only while bytes wait, so a busy encrypted tunnel holds "
-               "up to %d KiB more (sealed records queued, a partial record received)."
-               % (args.handshakes, args.tunnels, args.tunnels,
-                  (4 * (16384 + 20) + 16384 + 12 + 65536) // 1024))
+    if set("ABD") <= set(args.parts):
+        out.append("\n### The tunnel encrypted (a token) beside the tunnel plain\n")
+        rows = []
+        for metric, lbl, fmt in ((("list", 1), "ListDevices sessions/s, sequential", f0),
+                                 (("list", 8), "ListDevices sessions/s, 8 parallel", f0),
+                                 (("recv",), "Connect bulk, device -> client, MB/s", f0),
+                                 (("send",), "Connect bulk, client -> device, MB/s", f0),
+                                 (("p50",), "Connect RTT p50 us (1 KiB)", f0),
+                                 (("p99",), "Connect RTT p99 us (1 KiB)", f0)):
+            if metric[0] == "list":
+                kp, ke = ("list", "tunnel", metric[1]), ("list", "tunnel_enc", metric[1])
+            else:
+                kp, ke = (metric[0], "tunnel"), (metric[0], "tunnel_enc")
+            rows.append([lbl, fmt(S.get(kp)), fmt(S.get(ke)), fx(S.ratio(ke, kp))])
+        rows.append(["handshake until the helper is up, us", f0(S.get(("hs_us", "plain"))),
+                     f0(S.get(("hs_us", "enc"))),
+                     fx(S.ratio(("hs_us", "enc"), ("hs_us", "plain")))])
+        rows.append(["helper memory per idle tunnel, KiB", f1(S.get(("tunnel_kib", "plain"))),
+                     f1(S.get(("tunnel_kib", "enc"))), "—"])
+        out.append(table(["metric", "plain", "encrypted", "encrypted / plain"], rows))
+        out.append("\nHandshake: %d sequential connections per sample by a Python client (its "
+                   "HMAC included); plain is hello only, encrypted adds the AUTH round trip and "
+                   "the "
+                   "key derivation. Memory: %d tunnels held open, (RSS after - RSS before) / %d; "
+                   "buffers are allocated only while bytes wait, so a busy encrypted tunnel holds "
+                   "up to %d KiB more (sealed records queued, a partial record received)."
+                   % (args.handshakes, args.tunnels, args.tunnels,
+                      (4 * (16384 + 20) + 16384 + 12 + 65536) // 1024))
 
     # C
-    out.append("\n## C. Idle RSS (VmRSS, KiB)\n")
-    rows = [[name, f0(rss_start.get(name)), f0(rss_end.get(name))] for name in rss_start]
-    out.append(table(["process", "after start-up", "after the runs"], rows))
+    if rss_start:
+        out.append("\n## C. Idle RSS (VmRSS, KiB)\n")
+        rows = [[name, f0(rss_start.get(name)), f0(rss_end.get(name))] for name in rss_start]
+        out.append(table(["process", "after start-up", "after the runs"], rows))
+
+    # E
+    if "E" in args.parts:
+        out.append(report_e(res, args))
 
     # Targets
     tg = []
+    if set("ABD") <= set(args.parts):    # the targets need a full run
 
-    def target(what, value, ok):
-        tg.append([what, value, verdict(ok)])
+        def target(what, value, ok):
+            tg.append([what, value, verdict(ok)])
 
-    def ge(r, t):
-        return None if r is None else r >= t
+        def ge(r, t):
+            return None if r is None else r >= t
 
-    def fx3(r):     # the targets table shows one more digit
-        return "—" if r is None else "%.3fx" % r
+        def fx3(r):     # the targets table shows one more digit
+            return "—" if r is None else "%.3fx" % r
 
-    for par, lbl in ((1, "sequential"), (8, "8 parallel")):
-        r = S.ratio(("list", "muxshim", par), ("list", "direct", par))
-        target("muxshim sessions/s >= 0.5x direct, %s" % lbl, fx3(r), ge(r, 0.5))
-        r = S.ratio(("list", "muxshim", par), ("list", "socat", par))
-        target("muxshim sessions/s >= 3x socat, %s" % lbl, fx3(r), ge(r, 3))
-    for par, lbl in ((1, "sequential"), (8, "8 parallel")):
-        r = S.ratio(("list", "muxshim", par), ("list", "noinspect", par))
-        target("cost of request inspection <= 10%% (inspecting vs --no-inspect), %s" % lbl,
-               "—" if r is None else "%.1f%%" % (100 * (1 - r)), None if r is None else r >= 0.9)
-    for key, lbl in (("muxshim", "muxshim"), ("nosplice", "muxshim --no-splice")):
+        for par, lbl in ((1, "sequential"), (8, "8 parallel")):
+            r = S.ratio(("list", "muxshim", par), ("list", "direct", par))
+            target("muxshim sessions/s >= 0.5x direct, %s" % lbl, fx3(r), ge(r, 0.5))
+            r = S.ratio(("list", "muxshim", par), ("list", "socat", par))
+            target("muxshim sessions/s >= 3x socat, %s" % lbl, fx3(r), ge(r, 3))
+        for par, lbl in ((1, "sequential"), (8, "8 parallel")):
+            r = S.ratio(("list", "muxshim", par), ("list", "noinspect", par))
+            target("cost of request inspection <= 10%% (inspecting vs --no-inspect), %s" % lbl,
+                   "—" if r is None else "%.1f%%" % (100 * (1 - r)),
+                   None if r is None else r >= 0.9)
+        for key, lbl in (("muxshim", "muxshim"), ("nosplice", "muxshim --no-splice")):
+            for mode in ("recv", "send"):
+                r = S.ratio((mode, key), (mode, "direct"))
+                target("%s bulk >= 0.7x direct, --%s" % (lbl, mode), fx3(r), ge(r, 0.7))
+        for key, lbl in (("muxshim", "muxshim"), ("nosplice", "muxshim --no-splice")):
+            d = S.diff(("p99", key), ("p99", "direct"))
+            db = S.diff_best(("p99", key), ("p99", "direct"))
+            target("%s added p99 RTT <= 100 us" % lbl,
+                   "FAIL" if d is None else "%s us (best of rounds: %s us)" % (fdiff(d), fdiff(db)),
+                   None if d is None else d <= 100)
+        for name in rss_start:
+            vals = [v for v in (rss_start.get(name), rss_end.get(name)) if v is not None]
+            target("idle RSS <= 4 MiB: %s" % name, "%s KiB" % f0(max(vals)) if vals else "FAIL",
+                   (max(vals) <= 4096) if vals else None)
+        for key, lbl in (("broker", "unix:"), ("broker_tunnel", "tunnel")):
+            v = res["broker_up"].get(key)
+            target("broker: upstream connections for all its ListDevices sessions <= 2 (%s)" % lbl,
+                   "FAIL" if v is None else "%d for %s sessions" % (v[0], "{:,}".format(v[1])),
+                   None if v is None else v[0] <= 2)
+        for par, lbl in ((1, "sequential"), (8, "8 parallel")):
+            r = S.ratio(("list", "broker", par), ("list", "direct", par))
+            target("broker ListDevices sessions/s >= 1.5x direct, %s" % lbl, fx3(r), ge(r, 1.5))
+            r = S.ratio(("list", "broker_tunnel", par), ("list", "direct", par))
+            target("broker through the tunnel >= 1.0x direct, %s" % lbl, fx3(r), ge(r, 1.0))
+        for par, lbl in ((1, "sequential"), (8, "8 parallel")):
+            r = S.ratio(("list", "tunnel", par), ("list", "direct", par))
+            target("tunnel sessions/s >= 0.4x direct, %s" % lbl, fx3(r), ge(r, 0.4))
+            r = S.ratio(("list", "tunnel", par), ("list", "chain", par))
+            target("tunnel sessions/s >= 5x seed chain, %s" % lbl, fx3(r), ge(r, 5))
         for mode in ("recv", "send"):
-            r = S.ratio((mode, key), (mode, "direct"))
-            target("%s bulk >= 0.7x direct, --%s" % (lbl, mode), fx3(r), ge(r, 0.7))
-    for key, lbl in (("muxshim", "muxshim"), ("nosplice", "muxshim --no-splice")):
-        d = S.diff(("p99", key), ("p99", "direct"))
-        db = S.diff_best(("p99", key), ("p99", "direct"))
-        target("%s added p99 RTT <= 100 us" % lbl,
-               "FAIL" if d is None else "%s us (best of rounds: %s us)" % (fdiff(d), fdiff(db)),
-               None if d is None else d <= 100)
-    for name in rss_start:
-        vals = [v for v in (rss_start.get(name), rss_end.get(name)) if v is not None]
-        target("idle RSS <= 4 MiB: %s" % name, "%s KiB" % f0(max(vals)) if vals else "FAIL",
-               (max(vals) <= 4096) if vals else None)
-    for key, lbl in (("broker", "unix:"), ("broker_tunnel", "tunnel")):
-        v = res["broker_up"].get(key)
-        target("broker: upstream connections for all its ListDevices sessions <= 2 (%s)" % lbl,
-               "FAIL" if v is None else "%d for %s sessions" % (v[0], "{:,}".format(v[1])),
-               None if v is None else v[0] <= 2)
-    for par, lbl in ((1, "sequential"), (8, "8 parallel")):
-        r = S.ratio(("list", "broker", par), ("list", "direct", par))
-        target("broker ListDevices sessions/s >= 1.5x direct, %s" % lbl, fx3(r), ge(r, 1.5))
-        r = S.ratio(("list", "broker_tunnel", par), ("list", "direct", par))
-        target("broker through the tunnel >= 1.0x direct, %s" % lbl, fx3(r), ge(r, 1.0))
-    for par, lbl in ((1, "sequential"), (8, "8 parallel")):
-        r = S.ratio(("list", "tunnel", par), ("list", "direct", par))
-        target("tunnel sessions/s >= 0.4x direct, %s" % lbl, fx3(r), ge(r, 0.4))
-        r = S.ratio(("list", "tunnel", par), ("list", "chain", par))
-        target("tunnel sessions/s >= 5x seed chain, %s" % lbl, fx3(r), ge(r, 5))
-    for mode in ("recv", "send"):
-        r = S.ratio((mode, "tunnel"), (mode, "direct"))
-        target("tunnel bulk >= 0.5x direct, --%s" % mode, fx3(r), ge(r, 0.5))
-    for par, lbl in ((1, "sequential"), (8, "8 parallel")):
-        r = S.ratio(("connect", "broker", par), ("connect", "direct", par))
-        target("Connect sessions (WDA pattern) through muxshim >= 0.5x direct, %s" % lbl,
-               fx3(r), ge(r, 0.5))
-        r = S.ratio(("connect", "broker_tunnel", par), ("connect", "direct", par))
-        target("Connect sessions (WDA pattern) through the tunnel >= 0.4x direct, %s" % lbl,
-               fx3(r), ge(r, 0.4))
-        r = S.ratio(("list", "tunnel_enc", par), ("list", "tunnel", par))
-        target("encrypted tunnel sessions/s >= 0.8x plain tunnel, %s" % lbl, fx3(r), ge(r, 0.8))
-    for mode in ("recv", "send"):
-        r = S.ratio((mode, "tunnel_enc"), (mode, "tunnel"))
-        target("encrypted tunnel bulk >= 0.8x plain tunnel, --%s" % mode, fx3(r), ge(r, 0.8))
-    v = S.get(("p99_load", "tunnel"))
-    target("tunnel p99 RTT under saturating bulk <= 5 ms",
-           "FAIL" if v is None else "%.2f ms" % (v / 1000), None if v is None else v <= 5000)
-    for key, lbl in (("tunnel", "unix: upstream"), ("tunnel_tcp", "TCP upstream")):
-        te = res["tw_end"].get(key)
-        n = None if te is None else te["hops"].get(P_TUNNEL, 0)
-        target("zero TIME_WAIT on the tunnel hop (%s)" % lbl,
-               "FAIL" if te is None
-               else "%d after %s sessions" % (n, "{:,}".format(te["sessions"])),
-               None if te is None else n == 0)
-    te, tw = res["tw_end"].get("tunnel_tcp"), res["tw"].get("tunnel_tcp")
-    if te is None or tw is None:
-        target("no TIME_WAIT per session on the tunnel's upstream hop (TCP upstream)", "FAIL", None)
-    else:
-        per = tw["hops"].get(P_USBMUXD_TCP, 0)
-        n = te["hops"].get(P_USBMUXD_TCP, 0)
-        target("no TIME_WAIT per session on the tunnel's upstream hop (TCP upstream)",
-               "%s per 1,000; %d after %s sessions" % (f0(per), n, "{:,}".format(te["sessions"])),
-               per < 1 and n < 10)
-    out.append("\n## Targets\n")
-    out.append(table(["target", "measured", ""], tg))
-    out.append("\nFAIL = could not be measured (see Errors).")
+            r = S.ratio((mode, "tunnel"), (mode, "direct"))
+            target("tunnel bulk >= 0.5x direct, --%s" % mode, fx3(r), ge(r, 0.5))
+        for par, lbl in ((1, "sequential"), (8, "8 parallel")):
+            r = S.ratio(("connect", "broker", par), ("connect", "direct", par))
+            target("Connect sessions (WDA pattern) through muxshim >= 0.5x direct, %s" % lbl,
+                   fx3(r), ge(r, 0.5))
+            r = S.ratio(("connect", "broker_tunnel", par), ("connect", "direct", par))
+            target("Connect sessions (WDA pattern) through the tunnel >= 0.4x direct, %s" % lbl,
+                   fx3(r), ge(r, 0.4))
+            r = S.ratio(("list", "tunnel_enc", par), ("list", "tunnel", par))
+            target("encrypted tunnel sessions/s >= 0.8x plain tunnel, %s" % lbl, fx3(r), ge(r, 0.8))
+        for mode in ("recv", "send"):
+            r = S.ratio((mode, "tunnel_enc"), (mode, "tunnel"))
+            target("encrypted tunnel bulk >= 0.8x plain tunnel, --%s" % mode, fx3(r), ge(r, 0.8))
+        v = S.get(("p99_load", "tunnel"))
+        target("tunnel p99 RTT under saturating bulk <= 5 ms",
+               "FAIL" if v is None else "%.2f ms" % (v / 1000), None if v is None else v <= 5000)
+        for key, lbl in (("tunnel", "unix: upstream"), ("tunnel_tcp", "TCP upstream")):
+            te = res["tw_end"].get(key)
+            n = None if te is None else te["hops"].get(P_TUNNEL, 0)
+            target("zero TIME_WAIT on the tunnel hop (%s)" % lbl,
+                   "FAIL" if te is None
+                   else "%d after %s sessions" % (n, "{:,}".format(te["sessions"])),
+                   None if te is None else n == 0)
+        te, tw = res["tw_end"].get("tunnel_tcp"), res["tw"].get("tunnel_tcp")
+        if te is None or tw is None:
+            target("no TIME_WAIT per session on the tunnel's upstream hop (TCP upstream)",
+                   "FAIL", None)
+        else:
+            per = tw["hops"].get(P_USBMUXD_TCP, 0)
+            n = te["hops"].get(P_USBMUXD_TCP, 0)
+            target("no TIME_WAIT per session on the tunnel's upstream hop (TCP upstream)",
+                   "%s per 1,000; %d after %s sessions"
+                   % (f0(per), n, "{:,}".format(te["sessions"])),
+                   per < 1 and n < 10)
+        out.append("\n## Targets\n")
+        out.append(table(["target", "measured", ""], tg))
+        out.append("\nFAIL = could not be measured (see Errors).")
 
     errors = res["errors"]
     if errors:
@@ -1036,7 +1177,14 @@ def main():
                     help="idle tunnels held open for the memory per tunnel (part D)")
     ap.add_argument("--time-limit", type=int, default=1200, help="abort after this many seconds")
     ap.add_argument("--out", default=RESULTS_MD, help="markdown results (default %(default)s)")
+    ap.add_argument("--parts", default="ABDE",
+                    help="which parts to run (letters of the docstring; C, the idle RSS, comes "
+                         "with A and B; the targets are judged when A, B and D run); "
+                         "default %(default)s")
     args = ap.parse_args()
+    args.parts = args.parts.upper()
+    if not args.parts or set(args.parts) - set("ABDE"):
+        sys.exit("bench: --parts: letters of A, B, D, E")
     args.load_paths = ("direct", "tunnel", "tunnel_enc")
 
     if os.geteuid() != 0:
@@ -1062,38 +1210,48 @@ def main():
     logdir = harness.tempdir("bench")
     res = {"samples": Samples(), "tw": {}, "tw_end": {}, "broker_up": {}, "failed": {},
            "errors": []}
-    paths_a, paths_b = [], []
+    paths_a, paths_b, paths_e = [], [], []
     rss_start, rss_end = {}, {}
     fatal = None
     try:
-        log("part A: a private usbmuxd; 11 paths, each in its own network namespace")
-        mux = harness.PrivateUsbmuxd(os.path.join(logdir, "usbmuxd"), verbose=0).start()
-        paths_a = build_paths_a(mux, os.path.join(logdir, "a"), res)
-        for p in paths_a:
-            rss_start.update({n: rss(d) for n, d in p.daemons.items()})
-        part_a(paths_a, args, res)
-        time.sleep(0.5)
-        for p in paths_a:
-            rss_end.update({n: rss(d) if d.alive() else None for n, d in p.daemons.items()})
-            p.stop()
-        mux.stop()
+        if "A" in args.parts:
+            log("part A: a private usbmuxd; 11 paths, each in its own network namespace")
+            mux = harness.PrivateUsbmuxd(os.path.join(logdir, "usbmuxd"), verbose=0).start()
+            paths_a = build_paths_a(mux, os.path.join(logdir, "a"), res)
+            for p in paths_a:
+                rss_start.update({n: rss(d) for n, d in p.daemons.items()})
+            part_a(paths_a, args, res)
+            time.sleep(0.5)
+            for p in paths_a:
+                rss_end.update({n: rss(d) if d.alive() else None for n, d in p.daemons.items()})
+                p.stop()
+            mux.stop()
 
-        log("part B: fakedev + devsvc; 6 paths")
         fdev = harness.FakeDev(os.path.join(logdir, "fakedev.sock"), logdir=logdir).start()
         dsvc = harness.DevSvc(logdir=logdir).start()
-        paths_b = build_paths_b(fdev, os.path.join(logdir, "b"), res)
-        for p in paths_b:
-            rss_start.update({n: rss(d) for n, d in p.daemons.items()})
-        part_b(paths_b, dsvc.port, args, res)
-        time.sleep(0.5)
-        for p in paths_b:
-            rss_end.update({n: rss(d) if d.alive() else None for n, d in p.daemons.items()})
-        if not fdev.alive() or not dsvc.alive():
-            raise BenchError("fakedev or devsvc died during the runs\n%s\n%s"
-                             % (fdev.log_tail(10), dsvc.log_tail(10)))
+        if "B" in args.parts:
+            log("part B: fakedev + devsvc; 6 paths")
+            paths_b = build_paths_b(fdev, os.path.join(logdir, "b"), res)
+            for p in paths_b:
+                rss_start.update({n: rss(d) for n, d in p.daemons.items()})
+            part_b(paths_b, dsvc.port, args, res)
+            time.sleep(0.5)
+            for p in paths_b:
+                rss_end.update({n: rss(d) if d.alive() else None for n, d in p.daemons.items()})
+            if not fdev.alive() or not dsvc.alive():
+                raise BenchError("fakedev or devsvc died during the runs\n%s\n%s"
+                                 % (fdev.log_tail(10), dsvc.log_tail(10)))
 
-        log("part D: tunnel handshakes and memory per tunnel, plain and encrypted")
-        part_d(fdev, logdir, args, res)
+        if "D" in args.parts:
+            log("part D: tunnel handshakes and memory per tunnel, plain and encrypted")
+            part_d(fdev, logdir, args, res)
+
+        if "E" in args.parts:
+            log("part E: one shim aggregating %d hosts against one host" % E_HOSTS)
+            paths_e = build_paths_e(os.path.join(logdir, "e"), res)
+            part_e(paths_e, dsvc.port, args, res)
+            for p in paths_e:
+                p.stop()
     except (Deadline, harness.HarnessError, BenchError) as e:
         fatal = str(e)
         log("FATAL: " + fatal)
@@ -1102,7 +1260,7 @@ def main():
         log("interrupted")
     finally:
         signal.alarm(0)
-        for p in paths_a + paths_b:
+        for p in paths_a + paths_b + paths_e:
             p.stop()
         harness.cleanup_all()
 

@@ -711,6 +711,38 @@ class Entrypoint(unittest.TestCase):
         helper.stop()
 
 
+def check_kubernetes_examples(test):
+    """Every docker/kubernetes/*.yaml parses as a Pod with muxshim as its
+    native sidecar and the app; the aggregating one dials several hosts'
+    helpers with a token from a mounted Secret."""
+    import yaml  # python3-yaml, which docker-compose depends on
+    kdir = os.path.join(ROOT, "docker/kubernetes")
+    files = sorted(f for f in os.listdir(kdir) if f.endswith(".yaml"))
+    test.assertEqual(files, ["aggregate.yaml", "sidecar.yaml"])
+    for name in files:
+        with open(os.path.join(kdir, name)) as f:
+            pod = yaml.safe_load(f)
+        test.assertEqual(pod["kind"], "Pod", name)
+        spec = pod["spec"]
+        names = [c["name"] for c in spec["initContainers"] + spec["containers"]]
+        test.assertEqual(names, ["muxshim", "app"], name)
+        shim = spec["initContainers"][0]
+        test.assertEqual(shim["restartPolicy"], "Always", name)
+        args = shim["args"]
+        ups = [args[i + 1] for i, a in enumerate(args) if a == "--upstream"]
+        if name != "aggregate.yaml":
+            continue
+        test.assertGreaterEqual(len(ups), 2)
+        test.assertTrue(all(u.startswith("tunnel:") and u.endswith(":27016") for u in ups), ups)
+        token = args[args.index("--token-file") + 1]
+        mounts = {m["name"]: m["mountPath"] for m in shim["volumeMounts"]}
+        secret = [v["name"] for v in spec["volumes"] if "secret" in v]
+        test.assertEqual(len(secret), 1)
+        test.assertTrue(token.startswith(mounts[secret[0]] + "/"), (token, mounts))
+        # readable by the image's user (uid/gid 10001) through the group
+        test.assertEqual(spec["securityContext"]["fsGroup"], 10001)
+
+
 class Compose(unittest.TestCase):
     FILES = sorted(os.path.join(ROOT, "docker/compose", f)
                    for f in os.listdir(os.path.join(ROOT, "docker/compose")) if f.endswith(".yml"))
@@ -729,12 +761,7 @@ class Compose(unittest.TestCase):
         for f in self.FILES:
             r = self.compose("-f", f, "config", "-q")
             self.assertEqual(r.returncode, 0, (f, r.stderr))
-        import yaml  # python3-yaml, which docker-compose depends on
-        with open(os.path.join(ROOT, "docker/kubernetes/sidecar.yaml")) as f:
-            pod = yaml.safe_load(f)
-        self.assertEqual(pod["kind"], "Pod")
-        names = [c["name"] for c in pod["spec"]["initContainers"] + pod["spec"]["containers"]]
-        self.assertEqual(names, ["muxshim", "app"])
+        check_kubernetes_examples(self)
 
     def test_linux_example_up(self):
         """docker/compose/linux.yml for real: only the networks are overridden
