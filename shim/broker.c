@@ -159,7 +159,8 @@ static int sub_connect(void *ctx, int *fd)
 	struct upstream *u = ctx;
 	/* With one upstream, requests may as well wait for it to come back
 	 * (--tunnel-wait); in an aggregate they must not wait on the host
-	 * that is gone: the attempt fails now, the next follows the backoff. */
+	 * that is gone: the attempt fails now, and the next comes when the
+	 * tunnel is up again (broker_upstream_up) or after the backoff. */
 	if (u->shim->nup > 1 && u->ops->unreachable && u->ops->unreachable(u))
 		return -ENOTCONN;
 	int fds[2];
@@ -190,10 +191,16 @@ void broker_init(struct shim *s)
 		/* Log lines name the upstream once there are several. */
 		struct umx_sub_config cfg = {
 			.who = "broker", .peer = s->nup > 1 ? u->name : "the upstream",
-			.prog = "muxshim " MUXSHIM_VERSION,
+			.prog = "muxshim " MUXSHIM_VERSION, .no_wait_after_loss = s->nup > 1,
 		};
 		umx_sub_start(&u->sub, s->loop, &cfg, &sub_ops, u);
 	}
+}
+
+void broker_upstream_up(struct upstream *u)
+{
+	if (u->shim->broker.on)
+		umx_sub_kick(&u->sub);
 }
 
 void broker_shutdown(struct shim *s)

@@ -68,6 +68,8 @@ struct broker {
 /* broker.c */
 void broker_init(struct shim *s);
 void broker_shutdown(struct shim *s);
+/* u's way to its host is back (its tunnel came up): resubscribe now. */
+void broker_upstream_up(struct upstream *u);
 /* A request needs the table and a subscription is on its way: wait. */
 bool broker_should_park(const struct shim *s);
 /* The router's view of the broker's state (borrowed pointers). The list of

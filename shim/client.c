@@ -350,6 +350,7 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 	 * (ListDevices lists none, Connect is refused as for an unknown
 	 * device), as Listen clients are told by Detached events. */
 	if (needs_table(&rq) && broker_should_park(s)) {
+		b->n->parked++;
 		c->state = CLIENT_PARKED;
 		umx_request_free(&rq);
 		return false;

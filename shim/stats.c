@@ -504,10 +504,12 @@ static void render_json(const struct stats *st, struct out *o, uint64_t now_ms)
 		const struct stats_broker *b = &st->broker;
 		put(o, ",\"broker\":{\"subscription\":\"%s\",\"subscribes\":%llu,\"losses\":%llu,"
 		       "\"devices\":%u,\"listeners\":%u,\"listeners_dropped\":%llu,\"refused\":%llu,"
+		       "\"parked\":%llu,"
 		       "\"local\":{",
 		    sub_state(u.live, st->nups), (unsigned long long)u.subscribes,
 		    (unsigned long long)u.losses, b->devices, b->listeners,
-		    (unsigned long long)b->listeners_dropped, (unsigned long long)b->refused);
+		    (unsigned long long)b->listeners_dropped, (unsigned long long)b->refused,
+		    (unsigned long long)b->parked);
 		for (unsigned k = 0; k < INSP_NTYPES; k++)
 			put(o, "%s\"%s\":%llu", k ? "," : "", insp_type_name((enum insp_type)k),
 			    (unsigned long long)b->local[k]);

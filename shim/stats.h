@@ -58,6 +58,7 @@ struct stats_broker {
 	uint64_t forwarded[INSP_NTYPES];   /* handed to the upstream */
 	uint64_t refused;                  /* requests refused, client closed */
 	uint64_t listeners_dropped;        /* did not read their events */
+	uint64_t parked;                   /* requests that waited for a subscription */
 	unsigned listeners, devices;       /* devices: across upstreams */
 };
 

@@ -157,6 +157,7 @@ static void link_up(struct link *l)
 	log_info("tunnel to %s: up", tc->name);
 	tc->u->n->up = true;
 	tc->u->n->connects++;
+	broker_upstream_up(tc->u);
 	while (tc->pending && tc->state == T_UP) {
 		struct pending *p = tc->pending;
 		int fd = p->fd;
@@ -476,12 +477,12 @@ static int tunnel_probe(struct upstream *u, char *why, size_t cap)
 	return 0;
 }
 
-/* Down and already tried (not the first dial at start, whose outcome is
- * worth waiting for). */
+/* Not up, and not in the first dial at start (whose outcome is worth
+ * waiting for): lost, or every dial so far failed. */
 static bool tunnel_unreachable(const struct upstream *u)
 {
 	const struct tunnel *tc = u->tunnel;
-	return !tc || (tc->state == T_DOWN && tc->connects + tc->dial_failures > 0);
+	return !tc || (tc->state != T_UP && tc->connects + tc->dial_failures > 0);
 }
 
 static void tunnel_stop(struct upstream *u)

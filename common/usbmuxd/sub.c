@@ -82,7 +82,7 @@ static void end(struct umx_sub *s, const char *why)
 	 * is usually back within one attempt: requests that need the table
 	 * wait for that attempt rather than get an empty one. Once an attempt
 	 * has failed, the empty table is the truth. */
-	s->settled_empty = !was_live;
+	s->settled_empty = !was_live || s->cfg.no_wait_after_loss;
 	if (was_live) {
 		s->losses++;
 		log_warn("%s: subscription lost (%s); devices reported detached, resubscribing",
@@ -276,6 +276,15 @@ static void start(struct umx_sub *s)
 static void on_retry(struct loop_timer *t)
 {
 	start(t->ctx);
+}
+
+void umx_sub_kick(struct umx_sub *s)
+{
+	if (!s->loop || s->state != UMX_SUB_IDLE)
+		return;
+	loop_timer_cancel(s->loop, &s->retry);
+	s->backoff_ms = BACKOFF_FIRST_MS;
+	start(s);
 }
 
 static void on_sync_timeout(struct loop_timer *t)

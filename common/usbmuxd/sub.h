@@ -39,6 +39,10 @@ struct umx_sub_config {
 	const char *who;   /* log prefix: "broker", "gate" */
 	const char *peer;  /* in log lines: "the upstream", "usbmuxd" */
 	const char *prog;  /* the requests' ProgName and ClientVersionString */
+	/* After a loss, answer from the table at once instead of waiting for
+	 * the next attempt (a broker of several upstreams: the others' devices
+	 * are the answer, the lost one's are reported detached). */
+	bool no_wait_after_loss;
 };
 
 struct umx_sub {
@@ -66,6 +70,9 @@ void umx_sub_start(struct umx_sub *s, struct loop *loop, const struct umx_sub_co
 		   const struct umx_sub_ops *ops, void *ctx);
 /* Closes the connection and frees the table (no events). */
 void umx_sub_stop(struct umx_sub *s);
+/* The way to the peer is back (a tunnel came up): if the subscription
+ * is between attempts, attempt now, with the backoff reset. */
+void umx_sub_kick(struct umx_sub *s);
 /* A request that needs the table should wait for it now. */
 bool umx_sub_should_park(const struct umx_sub *s);
 

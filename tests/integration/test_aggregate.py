@@ -219,7 +219,14 @@ class TwoHosts(unittest.TestCase):
                 self.assertTrue(chunk, "host A's Connect pipe ended when host B was lost")
                 got += chunk
             self.assertEqual(got, b"still here")
-            self.assertEqual(sorted(serials(ask(self.path, LIST))), ["hostA-0001", "hostA-0002"])
+            # ... and answered at once: no request waits on the lost host
+            # (neither for its resubscription nor for its tunnel).
+            parked = stats(self.path)["broker"]["parked"]
+            for _ in range(20):
+                self.assertEqual(sorted(serials(ask(self.path, LIST))),
+                                 ["hostA-0001", "hostA-0002"])
+            self.assertEqual(stats(self.path)["broker"]["parked"], parked,
+                             "ListDevices waited for the lost host")
             r = harness.muxconn("--port", svc.port, "--echo", 1024, "--device", by["hostA-0002"],
                                 socket=self.path)
             self.assertTrue(r.get("ok"), r)
