@@ -81,7 +81,7 @@ struct plat_addr {
 };
 /* host (a name or a literal address) and port to the first address.
  * plat_resolve_literal never blocks: -EAGAIN when host is a name.
- * plat_resolve may wait for DNS: never on an event loop (shim/resolver.c). */
+ * plat_resolve may wait for DNS: never on an event loop (common/resolver.c). */
 int plat_resolve_literal(const char *host, uint16_t port, struct plat_addr *out);
 int plat_resolve(const char *host, uint16_t port, struct plat_addr *out);
 /* plat_tcp_connect to a resolved address. */

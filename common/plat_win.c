@@ -657,6 +657,62 @@ int plat_tcp_listen(const char *host, uint16_t port, int backlog, int *fd_out)
 	return rc;
 }
 
+static int first_addr(const char *host, uint16_t port, int flags, struct plat_addr *out)
+{
+	struct addrinfo hints, *res;
+	char service[8];
+	int rc = net_init();
+	if (rc < 0)
+		return rc;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = flags;
+	snprintf(service, sizeof(service), "%u", port);
+	rc = getaddrinfo(host, service, &hints, &res);
+	if (rc == EAI_NONAME && (flags & AI_NUMERICHOST))
+		return -EAGAIN; /* a name: plat_resolve's business */
+	if (rc != 0)
+		return -EHOSTUNREACH;
+	if (res->ai_addrlen > sizeof(out->raw)) {
+		freeaddrinfo(res);
+		return -EAFNOSUPPORT;
+	}
+	out->len = (uint32_t)res->ai_addrlen;
+	memcpy(out->raw, res->ai_addr, res->ai_addrlen);
+	freeaddrinfo(res);
+	return 0;
+}
+
+int plat_resolve_literal(const char *host, uint16_t port, struct plat_addr *out)
+{
+	return first_addr(host, port, AI_NUMERICHOST, out);
+}
+
+int plat_resolve(const char *host, uint16_t port, struct plat_addr *out)
+{
+	return first_addr(host, port, 0, out);
+}
+
+int plat_tcp_connect_addr(const struct plat_addr *a, int *fd_out)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)a->raw;
+	int fd, rc = new_socket(sa->sa_family, SOCK_STREAM, IPPROTO_TCP, &fd);
+	if (rc < 0)
+		return rc;
+	if (connect(sock_of(fd), sa, (int)a->len) == 0) {
+		*fd_out = fd;
+		return 0;
+	}
+	rc = WSAGetLastError() == WSAEWOULDBLOCK ? -EINPROGRESS : wsa_err();
+	if (rc == -EINPROGRESS) {
+		*fd_out = fd; /* Winsock's word for a connect under way */
+		return rc;
+	}
+	closesocket(sock_of(fd));
+	return rc;
+}
+
 int plat_tcp_connect(const char *host, uint16_t port, int *fd_out)
 {
 	struct addrinfo *res;

@@ -9,6 +9,7 @@
 #include "buf.h"
 #include "log.h"
 #include "plat.h"
+#include "resolver.h"
 #include "usbmuxd/router.h"
 #include "usbmuxd/sub.h"
 
@@ -61,6 +62,7 @@ struct gclient {
 struct gate {
 	struct loop *loop;
 	struct addr upstream;
+	struct resolver *resolver;   /* a TCP upstream's address (the helper's) */
 	unsigned connect_timeout_ms;
 	struct umx_sub sub;          /* usbmuxd's device table (common/usbmuxd/sub.c) */
 	struct log_ratelimit rl;
@@ -107,11 +109,16 @@ static bool visible(const struct tenant *t, const struct umx_device *d)
 
 /* ---- connecting to usbmuxd ------------------------------------------------ */
 
-static int upstream_connect(const struct addr *a, int *fd)
+int helper_upstream_connect(const struct addr *a, struct resolver *r, int *fd)
 {
 	if (a->kind == ADDR_UNIX)
 		return plat_unix_connect(a->path, fd);
-	return plat_tcp_connect(a->host, a->port, fd);
+	return resolver_connect(r, fd);
+}
+
+static int upstream_connect(struct gate *g, int *fd)
+{
+	return helper_upstream_connect(&g->upstream, g->resolver, fd);
 }
 
 /* ---- a gated stream ----------------------------------------------------- */
@@ -233,9 +240,12 @@ static void gc_upstream_failed(struct gclient *c, int err)
 	struct gate *g = c->g;
 	unsigned suppressed;
 	c->t->st.upstream_failures++;
+	if (g->resolver && err != -EAGAIN)
+		resolver_retry(g->resolver); /* the address may have moved */
 	if (log_ratelimit_pass(&g->rl, loop_now(g->loop), &suppressed))
 		log_warn("tenant %s: cannot connect to usbmuxd: %s", c->t->def.name,
-			 plat_strerror(-err));
+			 err == -EAGAIN && g->resolver ? "its name did not resolve in time"
+						       : plat_strerror(-err));
 	gc_close(c, "usbmuxd unreachable");
 }
 
@@ -243,7 +253,7 @@ static void gc_try_connect(struct gclient *c)
 {
 	struct gate *g = c->g;
 	int fd;
-	int rc = upstream_connect(&g->upstream, &fd);
+	int rc = upstream_connect(g, &fd);
 	uint64_t waited = loop_now(g->loop) - c->connect_started;
 	if (rc == 0 || rc == -EINPROGRESS) {
 		loop_watch_init(&c->u, fd, c->u.cb, c);
@@ -256,7 +266,8 @@ static void gc_try_connect(struct gclient *c)
 		gc_update(c);
 		return;
 	}
-	/* usbmuxd's backlog of 5: a burst meets a full queue for a moment. */
+	/* usbmuxd's backlog of 5: a burst meets a full queue for a moment
+	 * (EAGAIN; also while the upstream's name resolves). */
 	if ((rc == -EAGAIN || rc == -EMFILE || rc == -ENFILE) && waited < g->connect_timeout_ms) {
 		loop_timer_arm(g->loop, &c->retry, c->retry_ms);
 		c->retry_ms = c->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : c->retry_ms * 2;
@@ -738,7 +749,7 @@ static void on_changed(void *ctx)
 static int sub_connect(void *ctx, int *fd)
 {
 	struct gate *g = ctx;
-	return upstream_connect(&g->upstream, fd);
+	return upstream_connect(g, fd);
 }
 
 static const struct umx_sub_ops sub_ops = {
@@ -753,14 +764,15 @@ size_t gate_devices(const struct gate *g, bool *live)
 	return g->sub.table.n;
 }
 
-int gate_new(struct loop *loop, const struct addr *upstream, unsigned connect_timeout_ms,
-	     struct gate **out)
+int gate_new(struct loop *loop, const struct addr *upstream, struct resolver *resolver,
+	     unsigned connect_timeout_ms, struct gate **out)
 {
 	struct gate *g = calloc(1, sizeof(*g));
 	if (!g)
 		return -ENOMEM;
 	g->loop = loop;
 	g->upstream = *upstream;
+	g->resolver = resolver;
 	g->connect_timeout_ms = connect_timeout_ms;
 	g->rl.interval_ms = 10000;
 	static const struct umx_sub_config cfg = {
