@@ -595,7 +595,9 @@ class GatedFakeDevice(FakeDevice):
     every stream crosses the gate's loopback pair, which withholds its
     second FIN and ends with a reset only once every byte written into it
     was read out (plat_win.c, struct pair): byte-exact both ways, full
-    duplex, 200 streams at once."""
+    duplex, 200 streams at once; and the gate's own connections to usbmuxd
+    end with a reset once acknowledged, as the relay's do (gate.c,
+    gc_can_reset): no TIME_WAIT toward usbmuxd either."""
 
     @classmethod
     def setUpClass(cls):
@@ -612,14 +614,6 @@ class GatedFakeDevice(FakeDevice):
         cls.path = os.path.join(d, "shim.sock")
         cls.shim = harness.Shim(cls.path, cls.helper.tunnel, "--token-file", token,
                                 log_level="info").start()
-
-    def check_upstream_time_wait(self):
-        """Known, not fixed here (docs/windows.md, Tenants on Windows): the
-        gate ends a Connect pipe toward usbmuxd with a FIN first, so each
-        one leaves a TIME_WAIT toward usbmuxd's port (the ungated relay's
-        reset-after-acknowledged close is link.c's, not the gate's). The
-        bytes, checked above, are exact; the gate's own pairs leave none
-        (PortExhaustion.test_gated_sessions_leave_no_time_wait)."""
 
 
 class Restart(unittest.TestCase):
