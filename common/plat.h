@@ -26,7 +26,8 @@ void plat_close(int fd);
 
 /* UNIX stream sockets. */
 int plat_unix_connect(const char *path, int *fd_out);      /* non-blocking fd */
-/* A connected pair of non-blocking UNIX stream sockets (Windows: loopback TCP). */
+/* A connected pair of non-blocking UNIX stream sockets (Windows: loopback TCP,
+ * closed without TIME_WAIT: see plat_win.c, struct pair). */
 int plat_socketpair(int fds[2]);
 /* A stale socket file (nothing listening) is replaced; a live one or a file
  * that is not a socket is refused with -EADDRINUSE / -EEXIST. *replaced is
