@@ -34,13 +34,13 @@ TUNNEL_SRC := common/tunnel/codec.c common/tunnel/mux.c common/tunnel/auth.c com
 COMMON_SRC := common/log.c common/buf.c common/addr.c common/daemon.c common/loop_timer.c $(LOOP_SRC) $(PLAT_SRC) \
               $(TUNNEL_SRC) $(CRYPTO_SRC)
 COMMON_HDR := $(wildcard common/*.h common/tunnel/*.h common/usbmuxd/*.h)
-SHIM_SRC   := shim/main.c shim/account.c shim/session.c shim/upstream.c shim/resolver.c shim/diag.c shim/tunnel.c \
+SHIM_SRC   := shim/main.c shim/account.c shim/session.c shim/upstream.c common/resolver.c shim/diag.c shim/tunnel.c \
               shim/inspect.c shim/stats.c shim/control.c shim/broker.c shim/client.c \
               common/usbmuxd/plist_guard.c common/usbmuxd/proto.c common/usbmuxd/devtable.c \
               common/usbmuxd/router.c common/usbmuxd/sub.c
 SHIM_HDR   := $(wildcard shim/*.h)
 HELPER_SRC := host-helper/main.c host-helper/authlimit.c host-helper/tenants.c host-helper/gate.c host-helper/metrics.c \
-              host-helper/service_posix.c common/usbmuxd/plist_guard.c common/usbmuxd/proto.c \
+              host-helper/service_posix.c common/resolver.c common/usbmuxd/plist_guard.c common/usbmuxd/proto.c \
               common/usbmuxd/devtable.c common/usbmuxd/router.c common/usbmuxd/sub.c
 HELPER_HDR := $(wildcard host-helper/*.h)
 # muxshim-run: the ENTRYPOINT wrapper (Linux containers only).
@@ -90,11 +90,11 @@ $(B)/muxshim-run: $(RUN_SRC) $(RUN_HDR) $(COMMON_HDR) Makefile
 
 $(B)/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)
-	$(CC) $(ALLFLAGS) $(HELPER_SRC) $(COMMON_SRC) -o $@ $(LDFLAGS) $(PLIST_LIBS) $(PLAT_LIBS) $(CRYPTO_LIBS)
+	$(CC) $(ALLFLAGS) -pthread $(HELPER_SRC) $(COMMON_SRC) -o $@ $(LDFLAGS) $(PLIST_LIBS) $(PLAT_LIBS) $(CRYPTO_LIBS)
 
 $(B)/asan/muxshim-host: $(HELPER_SRC) $(COMMON_SRC) $(COMMON_HDR) $(HELPER_HDR) Makefile
 	@mkdir -p $(B)/asan
-	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -Icommon -DMUXSHIM_VERSION='"$(VERSION)"' \
+	$(CLANG) $(CSTD) $(WARN) $(SANFLAGS) -pthread -Icommon -DMUXSHIM_VERSION='"$(VERSION)"' \
 		$(HELPER_SRC) $(COMMON_SRC) -o $@ $(PLIST_LIBS) $(PLAT_LIBS) $(CRYPTO_LIBS)
 
 $(B)/asan/muxshim: $(SHIM_SRC) $(COMMON_SRC) $(SHIM_HDR) $(COMMON_HDR) Makefile
@@ -112,7 +112,7 @@ WIN_CC    := x86_64-w64-mingw32-gcc
 WIN_FLAGS := -std=c17 -D_POSIX_C_SOURCE=200809L -D_WIN32_WINNT=0x0A00 -DNTDDI_VERSION=0x0A000003 \
              -include common/plat_win_types.h $(WARN) -O2 -Icommon -DMUXSHIM_VERSION='"$(VERSION)"'
 WIN_SRC   := host-helper/main.c host-helper/authlimit.c host-helper/tenants.c host-helper/gate.c host-helper/metrics.c \
-             host-helper/service_win.c common/log.c common/buf.c common/addr.c \
+             host-helper/service_win.c common/resolver.c common/log.c common/buf.c common/addr.c \
              common/daemon.c common/loop_timer.c common/loop_poll.c common/plat_win.c $(TUNNEL_SRC) \
              common/crypto_bcrypt.c common/usbmuxd/plist_guard.c common/usbmuxd/proto.c \
              common/usbmuxd/devtable.c common/usbmuxd/router.c common/usbmuxd/sub.c

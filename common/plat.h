@@ -26,7 +26,8 @@ void plat_close(int fd);
 
 /* UNIX stream sockets. */
 int plat_unix_connect(const char *path, int *fd_out);      /* non-blocking fd */
-/* A connected pair of non-blocking UNIX stream sockets (Windows: loopback TCP). */
+/* A connected pair of non-blocking UNIX stream sockets (Windows: loopback TCP,
+ * closed without TIME_WAIT: see plat_win.c, struct pair). */
 int plat_socketpair(int fds[2]);
 /* A stale socket file (nothing listening) is replaced; a live one or a file
  * that is not a socket is refused with -EADDRINUSE / -EEXIST. *replaced is
@@ -81,7 +82,7 @@ struct plat_addr {
 };
 /* host (a name or a literal address) and port to the first address.
  * plat_resolve_literal never blocks: -EAGAIN when host is a name.
- * plat_resolve may wait for DNS: never on an event loop (shim/resolver.c). */
+ * plat_resolve may wait for DNS: never on an event loop (common/resolver.c). */
 int plat_resolve_literal(const char *host, uint16_t port, struct plat_addr *out);
 int plat_resolve(const char *host, uint16_t port, struct plat_addr *out);
 /* plat_tcp_connect to a resolved address. */

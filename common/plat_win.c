@@ -173,32 +173,196 @@ uint64_t plat_monotonic_ms(void)
 	return c / f * 1000u + c % f * 1000u / f;
 }
 
+/* ---- plat_socketpair's loopback pairs, closed without TIME_WAIT ----------
+ *
+ * Windows has no socketpair, so plat_socketpair makes a loopback TCP
+ * connection; a TCP connection closed with a FIN each way leaves its
+ * first closer's port in TIME_WAIT for two minutes: one port per gated
+ * session (--tenants), the very leak this project exists to stop. Both ends
+ * are in this process, so the pair is ended differently, and still loses
+ * nothing:
+ *
+ * - Only the first FIN goes on the wire. An end whose owner ends its writing
+ *   (plat_shutdown_write, or plat_close without it) after the other end sent
+ *   a FIN withholds its own ("shut"); its reader is told EOF by plat_read
+ *   once it has read every byte that end's owner wrote (the counters
+ *   below: both owners are here, so "read" is known, not guessed), and
+ *   plat_poll reports it readable then.
+ * - The pair is then torn down with a reset (SO_LINGER 0), which leaves no
+ *   TIME_WAIT on either end. A reset destroys what the receiving socket
+ *   has not handed to its owner yet, so a shut end is reset only once its
+ *   peer's owner has read all it wrote, or has closed its own end (and
+ *   wants nothing more); until then the closed end's socket waits here, its
+ *   owner's descriptor number still held. A reset that reaches an end whose
+ *   peer was shut is reported as the EOF it stands for.
+ * - An end closed while the other has sent nothing closes normally: its FIN
+ *   is the first, and the other end, closing second, resets.
+ *
+ * The resolver's thread writes to a pair (common/resolver.c): the table is
+ * guarded by a lock. */
+struct pair_end {
+	int fd;                   /* -1 once its socket is closed */
+	struct pair_end *peer;
+	uint64_t sent, recvd;     /* bytes its owner wrote, read */
+	bool fin;                 /* a FIN went out (or a normal close) */
+	bool shut;                /* its owner is done writing; FIN withheld */
+	bool owner_closed;        /* plat_close was called */
+	struct pair_end *hnext;
+};
+struct pair {
+	struct pair_end e[2];
+};
+
+#define PAIR_BUCKETS 256
+static struct pair_end *pair_table[PAIR_BUCKETS];
+static SRWLOCK pair_lock = SRWLOCK_INIT;
+
+static struct pair_end **pair_slot(int fd)
+{
+	struct pair_end **pp = &pair_table[((unsigned)fd >> 2) % PAIR_BUCKETS];
+	while (*pp && (*pp)->fd != fd)
+		pp = &(*pp)->hnext;
+	return pp;
+}
+
+static struct pair_end *pair_find(int fd)
+{
+	return *pair_slot(fd);
+}
+
+/* Closes e's socket (with a reset, or normally); the pair is freed with the
+ * second. */
+static void pair_end_close(struct pair_end *e, bool reset)
+{
+	struct pair_end **pp = pair_slot(e->fd);
+	*pp = e->hnext;
+	if (reset) {
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+		setsockopt(sock_of(e->fd), SOL_SOCKET, SO_LINGER, (const char *)&lg, sizeof(lg));
+	}
+	closesocket(sock_of(e->fd));
+	e->fd = -1;
+	if (e->peer->fd < 0)
+		free(e < e->peer ? e : e->peer);
+}
+
+/* Has e's owner read everything its peer's owner wrote before it was done? */
+static bool pair_eof_due(const struct pair_end *e)
+{
+	return e->peer->shut && e->recvd == e->peer->sent;
+}
+
+/* A closed end that waited for its peer's owner to read: reset it now if
+ * that is done (or that owner closed too). */
+static void pair_settle(struct pair_end *e)
+{
+	if (e->fd >= 0 && e->owner_closed && (e->peer->fd < 0 || e->peer->owner_closed ||
+					      e->peer->recvd == e->sent))
+		pair_end_close(e, true);
+}
+
+static void pair_close(struct pair_end *e, bool abortive)
+{
+	struct pair_end *p = e->peer;
+	e->owner_closed = true;
+	if (abortive || p->fd < 0 || p->owner_closed) {
+		/* Nobody reads from e any more, or its owner asked for a reset;
+		 * a peer that waited for e's owner to read need not wait. (The
+		 * second of the two closes frees the pair.) */
+		if (p->fd >= 0 && p->owner_closed)
+			pair_end_close(p, true);
+		pair_end_close(e, true);
+	} else if (p->fin || e->shut) {
+		e->shut = true;
+		pair_settle(e);
+	} else {
+		e->fin = true;
+		pair_end_close(e, false);
+	}
+}
+
 ssize_t plat_read(int fd, void *p, size_t n)
 {
+	AcquireSRWLockExclusive(&pair_lock);
+	struct pair_end *e = pair_find(fd);
+	if (e && pair_eof_due(e)) {
+		ReleaseSRWLockExclusive(&pair_lock);
+		return 0;
+	}
+	if (!e)
+		ReleaseSRWLockExclusive(&pair_lock);
 	int r = recv(sock_of(fd), p, n > INT_MAX ? INT_MAX : (int)n, 0);
-	return r >= 0 ? r : wsa_err();
+	ssize_t rc = r >= 0 ? r : wsa_err();
+	if (e) {
+		if (r > 0) {
+			e->recvd += (unsigned)r;
+			pair_settle(e->peer);
+		} else if ((rc == -ECONNRESET || rc == -ECONNABORTED) && e->peer->shut) {
+			rc = 0; /* the reset that ends a pair whose peer was done */
+		}
+		ReleaseSRWLockExclusive(&pair_lock);
+	}
+	return rc;
 }
 
 ssize_t plat_write(int fd, const void *p, size_t n)
 {
+	AcquireSRWLockExclusive(&pair_lock);
+	struct pair_end *e = pair_find(fd);
+	if (!e)
+		ReleaseSRWLockExclusive(&pair_lock);
 	/* Windows has no SIGPIPE: a send to a closed peer just fails. */
 	int r = send(sock_of(fd), p, n > INT_MAX ? INT_MAX : (int)n, 0);
+	if (e) {
+		if (r > 0)
+			e->sent += (unsigned)r;
+		ReleaseSRWLockExclusive(&pair_lock);
+	}
 	return r >= 0 ? r : wsa_err();
 }
 
 int plat_shutdown_write(int fd)
 {
-	return shutdown(sock_of(fd), SD_SEND) == 0 ? 0 : wsa_err();
+	int rc = 0;
+	AcquireSRWLockExclusive(&pair_lock);
+	struct pair_end *e = pair_find(fd);
+	if (e && (e->fin || e->shut)) {
+		/* already done */
+	} else if (e && e->peer->fin) {
+		e->shut = true; /* the second FIN: withheld (see above) */
+	} else {
+		rc = shutdown(sock_of(fd), SD_SEND) == 0 ? 0 : wsa_err();
+		if (e && rc == 0)
+			e->fin = true;
+	}
+	ReleaseSRWLockExclusive(&pair_lock);
+	return rc;
 }
 
 static void close_wait_forget(int fd);
 
-void plat_close(int fd)
+static void close_socket(int fd, bool abortive)
 {
 	if (fd < 0)
 		return;
 	close_wait_forget(fd);
-	closesocket(sock_of(fd));
+	AcquireSRWLockExclusive(&pair_lock);
+	struct pair_end *e = pair_find(fd);
+	if (e) {
+		pair_close(e, abortive);
+	} else {
+		if (abortive) {
+			struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+			setsockopt(sock_of(fd), SOL_SOCKET, SO_LINGER, (const char *)&lg, sizeof(lg));
+		}
+		closesocket(sock_of(fd));
+	}
+	ReleaseSRWLockExclusive(&pair_lock);
+}
+
+void plat_close(int fd)
+{
+	close_socket(fd, false);
 }
 
 /* ---- UNIX sockets: not in this build ----------------------------------- */
@@ -384,30 +548,45 @@ int plat_signals_init(int *fd_out)
 
 /* Windows has no socketpair: the gate's streams get a loopback TCP pair,
  * Nagle off on both ends (its small requests and replies would otherwise
- * wait for the peer's delayed ACK). */
+ * wait for the peer's delayed ACK), closed without TIME_WAIT (struct pair,
+ * above). */
 int plat_socketpair(int fds[2])
 {
 	SOCKET sv[2];
 	int rc = net_init();
 	if (rc < 0)
 		return rc;
+	struct pair *pr = calloc(1, sizeof(*pr));
+	if (!pr)
+		return -ENOMEM;
 	rc = socket_pair(sv);
 	if (rc < 0)
-		return rc;
+		goto out_free;
 	rc = fd_of_socket(sv[0], &fds[0]);
 	if (rc < 0) {
 		closesocket(sv[1]);
-		return rc;
+		goto out_free;
 	}
 	rc = fd_of_socket(sv[1], &fds[1]);
 	if (rc < 0) {
-		plat_close(fds[0]);
-		return rc;
+		closesocket(sv[0]);
+		goto out_free;
 	}
 	if ((rc = plat_tcp_nodelay(fds[0])) < 0 || (rc = plat_tcp_nodelay(fds[1])) < 0) {
-		plat_close(fds[0]);
-		plat_close(fds[1]);
+		closesocket(sv[0]);
+		closesocket(sv[1]);
+		goto out_free;
 	}
+	AcquireSRWLockExclusive(&pair_lock);
+	for (int i = 0; i < 2; i++) {
+		struct pair_end **pp = pair_slot(fds[i]);
+		pr->e[i] = (struct pair_end){ .fd = fds[i], .peer = &pr->e[1 - i], .hnext = *pp };
+		*pp = &pr->e[i];
+	}
+	ReleaseSRWLockExclusive(&pair_lock);
+	return 0;
+out_free:
+	free(pr);
 	return rc;
 }
 
@@ -478,6 +657,62 @@ int plat_tcp_listen(const char *host, uint16_t port, int backlog, int *fd_out)
 	return rc;
 }
 
+static int first_addr(const char *host, uint16_t port, int flags, struct plat_addr *out)
+{
+	struct addrinfo hints, *res;
+	char service[8];
+	int rc = net_init();
+	if (rc < 0)
+		return rc;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = flags;
+	snprintf(service, sizeof(service), "%u", port);
+	rc = getaddrinfo(host, service, &hints, &res);
+	if (rc == EAI_NONAME && (flags & AI_NUMERICHOST))
+		return -EAGAIN; /* a name: plat_resolve's business */
+	if (rc != 0)
+		return -EHOSTUNREACH;
+	if (res->ai_addrlen > sizeof(out->raw)) {
+		freeaddrinfo(res);
+		return -EAFNOSUPPORT;
+	}
+	out->len = (uint32_t)res->ai_addrlen;
+	memcpy(out->raw, res->ai_addr, res->ai_addrlen);
+	freeaddrinfo(res);
+	return 0;
+}
+
+int plat_resolve_literal(const char *host, uint16_t port, struct plat_addr *out)
+{
+	return first_addr(host, port, AI_NUMERICHOST, out);
+}
+
+int plat_resolve(const char *host, uint16_t port, struct plat_addr *out)
+{
+	return first_addr(host, port, 0, out);
+}
+
+int plat_tcp_connect_addr(const struct plat_addr *a, int *fd_out)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)a->raw;
+	int fd, rc = new_socket(sa->sa_family, SOCK_STREAM, IPPROTO_TCP, &fd);
+	if (rc < 0)
+		return rc;
+	if (connect(sock_of(fd), sa, (int)a->len) == 0) {
+		*fd_out = fd;
+		return 0;
+	}
+	rc = WSAGetLastError() == WSAEWOULDBLOCK ? -EINPROGRESS : wsa_err();
+	if (rc == -EINPROGRESS) {
+		*fd_out = fd; /* Winsock's word for a connect under way */
+		return rc;
+	}
+	closesocket(sock_of(fd));
+	return rc;
+}
+
 int plat_tcp_connect(const char *host, uint16_t port, int *fd_out)
 {
 	struct addrinfo *res;
@@ -522,9 +757,7 @@ int plat_tcp_nodelay(int fd)
 
 void plat_close_abortive(int fd)
 {
-	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-	setsockopt(sock_of(fd), SOL_SOCKET, SO_LINGER, (const char *)&lg, sizeof(lg));
-	plat_close(fd);
+	close_socket(fd, true);
 }
 
 /* Is the socket's send buffer full (the peer is not taking our bytes)?
@@ -752,20 +985,30 @@ int plat_poll(struct plat_pollfd *fds, size_t n, int timeout_ms)
 		scratch = p;
 		cap = n;
 	}
+	/* A pair end whose EOF is due (its peer's FIN withheld, see struct
+	 * pair) is readable without anything on the wire. */
+	bool eof_due = false;
+	AcquireSRWLockExclusive(&pair_lock);
 	for (size_t i = 0; i < n; i++) {
+		struct pair_end *e = (fds[i].events & PLAT_POLL_IN) ? pair_find(fds[i].fd) : NULL;
+		fds[i].revents = e && pair_eof_due(e) ? PLAT_POLL_IN : 0;
+		eof_due |= fds[i].revents != 0;
 		scratch[i].fd = sock_of(fds[i].fd);
 		scratch[i].events = (SHORT)(((fds[i].events & PLAT_POLL_IN) ? POLLRDNORM : 0) |
 					    ((fds[i].events & PLAT_POLL_OUT) ? POLLWRNORM : 0));
 		scratch[i].revents = 0;
 	}
-	int r = WSAPoll(scratch, (ULONG)n, timeout_ms);
+	ReleaseSRWLockExclusive(&pair_lock);
+	int r = WSAPoll(scratch, (ULONG)n, eof_due ? 0 : timeout_ms);
 	if (r < 0)
 		return wsa_err();
+	r = 0;
 	for (size_t i = 0; i < n; i++) {
 		SHORT re = scratch[i].revents;
-		fds[i].revents = ((re & (POLLRDNORM | POLLRDBAND)) ? PLAT_POLL_IN : 0) |
-				 ((re & POLLWRNORM) ? PLAT_POLL_OUT : 0) |
-				 ((re & (POLLERR | POLLHUP | POLLNVAL)) ? PLAT_POLL_ERR : 0);
+		fds[i].revents |= ((re & (POLLRDNORM | POLLRDBAND)) ? PLAT_POLL_IN : 0) |
+				  ((re & POLLWRNORM) ? PLAT_POLL_OUT : 0) |
+				  ((re & (POLLERR | POLLHUP | POLLNVAL)) ? PLAT_POLL_ERR : 0);
+		r += fds[i].revents != 0;
 	}
 	return r;
 }

@@ -138,7 +138,7 @@ int plat_sandbox_enter(bool strict, int log_dirfd)
 	int rc = prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 ? 0 : -errno;
 	if (rc == 0)
 		rc = add_rules(ctx, log_dirfd);
-	/* Every thread, not only the caller (the shim's resolver thread). */
+	/* Every thread, not only the caller (the resolver's thread, resolver.c). */
 	if (rc == 0)
 		rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
 	if (rc == 0)

@@ -9,6 +9,7 @@
 #include "buf.h"
 #include "log.h"
 #include "plat.h"
+#include "resolver.h"
 #include "usbmuxd/router.h"
 #include "usbmuxd/sub.h"
 
@@ -25,6 +26,8 @@
 #define EVENTS_MAX       (512 * 1024)  /* events queued for a subscriber that does not read */
 #define RETRY_FIRST_MS   5
 #define RETRY_MAX_MS     100
+#define CLOSE_POLL_MS    5     /* as link.c: asking for usbmuxd's acknowledgements */
+#define CLOSE_WAIT_MS    2000  /* then the connection is closed normally */
 
 enum gc_state {
 	GC_COMMAND,  /* reading requests */
@@ -44,6 +47,9 @@ struct gclient {
 	uint64_t connect_started;
 	unsigned retry_ms;
 	bool u_connecting;
+	bool u_closing;              /* waiting for usbmuxd's ACKs before a reset */
+	bool unanswered;             /* we wrote to usbmuxd after the last byte it sent */
+	uint64_t close_started;
 	struct buf ain;              /* from the stream: requests (COMMAND) */
 	struct buf aout;             /* to the stream: replies, events, device bytes */
 	struct buf uin;              /* from usbmuxd: a reply (FORWARD) */
@@ -61,6 +67,7 @@ struct gclient {
 struct gate {
 	struct loop *loop;
 	struct addr upstream;
+	struct resolver *resolver;   /* a TCP upstream's address (the helper's) */
 	unsigned connect_timeout_ms;
 	struct umx_sub sub;          /* usbmuxd's device table (common/usbmuxd/sub.c) */
 	struct log_ratelimit rl;
@@ -72,6 +79,8 @@ struct gate {
 
 static void gc_update(struct gclient *c);
 static void gc_process(struct gclient *c);
+static bool gc_can_reset(const struct gclient *c);
+static bool gc_reset_upstream(struct gclient *c);
 
 const char *gate_refusal_name(enum gate_refusal r)
 {
@@ -107,11 +116,16 @@ static bool visible(const struct tenant *t, const struct umx_device *d)
 
 /* ---- connecting to usbmuxd ------------------------------------------------ */
 
-static int upstream_connect(const struct addr *a, int *fd)
+int helper_upstream_connect(const struct addr *a, struct resolver *r, int *fd)
 {
 	if (a->kind == ADDR_UNIX)
 		return plat_unix_connect(a->path, fd);
-	return plat_tcp_connect(a->host, a->port, fd);
+	return resolver_connect(r, fd);
+}
+
+static int upstream_connect(struct gate *g, int *fd)
+{
+	return helper_upstream_connect(&g->upstream, g->resolver, fd);
 }
 
 /* ---- a gated stream ----------------------------------------------------- */
@@ -205,10 +219,15 @@ static void gc_update(struct gclient *c)
 		    (c->state == GC_FORWARD || (pipe && buf_len(&c->aout) < PIPE_CHUNK)))
 			uw |= LOOP_IN;
 	}
-	/* Half-closes once what went before them is out. */
+	/* Half-closes once what went before them is out; toward a TCP
+	 * usbmuxd, a reset instead (gc_can_reset). */
 	if (pipe && c->a_eof && !c->u_shut && c->u.fd >= 0 && !buf_len(&c->uout) && !c->u_connecting) {
-		plat_shutdown_write(c->u.fd);
-		c->u_shut = true;
+		if (!gc_can_reset(c)) {
+			plat_shutdown_write(c->u.fd);
+			c->u_shut = true;
+		} else {
+			gc_reset_upstream(c);
+		}
 	}
 	if (pipe && c->u_eof && !c->a_shut && !buf_len(&c->aout)) {
 		plat_shutdown_write(c->a.fd);
@@ -220,12 +239,54 @@ static void gc_update(struct gclient *c)
 	}
 	if (!pipe && !buf_len(&c->aout) &&
 	    (c->close_after || (c->a_eof && c->state != GC_FORWARD && !c->parked))) {
-		gc_close(c, NULL);
-		return;
+		/* A usbmuxd connection left from a forwarded request: as above. */
+		if (c->u.fd < 0 || !gc_can_reset(c) || gc_reset_upstream(c)) {
+			gc_close(c, NULL);
+			return;
+		}
 	}
 	if (loop_watch_set(g->loop, &c->a, aw) < 0 ||
 	    (c->u.fd >= 0 && loop_watch_set(g->loop, &c->u, uw) < 0))
 		gc_close(c, "cannot watch a socket");
+}
+
+/* May the usbmuxd connection end with a reset? A FIN from us would leave
+ * this host's port in TIME_WAIT per session (the leak this project exists to
+ * stop), and usbmuxd ends a session at its client's EOF anyway. So a TCP
+ * one ends with a reset once usbmuxd has acknowledged every byte, kept (as
+ * link.c's stream_local_fin keeps it for the ungated streams) to
+ * connections usbmuxd answered after our last byte, where acknowledged is
+ * not read; on Windows plat_tcp_unacked waits for the reader itself. */
+static bool gc_can_reset(const struct gclient *c)
+{
+	return c->g->upstream.kind == ADDR_TCP && !c->u_connecting &&
+	       (!c->unanswered || plat_tcp_unacked_waits_for_reader());
+}
+
+/* The client is done and all it sent went to usbmuxd: closes the usbmuxd
+ * connection with a reset once acknowledged (normally after CLOSE_WAIT_MS
+ * without). False while it waits (the retry timer asks again). */
+static bool gc_reset_upstream(struct gclient *c)
+{
+	struct gate *g = c->g;
+	if (!c->u_closing) {
+		c->u_closing = true;
+		c->close_started = loop_now(g->loop);
+	}
+	int unacked = plat_tcp_unacked(c->u.fd);
+	if (unacked > 0 && loop_now(g->loop) - c->close_started < CLOSE_WAIT_MS) {
+		loop_timer_arm(g->loop, &c->retry, CLOSE_POLL_MS);
+		return false;
+	}
+	int fd = c->u.fd;
+	loop_watch_remove(g->loop, &c->u);
+	if (unacked == 0)
+		plat_close_abortive(fd);
+	else
+		plat_close(fd);
+	c->u_closing = false;
+	c->u_eof = c->u_shut = true;
+	return true;
 }
 
 static void gc_upstream_failed(struct gclient *c, int err)
@@ -233,9 +294,12 @@ static void gc_upstream_failed(struct gclient *c, int err)
 	struct gate *g = c->g;
 	unsigned suppressed;
 	c->t->st.upstream_failures++;
+	if (g->resolver && err != -EAGAIN)
+		resolver_retry(g->resolver); /* the address may have moved */
 	if (log_ratelimit_pass(&g->rl, loop_now(g->loop), &suppressed))
 		log_warn("tenant %s: cannot connect to usbmuxd: %s", c->t->def.name,
-			 plat_strerror(-err));
+			 err == -EAGAIN && g->resolver ? "its name did not resolve in time"
+						       : plat_strerror(-err));
 	gc_close(c, "usbmuxd unreachable");
 }
 
@@ -243,7 +307,7 @@ static void gc_try_connect(struct gclient *c)
 {
 	struct gate *g = c->g;
 	int fd;
-	int rc = upstream_connect(&g->upstream, &fd);
+	int rc = upstream_connect(g, &fd);
 	uint64_t waited = loop_now(g->loop) - c->connect_started;
 	if (rc == 0 || rc == -EINPROGRESS) {
 		loop_watch_init(&c->u, fd, c->u.cb, c);
@@ -256,7 +320,8 @@ static void gc_try_connect(struct gclient *c)
 		gc_update(c);
 		return;
 	}
-	/* usbmuxd's backlog of 5: a burst meets a full queue for a moment. */
+	/* usbmuxd's backlog of 5: a burst meets a full queue for a moment
+	 * (EAGAIN; also while the upstream's name resolves). */
 	if ((rc == -EAGAIN || rc == -EMFILE || rc == -ENFILE) && waited < g->connect_timeout_ms) {
 		loop_timer_arm(g->loop, &c->retry, c->retry_ms);
 		c->retry_ms = c->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : c->retry_ms * 2;
@@ -268,6 +333,10 @@ static void gc_try_connect(struct gclient *c)
 static void gc_on_retry(struct loop_timer *tm)
 {
 	struct gclient *c = tm->ctx;
+	if (c->u_closing) { /* asking for usbmuxd's acknowledgements again */
+		gc_update(c);
+		return;
+	}
 	if (c->u_connecting) { /* no answer in time */
 		int fd = c->u.fd;
 		loop_watch_remove(c->g->loop, &c->u);
@@ -545,8 +614,10 @@ static void gc_on_u(struct loop_watch *w, unsigned ev)
 			gc_close(c, "usbmuxd went away");
 			return;
 		}
-		if (r > 0)
+		if (r > 0) {
 			buf_consume(&c->uout, (size_t)r);
+			c->unanswered = true;
+		}
 	}
 	if ((ev & (LOOP_IN | LOOP_ERR)) && (w->want & LOOP_IN)) {
 		struct buf *dst = c->state == GC_PIPE ? &c->aout : &c->uin;
@@ -562,9 +633,12 @@ static void gc_on_u(struct loop_watch *w, unsigned ev)
 				gc_close(c, "usbmuxd failed");
 				return;
 			}
-		} else if (r > 0 && buf_append(dst, g->scratch, (size_t)r) < 0) {
-			gc_close(c, "out of memory");
-			return;
+		} else if (r > 0) {
+			c->unanswered = false;
+			if (buf_append(dst, g->scratch, (size_t)r) < 0) {
+				gc_close(c, "out of memory");
+				return;
+			}
 		}
 		if (c->state == GC_FORWARD) {
 			size_t n;
@@ -738,7 +812,7 @@ static void on_changed(void *ctx)
 static int sub_connect(void *ctx, int *fd)
 {
 	struct gate *g = ctx;
-	return upstream_connect(&g->upstream, fd);
+	return upstream_connect(g, fd);
 }
 
 static const struct umx_sub_ops sub_ops = {
@@ -753,14 +827,15 @@ size_t gate_devices(const struct gate *g, bool *live)
 	return g->sub.table.n;
 }
 
-int gate_new(struct loop *loop, const struct addr *upstream, unsigned connect_timeout_ms,
-	     struct gate **out)
+int gate_new(struct loop *loop, const struct addr *upstream, struct resolver *resolver,
+	     unsigned connect_timeout_ms, struct gate **out)
 {
 	struct gate *g = calloc(1, sizeof(*g));
 	if (!g)
 		return -ENOMEM;
 	g->loop = loop;
 	g->upstream = *upstream;
+	g->resolver = resolver;
 	g->connect_timeout_ms = connect_timeout_ms;
 	g->rl.interval_ms = 10000;
 	static const struct umx_sub_config cfg = {

@@ -27,6 +27,8 @@
 #include "tenants.h"
 #include "tunnel/link.h"
 
+struct resolver;
+
 enum gate_refusal {
 	GATE_REFUSED_DEVICE,   /* Connect to a device not the tenant's */
 	GATE_REFUSED_RECORD,   /* a pair record not the tenant's */
@@ -57,8 +59,14 @@ struct tenant {
 
 struct gate;
 
-int gate_new(struct loop *loop, const struct addr *upstream, unsigned connect_timeout_ms,
-	     struct gate **out);
+/* upstream: usbmuxd; a TCP one's address comes from resolver (NULL for a
+ * UNIX one), which outlives the gate. */
+int gate_new(struct loop *loop, const struct addr *upstream, struct resolver *resolver,
+	     unsigned connect_timeout_ms, struct gate **out);
+/* A new connection to usbmuxd, for the gate and main.c's ungated streams:
+ * 0, -EINPROGRESS or a negative errno; -EAGAIN while a TCP upstream's name
+ * has no address yet (callers retry it as a full listen queue). */
+int helper_upstream_connect(const struct addr *a, struct resolver *r, int *fd);
 void gate_free(struct gate *g);
 /* (Re)builds t->filter from t->def. 0 or -ENOMEM. */
 int gate_tenant_set(struct tenant *t);

@@ -9,6 +9,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "plat.h"
+#include "resolver.h"
 #include "service.h"
 #include "tenants.h"
 #include "tunnel/auth.h"
@@ -85,6 +86,7 @@ struct helper {
 	struct tenant *tenants;      /* in file order; NULL without a tenants file */
 	struct tenant *candidate;    /* the tenant whose token a proof in flight was made with */
 	struct gate *gate;           /* with --tenants or --serve */
+	struct resolver *resolver;   /* a TCP upstream's address (common/resolver.c) */
 	char *tenants_text;          /* the file as last loaded, for --tenants-watch */
 	size_t tenants_len;
 	struct loop_timer tenants_watch;
@@ -152,7 +154,13 @@ static void upstream_failed(struct upstream *u, int err)
 	char up[ADDR_SPEC_MAX], reason[600];
 	unsigned suppressed;
 	addr_format(&h->cfg.upstream, up, sizeof(up));
-	if (err == -ETIMEDOUT)
+	if (h->resolver && err != -EAGAIN)
+		resolver_retry(h->resolver); /* the address may have moved */
+	if (err == -EAGAIN && h->resolver)
+		snprintf(reason, sizeof(reason), "cannot connect to usbmuxd at %s: its name did "
+			 "not resolve within %u ms (--connect-timeout; DNS is slow or unreachable)",
+			 up, h->cfg.connect_timeout_ms);
+	else if (err == -ETIMEDOUT)
 		snprintf(reason, sizeof(reason), "cannot connect to usbmuxd at %s: no answer "
 			 "within %u ms (--connect-timeout)", up, h->cfg.connect_timeout_ms);
 	else
@@ -213,11 +221,7 @@ static void on_upstream_retry(struct loop_timer *t)
 static void upstream_try(struct upstream *u)
 {
 	struct helper *h = u->t->h;
-	int fd, rc;
-	if (h->cfg.upstream.kind == ADDR_UNIX)
-		rc = plat_unix_connect(h->cfg.upstream.path, &fd);
-	else
-		rc = plat_tcp_connect(h->cfg.upstream.host, h->cfg.upstream.port, &fd);
+	int fd, rc = helper_upstream_connect(&h->cfg.upstream, h->resolver, &fd);
 	if (rc == 0) {
 		upstream_connected(u, fd);
 		return;
@@ -239,7 +243,8 @@ static void upstream_try(struct upstream *u)
 	}
 	/* usbmuxd listens with a backlog of 5: a burst of sessions meets a
 	 * full queue (EAGAIN), which a moment later has room again. So does
-	 * a helper briefly out of descriptors. Retry those, briefly. */
+	 * a helper briefly out of descriptors, or one whose upstream name is
+	 * still being resolved (EAGAIN too). Retry those, briefly. */
 	bool transient = rc == -EAGAIN || rc == -EMFILE || rc == -ENFILE;
 	if (transient && waited < h->cfg.connect_timeout_ms) {
 		if (rc != -EAGAIN)
@@ -1218,6 +1223,15 @@ static int helper_run(void)
 	}
 	char up[ADDR_SPEC_MAX];
 	addr_format(&h->cfg.upstream, up, sizeof(up));
+	/* A TCP upstream named by a host name is resolved by a thread, never
+	 * on the loop (getaddrinfo waits for DNS); started before the sandbox,
+	 * which then covers it too. A literal address needs no thread. */
+	if (h->cfg.upstream.kind == ADDR_TCP &&
+	    (rc = resolver_start(&h->resolver, h->loop, h->cfg.upstream.host, h->cfg.upstream.port,
+				 NULL, NULL)) < 0) {
+		log_error("cannot resolve the upstream %s: %s", up, plat_strerror(-rc));
+		return 1;
+	}
 	if (h->cfg.serve_path) {
 		bool replaced = false;
 		rc = plat_unix_listen(h->cfg.serve_path, h->cfg.socket_mode, h->cfg.socket_owner, 512,
@@ -1229,7 +1243,7 @@ static int helper_run(void)
 						  : plat_strerror(-rc));
 			return 1;
 		}
-		if ((rc = gate_new(h->loop, &h->cfg.upstream, h->cfg.connect_timeout_ms,
+		if ((rc = gate_new(h->loop, &h->cfg.upstream, h->resolver, h->cfg.connect_timeout_ms,
 				   &h->gate)) < 0) {
 			log_error("cannot start the gate: %s", plat_strerror(-rc));
 			plat_unix_unlink_if_ours(h->cfg.serve_path, &h->serve_id);
@@ -1252,7 +1266,7 @@ static int helper_run(void)
 	}
 
 	if (h->cfg.tenants_path) {
-		if ((rc = gate_new(h->loop, &h->cfg.upstream, h->cfg.connect_timeout_ms,
+		if ((rc = gate_new(h->loop, &h->cfg.upstream, h->resolver, h->cfg.connect_timeout_ms,
 				   &h->gate)) < 0) {
 			log_error("cannot start the tenants' gate: %s", plat_strerror(-rc));
 			plat_close(h->listen_fd);
@@ -1295,6 +1309,8 @@ static int helper_run(void)
 		link_close(h->tunnels->link, TUN_GOAWAY_NORMAL, "helper shutting down");
 	gate_free(h->gate);
 	h->gate = NULL;
+	resolver_stop(h->resolver);
+	h->resolver = NULL;
 	metrics_stop(h->metrics);
 	h->metrics = NULL;
 	while (h->tenants) {

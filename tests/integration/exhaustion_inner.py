@@ -11,6 +11,11 @@ ListDevices sessions through one of two paths, printing one JSON line:
   tunnel-wine  the same with build/muxshim-host.exe under wine (see
           test_windows.py): SESSIONS is the minimum; batches go on until
           MUXSHIM_WINE_BUDGET_S seconds (default 120) have passed, or 20,000
+  gate-wine    tunnel-wine with --tenants (a `*` tenant): every session goes
+          through the gate, over a loopback pair on Windows; exactly SESSIONS
+          sessions, then the pairs' TIME_WAIT is counted once all have closed
+
+MUXSHIM_HOST_EXE names another .exe (e.g. an old build, to see a test fail).
 """
 import json
 import os
@@ -77,17 +82,58 @@ def listening(port):
     return lambda: harness.tcp_listening(port)
 
 
-def run_wine(path, min_sessions):
+def open_pairs():
+    """Connections in this namespace other than the tunnel (27016) and the
+    usbmuxd hop (27015): the gate's loopback pairs, while not closed."""
+    out = subprocess.run(["ss", "-Htan", "state", "connected"], capture_output=True,
+                         text=True, check=True).stdout
+    return [l for l in out.splitlines() if l.split() and not any(
+        f.endswith((":27016", ":27015")) for f in l.split()[-2:]) and
+        not l.startswith("TIME-WAIT")]
+
+
+def run_gate_wine(helper, path, sessions):
+    """Exactly `sessions` gated ListDevices, then TIME_WAIT once every pair
+    has closed. The helper's own long-lived pairs (its signal socket, on
+    Windows a loopback pair too) are open before and after: not counted."""
+    before = set(open_pairs())
+    r = harness.muxconn("--list-loop", sessions, socket=path, timeout=600, check=False)
+
+    def left():
+        return sorted(set(open_pairs()) - before)
+    # The last sessions' pairs close just after their clients saw the reply:
+    # wait for that (60 s bounds only a wedged wine; it takes milliseconds).
+    try:
+        harness.wait_for(lambda: not left(), 60, what="the gate's pairs closed")
+    except harness.HarnessError:
+        pass  # reported below: open_pairs
+    return {"mode": "gate-wine", "attempted": sessions, "ok": r.get("ops_ok", 0),
+            "failed": r.get("ops_failed", 0), "open_pairs": left(),
+            "helper_alive": helper.alive(), "helper_log": helper.stderr_text()[-2000:]}
+
+
+def run_wine(path, min_sessions, gated=False):
     """The helper under wine, with a wineserver of this namespace's own: one
     from outside would create the helper's sockets in its own namespace."""
     harness.Proc(["wineserver", "-f", "-p"], name="wineserver", env=WINE_ENV).start()
     exe = os.environ.get("MUXSHIM_HOST_EXE", os.path.join(harness.BUILD, "muxshim-host.exe"))
+    extra, shim_extra = [], []
+    if gated:
+        d = harness.tempdir("gate-wine")
+        token = harness.write_token(os.path.join(d, "all.key"))
+        tenants = os.path.join(d, "tenants.txt")
+        with open(tenants, "w") as f:
+            f.write("all all.key *\r\n")
+        extra = ["--tenants", "Z:" + tenants.replace("/", "\\")]
+        shim_extra = ["--token-file", token]
     helper = harness.Proc(["wine", exe,
                            "--listen", "127.0.0.1:27016", "--upstream", "tcp:127.0.0.1:27015",
-                           "--log-level", "warn"],
+                           "--log-level", "warn"] + extra,
                           name="muxshim-host-wine", env=WINE_ENV, ready_fn=listening(27016),
                           ready_timeout=120).start()
-    harness.Shim(path, "tunnel:127.0.0.1:27016", log_level="warn").start()
+    harness.Shim(path, "tunnel:127.0.0.1:27016", *shim_extra, log_level="warn").start()
+    if gated:
+        return run_gate_wine(helper, path, min_sessions)
     budget = float(os.environ.get("MUXSHIM_WINE_BUDGET_S", "120"))
     t0 = time.monotonic()
     done = ok = 0
@@ -129,8 +175,8 @@ def main(mode, sessions):
                 first_failure = i + 1
                 break
         result = {"mode": mode, "attempted": i + 1, "ok": ok, "first_failure": first_failure}
-    elif mode == "tunnel-wine":
-        result = run_wine(path, sessions)
+    elif mode in ("tunnel-wine", "gate-wine"):
+        result = run_wine(path, sessions, gated=mode == "gate-wine")
     else:
         helper = harness.Proc([os.path.join(harness.BUILD, "muxshim-host"), "--listen",
                                "127.0.0.1:27016", "--upstream", "tcp:127.0.0.1:27015",
@@ -156,6 +202,6 @@ if __name__ == "__main__":
     try:
         main(sys.argv[1], int(sys.argv[2]))
     finally:
-        if sys.argv[1] == "tunnel-wine":
+        if sys.argv[1] in ("tunnel-wine", "gate-wine"):
             subprocess.run(["wineserver", "-k"], env=dict(os.environ, **WINE_ENV), timeout=30)
         harness.cleanup_all()

@@ -427,6 +427,55 @@ class TwoTenants(unittest.TestCase):
         self.assertEqual(after["muxshim_host_tunnels_open"], 3)
 
 
+def tcp_count(state, port):
+    """Sockets in `state` (an ss state) with `port` at either end."""
+    out = subprocess.run(["ss", "-Htan", "state", state], capture_output=True, text=True,
+                         check=True).stdout
+    return sum(1 for l in out.splitlines() if len(l.split()) >= 2 and
+               any(f.endswith(":%d" % port) for f in l.split()[-2:]))
+
+
+class TcpUpstream(unittest.TestCase):
+    """The gate over a TCP usbmuxd (Windows' shape, on Linux here): its own
+    connections to usbmuxd (Connect pipes, forwarded pair-record requests)
+    end with a reset once usbmuxd has acknowledged and answered everything,
+    as the ungated relay's do, never with a FIN first: no TIME_WAIT per
+    session on the host."""
+
+    def tearDown(self):
+        harness.cleanup_all()
+
+    def test_no_time_wait_toward_usbmuxd(self):
+        d = harness.tempdir("tenants-tcp")
+        fake = harness.FakeDev(os.path.join(d, "fakedev.sock"), 1).start()
+        svc = harness.DevSvc().start()
+        port = harness.TcpRelay(fake.socket, name="fakedev-tcp").start().port
+        key = harness.write_token(os.path.join(d, "all.key"))
+        tenants = os.path.join(d, "tenants")
+        write_tenants(tenants, ["all all.key *"])
+        helper = start_helper("tcp:127.0.0.1:%d" % port, tenants)
+        path = os.path.join(d, "shim.sock")
+        harness.Shim(path, helper.tunnel, "--token-file", key).start()
+        before = tcp_count("time-wait", port)
+        # Request/response sessions: 50 Connect pipes (byte-checked round
+        # trips) and 20 forwarded ReadPairRecord.
+        r = harness.muxconn("--port", svc.port, "--device", 1, "--parallel", 50, "--rtt", 5,
+                            "--size", 4096, socket=path, timeout=300)
+        self.assertEqual(r["failed"], 0)
+        for _ in range(20):
+            self.assertIn("Number", ask(path, {"MessageType": "ReadPairRecord",
+                                               "PairRecordID": UDID[0]}))
+        # Every session's usbmuxd connection gone but the gate's subscription
+        # (two ends): they close just after the clients' last reply (60 s
+        # bounds only a wedged helper).
+        harness.wait_for(lambda: tcp_count("established", port) <= 2, 60,
+                         what="the gate's usbmuxd connections closed")
+        after = tcp_count("time-wait", port)
+        print("\ngate over TCP: TIME_WAIT toward usbmuxd before %d, after 70 sessions %d"
+              % (before, after))
+        self.assertEqual(after, before)
+
+
 class Reload(unittest.TestCase):
     def setUp(self):
         self.d = harness.tempdir("tenants-reload")

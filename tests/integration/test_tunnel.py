@@ -19,7 +19,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tunnel_util import (CountingService, Helper, connect_device, harness,  # noqa: E402
+from tunnel_util import (CountingService, Helper, connect_device, harness, helper_binary,  # noqa: E402
                          recv_exact, usbmuxd_request)
 
 MiB = 1 << 20
@@ -619,38 +619,45 @@ if __name__ == "__main__":
     unittest.main()
 
 
+def under_silent_dns(cmd, d, name, **kw):
+    """cmd (a daemon) in private mount and network namespaces whose
+    resolv.conf names a DNS server that takes queries and never answers (a
+    UDP socket bound and never read, held by the daemon's own process), with
+    glibc's longest timeout: a lookup waits a minute. Its pid is the
+    daemon's (each step execs the next)."""
+    conf = os.path.join(d, "resolv.conf")
+    with open(conf, "w") as f:
+        f.write("nameserver 127.0.0.1\noptions timeout:30 attempts:2\n")
+    blackhole = ("import os, socket, sys\n"
+                 "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                 "s.bind(('127.0.0.1', 53))\n"
+                 "os.set_inheritable(s.fileno(), True)\n"
+                 "os.execv(sys.argv[1], sys.argv[1:])\n")
+    inner = "ip link set lo up && mount --bind %s /etc/resolv.conf && exec %s -c %s %s" % (
+        shlex.quote(conf), shlex.quote(sys.executable), shlex.quote(blackhole),
+        " ".join(shlex.quote(str(a)) for a in cmd))
+    return harness.Proc(["unshare", "-m", "-n", "--propagation", "private", "sh", "-c", inner],
+                        name=name, **kw)
+
+
 class NameResolution(unittest.TestCase):
-    """The tunnel's host is a name: resolving it must not stop the loop."""
+    """The upstream's host is a name: resolving it must not stop the loop
+    (common/resolver.c, in both daemons)."""
 
     def tearDown(self):
         harness.cleanup_all()
 
     def test_slow_dns_does_not_block_the_shim(self):
-        # Private mount and network namespaces whose resolv.conf names a DNS
-        # server that takes queries and never answers (a UDP socket bound and
-        # never read, held by the shim's own process), with glibc's longest
-        # timeout: a lookup waits a minute. A shim that resolved on its loop
-        # would not answer `muxshim stats` (its control socket is served by
-        # the same loop) until then; resolved by its thread, it answers at
-        # once, and the log says nothing of the name yet. 30 s tells the two
-        # apart on any machine.
+        # Under a DNS that never answers (under_silent_dns). A shim that
+        # resolved on its loop would not answer `muxshim stats` (its control
+        # socket is served by the same loop) until then; resolved by its
+        # thread, it answers at once, and the log says nothing of the name
+        # yet. 30 s tells the two apart on any machine.
         d = harness.tempdir("dns")
-        conf = os.path.join(d, "resolv.conf")
-        with open(conf, "w") as f:
-            f.write("nameserver 127.0.0.1\noptions timeout:30 attempts:2\n")
         path = os.path.join(d, "shim.sock")
         shim_cmd = [harness.shim_binary(), "--listen", path, "--passthrough",
                     "--upstream", "tunnel:muxshim-dns-test.example:27016", "--log-level", "debug"]
-        blackhole = ("import os, socket, sys\n"
-                     "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-                     "s.bind(('127.0.0.1', 53))\n"
-                     "os.set_inheritable(s.fileno(), True)\n"
-                     "os.execv(sys.argv[1], sys.argv[1:])\n")
-        inner = "ip link set lo up && mount --bind %s /etc/resolv.conf && exec %s -c %s %s" % (
-            shlex.quote(conf), shlex.quote(sys.executable), shlex.quote(blackhole),
-            " ".join(shlex.quote(a) for a in shim_cmd))
-        shim = harness.Proc(["unshare", "-m", "-n", "--propagation", "private", "sh", "-c", inner],
-                            name="muxshim-dns", ready_socket=path + ".ctl").start()
+        shim = under_silent_dns(shim_cmd, d, "muxshim-dns", ready_socket=path + ".ctl").start()
         t0 = time.monotonic()
         r = subprocess.run([harness.shim_binary(), "stats", "--json", "--listen", path],
                            capture_output=True, text=True, timeout=120)
@@ -666,3 +673,54 @@ class NameResolution(unittest.TestCase):
             t0 = time.monotonic()
             self.assertEqual(s.recv(10), b"")
             self.assertLess(time.monotonic() - t0, 30.0)
+
+    def test_slow_dns_does_not_block_the_helper(self):
+        # The helper's usbmuxd is tcp:NAME, under a DNS that never answers
+        # (under_silent_dns). With --tenants its gate subscribes to usbmuxd
+        # as it starts, and every stream connects there too. A helper that
+        # resolved on its loop would hang in getaddrinfo for the lookup's
+        # minute before it even serves --metrics (the same loop); resolved
+        # by the resolver's thread, /metrics answers at once. 30 s tells the
+        # two apart on any machine.
+        d = harness.tempdir("dns-helper")
+        harness.write_token(os.path.join(d, "t.key"))
+        tenants = os.path.join(d, "tenants")
+        with open(tenants, "w") as f:
+            f.write("t t.key *\n")
+        cmd = [helper_binary(), "--listen", "127.0.0.1:27016",
+               "--upstream", "tcp:muxshim-dns-test.example:27015", "--tenants", tenants,
+               "--metrics", "127.0.0.1:9464", "--log-level", "debug"]
+        helper = under_silent_dns(cmd, d, "muxshim-host-dns", ready_fn=lambda: True).start()
+        harness.wait_for(lambda: "listening on 127.0.0.1:27016" in helper.stderr_text(), 30,
+                         what="the helper's start")
+        # /metrics from inside the helper's network namespace: connect (it
+        # is refused until the listener is up), ask, and read the answer,
+        # all within 30 s of the start line.
+        probe = ("import socket, sys, time\n"
+                 "t0 = time.monotonic()\n"
+                 "while True:\n"
+                 "    try:\n"
+                 "        s = socket.create_connection(('127.0.0.1', 9464), timeout=30)\n"
+                 "        break\n"
+                 "    except ConnectionRefusedError:\n"
+                 "        if time.monotonic() - t0 > 30:\n"
+                 "            sys.exit('--metrics not listening after 30 s')\n"
+                 "        time.sleep(0.05)  # polls the listener's arrival, bounded above\n"
+                 "s.settimeout(max(1.0, 30 - (time.monotonic() - t0)))\n"
+                 "s.sendall(b'GET /metrics HTTP/1.0\\r\\n\\r\\n')\n"
+                 "data = b''\n"
+                 "while True:\n"
+                 "    b = s.recv(65536)\n"
+                 "    if not b:\n"
+                 "        break\n"
+                 "    data += b\n"
+                 "sys.stdout.write(data.decode())\n")
+        t0 = time.monotonic()
+        r = subprocess.run(["nsenter", "-t", str(helper.pid), "-n", sys.executable, "-c", probe],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr + helper.stderr_text()[-2000:])
+        self.assertLess(time.monotonic() - t0, 30.0, "the helper's loop waited for DNS")
+        self.assertIn("200 OK", r.stdout.splitlines()[0])
+        self.assertIn("muxshim_host_", r.stdout)
+        # Nothing came back from DNS meanwhile: the name is still unresolved.
+        self.assertTrue(helper.alive())

@@ -477,6 +477,9 @@ class FakeDevice(unittest.TestCase):
     def mc(self, *args, **kw):
         return harness.muxconn("--port", self.dev.port, *args, socket=self.path, **kw)
 
+    def check_upstream_time_wait(self):
+        self.assertEqual(time_wait_toward(self.tcp_port), 0)
+
     def test_recv_64mib(self):
         t0 = time.monotonic()
         r = self.mc("--recv", 64 * MiB, timeout=300)
@@ -504,7 +507,7 @@ class FakeDevice(unittest.TestCase):
             svc.close()
         self.assertEqual(sorted(len(d) for d, _ in results), sorted(len(p) for p in payloads))
         self.assertEqual(sorted(d for d, _ in results), sorted(payloads))
-        self.assertEqual(time_wait_toward(self.tcp_port), 0)
+        self.check_upstream_time_wait()
 
     def test_stalled_reader_loses_nothing(self):
         """The device stops reading just before the end: the helper's send
@@ -551,7 +554,7 @@ class FakeDevice(unittest.TestCase):
             srv.close()
         self.assertEqual(len(got.get("data", b"")), total, "bytes lost")
         self.assertEqual(got["data"], payload)
-        self.assertEqual(time_wait_toward(self.tcp_port), 0)
+        self.check_upstream_time_wait()
 
     def test_full_duplex_16mib(self):
         svc = DuplexService(16 * MiB)
@@ -585,6 +588,32 @@ class FakeDevice(unittest.TestCase):
         r = self.mc("--parallel", 200, "--rtt", 5, "--size", 4096, timeout=300)
         self.assertEqual(r["sessions"], 200)
         self.assertEqual(r["failed"], 0)
+
+
+class GatedFakeDevice(FakeDevice):
+    """FakeDevice's data paths through the tenants' gate (a `*` tenant):
+    every stream crosses the gate's loopback pair, which withholds its
+    second FIN and ends with a reset only once every byte written into it
+    was read out (plat_win.c, struct pair): byte-exact both ways, full
+    duplex, 200 streams at once; and the gate's own connections to usbmuxd
+    end with a reset once acknowledged, as the relay's do (gate.c,
+    gc_can_reset): no TIME_WAIT toward usbmuxd either."""
+
+    @classmethod
+    def setUpClass(cls):
+        d = harness.tempdir("wine-gated")
+        token = harness.write_token(os.path.join(d, "token"))
+        tenants = os.path.join(d, "tenants.txt")
+        with open(tenants, "w") as f:
+            f.write("all token *\r\n")
+        cls.dev = harness.DevSvc().start()
+        cls.fd = harness.FakeDev(os.path.join(d, "fd.sock")).start()
+        cls.tcp_port = tcp_front(cls.fd.socket, "fakedev-tcp")
+        cls.helper = WineHelper("tcp:127.0.0.1:%d" % cls.tcp_port, "--tenants",
+                                win_path(tenants), log_level="info").start()
+        cls.path = os.path.join(d, "shim.sock")
+        cls.shim = harness.Shim(cls.path, cls.helper.tunnel, "--token-file", token,
+                                log_level="info").start()
 
 
 class Restart(unittest.TestCase):
@@ -722,6 +751,28 @@ class PortExhaustion(unittest.TestCase):
         tw = r["time_wait"]
         self.assertEqual(tw.get("27016", 0), 0, "TIME_WAIT on the tunnel hop: %s" % tw)
         self.assertEqual(tw.get("27015", 0), 0, "TIME_WAIT on the upstream hop: %s" % tw)
+
+    def test_gated_sessions_leave_no_time_wait(self):
+        """--tenants: each session crosses a loopback TCP pair (gate and
+        relay, plat_socketpair on Windows), which must close without
+        TIME_WAIT: 600 gated sessions, three times the namespace's 200
+        ports, all succeed, and no TIME_WAIT is left anywhere. (A pair closed
+        with a FIN each way, as before, leaves one per session: the run
+        fails at about session 200, with 200 TIME_WAIT.)"""
+        from test_exhaustion import run_in_small_netns
+        WineServer.stop()  # as above: the namespace's own wineserver
+        try:
+            r = run_in_small_netns("gate-wine", 600, 900)
+        finally:
+            WineServer.start()
+        log = r.pop("helper_log", "")
+        print("\ngate-wine:", r, flush=True)
+        self.assertEqual(r["tw_reuse"], "0")
+        self.assertEqual(r["port_range"], ["40000", "40199"])
+        self.assertEqual(r["open_pairs"], [], "pairs still open after the sessions")
+        self.assertEqual(r["time_wait"], {}, "TIME_WAIT left by gated sessions")
+        self.assertEqual(r["ok"], 600, log)
+        self.assertTrue(r["helper_alive"], log)
 
 
 if __name__ == "__main__":

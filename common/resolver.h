@@ -1,4 +1,5 @@
-/* The upstream's address without blocking the loop (resolver.c). */
+/* The upstream's address without blocking the loop (resolver.c; both
+ * daemons). */
 #ifndef MUXSHIM_RESOLVER_H
 #define MUXSHIM_RESOLVER_H
 
@@ -20,6 +21,10 @@ int resolver_start(struct resolver **out, struct loop *loop, const char *host, u
  * a resolution is on its way (ready follows). A stale answer is returned
  * and refreshed in the background. */
 int resolver_get(struct resolver *r, struct plat_addr *a);
+/* plat_tcp_connect_addr to the current answer: 0, -EINPROGRESS (wait for
+ * writability, then plat_connect_result) or resolver_get's failure (-EAGAIN:
+ * no answer yet; callers retry as for a full listen queue). */
+int resolver_connect(struct resolver *r, int *fd);
 /* A connect to the answer failed: resolve again. */
 void resolver_retry(struct resolver *r);
 void resolver_stop(struct resolver *r);

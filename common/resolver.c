@@ -1,11 +1,15 @@
-/* The upstream's address, resolved off the loop.
+/* The upstream's address, resolved off the loop (both daemons: the shim's
+ * tunnel or TCP upstream, the helper's TCP usbmuxd).
  *
  * getaddrinfo on a name waits for DNS (seconds when a resolver is slow or
  * gone), and the loop serves every client: it must never wait. A literal
  * address is resolved in place (that never blocks). A name is resolved by
  * one thread, started before the sandbox (which then covers it too: the
  * filter is synchronised to every thread) and woken through a socket pair;
- * the loop reads the answer when that socket turns readable.
+ * the loop reads the answer when that socket turns readable. The thread is
+ * POSIX threads on every platform: the Windows build links mingw-w64's
+ * winpthreads statically (Makefile), and everything else it does goes
+ * through plat.h.
  *
  * Callers take the last answer (resolver_get); a name is resolved again when
  * that answer is older than RESOLVE_FRESH_MS or a connect to it failed, so a
@@ -49,8 +53,8 @@ static void *resolver_main(void *arg)
 {
 	struct resolver *r = arg;
 	pthread_mutex_lock(&r->mu);
-	/* The thread's own set-up (rseq, robust futexes) is done: the sandbox
-	 * may come now, which would refuse those calls. */
+	/* The thread's own set-up (on Linux: rseq, robust futexes) is done:
+	 * the sandbox may come now, which would refuse those calls. */
 	r->started = true;
 	pthread_cond_broadcast(&r->cv);
 	for (;;) {
@@ -94,7 +98,7 @@ static void on_answer(struct loop_watch *w, unsigned events)
 	r->asked = false;
 	r->got_ms = loop_now(r->loop);
 	if (r->last_rc < 0)
-		log_debug("resolving %s: %s", r->host, strerror(-r->last_rc));
+		log_debug("resolving %s: %s", r->host, plat_strerror(-r->last_rc));
 	if (r->ready)
 		r->ready(r->ctx);
 }
@@ -174,6 +178,13 @@ int resolver_get(struct resolver *r, struct plat_addr *a)
 		return r->last_rc ? r->last_rc : -EAGAIN; /* and an attempt is on its way */
 	*a = r->addr; /* possibly stale for one refresh: better than waiting */
 	return 0;
+}
+
+int resolver_connect(struct resolver *r, int *fd)
+{
+	struct plat_addr a;
+	int rc = resolver_get(r, &a);
+	return rc < 0 ? rc : plat_tcp_connect_addr(&a, fd);
 }
 
 void resolver_retry(struct resolver *r)
