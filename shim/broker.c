@@ -28,7 +28,7 @@ void broker_view(const struct shim *s, bool listeners, struct router_view *v, co
 {
 	const struct broker *b = &s->broker;
 	*buid = b->sub.buid_known ? b->sub.buid : NULL;
-	*v = (struct router_view){ &b->sub.table, &s->cfg.filter, 1, buid, NULL };
+	*v = (struct router_view){ &b->sub.table, &s->cfg.filter, 1, buid, NULL, NULL };
 	*ll = NULL;
 	if (!listeners)
 		return;
@@ -163,4 +163,5 @@ void broker_shutdown(struct shim *s)
 	while (b->clients)
 		client_close(b->clients, NULL);
 	umx_sub_stop(&b->sub);
+	route_list_cache_free(&b->list_cache);
 }
