@@ -60,6 +60,11 @@ void loop_watch_init(struct loop_watch *w, int fd, loop_watch_cb cb, void *ctx);
 int loop_watch_set(struct loop *l, struct loop_watch *w, unsigned want);
 /* Unregisters and forgets the fd (sets w->fd = -1). Call before close(). */
 void loop_watch_remove(struct loop *l, struct loop_watch *w);
+/* loop_watch_remove, then closes the fd. Only for an fd that is the sole
+ * descriptor of its file (not dup'ed, not inherited by a child): epoll then
+ * drops the registration with the close, one system call less per
+ * connection. */
+void loop_watch_close(struct loop *l, struct loop_watch *w);
 
 void loop_timer_init(struct loop_timer *t, loop_timer_cb cb, void *ctx);
 void loop_timer_arm(struct loop *l, struct loop_timer *t, uint64_t delay_ms);

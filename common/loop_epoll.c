@@ -75,6 +75,20 @@ int loop_watch_set(struct loop *l, struct loop_watch *w, unsigned want)
 	return 0;
 }
 
+void loop_watch_close(struct loop *l, struct loop_watch *w)
+{
+	(void)l;
+	int fd = w->fd;
+	/* The kernel forgets a registration when the last descriptor of its
+	 * file closes: no EPOLL_CTL_DEL. An event of this fd still in the
+	 * current batch is skipped, as for a removed watch (fd < 0). */
+	w->fd = -1;
+	w->want = 0;
+	w->registered = false;
+	if (fd >= 0)
+		plat_close(fd);
+}
+
 int loop_run_once(struct loop *l, int max_wait_ms)
 {
 	struct epoll_backend *b = l->backend;

@@ -89,6 +89,14 @@ static void unregister(struct poll_backend *b, struct loop_watch *w)
 	w->registered = false;
 }
 
+void loop_watch_close(struct loop *l, struct loop_watch *w)
+{
+	int fd = w->fd;
+	loop_watch_remove(l, w);
+	if (fd >= 0)
+		plat_close(fd);
+}
+
 int loop_watch_set(struct loop *l, struct loop_watch *w, unsigned want)
 {
 	struct poll_backend *b = l->backend;

@@ -418,7 +418,7 @@ static bool gc_request(struct gclient *c, const struct umx_hdr *h, const uint8_t
 	}
 	struct route r;
 	const char *buid = g->sub.buid_known ? g->sub.buid : NULL;
-	struct router_view v = { &g->sub.table, c->t->filter, 1, &buid, NULL };
+	struct router_view v = { &g->sub.table, c->t->filter, 1, &buid, NULL, NULL };
 	rc = c->t->def.all ? route_request(&v, &rq, &r) : route_request_strict(&v, &rq, &r);
 	enum umx_req type = rq.type;
 	if (rc < 0) {

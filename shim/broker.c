@@ -30,7 +30,7 @@ void broker_view(struct shim *s, bool listeners, struct router_view *v, plist_t 
 		const struct umx_sub *sub = &s->up[i]->sub;
 		b->buid[i] = sub->buid_known ? sub->buid : NULL;
 	}
-	*v = (struct router_view){ &b->table, &s->cfg.filter, s->nup, b->buid, NULL };
+	*v = (struct router_view){ &b->table, &s->cfg.filter, s->nup, b->buid, NULL, NULL };
 	*ll = NULL;
 	if (!listeners)
 		return;
@@ -213,4 +213,5 @@ void broker_shutdown(struct shim *s)
 	for (unsigned i = 0; i < s->nup; i++)
 		umx_sub_stop(&s->up[i]->sub);
 	umx_table_free(&b->table);
+	route_list_cache_free(&b->list_cache);
 }

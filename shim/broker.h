@@ -63,6 +63,7 @@ struct broker {
 	unsigned nlisteners;
 	struct stats_broker *n;   /* its numbers, in the shim's statistics */
 	struct log_ratelimit rl;
+	struct route_list_cache list_cache; /* the last ListDevices reply (client.c) */
 };
 
 /* broker.c */

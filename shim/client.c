@@ -108,9 +108,7 @@ void client_close(struct client *c, const char *why)
 	c->state = CLIENT_DEAD;
 	loop_timer_cancel(s->loop, &c->clock);
 	exchange_end(c);
-	int fd = c->w.fd;
-	loop_watch_remove(s->loop, &c->w);
-	plat_close(fd);
+	loop_watch_close(s->loop, &c->w); /* the client's socket is not shared */
 	buf_release(&c->in);
 	buf_release(&c->out);
 	stats_session_close(&s->stats, &c->stats);
@@ -359,6 +357,7 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 	struct router_view v;
 	plist_t ll;
 	broker_view(s, rq.type == UMX_REQ_LIST_LISTENERS, &v, &ll);
+	v.list_cache = &b->list_cache;
 	rc = route_request(&v, &rq, &r);
 	plist_free(ll);
 	enum umx_req type = rq.type;
@@ -441,10 +440,63 @@ void client_resume(struct client *c)
 	client_process(c);
 }
 
+/* Is a whole request at the front of c->in (or one client_process will
+ * refuse for its length)? */
+static bool request_in_hand(struct client *c)
+{
+	size_t n;
+	const uint8_t *p = buf_peek(&c->in, &n);
+	struct umx_hdr h;
+	if (!p || n < UMX_HDR_LEN)
+		return false;
+	return umx_hdr_get(p, &h) < 0 || n >= h.length;
+}
+
+/* Reads what the client sent, within the inspector's gate (inspect.h, it
+ * bounds reads as in a relay), until a whole request is in hand or the
+ * socket has no more: a header and its body usually arrive together, and
+ * taking both now saves a loop round between them. Returns false when the
+ * client was closed. */
+static bool client_input(struct client *c)
+{
+	struct shim *s = c->shim;
+	for (;;) {
+		size_t room = buf_space(&c->in), gate = stats_client_room(&s->stats, &c->stats);
+		if (gate < room)
+			room = gate;
+		if (room > sizeof(s->scratch))
+			room = sizeof(s->scratch);
+		if (room == 0)
+			return true;
+		ssize_t r = plat_read(c->w.fd, s->scratch, room);
+		if (r == -EAGAIN)
+			return true;
+		if (r <= 0) {
+			client_close(c, r == 0 ? NULL : "read failed");
+			return false;
+		}
+		if (stats_client_bytes(&s->stats, &c->stats, s->scratch, (size_t)r) < 0) {
+			/* The guard refused a request: it never reaches anyone. */
+			s->broker.n->refused++;
+			shim_request_refused(s, &c->stats);
+			client_close(c, "request refused");
+			return false;
+		}
+		if (buf_append(&c->in, s->scratch, (size_t)r) < 0) {
+			client_close(c, "out of memory");
+			return false;
+		}
+		shim_request_clock(s, &c->stats, &c->clock);
+		/* A short read drained the socket: asking again would only
+		 * hear EAGAIN. */
+		if (request_in_hand(c) || (size_t)r < room)
+			return true;
+	}
+}
+
 static void on_client_io(struct loop_watch *w, unsigned events)
 {
 	struct client *c = w->ctx;
-	struct shim *s = c->shim;
 	if ((events & (LOOP_OUT | LOOP_ERR)) && (w->want & LOOP_OUT)) {
 		size_t n;
 		const uint8_t *p;
@@ -468,35 +520,8 @@ static void on_client_io(struct loop_watch *w, unsigned events)
 			listener_input(c);
 			return;
 		}
-		/* The inspector's gate (inspect.h) bounds reads as in a relay. */
-		size_t room = buf_space(&c->in), gate = stats_client_room(&s->stats, &c->stats);
-		if (gate < room)
-			room = gate;
-		if (room > sizeof(s->scratch))
-			room = sizeof(s->scratch);
-		if (room == 0) {
-			client_process(c);
+		if (!client_input(c))
 			return;
-		}
-		ssize_t r = plat_read(w->fd, s->scratch, room);
-		if (r == 0 || (r < 0 && r != -EAGAIN)) {
-			client_close(c, r == 0 ? NULL : "read failed");
-			return;
-		}
-		if (r > 0) {
-			if (stats_client_bytes(&s->stats, &c->stats, s->scratch, (size_t)r) < 0) {
-				/* The guard refused a request: it never reaches anyone. */
-				s->broker.n->refused++;
-				shim_request_refused(s, &c->stats);
-				client_close(c, "request refused");
-				return;
-			}
-			if (buf_append(&c->in, s->scratch, (size_t)r) < 0) {
-				client_close(c, "out of memory");
-				return;
-			}
-			shim_request_clock(s, &c->stats, &c->clock);
-		}
 	}
 	client_process(c);
 }
@@ -564,6 +589,10 @@ void client_start(struct shim *s, int fd)
 	s->sessions_total++;
 	shim_attribute(s, &c->stats, fd);
 	shim_request_clock(s, &c->stats, &c->clock);
-	client_update(c);
+	/* Clients send their request as soon as they are connected: it is
+	 * usually here already, and answering it now spares the loop a
+	 * registration and a wake-up before the reply. */
+	if (client_input(c))
+		client_process(c);
 }
 

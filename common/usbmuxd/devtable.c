@@ -13,10 +13,12 @@ void umx_table_init(struct umx_table *t)
 
 void umx_table_free(struct umx_table *t)
 {
+	uint64_t gen = t->gen;
 	for (size_t i = 0; i < t->n; i++)
 		umx_device_free(&t->e[i].dev);
 	free(t->e);
 	umx_table_init(t);
+	t->gen = gen + 1;
 }
 
 const struct umx_entry *umx_table_find(const struct umx_table *t, uint32_t id)
@@ -72,6 +74,7 @@ int umx_table_attach(struct umx_table *t, unsigned upstream, const struct umx_de
 		copy.id = e->dev.id;
 		umx_device_free(&e->dev);
 		e->dev = copy;
+		t->gen++;
 		*out = e;
 		return 0;
 	}
@@ -93,6 +96,7 @@ int umx_table_attach(struct umx_table *t, unsigned upstream, const struct umx_de
 	copy.id = pick_id(t, dev->id);
 	*e = (struct umx_entry){ .upstream = upstream, .up_id = dev->id, .dev = copy };
 	t->n++;
+	t->gen++;
 	*out = e;
 	return 0;
 }
@@ -102,6 +106,7 @@ static void remove_at(struct umx_table *t, size_t i)
 	umx_device_free(&t->e[i].dev);
 	memmove(&t->e[i], &t->e[i + 1], (t->n - i - 1) * sizeof(t->e[0]));
 	t->n--;
+	t->gen++;
 }
 
 int umx_table_detach(struct umx_table *t, unsigned upstream, uint32_t up_id, uint32_t *id)

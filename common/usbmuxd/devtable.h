@@ -25,6 +25,10 @@ struct umx_table {
 	struct umx_entry *e;      /* in attach order, as usbmuxd lists them */
 	size_t n, cap;
 	uint32_t next_remap;
+	/* Bumped by every change (and never reset, even by free), so that
+	 * what is derived from the table, such as the broker's encoded
+	 * ListDevices reply (router.h), can tell that it is stale. */
+	uint64_t gen;
 };
 
 void umx_table_init(struct umx_table *t);

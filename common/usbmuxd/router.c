@@ -11,10 +11,47 @@ static int answer_result(struct route *r, uint32_t version, uint32_t tag, uint32
 	return umx_encode_result(version, tag, number, &r->msg, &r->len);
 }
 
+static bool list_cached(const struct router_view *v)
+{
+	const struct route_list_cache *c = v->list_cache;
+	return c && c->msg && c->table == v->table && c->filter == v->filter &&
+	       c->gen == v->table->gen;
+}
+
+/* The cached reply under this request's tag. */
+static int list_reuse(const struct route_list_cache *c, uint32_t tag, struct route *r)
+{
+	uint8_t *m = malloc(c->len);
+	if (!m)
+		return -ENOMEM;
+	memcpy(m, c->msg, c->len);
+	struct umx_hdr h = { (uint32_t)c->len, UMX_V_PLIST, UMX_MSG_PLIST, tag };
+	umx_hdr_put(m, &h);
+	r->kind = ROUTE_ANSWER;
+	r->local = true;
+	r->msg = m;
+	r->len = c->len;
+	return 0;
+}
+
+/* Keeps a copy of a fresh reply (without one, the next is encoded anew). */
+static void list_keep(const struct router_view *v, const struct route *r)
+{
+	struct route_list_cache *c = v->list_cache;
+	route_list_cache_free(c);
+	uint8_t *m = malloc(r->len);
+	if (!m)
+		return;
+	memcpy(m, r->msg, r->len);
+	*c = (struct route_list_cache){ v->table, v->filter, v->table->gen, m, r->len };
+}
+
 static int list_devices(const struct router_view *v, const struct umx_request *rq,
 			struct route *r)
 {
 	const struct umx_table *t = v->table;
+	if (list_cached(v))
+		return list_reuse(v->list_cache, rq->tag, r);
 	struct umx_device *vis = t->n ? malloc(t->n * sizeof(*vis)) : NULL;
 	if (t->n && !vis)
 		return -ENOMEM;
@@ -26,6 +63,8 @@ static int list_devices(const struct router_view *v, const struct umx_request *r
 	r->local = true;
 	int rc = umx_encode_device_list(rq->tag, vis, n, &r->msg, &r->len);
 	free(vis);
+	if (rc == 0 && v->list_cache)
+		list_keep(v, r);
 	return rc;
 }
 
@@ -217,4 +256,10 @@ void route_free(struct route *r)
 	free(r->msg);
 	r->msg = NULL;
 	r->len = 0;
+}
+
+void route_list_cache_free(struct route_list_cache *c)
+{
+	free(c->msg);
+	memset(c, 0, sizeof(*c));
 }

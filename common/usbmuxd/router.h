@@ -49,6 +49,18 @@ struct route {
 	size_t len;
 };
 
+/* The last ListDevices reply, reused while neither the table (its gen)
+ * nor the filter changed: replies differ only in their tag, which is in the
+ * header. The filter's contents must not change while it is cached (the
+ * shim's is fixed at start-up). Zeroed to start; route_list_cache_free. */
+struct route_list_cache {
+	const struct umx_table *table;
+	const struct umx_filter *filter;
+	uint64_t gen;
+	uint8_t *msg;                   /* the whole message; NULL while empty */
+	size_t len;
+};
+
 /* What the router may read of the broker's state. */
 struct router_view {
 	const struct umx_table *table;
@@ -56,6 +68,7 @@ struct router_view {
 	unsigned nupstreams;            /* >= 1 */
 	const char *const *buid;        /* per upstream: its BUID, or NULL while unknown */
 	plist_t listeners;              /* ListListeners' array (borrowed), or NULL for none */
+	struct route_list_cache *list_cache; /* the caller's, or NULL: encode every reply */
 };
 
 /* 0 and *r filled, or a negative errno (-ENOMEM, -EMSGSIZE). */
@@ -67,5 +80,6 @@ int route_request(const struct router_view *v, const struct umx_request *rq, str
 int route_request_strict(const struct router_view *v, const struct umx_request *rq,
 			 struct route *r);
 void route_free(struct route *r);
+void route_list_cache_free(struct route_list_cache *c);
 
 #endif

@@ -219,11 +219,11 @@ class Path:
         p.start()
         return p
 
-    def shim(self, listen, upstream, *extra, name="muxshim"):
+    def shim(self, listen, upstream, *extra, name="muxshim", binary=None):
         # The relay rows measure the relay: the broker is muxshim's default,
         # so they ask for --passthrough; the broker's rows say --broker.
         mode = [] if "--broker" in extra else ["--passthrough"]
-        argv = [harness.shim_binary(), "--listen", listen, "--upstream", upstream,
+        argv = [binary or harness.shim_binary(), "--listen", listen, "--upstream", upstream,
                 "--log-level", "warn"] + mode + list(extra)
         return self.spawn(argv, name, ready_socket=listen)
 
@@ -326,10 +326,12 @@ class Samples:
 # Part A: the real usbmuxd
 # --------------------------------------------------------------------------
 
-def build_paths_a(mux, logdir, res):
+def build_paths_a(mux, logdir, res, only=None, baseline=None):
     paths = []
 
     def make(key, label, setup):
+        if only and key not in only:
+            return
         p = Path(key, label, os.path.join(logdir, key), netns=True)
         os.makedirs(p.logdir, exist_ok=True)
         paths.append(p)
@@ -407,7 +409,13 @@ def build_paths_a(mux, logdir, res):
         p.daemons["muxshim --no-inspect"] = p.shim(p.socket, "unix:" + mux.socket,
                                                    "--no-inspect")
 
+    def broker_baseline(p):
+        p.socket = os.path.join(p.logdir, "client.sock")
+        p.shim(p.socket, "unix:" + mux.socket, "--broker", binary=baseline)
+
     make("direct", "direct", direct)
+    if baseline:
+        make("broker_baseline", "muxshim --broker (baseline)", broker_baseline)
     make("muxshim", "muxshim", shim)
     make("noinspect", "muxshim --no-inspect", shim_noinspect)
     make("broker", "muxshim --broker", broker)
@@ -1158,6 +1166,36 @@ def environment():
             "commit": commit or "unknown", "load_start": loadavg()}
 
 
+def list_only(args):
+    """--list-only: part A's rounds for a few paths, then their medians."""
+    logdir = harness.tempdir("bench")
+    res = {"samples": Samples(), "tw": {}, "tw_end": {}, "broker_up": {}, "failed": {},
+           "errors": []}
+    paths = []
+    try:
+        mux = harness.PrivateUsbmuxd(os.path.join(logdir, "usbmuxd"), verbose=0).start()
+        paths = build_paths_a(mux, os.path.join(logdir, "a"), res,
+                              only=("direct", "broker_baseline", "muxshim", "broker",
+                                    "broker_tunnel"), baseline=args.baseline_shim)
+        part_a(paths, args, res)
+    finally:
+        for p in paths:
+            p.stop()
+        harness.cleanup_all()
+    S = res["samples"]
+    print("ListDevices sessions/s, median of %d rounds (load %s at the end)" % (args.reps, loadavg()))
+    for par in (1, 8):
+        for p in paths:
+            key = ("list", p.key, par)
+            v, r = S.get(key), S.ratio(key, ("list", "direct", par))
+            rounds = [round(x) for x in S.d.get(key, {}).values()]
+            print("  %-28s parallel %d: %9s  %6s  rounds %s"
+                  % (p.label, par, "%.0f" % v if v else "-", "%.3fx" % r if r else "-", rounds))
+    for e in res["errors"]:
+        print("ERROR: " + e)
+    return 1 if res["errors"] else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description="muxshim benchmarks (see the module docstring)")
     ap.add_argument("--reps", type=int, default=7, help="rounds; figures are their median")
@@ -1181,6 +1219,12 @@ def main():
                     help="which parts to run (letters of the docstring; C, the idle RSS, comes "
                          "with A and B; the targets are judged when A, B and D run); "
                          "default %(default)s")
+    ap.add_argument("--list-only", action="store_true",
+                    help="only part A's ListDevices sessions of direct, the relay and the broker "
+                         "(the broker's target, quickly); prints the medians, writes nothing")
+    ap.add_argument("--baseline-shim", metavar="BINARY",
+                    help="with --list-only: also a broker row run by BINARY (another build), "
+                         "measured in the same rounds")
     args = ap.parse_args()
     args.parts = args.parts.upper()
     if not args.parts or set(args.parts) - set("ABDE"):
@@ -1205,6 +1249,8 @@ def main():
     signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(args.time_limit)
 
+    if args.list_only:
+        return list_only(args)
     t0 = time.monotonic()
     env = environment()
     logdir = harness.tempdir("bench")

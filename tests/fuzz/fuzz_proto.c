@@ -73,7 +73,7 @@ static void setup_table(void)
 static void check_route(const struct umx_request *rq)
 {
 	static const char *buid[2] = { "BUID", NULL };
-	struct router_view v = { &table, &filter, 2, buid, NULL };
+	struct router_view v = { &table, &filter, 2, buid, NULL, NULL };
 	struct route r;
 	if (route_request(&v, rq, &r) < 0)
 		return;
@@ -98,7 +98,7 @@ static void check_strict(const struct umx_request *rq)
 	static struct umx_filter only_b;
 	if (only_b.n == 0 && umx_filter_add_list(&only_b, "phone-b") < 0)
 		abort();
-	struct router_view v = { &table, &only_b, 2, NULL, NULL };
+	struct router_view v = { &table, &only_b, 2, NULL, NULL, NULL };
 	struct route r;
 	if (route_request_strict(&v, rq, &r) < 0)
 		return;

@@ -200,6 +200,40 @@ class WithDevices(unittest.TestCase):
                            capture_output=True, text=True, timeout=WAIT)
         self.assertIn("broker: subscription live", r.stdout)
 
+    def test_list_devices_answer_follows_every_table_change(self):
+        """The broker keeps its encoded ListDevices reply while the table is
+        unchanged: the first answer after a change must show it (no retries
+        here), and every answer, fresh or kept, is usbmuxd's (fakedev's)
+        own bytes under the request's tag."""
+        self.start_shim()
+        sub = session(self.path)
+        sub.sendall(raw({"MessageType": "Listen"}, 4))
+        read_msg(sub)  # Result
+        for _ in range(3):
+            read_msg(sub)  # Attached
+
+        def both(tag):
+            got = ask(self.path, LIST, tag)
+            self.assertEqual(got, ask(self.up, LIST, tag))
+            self.assertEqual(struct.unpack("<I", got[12:16])[0], tag)
+            return serials(got)
+
+        three = ["fakedev-0001", "fakedev-0002", "fakedev-0003"]
+        for tag in (1, 2, 3):  # encoded once, then kept
+            self.assertEqual(both(tag), three)
+        # The broker writes the event to its subscribers while it updates
+        # its table, in one turn of its loop: once the event is here, the
+        # next connection is answered from the new table.
+        self.dev.send_signal(signal.SIGUSR1)  # unplugs fakedev-0003
+        self.assertEqual(read_msg(sub)[4], {"MessageType": "Detached", "DeviceID": 3})
+        for tag in (4, 5):
+            self.assertEqual(both(tag), three[:2])
+        self.dev.send_signal(signal.SIGUSR2)  # and back
+        self.assertEqual(read_msg(sub)[4]["MessageType"], "Attached")
+        for tag in (6, 7):
+            self.assertEqual(both(tag), three)
+        sub.close()
+
     def test_connect_goes_through(self):
         svc = harness.DevSvc().start()
         self.start_shim()

@@ -4,6 +4,7 @@
 #include "unit.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -102,6 +103,64 @@ static void removed_watch_is_not_called(void)
 		close(a[i]);
 		close(b[i]);
 	}
+	loop_free(l);
+}
+
+static void close_other(struct loop_watch *w, unsigned ev)
+{
+	struct pair_ctx *c = w->ctx;
+	c->calls++;
+	c->last = ev;
+	if (c->other)
+		loop_watch_close(c->l, c->other);
+}
+
+/* loop_watch_close: skipped mid-batch like a removed watch, its fd closed,
+ * and the registration gone with it (epoll would refuse to add the same fd
+ * number again with EEXIST if it were not). */
+static void closed_watch_is_gone(void)
+{
+	struct loop *l;
+	CU_ASSERT_EQUAL_FATAL(loop_new(&l), 0);
+	int a[2], b[2];
+	CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+	CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
+	struct loop_watch wa, wb;
+	struct pair_ctx ca = { l, &wb, 0, 0 }, cb = { l, &wa, 0, 0 };
+	loop_watch_init(&wa, a[0], close_other, &ca);
+	loop_watch_init(&wb, b[0], close_other, &cb);
+	CU_ASSERT_EQUAL(loop_watch_set(l, &wa, LOOP_IN), 0);
+	CU_ASSERT_EQUAL(loop_watch_set(l, &wb, LOOP_IN), 0);
+	CU_ASSERT_EQUAL(write(a[1], "x", 1), 1);
+	CU_ASSERT_EQUAL(write(b[1], "x", 1), 1);
+	CU_ASSERT_EQUAL(loop_run_once(l, 1000), 0);
+	CU_ASSERT_EQUAL_FATAL(ca.calls + cb.calls, 1);
+	struct loop_watch *gone = ca.calls ? &wb : &wa, *left = ca.calls ? &wa : &wb;
+	int gone_fd = ca.calls ? b[0] : a[0];
+	CU_ASSERT_EQUAL(gone->fd, -1);
+	CU_ASSERT_FALSE(gone->registered);
+	errno = 0;
+	CU_ASSERT_EQUAL(fcntl(gone_fd, F_GETFD), -1);
+	CU_ASSERT_EQUAL(errno, EBADF);
+	/* The lowest free number: the one just closed. */
+	int c[2];
+	CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM, 0, c), 0);
+	CU_ASSERT_EQUAL(c[0], gone_fd);
+	struct loop_watch wc;
+	struct pair_ctx cc = { l, NULL, 0, 0 };
+	loop_watch_init(&wc, c[0], close_other, &cc);
+	CU_ASSERT_EQUAL(loop_watch_set(l, &wc, LOOP_IN), 0);
+	CU_ASSERT_EQUAL(write(c[1], "y", 1), 1);
+	/* The survivor is still readable: counted apart. */
+	struct pair_ctx cl = { l, NULL, 0, 0 };
+	left->ctx = &cl;
+	CU_ASSERT_EQUAL(loop_run_once(l, 1000), 0);
+	CU_ASSERT_EQUAL(cc.calls, 1);
+	loop_watch_close(l, &wc);
+	loop_watch_close(l, left);
+	close(a[1]);
+	close(b[1]);
+	close(c[1]);
 	loop_free(l);
 }
 
@@ -266,6 +325,7 @@ int unit_loop(void)
 		{ "timers fire in deadline order", timers_fire_in_deadline_order },
 		{ "re-armed timer waits for the next iteration", rearm_to_now_waits_for_next_iteration },
 		{ "a watch removed mid-batch is skipped", removed_watch_is_not_called },
+		{ "a watch closed mid-batch is skipped, its fd and registration gone", closed_watch_is_gone },
 		{ "zero interest silences a hang-up", zero_interest_silences_hangup },
 		{ "timer heap matches a sorted model", heap_matches_a_sorted_model },
 		{ "deferred work runs after the callbacks", deferred_work_runs_after_the_callbacks },

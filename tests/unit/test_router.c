@@ -38,7 +38,7 @@ static void setup(void)
 	add(1, 1, "phone-b", false);
 	add(1, 2, "phone-a", true);
 	buids[0] = buids[1] = NULL;
-	view = (struct router_view){ &table, &filter, 2, buids, NULL };
+	view = (struct router_view){ &table, &filter, 2, buids, NULL, NULL };
 }
 
 static bool strict_mode; /* route_xml routes with route_request_strict */
@@ -100,6 +100,88 @@ static void list_devices_local_and_filtered(void)
 	CU_ASSERT_FALSE(ev.list[0].network);
 	umx_event_free(&ev);
 	route_free(&r);
+}
+
+/* The reply a router without a cache gives now, under tag. */
+static void list_uncached(uint32_t tag, struct route *r)
+{
+	struct route_list_cache *keep = view.list_cache;
+	view.list_cache = NULL;
+	CU_ASSERT_EQUAL(route_xml("<key>MessageType</key><string>ListDevices</string>", tag, r), 0);
+	view.list_cache = keep;
+}
+
+/* A cached reply is byte for byte the fresh one under the request's tag,
+ * and any change of the table or the filter shows in the next reply. */
+static void list_devices_cache_follows_changes(void)
+{
+	setup();
+	struct route_list_cache cache = { 0 };
+	view.list_cache = &cache;
+	struct route r, fresh;
+	const char *ld = "<key>MessageType</key><string>ListDevices</string>";
+	uint64_t gen = table.gen;
+	/* Each step changes what is listed: attach, replace in place (the
+	 * same ID, another serial), detach, a whole upstream gone, free. */
+	for (int step = 0; step < 6; step++) {
+		const uint8_t *kept = NULL;
+		for (uint32_t tag = 10; tag < 13; tag++) { /* encode, then reuse twice */
+			CU_ASSERT_EQUAL_FATAL(route_xml(ld, tag, &r), 0);
+			CU_ASSERT_EQUAL(r.kind, ROUTE_ANSWER);
+			CU_ASSERT(r.local && !r.close);
+			list_uncached(tag, &fresh);
+			CU_ASSERT_EQUAL_FATAL(r.len, fresh.len);
+			CU_ASSERT(memcmp(r.msg, fresh.msg, r.len) == 0);
+			route_free(&r);
+			route_free(&fresh);
+			if (tag == 10)
+				kept = cache.msg;
+			CU_ASSERT_PTR_NOT_NULL(cache.msg);
+			CU_ASSERT(cache.msg == kept); /* reused, not encoded again */
+		}
+		uint32_t id;
+		uint32_t ids[4];
+		switch (step) {
+		case 0:
+			add(0, 7, "phone-c", false);
+			break;
+		case 1:
+			add(0, 7, "phone-d", false);
+			break;
+		case 2:
+			CU_ASSERT_EQUAL(umx_table_detach(&table, 0, 1, &id), 0);
+			break;
+		case 3:
+			CU_ASSERT_EQUAL(umx_table_detach_upstream(&table, 1, ids, 4), 2);
+			break;
+		case 4:
+			umx_table_free(&table); /* empty, and its gen moves on */
+			break;
+		case 5:
+			break;
+		}
+		if (step < 5) {
+			CU_ASSERT(table.gen > gen);
+			gen = table.gen;
+		}
+	}
+	/* Another filter (a helper's tenant) is not answered from this one's. */
+	struct umx_filter other;
+	umx_filter_init(&other);
+	CU_ASSERT_EQUAL(umx_filter_add_list(&other, "phone-z"), 0);
+	add(0, 1, "phone-a", false);
+	CU_ASSERT_EQUAL(route_xml(ld, 20, &r), 0); /* cached for &filter */
+	route_free(&r);
+	view.filter = &other;
+	struct umx_event ev;
+	CU_ASSERT_EQUAL(route_xml(ld, 21, &r), 0);
+	decode_msg(&r, &ev);
+	CU_ASSERT_EQUAL(ev.n, 0);
+	umx_event_free(&ev);
+	route_free(&r);
+	route_list_cache_free(&cache);
+	CU_ASSERT_PTR_NULL(cache.msg);
+	umx_table_free(&table);
 }
 
 static void connect_routed_and_rewritten(void)
@@ -384,6 +466,7 @@ int unit_router(void)
 {
 	static const struct unit_test t[] = {
 		{ "ListDevices answered here, filtered", list_devices_local_and_filtered },
+		{ "ListDevices reply cache: same bytes, stale on any change", list_devices_cache_follows_changes },
 		{ "Connect routed to the owner, IDs mapped back", connect_routed_and_rewritten },
 		{ "pair records go where the phone is", pair_records },
 		{ "ReadBUID, Listen, ListListeners, unknown types", buid_listen_listeners_other },
