@@ -270,6 +270,34 @@ class TwoHosts(unittest.TestCase):
         rc, out, err = harness.run_client(["idevice_id", "-l"], self.path)
         self.assertEqual(sorted(out.split()), ["hostA-0001", "hostB-0002"], err)
 
+    def test_the_same_phone_on_two_hosts_is_two_entries(self):
+        # As usbmuxd lists a phone's USB and network entries apart: a third
+        # host whose phones have host A's UDIDs (the same phones, seen from
+        # elsewhere) adds entries of their own, with IDs of their own.
+        c = Host(self.d, "hostC", 2, self.token)
+        c.dev.stop()
+        c.dev = harness.FakeDev(c.sock, 2, "--verbose", "--serial-prefix", "hostA",
+                                "--buid", c.buid, name="fakedev-hostC-as-A").start()
+        self.start_shim(hosts=(self.a, self.b, c))
+        devs = device_list(self.path)
+        self.assertEqual(sorted(e["Properties"]["SerialNumber"] for e in devs),
+                         ["hostA-0001", "hostA-0001", "hostA-0002", "hostA-0002",
+                          "hostB-0001", "hostB-0002"])
+        self.assertEqual(len({e["DeviceID"] for e in devs}), 6)
+        # A Connect to either entry of hostA-0001 lands on the host behind it.
+        svc = harness.DevSvc().start()
+        for e in devs:
+            if e["Properties"]["SerialNumber"] != "hostA-0001":
+                continue
+            before = (self.a.log().count("-> 0"), c.log().count("-> 0"))
+            r = harness.muxconn("--port", svc.port, "--echo", 1024, "--device", e["DeviceID"],
+                                socket=self.path)
+            self.assertTrue(r.get("ok"), r)
+            after = (self.a.log().count("-> 0"), c.log().count("-> 0"))
+            self.assertEqual(sum(after) - sum(before), 1)
+        self.assertGreater(self.a.log().count("Connect dev 1 port %d -> 0" % svc.port), 0)
+        self.assertGreater(c.log().count("Connect dev 1 port %d -> 0" % svc.port), 0)
+
     def test_mixed_unix_and_tunnel_from_the_environment(self):
         env = {"MUXSHIM_UPSTREAM": "unix:%s,%s" % (self.a.sock, self.b.tunnel)}
         self.shim = harness.Shim(self.path, None, "--token-file", self.token, "--broker",
