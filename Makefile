@@ -167,6 +167,13 @@ $(B)/tests/crypto_kat.exe: tests/tools/crypto_kat.c tests/unit/crypto_kat.h comm
 	@mkdir -p $(B)/tests
 	$(WIN_CC) $(WIN_FLAGS) tests/tools/crypto_kat.c common/crypto_bcrypt.c -o $@ -static -lbcrypt
 
+# Every ordering of a plat_socketpair pair's two owners (run under wine by hand:
+# prints the pairs' ports and "ok N"; see tests/tools/pair_orders.c).
+$(B)/tests/pair_orders.exe: tests/tools/pair_orders.c common/plat_win.c common/log.c $(COMMON_HDR) Makefile
+	@mkdir -p $(B)/tests
+	$(WIN_CC) $(WIN_FLAGS) tests/tools/pair_orders.c common/plat_win.c common/log.c -o $@ -static \
+		-lws2_32 -lbcrypt -lwinpthread
+
 windows: deps
 	$(MAKE) $(B)/muxshim-host.exe
 

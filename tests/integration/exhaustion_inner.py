@@ -107,8 +107,19 @@ def run_gate_wine(helper, path, sessions):
         harness.wait_for(lambda: not left(), 60, what="the gate's pairs closed")
     except harness.HarnessError:
         pass  # reported below: open_pairs
+    still = left()
+    # Which process holds each end left open (the helper, or only the
+    # wineserver), with its timers: what tells a session the helper never
+    # ended from a socket wine kept after the helper closed it.
+    holders = []
+    if still:
+        out = subprocess.run(["ss", "-Htanpo", "state", "connected"], capture_output=True,
+                             text=True).stdout
+        ports = {f.rsplit(":", 1)[1] for l in still for f in l.split()[-2:]}
+        holders = [l for l in out.splitlines()
+                   if any(f.rsplit(":", 1)[-1] in ports for f in l.split()[3:5])]
     return {"mode": "gate-wine", "attempted": sessions, "ok": r.get("ops_ok", 0),
-            "failed": r.get("ops_failed", 0), "open_pairs": left(),
+            "failed": r.get("ops_failed", 0), "open_pairs": still, "pair_holders": holders,
             "helper_alive": helper.alive(), "helper_log": helper.stderr_text()[-2000:]}
 
 

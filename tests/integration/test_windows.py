@@ -663,7 +663,30 @@ class Restart(unittest.TestCase):
                shim.stderr_text() else "the tunnel closed with the process")
         print("\nsession ended %.2f s after the kill (%s)" % (waited, how))
         self.assertLess(waited, 10)
+        # wineserver may also keep the killed helper's listening socket
+        # (above). The kernel then completes the shim's redials into that
+        # socket's queue, where nobody ever answers (each dial ends at the
+        # handshake timeout), while the new helper cannot bind the port (no
+        # SO_REUSEADDR on Windows) and exits; a readiness check on "the port
+        # listens" saw the old socket and passed. Windows closes the sockets
+        # with the process; here wait for that (30 s bounds a loaded
+        # wineserver), and if wine keeps the socket, restart the wineserver,
+        # which drops it.
+        try:
+            harness.wait_for(lambda: not harness.tcp_listening(helper.port), 30,
+                             interval=0.1, what="the killed helper's port released")
+        except harness.HarnessError:
+            print("wine kept the killed helper's listening socket: restarting the wineserver")
+            WineServer.stop()
+            WineServer.start()
+            harness.wait_for(lambda: not harness.tcp_listening(helper.port), 30,
+                             interval=0.1, what="the port released by the wineserver restart")
         helper2 = WineHelper(up, port=helper.port).start()
+        # Ready is this helper's own line, not just someone listening.
+        harness.wait_for(lambda: "listening on 127.0.0.1:%d" % helper.port
+                         in helper2.stderr_text() or not helper2.alive(), 60,
+                         what="the new helper listening")
+        self.assertTrue(helper2.alive(), helper2.stderr_text()[-2000:])
         self.wait_session_ok(path, dev.port)
         self.assertTrue(shim.alive())
         self.assertIn("reconnecting", shim.stderr_text())
@@ -769,7 +792,8 @@ class PortExhaustion(unittest.TestCase):
         print("\ngate-wine:", r, flush=True)
         self.assertEqual(r["tw_reuse"], "0")
         self.assertEqual(r["port_range"], ["40000", "40199"])
-        self.assertEqual(r["open_pairs"], [], "pairs still open after the sessions")
+        self.assertEqual(r["open_pairs"], [], "pairs still open after the sessions: %s\n%s"
+                         % ("\n".join(r.get("pair_holders", [])), log))
         self.assertEqual(r["time_wait"], {}, "TIME_WAIT left by gated sessions")
         self.assertEqual(r["ok"], 600, log)
         self.assertTrue(r["helper_alive"], log)
