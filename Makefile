@@ -35,7 +35,7 @@ COMMON_SRC := common/log.c common/buf.c common/addr.c common/daemon.c common/loo
               $(TUNNEL_SRC) $(CRYPTO_SRC)
 COMMON_HDR := $(wildcard common/*.h common/tunnel/*.h common/usbmuxd/*.h)
 SHIM_SRC   := shim/main.c shim/account.c shim/session.c shim/upstream.c common/resolver.c shim/diag.c shim/tunnel.c \
-              shim/inspect.c shim/stats.c shim/control.c shim/broker.c shim/client.c \
+              shim/inspect.c shim/watch.c shim/stats.c shim/control.c shim/broker.c shim/client.c \
               common/usbmuxd/plist_guard.c common/usbmuxd/proto.c common/usbmuxd/devtable.c \
               common/usbmuxd/router.c common/usbmuxd/sub.c
 SHIM_HDR   := $(wildcard shim/*.h)

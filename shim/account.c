@@ -24,11 +24,11 @@ void shim_attribute(struct shim *s, struct stats_session *ss, int client_fd)
  * request, holds a session slot (and in unix: mode an upstream connection)
  * for nothing. Once its requests are whole, waiting is its right: replies,
  * Listen events and Connect pipes take as long as they take. */
-void shim_request_clock(struct shim *s, struct stats_session *ss, struct loop_timer *clock)
+void shim_request_clock(struct shim *s, bool awaits, struct loop_timer *clock)
 {
 	if (!s->cfg.request_timeout_ms)
 		return;
-	if (stats_session_awaits_client(&s->stats, ss))
+	if (awaits)
 		loop_timer_arm(s->loop, clock, s->cfg.request_timeout_ms);
 	else
 		loop_timer_cancel(s->loop, clock);
@@ -46,7 +46,7 @@ void shim_request_timed_out(struct shim *s, const struct stats_session *ss)
 	s->stats.request_timeouts++;
 }
 
-void shim_request_refused(struct shim *s, const struct stats_session *ss)
+void shim_request_refused(struct shim *s, const struct stats_session *ss, const char *why)
 {
 	const struct stats_proc *p = ss->proc;
 	unsigned suppressed;
@@ -54,7 +54,7 @@ void shim_request_refused(struct shim *s, const struct stats_session *ss)
 		log_warn("closed a client (pid %ld, %s, uid %ld): request refused before it reached "
 			 "usbmuxd: %s%s",
 			 p ? (long)p->pid : 0L, p && p->comm_visible ? p->comm : "?",
-			 p ? (long)p->uid : -1L, ss->insp.refused ? ss->insp.refused : "?",
+			 p ? (long)p->uid : -1L, why ? why : "?",
 			 suppressed ? " (more suppressed)" : "");
 }
 

@@ -7,21 +7,22 @@
  *   COMMAND --(Connect, unknown)--> handed to a relay
  *
  * Flow control: the client is read only while nothing waits to be written
- * to it and it is in COMMAND, so one request is in hand at a time and a
- * client that does not read its replies stops being read. Subscribers are
- * not read at all (anything they send ends them, as with usbmuxd); one whose
- * queued events exceed CLIENT_OUT_MAX is dropped. */
+ * to it and it is in COMMAND, so a client that does not read its replies
+ * stops being read; what it sent is held in c->in (at most UMX_MSG_MAX, one
+ * whole request of the largest kind) and taken request by request.
+ * Subscribers are not read at all (anything they send ends them, as with
+ * usbmuxd); one whose queued events exceed --event-queue is dropped.
+ *
+ * Requests are decoded here, once, with the usbmuxd codec (its plist guard
+ * bounds what any body may cost) and counted in the statistics as decoded:
+ * the relays' inspector (watch.h) plays no part until a client is handed
+ * over. */
 #include "shim.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Statistics count the broker's request types in the inspector's slots. */
-_Static_assert((int)UMX_REQ_NTYPES == (int)INSP_NTYPES && (int)UMX_REQ_OTHER == (int)INSP_OTHER &&
-		       (int)UMX_REQ_LIST_LISTENERS == (int)INSP_LIST_LISTENERS,
-	       "request type order differs between the codec and the inspector");
 
 static void client_update(struct client *c);
 static void client_process(struct client *c);
@@ -74,11 +75,9 @@ void client_queue(struct client *c, const uint8_t *msg, size_t len)
 	client_update(c);
 }
 
-/* The inspector (per-process statistics) sees our replies as if usbmuxd
- * had sent them, so that Connect results and counts stay exact. */
 static void answer(struct client *c, const uint8_t *msg, size_t len)
 {
-	stats_upstream_bytes(&c->shim->stats, &c->stats, msg, len);
+	stats_bytes_down(&c->shim->stats, &c->stats, len);
 	client_queue(c, msg, len);
 }
 
@@ -117,17 +116,24 @@ void client_close(struct client *c, const char *why)
 	shim_session_ended(s);
 }
 
-/* The client leaves the broker for a relay, with pre going upstream first.
+/* The client leaves the broker for a relay (upstream.h: struct handover).
  * Its session slot and statistics go with it. */
-static void hand_over(struct client *c, struct upstream *u, const uint8_t *pre, size_t n)
+static void hand_over(struct client *c, struct upstream *u, struct handover *h)
 {
 	struct shim *s = c->shim;
 	int fd = c->w.fd;
 	loop_watch_remove(s->loop, &c->w);
 	loop_timer_cancel(s->loop, &c->clock);
-	int rc = u->ops->adopt(u, fd, &c->stats, pre, n);
+	h->stats = &c->stats;
+	int rc = u->ops->adopt(u, fd, h);
 	if (rc < 0) {
 		loop_watch_init(&c->w, fd, NULL, c); /* client_close closes it */
+		if (rc == -EBADMSG) {
+			/* What followed the request is one the gate refuses. */
+			shim_request_refused(s, &c->stats, "a request after a forwarded one");
+			client_close(c, "request refused");
+			return;
+		}
 		log_warn("broker: cannot forward a request: %s", strerror(-rc));
 		client_close(c, "hand-over failed");
 		return;
@@ -141,13 +147,24 @@ static void hand_over(struct client *c, struct upstream *u, const uint8_t *pre, 
 
 /* A subscriber sent something. usbmuxd answers a command on a Listen
  * connection with BADCOMMAND (its tag, the subscriber's version) and
- * closes; EOF or an error just ends it. */
+ * closes; EOF or an error just ends it. held: bytes read with the Listen
+ * request, after it. */
 static void listener_input(struct client *c)
 {
 	uint8_t hdr[UMX_HDR_LEN];
-	ssize_t r = plat_read(c->w.fd, hdr, sizeof(hdr));
-	if (r == -EAGAIN)
-		return;
+	size_t held;
+	const uint8_t *p = buf_peek(&c->in, &held);
+	ssize_t r;
+	if (held) {
+		r = held < sizeof(hdr) ? 0 : (ssize_t)sizeof(hdr);
+		if (r)
+			memcpy(hdr, p, sizeof(hdr));
+		buf_consume(&c->in, held);
+	} else {
+		r = plat_read(c->w.fd, hdr, sizeof(hdr));
+		if (r == -EAGAIN)
+			return;
+	}
 	if (r < (ssize_t)sizeof(hdr)) {
 		client_close(c, r == 0 ? NULL : "subscriber sent a partial header or failed");
 		return;
@@ -318,6 +335,16 @@ static bool needs_table(const struct umx_request *rq)
 	       rq->type == UMX_REQ_DELETE_PAIR_RECORD;
 }
 
+/* The client sent what must reach nobody: counted, logged, closed. */
+static void refuse(struct client *c, const char *why)
+{
+	struct shim *s = c->shim;
+	s->broker.n->refused++;
+	stats_request_refused(&s->stats);
+	shim_request_refused(s, &c->stats, why);
+	client_close(c, "request refused");
+}
+
 /* One whole request at the front of c->in (h.length bytes). Returns false
  * when the client must not be processed further now. */
 static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t *msg)
@@ -325,23 +352,19 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 	struct shim *s = c->shim;
 	struct broker *b = &s->broker;
 	struct umx_request rq;
-	int rc = umx_request_decode(h, msg + UMX_HDR_LEN, h->length - UMX_HDR_LEN, &rq);
+	int rc = umx_request_decode_memo(&b->memo, h, msg + UMX_HDR_LEN, h->length - UMX_HDR_LEN, &rq);
 	if (rc == -E2BIG) {
-		b->n->refused++;
-		unsigned suppressed;
-		if (log_ratelimit_pass(&b->rl, loop_now(s->loop), &suppressed))
-			log_warn("broker: client %llu (pid %d, %s) sent a request that would expand "
-				 "beyond its bound; closed", (unsigned long long)c->id,
-				 c->stats.proc ? (int)c->stats.proc->pid : 0,
-				 c->stats.proc ? c->stats.proc->comm : "?");
-		client_close(c, "request refused");
+		refuse(c, "a plist request the guard refuses (expansion, nesting or references "
+			  "beyond its bounds)");
 		return false;
 	}
 	if (rc < 0) {
 		/* usbmuxd ignores a request it cannot parse and reads on. */
+		stats_parse_error(&s->stats);
 		buf_consume(&c->in, h->length);
 		return true;
 	}
+	stats_request(&s->stats, &c->stats, rq.type, rq.version);
 	/* While a subscription is on its way the table is about to be right:
 	 * wait for it. Once an attempt has failed, the table is empty, and
 	 * that is the truth a client can act on: no device is reachable
@@ -372,6 +395,8 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 	switch (r.kind) {
 	case ROUTE_ANSWER:
 		b->n->local[type]++;
+		if (type == UMX_REQ_CONNECT)
+			stats_connect_result(&s->stats, rq.port, r.result);
 		answer(c, r.msg, r.len);
 		if (r.close)
 			c->close_after = true;
@@ -379,6 +404,8 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 	case ROUTE_LISTEN:
 		b->n->local[type]++;
 		subscribe(c, &rq);
+		if (c->state == CLIENT_LISTEN && buf_len(&c->in))
+			listener_input(c); /* it sent more after its Listen */
 		break;
 	case ROUTE_FORWARD: {
 		b->n->forwarded[type]++;
@@ -399,9 +426,11 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 		memcpy(pre, r.msg, r.len);
 		if (n)
 			memcpy(pre + r.len, p, n);
-		c->stats.connect_handed = type == UMX_REQ_CONNECT;
+		struct handover ho = { .pre = pre, .n = r.len + n, .req_len = r.len,
+				       .connect = type == UMX_REQ_CONNECT, .tag = rq.tag,
+				       .port = rq.port };
 		stats_session_upstream(&s->stats, &c->stats, loop_now(s->loop));
-		hand_over(c, u, pre, r.len + n);
+		hand_over(c, u, &ho);
 		free(pre);
 		break;
 	}
@@ -421,7 +450,7 @@ static void client_process(struct client *c)
 		struct umx_hdr h;
 		if (umx_hdr_get(p, &h) < 0) {
 			/* usbmuxd closes a connection whose length it cannot take. */
-			client_close(c, "bad request length");
+			refuse(c, "bad request length");
 			return;
 		}
 		if (n < h.length)
@@ -452,46 +481,39 @@ static bool request_in_hand(struct client *c)
 	return umx_hdr_get(p, &h) < 0 || n >= h.length;
 }
 
-/* Reads what the client sent, within the inspector's gate (inspect.h, it
- * bounds reads as in a relay), until a whole request is in hand or the
- * socket has no more: a header and its body usually arrive together, and
- * taking both now saves a loop round between them. Returns false when the
+/* --request-timeout runs while the client owes us bytes: nothing sent
+ * yet, or a request begun and not finished. */
+static bool awaits_client(struct client *c)
+{
+	return c->stats.bytes_up == 0 || (buf_len(&c->in) && !request_in_hand(c));
+}
+
+/* Reads what the client sent, as much as c->in takes in one call: a
+ * request's header and body usually arrive together, and a client that
+ * sends several at once has them all read here. Returns false when the
  * client was closed. */
 static bool client_input(struct client *c)
 {
 	struct shim *s = c->shim;
-	for (;;) {
-		size_t room = buf_space(&c->in), gate = stats_client_room(&s->stats, &c->stats);
-		if (gate < room)
-			room = gate;
-		if (room > sizeof(s->scratch))
-			room = sizeof(s->scratch);
-		if (room == 0)
-			return true;
-		ssize_t r = plat_read(c->w.fd, s->scratch, room);
-		if (r == -EAGAIN)
-			return true;
-		if (r <= 0) {
-			client_close(c, r == 0 ? NULL : "read failed");
-			return false;
-		}
-		if (stats_client_bytes(&s->stats, &c->stats, s->scratch, (size_t)r) < 0) {
-			/* The guard refused a request: it never reaches anyone. */
-			s->broker.n->refused++;
-			shim_request_refused(s, &c->stats);
-			client_close(c, "request refused");
-			return false;
-		}
-		if (buf_append(&c->in, s->scratch, (size_t)r) < 0) {
-			client_close(c, "out of memory");
-			return false;
-		}
-		shim_request_clock(s, &c->stats, &c->clock);
-		/* A short read drained the socket: asking again would only
-		 * hear EAGAIN. */
-		if (request_in_hand(c) || (size_t)r < room)
-			return true;
+	size_t room = buf_space(&c->in);
+	if (room > sizeof(s->scratch))
+		room = sizeof(s->scratch);
+	if (room == 0)
+		return true;
+	ssize_t r = plat_read(c->w.fd, s->scratch, room);
+	if (r == -EAGAIN)
+		return true;
+	if (r <= 0) {
+		client_close(c, r == 0 ? NULL : "read failed");
+		return false;
 	}
+	stats_bytes_up(&s->stats, &c->stats, (size_t)r);
+	if (buf_append(&c->in, s->scratch, (size_t)r) < 0) {
+		client_close(c, "out of memory");
+		return false;
+	}
+	shim_request_clock(s, awaits_client(c), &c->clock);
+	return true;
 }
 
 static void on_client_io(struct loop_watch *w, unsigned events)
@@ -539,14 +561,12 @@ static void client_update(struct client *c)
 	if (buf_len(&c->out))
 		want |= LOOP_OUT;
 	if (c->state == CLIENT_LISTEN ||
-	    (c->state == CLIENT_COMMAND && !c->close_after && !buf_len(&c->out) && buf_space(&c->in) &&
-	     stats_client_room(&c->shim->stats, &c->stats)))
+	    (c->state == CLIENT_COMMAND && !c->close_after && !buf_len(&c->out) && buf_space(&c->in)))
 		want |= LOOP_IN;
 	if (!want && c->state == CLIENT_COMMAND) {
-		/* Nothing to write and not readable: only the inspector's gate
-		 * can say so (a Connect result it still awaits), and in the
-		 * broker every Connect is answered or handed over. Never wait
-		 * for nothing. */
+		/* Nothing to write and no room to read: c->in holds a whole
+		 * request of the largest kind, so client_process took every
+		 * request it held. Never wait for nothing. */
 		log_warn("broker: client %llu: nothing left to wait for; closed",
 			 (unsigned long long)c->id);
 		client_close(c, "stalled");
@@ -588,7 +608,7 @@ void client_start(struct shim *s, int fd)
 	s->nsessions++;
 	s->sessions_total++;
 	shim_attribute(s, &c->stats, fd);
-	shim_request_clock(s, &c->stats, &c->clock);
+	shim_request_clock(s, true, &c->clock);
 	/* Clients send their request as soon as they are connected: it is
 	 * usually here already, and answering it now spares the loop a
 	 * registration and a wake-up before the reply. */

@@ -267,6 +267,13 @@ void insp_init(struct inspector *in, insp_cb cb, void *ctx)
 	in->ctx = ctx;
 }
 
+void insp_init_connect(struct inspector *in, insp_cb cb, void *ctx, uint32_t tag)
+{
+	insp_init(in, cb, ctx);
+	in->awaiting_connect = true;
+	in->connect_tag = tag;
+}
+
 void insp_free(struct inspector *in)
 {
 	free(in->req.body);

@@ -77,6 +77,9 @@ struct inspector {
 };
 
 void insp_init(struct inspector *in, insp_cb cb, void *ctx);
+/* As insp_init, for a session whose Connect (tag) was read and sent by
+ * someone else (the broker): its result is the first reply awaited. */
+void insp_init_connect(struct inspector *in, insp_cb cb, void *ctx, uint32_t tag);
 void insp_free(struct inspector *in);
 /* From a REQUEST callback: the request must not go on; the client is closed
  * (why says so in the log). */

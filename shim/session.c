@@ -91,7 +91,7 @@ static void half_maybe_splice(struct shim *s, struct session *ss, struct half *h
 	 * still reads them (it stops once a Connect pipe is up). */
 	if (!s->cfg.splice || h->pipe[0] >= 0 || h->splice_failed ||
 	    h->bytes < SHIM_SPLICE_AFTER || buf_len(&h->pending) ||
-	    (s->stats.inspect && !insp_done(&ss->stats.insp)))
+	    !watch_done(&ss->watch))
 		return;
 	if (plat_pipe_open(h->pipe) < 0) {
 		h->pipe[0] = h->pipe[1] = -1;
@@ -115,13 +115,10 @@ static int half_pump_splice(struct shim *s, struct session *ss, struct half *h, 
 	h->piped += (size_t)r;
 	h->bytes += (uint64_t)r;
 	/* Counted, not inspected: the inspector finished before splicing. */
-	if (h == &ss->up) {
-		ss->stats.bytes_up += (uint64_t)r;
-		s->stats.bytes_up += (uint64_t)r;
-	} else {
-		ss->stats.bytes_down += (uint64_t)r;
-		s->stats.bytes_down += (uint64_t)r;
-	}
+	if (h == &ss->up)
+		stats_bytes_up(&s->stats, &ss->stats, (size_t)r);
+	else
+		stats_bytes_down(&s->stats, &ss->stats, (size_t)r);
 	return half_flush(h, dst);
 }
 
@@ -131,9 +128,10 @@ static int half_pump_splice(struct shim *s, struct session *ss, struct half *h, 
  * could parse is left to protect and the client is read to notice its EOF. */
 static size_t half_room(struct shim *s, struct session *ss, const struct half *h)
 {
+	(void)s;
 	if (h != &ss->up || ss->down.eof)
 		return SIZE_MAX;
-	return stats_client_room(&s->stats, &ss->stats);
+	return watch_client_room(&ss->watch);
 }
 
 /* Reads into the scratch buffer: one read, or under the gate several that
@@ -143,7 +141,7 @@ static size_t half_room(struct shim *s, struct session *ss, const struct half *h
 static int half_read(struct shim *s, struct session *ss, struct half *h, int src, size_t *got,
 		     bool *eof)
 {
-	bool gated = h == &ss->up && s->stats.inspect;
+	bool gated = h == &ss->up && !watch_done(&ss->watch);
 	while (*got < sizeof(s->scratch)) {
 		size_t want = sizeof(s->scratch) - *got, room = half_room(s, ss, h);
 		if (room < want)
@@ -160,14 +158,14 @@ static int half_read(struct shim *s, struct session *ss, struct half *h, int src
 			return 0;
 		}
 		h->bytes += (uint64_t)r;
-		if (h == &ss->up) {
-			int rc = stats_client_bytes(&s->stats, &ss->stats, s->scratch + *got, (size_t)r);
-			if (rc < 0) {
-				shim_request_refused(s, &ss->stats);
-				return rc; /* nothing of this read goes upstream */
-			}
-		} else {
-			stats_upstream_bytes(&s->stats, &ss->stats, s->scratch + *got, (size_t)r);
+		int rc = h == &ss->up
+				 ? watch_client_bytes(&ss->watch, &s->stats, &ss->stats, s->scratch + *got,
+						      (size_t)r)
+				 : watch_upstream_bytes(&ss->watch, &s->stats, &ss->stats,
+							s->scratch + *got, (size_t)r);
+		if (rc < 0) {
+			shim_request_refused(s, &ss->stats, watch_refused(&ss->watch));
+			return rc; /* nothing of this read goes on */
 		}
 		*got += (size_t)r;
 		if ((size_t)r < want || !gated)
@@ -186,7 +184,7 @@ static int half_pump(struct shim *s, struct session *ss, struct half *h, int src
 	bool eof = false;
 	int rc = half_read(s, ss, h, src, &got, &eof);
 	if (h == &ss->up && (got || eof))
-		shim_request_clock(s, &ss->stats, &ss->clock);
+		shim_request_clock(s, watch_awaits_client(&ss->watch, &ss->stats), &ss->clock);
 	if (rc < 0)
 		return rc;
 	if (got) {
@@ -377,6 +375,7 @@ static struct session *session_new(struct upstream *u, int client_fd)
 	loop_timer_init(&ss->clock, on_request_timeout, ss);
 	half_init(&ss->up);
 	half_init(&ss->down);
+	watch_init(&ss->watch, s->stats.inspect);
 	ss->next = s->live;
 	if (s->live)
 		s->live->prev = ss;
@@ -397,32 +396,36 @@ void session_start(struct upstream *u, int client_fd)
 	s->sessions_total++;
 	shim_attribute(s, &ss->stats, client_fd);
 	log_debug("session %llu: client accepted", (unsigned long long)ss->id);
-	shim_request_clock(s, &ss->stats, &ss->clock);
+	shim_request_clock(s, watch_awaits_client(&ss->watch, &ss->stats), &ss->clock);
 	session_try_connect(ss);
 }
 
-int session_adopt(struct upstream *u, int client_fd, struct stats_session *moved,
-		  const uint8_t *pre, size_t n)
+int session_adopt(struct upstream *u, int client_fd, const struct handover *h)
 {
 	struct shim *s = u->shim;
-	if (n > SHIM_ADOPT_MAX)
+	if (h->n > SHIM_ADOPT_MAX)
 		return -EMSGSIZE;
 	struct session *ss = session_new(u, client_fd);
 	if (!ss)
 		return -ENOMEM;
+	ss->stats = *h->stats;
 	/* What the broker read and decided goes out first; the client is not
 	 * read again before it has (a half reads only when nothing waits). */
 	buf_init(&ss->up.pending, SHIM_ADOPT_MAX);
-	if (buf_append(&ss->up.pending, pre, n) < 0) {
+	int rc = watch_init_handed(&ss->watch, s->stats.inspect, &s->stats, &ss->stats, h->connect,
+				   h->tag, h->port, h->pre + h->req_len, h->n - h->req_len);
+	if (rc == 0)
+		rc = buf_append(&ss->up.pending, h->pre, h->n);
+	if (rc < 0) {
+		watch_free(&ss->watch);
 		buf_release(&ss->up.pending);
 		session_unlink(s, ss);
 		free(ss);
-		return -ENOMEM;
+		return rc;
 	}
-	ss->stats = *moved;
 	log_debug("session %llu: handed over by the broker (%zu bytes first)",
-		  (unsigned long long)ss->id, n);
-	shim_request_clock(s, &ss->stats, &ss->clock);
+		  (unsigned long long)ss->id, h->n);
+	shim_request_clock(s, watch_awaits_client(&ss->watch, &ss->stats), &ss->clock);
 	session_try_connect(ss);
 	return 0;
 }
@@ -452,6 +455,7 @@ static void session_teardown(struct session *ss, const char *why, int err)
 	half_release(&ss->up);
 	half_release(&ss->down);
 	stats_session_close(&s->stats, &ss->stats);
+	watch_free(&ss->watch);
 
 	session_unlink(s, ss);
 	loop_defer(s->loop, &ss->reap, free, ss);

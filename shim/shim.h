@@ -22,6 +22,7 @@
 #include "broker.h"
 #include "resolver.h"
 #include "upstream.h"
+#include "watch.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -94,6 +95,7 @@ struct session {
 	uint64_t started_ms;
 	unsigned retry_delay_ms;
 	struct stats_session stats;
+	struct watch watch;      /* what it carries (watch.h) */
 	struct session *prev, *next;
 	struct loop_deferred reap;
 };
@@ -126,8 +128,7 @@ struct shim {
 
 /* session.c: the relay of direct upstreams (upstream_ops, upstream.c). */
 void session_start(struct upstream *u, int client_fd);
-int session_adopt(struct upstream *u, int client_fd, struct stats_session *moved,
-		  const uint8_t *pre, size_t n);
+int session_adopt(struct upstream *u, int client_fd, const struct handover *h);
 void session_close_all(struct shim *s);
 
 /* control.c: `muxshim stats` and the Prometheus endpoint */
@@ -141,12 +142,13 @@ int control_health(const char *path, bool live, bool all);
 /* Attribution of a newly accepted client (SO_PEERCRED). */
 void shim_attribute(struct shim *s, struct stats_session *ss, int client_fd);
 /* --request-timeout: (re)arms clock while the session waits for its client
- * to send, cancels it otherwise; shim_request_timed_out logs the closing. */
-void shim_request_clock(struct shim *s, struct stats_session *ss, struct loop_timer *clock);
+ * to send (awaits), cancels it otherwise; shim_request_timed_out logs the
+ * closing. */
+void shim_request_clock(struct shim *s, bool awaits, struct loop_timer *clock);
 void shim_request_timed_out(struct shim *s, const struct stats_session *ss);
-/* The request gate refused a client (stats_client_bytes failed): logs it,
- * rate-limited; the caller closes the client. */
-void shim_request_refused(struct shim *s, const struct stats_session *ss);
+/* A request gate refused a client (why: the reason): logs it, rate-limited;
+ * the caller closes the client. */
+void shim_request_refused(struct shim *s, const struct stats_session *ss, const char *why);
 
 /* A client connection ended, the listener may resume. */
 void shim_session_ended(struct shim *s);

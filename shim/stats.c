@@ -127,19 +127,19 @@ static struct stats_proc *proc_get(struct stats *st, pid_t pid, uid_t uid, uint6
 
 static void mix(const struct stats_proc *p, char *out, size_t len)
 {
-	uint64_t t[INSP_NTYPES] = { 0 }, total = 0;
+	uint64_t t[UMX_REQ_NTYPES] = { 0 }, total = 0;
 	for (unsigned i = 0; i < STATS_RATE_WINDOW; i++)
-		for (unsigned k = 0; k < INSP_NTYPES; k++)
+		for (unsigned k = 0; k < UMX_REQ_NTYPES; k++)
 			t[k] += p->window_types[i][k];
-	for (unsigned k = 0; k < INSP_NTYPES; k++)
+	for (unsigned k = 0; k < UMX_REQ_NTYPES; k++)
 		total += t[k];
 	size_t used = 0;
 	out[0] = '\0';
-	for (unsigned k = 0; k < INSP_NTYPES && total; k++) {
+	for (unsigned k = 0; k < UMX_REQ_NTYPES && total; k++) {
 		if (!t[k])
 			continue;
 		int n = snprintf(out + used, len - used, "%s%s %.0f%%", used ? ", " : "",
-				 insp_type_name((enum insp_type)k), 100.0 * (double)t[k] / (double)total);
+				 umx_req_name((enum umx_req)k), 100.0 * (double)t[k] / (double)total);
 		if (n < 0 || (size_t)n >= len - used)
 			break;
 		used += (size_t)n;
@@ -218,11 +218,6 @@ void stats_session_open(struct stats *st, struct stats_session *ss, pid_t pid, u
 	}
 }
 
-struct insp_ctx {
-	struct stats *st;
-	struct stats_session *ss;
-};
-
 static struct stats_port *port_slot(struct stats *st, uint16_t port)
 {
 	for (unsigned i = 0; i < st->nports; i++)
@@ -234,92 +229,51 @@ static struct stats_port *port_slot(struct stats *st, uint16_t port)
 	return &st->ports[st->nports++];
 }
 
-static void on_insp(void *ctx, const struct insp_event *ev)
-{
-	struct insp_ctx *c = ctx;
-	struct stats *st = c->st;
-	struct stats_proc *p = c->ss->proc;
-	switch (ev->kind) {
-	case INSP_EV_REQUEST:
-		if (c->ss->connect_handed) {
-			/* usbmuxd would take another request after a refused
-			 * Connect; passed on as it is, it would skip the
-			 * broker's filter and ID mapping. Clients open a new
-			 * connection per Connect: this one is closed. */
-			insp_refuse(&c->ss->insp, "a request after a Connect on the same connection "
-						  "(the broker takes one Connect per connection)");
-			return;
-		}
-		st->by_type[ev->type]++;
-		st->by_version[ev->version ? 1 : 0]++;
-		if (p) {
-			p->by_type[ev->type]++;
-			p->window_types[p->window_sec % STATS_RATE_WINDOW][ev->type]++;
-		}
-		if (ev->type == INSP_CONNECT)
-			c->ss->pending_port = ev->port;
-		return;
-	case INSP_EV_CONNECT_RESULT: {
-		struct stats_port *sp = port_slot(st, c->ss->pending_port);
-		if (sp) {
-			if (ev->result == 0)
-				sp->ok++;
-			else
-				sp->failed++;
-		}
-		return;
-	}
-	case INSP_EV_PARSE_ERROR:
-		st->parse_errors++;
-		return;
-	case INSP_EV_REFUSED:
-		st->requests_refused++;
-		return;
-	}
-}
-
-bool stats_session_awaits_client(const struct stats *st, const struct stats_session *ss)
-{
-	if (ss->bytes_up == 0)
-		return true;
-	return st->inspect && ss->insp.cb && insp_mid_request(&ss->insp);
-}
-
-size_t stats_client_room(const struct stats *st, const struct stats_session *ss)
-{
-	if (!st->inspect)
-		return SIZE_MAX;
-	if (!ss->insp.cb)
-		return 16; /* a fresh inspector: the first header */
-	return insp_client_room(&ss->insp);
-}
-
-int stats_client_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p, size_t n)
+void stats_bytes_up(struct stats *st, struct stats_session *ss, size_t n)
 {
 	ss->bytes_up += n;
 	st->bytes_up += n;
-	if (!st->inspect || insp_done(&ss->insp))
-		return 0;
-	struct insp_ctx c = { st, ss };
-	if (!ss->insp.cb)
-		insp_init(&ss->insp, on_insp, NULL);
-	ss->insp.ctx = &c;
-	int rc = insp_client_bytes(&ss->insp, p, n);
-	ss->insp.ctx = NULL;
-	return rc;
 }
 
-void stats_upstream_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p,
-			  size_t n)
+void stats_bytes_down(struct stats *st, struct stats_session *ss, size_t n)
 {
 	ss->bytes_down += n;
 	st->bytes_down += n;
-	if (!st->inspect || !ss->insp.cb || insp_done(&ss->insp))
+}
+
+void stats_request(struct stats *st, struct stats_session *ss, enum umx_req type,
+		   uint32_t version)
+{
+	if ((unsigned)type >= UMX_REQ_NTYPES)
+		type = UMX_REQ_OTHER;
+	st->by_type[type]++;
+	st->by_version[version ? 1 : 0]++;
+	struct stats_proc *p = ss->proc;
+	if (p) {
+		p->by_type[type]++;
+		p->window_types[p->window_sec % STATS_RATE_WINDOW][type]++;
+	}
+}
+
+void stats_connect_result(struct stats *st, uint16_t port, uint32_t result)
+{
+	struct stats_port *sp = port_slot(st, port);
+	if (!sp)
 		return;
-	struct insp_ctx c = { st, ss };
-	ss->insp.ctx = &c;
-	insp_upstream_bytes(&ss->insp, p, n);
-	ss->insp.ctx = NULL;
+	if (result == 0)
+		sp->ok++;
+	else
+		sp->failed++;
+}
+
+void stats_parse_error(struct stats *st)
+{
+	st->parse_errors++;
+}
+
+void stats_request_refused(struct stats *st)
+{
+	st->requests_refused++;
 }
 
 void stats_session_close(struct stats *st, struct stats_session *ss)
@@ -333,7 +287,6 @@ void stats_session_close(struct stats *st, struct stats_session *ss)
 	ss->proc = NULL;
 	if (!st->inspect)
 		st->uninspected++;
-	insp_free(&ss->insp);
 }
 
 void stats_upstream_failure(struct stats *st, int err)
@@ -463,8 +416,8 @@ static void render_json(const struct stats *st, struct out *o, uint64_t now_ms)
 	put(o, "\"sessions_upstream\":%llu,\"sessions_internal\":%llu,",
 	    (unsigned long long)st->sessions_up, (unsigned long long)st->sessions_internal);
 	put(o, "\"requests\":{");
-	for (unsigned k = 0; k < INSP_NTYPES; k++)
-		put(o, "%s\"%s\":%llu", k ? "," : "", insp_type_name((enum insp_type)k),
+	for (unsigned k = 0; k < UMX_REQ_NTYPES; k++)
+		put(o, "%s\"%s\":%llu", k ? "," : "", umx_req_name((enum umx_req)k),
 		    (unsigned long long)st->by_type[k]);
 	put(o, "},\"versions\":{\"binary\":%llu,\"plist\":%llu},\"connect_ports\":[",
 	    (unsigned long long)st->by_version[0], (unsigned long long)st->by_version[1]);
@@ -510,12 +463,12 @@ static void render_json(const struct stats *st, struct out *o, uint64_t now_ms)
 		    (unsigned long long)u.losses, b->devices, b->listeners,
 		    (unsigned long long)b->listeners_dropped, (unsigned long long)b->refused,
 		    (unsigned long long)b->parked);
-		for (unsigned k = 0; k < INSP_NTYPES; k++)
-			put(o, "%s\"%s\":%llu", k ? "," : "", insp_type_name((enum insp_type)k),
+		for (unsigned k = 0; k < UMX_REQ_NTYPES; k++)
+			put(o, "%s\"%s\":%llu", k ? "," : "", umx_req_name((enum umx_req)k),
 			    (unsigned long long)b->local[k]);
 		put(o, "},\"forwarded\":{");
-		for (unsigned k = 0; k < INSP_NTYPES; k++)
-			put(o, "%s\"%s\":%llu", k ? "," : "", insp_type_name((enum insp_type)k),
+		for (unsigned k = 0; k < UMX_REQ_NTYPES; k++)
+			put(o, "%s\"%s\":%llu", k ? "," : "", umx_req_name((enum umx_req)k),
 			    (unsigned long long)b->forwarded[k]);
 		put(o, "}}");
 	}
@@ -531,8 +484,8 @@ static void render_json(const struct stats *st, struct out *o, uint64_t now_ms)
 		    p->comm_visible ? "true" : "false", (unsigned long long)p->sessions,
 		    stats_proc_rate(p, now_ms), (unsigned long long)p->sessions_up,
 		    stats_proc_upstream_rate(p, now_ms), p->warned ? "true" : "false");
-		for (unsigned k = 0; k < INSP_NTYPES; k++)
-			put(o, "%s\"%s\":%llu", k ? "," : "", insp_type_name((enum insp_type)k),
+		for (unsigned k = 0; k < UMX_REQ_NTYPES; k++)
+			put(o, "%s\"%s\":%llu", k ? "," : "", umx_req_name((enum umx_req)k),
 			    (unsigned long long)p->by_type[k]);
 		put(o, "}}");
 	}
@@ -585,7 +538,7 @@ static void render_table(const struct stats *st, struct out *o, uint64_t now_ms)
 	if (st->broker.on) {
 		const struct stats_broker *b = &st->broker;
 		uint64_t local = 0, fwd = 0;
-		for (unsigned k = 0; k < INSP_NTYPES; k++) {
+		for (unsigned k = 0; k < UMX_REQ_NTYPES; k++) {
 			local += b->local[k];
 			fwd += b->forwarded[k];
 		}
@@ -604,10 +557,10 @@ static void render_table(const struct stats *st, struct out *o, uint64_t now_ms)
 		put(o, "%8ld %6ld %-16s %10llu %10.1f ", (long)p->pid, (long)p->uid, p->comm,
 		    (unsigned long long)p->sessions, stats_proc_rate(p, now_ms));
 		bool any = false;
-		for (unsigned k = 0; k < INSP_NTYPES; k++) {
+		for (unsigned k = 0; k < UMX_REQ_NTYPES; k++) {
 			if (!p->by_type[k])
 				continue;
-			put(o, " %s=%llu", insp_type_name((enum insp_type)k),
+			put(o, " %s=%llu", umx_req_name((enum umx_req)k),
 			    (unsigned long long)p->by_type[k]);
 			any = true;
 		}
@@ -635,8 +588,8 @@ static void render_prometheus(const struct stats *st, struct out *o, uint64_t no
 	    (unsigned long long)st->bytes_up, (unsigned long long)st->bytes_down,
 	    (unsigned long long)st->parse_errors);
 	put(o, "# TYPE muxshim_requests_total counter\n");
-	for (unsigned k = 0; k < INSP_NTYPES; k++)
-		put(o, "muxshim_requests_total{type=\"%s\"} %llu\n", insp_type_name((enum insp_type)k),
+	for (unsigned k = 0; k < UMX_REQ_NTYPES; k++)
+		put(o, "muxshim_requests_total{type=\"%s\"} %llu\n", umx_req_name((enum umx_req)k),
 		    (unsigned long long)st->by_type[k]);
 	put(o, "# TYPE muxshim_connects_total counter\n");
 	for (unsigned i = 0; i < st->nports; i++)
@@ -678,11 +631,11 @@ static void render_prometheus(const struct stats *st, struct out *o, uint64_t no
 	if (st->broker.on) {
 		const struct stats_broker *b = &st->broker;
 		put(o, "# TYPE muxshim_broker_requests_total counter\n");
-		for (unsigned k = 0; k < INSP_NTYPES; k++)
+		for (unsigned k = 0; k < UMX_REQ_NTYPES; k++)
 			put(o, "muxshim_broker_requests_total{type=\"%s\",answered=\"local\"} %llu\n"
 			       "muxshim_broker_requests_total{type=\"%s\",answered=\"forwarded\"} %llu\n",
-			    insp_type_name((enum insp_type)k), (unsigned long long)b->local[k],
-			    insp_type_name((enum insp_type)k), (unsigned long long)b->forwarded[k]);
+			    umx_req_name((enum umx_req)k), (unsigned long long)b->local[k],
+			    umx_req_name((enum umx_req)k), (unsigned long long)b->forwarded[k]);
 		put(o, "# TYPE muxshim_broker_subscription_up gauge\nmuxshim_broker_subscription_up %d\n"
 		       "# TYPE muxshim_broker_subscribes_total counter\nmuxshim_broker_subscribes_total %llu\n"
 		       "# TYPE muxshim_broker_devices gauge\nmuxshim_broker_devices %u\n"

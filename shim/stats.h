@@ -1,10 +1,12 @@
 /* Who is using usbmuxd, how often, for what: per client process (pid, uid,
- * command) and in total. Fed by the sessions and their inspectors; read by
- * `muxshim stats`, the Prometheus endpoint and the periodic log line. */
+ * command) and in total. Fed by the broker's clients (client.c, which
+ * decodes their requests) and the relays' watches (watch.h, which inspect
+ * what they carry); read by `muxshim stats`, the Prometheus endpoint and
+ * the periodic log line. It reads no protocol itself. */
 #ifndef MUXSHIM_STATS_H
 #define MUXSHIM_STATS_H
 
-#include "inspect.h"
+#include "usbmuxd/proto.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -21,11 +23,11 @@ struct stats_proc {
 	bool comm_visible;
 	uint64_t sessions;
 	unsigned open;            /* sessions pointing here now: never forgotten while > 0 */
-	uint64_t by_type[INSP_NTYPES];
+	uint64_t by_type[UMX_REQ_NTYPES];
 	uint32_t window[STATS_RATE_WINDOW]; /* sessions per second, ring */
 	uint64_t sessions_up;     /* of them, how many reached the upstream */
 	uint32_t window_up[STATS_RATE_WINDOW];
-	uint32_t window_types[STATS_RATE_WINDOW][INSP_NTYPES];
+	uint32_t window_types[STATS_RATE_WINDOW][UMX_REQ_NTYPES];
 	uint64_t window_sec;      /* the second window[window_sec % N] counts */
 	uint64_t last_seen_ms;
 	uint64_t last_warn_ms;
@@ -33,15 +35,11 @@ struct stats_proc {
 	struct stats_proc *next;
 };
 
-/* One session's view, embedded in the session. */
+/* One session's account, embedded in the session (and moved with a
+ * client the broker hands to a relay). */
 struct stats_session {
 	struct stats_proc *proc;
-	struct inspector insp;
-	uint16_t pending_port;    /* the Connect awaiting its result */
 	bool internal;            /* the broker's own: not in sessions_* */
-	bool connect_handed;      /* the broker handed this client over with a
-				   * Connect: a request after it (the Connect
-				   * failed) would bypass the broker */
 	uint64_t bytes_up, bytes_down;
 };
 
@@ -50,12 +48,11 @@ struct stats_port {
 	uint64_t ok, failed;
 };
 
-/* The broker's own numbers (--broker; docs/BROKER.md). Request types are
- * counted in the inspector's order (insp_type). */
+/* The broker's own numbers (--broker; docs/BROKER.md), by request type. */
 struct stats_broker {
 	bool on;
-	uint64_t local[INSP_NTYPES];       /* answered without the upstream */
-	uint64_t forwarded[INSP_NTYPES];   /* handed to the upstream */
+	uint64_t local[UMX_REQ_NTYPES];       /* answered without the upstream */
+	uint64_t forwarded[UMX_REQ_NTYPES];   /* handed to the upstream */
 	uint64_t refused;                  /* requests refused, client closed */
 	uint64_t listeners_dropped;        /* did not read their events */
 	uint64_t parked;                   /* requests that waited for a subscription */
@@ -84,7 +81,7 @@ struct stats {
 	uint64_t sessions_internal; /* the broker's own (subscription, exchanges), */
 	uint64_t internal_open;     /* not counted in sessions_total/_open */
 	uint64_t sessions_open;
-	uint64_t by_type[INSP_NTYPES];
+	uint64_t by_type[UMX_REQ_NTYPES];
 	uint64_t by_version[2];
 	uint64_t parse_errors;
 	uint64_t uninspected;     /* sessions with inspection off */
@@ -118,17 +115,18 @@ void stats_session_upstream(struct stats *st, struct stats_session *ss, uint64_t
 void stats_session_open(struct stats *st, struct stats_session *ss, pid_t pid, uid_t uid,
 			uint64_t now_ms, bool upstream);
 void stats_session_close(struct stats *st, struct stats_session *ss);
-/* Bytes as relayed, each direction; inspection happens here. */
-/* Is the session waiting for its client to send (the first bytes, or the
- * rest of a request it started)? Drives --request-timeout. */
-bool stats_session_awaits_client(const struct stats *st, const struct stats_session *ss);
-/* How many client bytes may be read now (inspect.h: the request gate). */
-size_t stats_client_room(const struct stats *st, const struct stats_session *ss);
-/* 0, or -EBADMSG: the client is refused (ss->insp.refused says why); forward
- * nothing of these bytes and close it. */
-int stats_client_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p, size_t n);
-void stats_upstream_bytes(struct stats *st, struct stats_session *ss, const uint8_t *p,
-			  size_t n);
+/* Bytes a session carried: from its client (up) and to it (down). */
+void stats_bytes_up(struct stats *st, struct stats_session *ss, size_t n);
+void stats_bytes_down(struct stats *st, struct stats_session *ss, size_t n);
+/* A request the client sent (whole), in its protocol version. */
+void stats_request(struct stats *st, struct stats_session *ss, enum umx_req type,
+		   uint32_t version);
+/* A Connect's result: 0 is a pipe to the device port now. */
+void stats_connect_result(struct stats *st, uint16_t port, uint32_t result);
+/* A request nobody could parse (usbmuxd ignores those and reads on). */
+void stats_parse_error(struct stats *st);
+/* A client closed by the request gate before its request went anywhere. */
+void stats_request_refused(struct stats *st);
 void stats_upstream_failure(struct stats *st, int err);
 
 /* Sessions per second of a process over the window ending now. */

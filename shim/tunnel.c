@@ -16,10 +16,12 @@
 #define BACKOFF_MAX_MS   5000
 
 /* A client session: its statistics (first, so that the stream's ctx is
- * both) and its --request-timeout clock, which runs once its stream is
- * open (waiting for the tunnel is not the client's doing). */
+ * both), what it carries (watch.h) and its --request-timeout clock, which
+ * runs once its stream is open (waiting for the tunnel is not the client's
+ * doing). */
 struct tsession {
 	struct stats_session ss;
+	struct watch w;
 	struct tunnel *t;
 	struct loop_timer clock;
 	struct link_stream *st;
@@ -63,6 +65,7 @@ static void tsession_free(struct stats_session *ss)
 {
 	struct tsession *ts = (struct tsession *)ss;
 	loop_timer_cancel(ts->t->s->loop, &ts->clock);
+	watch_free(&ts->w);
 	free(ts);
 }
 
@@ -135,7 +138,7 @@ static void open_stream(struct tunnel *tc, int fd, struct stats_session *ss, con
 			link_stream_reset(ts->st, TUN_RESET_LOCAL_ERROR, "cannot forward the request");
 			return; /* stream_closed frees the session */
 		}
-		shim_request_clock(s, ss, &ts->clock);
+		shim_request_clock(s, watch_awaits_client(&ts->w, ss), &ts->clock);
 		return;
 	}
 	stats_session_close(&s->stats, ss);
@@ -217,7 +220,7 @@ static void link_rtt(struct link *l, unsigned ms)
 static size_t client_room(struct link_stream *st)
 {
 	struct tsession *ts = link_stream_ctx(st);
-	return stats_client_room(&ts->t->s->stats, &ts->ss);
+	return watch_client_room(&ts->w);
 }
 
 /* A refused request: the link resets the stream without sending this read
@@ -226,19 +229,25 @@ static int client_bytes(struct link_stream *st, const uint8_t *p, size_t n)
 {
 	struct tsession *ts = link_stream_ctx(st);
 	struct shim *s = ts->t->s;
-	int rc = stats_client_bytes(&s->stats, &ts->ss, p, n);
+	int rc = watch_client_bytes(&ts->w, &s->stats, &ts->ss, p, n);
 	if (rc < 0) {
-		shim_request_refused(s, &ts->ss);
+		shim_request_refused(s, &ts->ss, watch_refused(&ts->w));
 		return rc;
 	}
-	shim_request_clock(s, &ts->ss, &ts->clock);
+	shim_request_clock(s, watch_awaits_client(&ts->w, &ts->ss), &ts->clock);
 	return 0;
 }
 
-static void upstream_bytes(struct link_stream *st, const uint8_t *p, size_t n)
+/* A refusal here (what followed a Connect the device refused) resets the
+ * stream before these bytes reach the client. */
+static int upstream_bytes(struct link_stream *st, const uint8_t *p, size_t n)
 {
 	struct tsession *ts = link_stream_ctx(st);
-	stats_upstream_bytes(&ts->t->s->stats, &ts->ss, p, n);
+	struct shim *s = ts->t->s;
+	int rc = watch_upstream_bytes(&ts->w, &s->stats, &ts->ss, p, n);
+	if (rc < 0)
+		shim_request_refused(s, &ts->ss, watch_refused(&ts->w));
+	return rc;
 }
 
 static const struct link_ops ops = {
@@ -437,6 +446,7 @@ static void tunnel_accept(struct upstream *u, int fd)
 		return;
 	}
 	loop_timer_init(&ts->clock, on_request_timeout, ts);
+	watch_init(&ts->w, s->stats.inspect);
 	s->nsessions++;
 	s->sessions_total++;
 	shim_attribute(s, &ts->ss, fd);
@@ -449,19 +459,24 @@ static void tunnel_accept(struct upstream *u, int fd)
 	}
 }
 
-static int tunnel_adopt(struct upstream *u, int fd, struct stats_session *moved,
-			const uint8_t *pre, size_t n)
+static int tunnel_adopt(struct upstream *u, int fd, const struct handover *h)
 {
-	if (n > SHIM_ADOPT_MAX)
+	struct shim *s = u->shim;
+	if (h->n > SHIM_ADOPT_MAX)
 		return -EMSGSIZE;
 	struct tsession *ts = calloc(1, sizeof(*ts));
 	if (!ts)
 		return -ENOMEM;
 	loop_timer_init(&ts->clock, on_request_timeout, ts);
-	ts->ss = *moved;
-	int rc = tunnel_enter(u, fd, ts, pre, n);
-	if (rc < 0)
+	ts->ss = *h->stats;
+	int rc = watch_init_handed(&ts->w, s->stats.inspect, &s->stats, &ts->ss, h->connect, h->tag,
+				   h->port, h->pre + h->req_len, h->n - h->req_len);
+	if (rc == 0)
+		rc = tunnel_enter(u, fd, ts, h->pre, h->n);
+	if (rc < 0) {
+		watch_free(&ts->w);
 		free(ts);
+	}
 	return rc;
 }
 

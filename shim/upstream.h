@@ -27,6 +27,21 @@ struct upstream;
 struct tunnel;
 struct resolver;
 
+/* A client the broker hands to a relay: its statistics move into the
+ * relay's session (already counted and attributed); pre goes upstream
+ * first: the request the broker decided to forward (req_len bytes, as
+ * rewritten for this upstream), then whatever the client sent after it. */
+struct handover {
+	struct stats_session *stats;
+	const uint8_t *pre;
+	size_t n;
+	size_t req_len;
+	bool connect;     /* the request is a Connect (tag, device port): its
+			   * result says whether the rest is device data */
+	uint32_t tag;
+	uint16_t port;
+};
+
 struct upstream_ops {
 	/* After the sandbox: start dialling (the tunnel). */
 	void (*start)(struct upstream *u);
@@ -35,12 +50,9 @@ struct upstream_ops {
 	/* A new client of its own (--passthrough, or the broker's end of a
 	 * socket pair): attributed and relayed as it is. Takes the fd. */
 	void (*accept)(struct upstream *u, int fd);
-	/* The broker hands a client over: its statistics move into the
-	 * session (already counted and attributed); pre (n bytes) goes
-	 * upstream first. 0 (the fd is taken), or a negative errno and the
-	 * caller keeps the fd. */
-	int (*adopt)(struct upstream *u, int fd, struct stats_session *moved, const uint8_t *pre,
-		     size_t n);
+	/* The broker hands a client over (struct handover). 0 (the fd is
+	 * taken), or a negative errno and the caller keeps the fd. */
+	int (*adopt)(struct upstream *u, int fd, const struct handover *h);
 	/* For `muxshim health`: 0 if a session opened now could reach it,
 	 * else a negative errno; why receives one sentence either way. */
 	int (*probe)(struct upstream *u, char *why, size_t cap);

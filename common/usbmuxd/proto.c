@@ -243,8 +243,68 @@ int umx_request_decode(const struct umx_hdr *h, const uint8_t *body, size_t len,
 
 void umx_request_free(struct umx_request *rq)
 {
-	plist_free(rq->dict);
+	if (!rq->dict_borrowed)
+		plist_free(rq->dict);
 	rq->dict = NULL;
+	rq->dict_borrowed = false;
+}
+
+static bool memo_kind(enum umx_req t)
+{
+	return t == UMX_REQ_LIST_DEVICES || t == UMX_REQ_READ_BUID || t == UMX_REQ_LISTEN ||
+	       t == UMX_REQ_LIST_LISTENERS;
+}
+
+static void memo_slot_free(struct umx_memo_slot *sl)
+{
+	free(sl->body);
+	plist_free(sl->rq.dict);
+	memset(sl, 0, sizeof(*sl));
+}
+
+int umx_request_decode_memo(struct umx_memo *m, const struct umx_hdr *h, const uint8_t *body,
+			    size_t len, struct umx_request *rq)
+{
+	bool plist = h->version == UMX_V_PLIST && h->message == UMX_MSG_PLIST;
+	if (plist && len <= UMX_MEMO_BODY_MAX) {
+		m->misses++; /* taken back on a hit */
+		for (unsigned i = 0; i < UMX_MEMO_SLOTS; i++) {
+			const struct umx_memo_slot *sl = &m->slot[i];
+			if (sl->body && sl->len == len && memcmp(sl->body, body, len) == 0) {
+				*rq = sl->rq;
+				rq->tag = h->tag;
+				rq->dict_borrowed = true;
+				m->misses--;
+				m->hits++;
+				return 0;
+			}
+		}
+	}
+	int rc = umx_request_decode(h, body, len, rq);
+	if (rc < 0 || !plist || len > UMX_MEMO_BODY_MAX || !memo_kind(rq->type))
+		return rc;
+	struct umx_memo_slot *sl = &m->slot[m->next];
+	uint8_t *copy = malloc(len ? len : 1);
+	if (!copy)
+		return 0; /* decoded all the same, just not kept */
+	memo_slot_free(sl);
+	memcpy(copy, body, len);
+	sl->version = h->version;
+	sl->message = h->message;
+	sl->len = len;
+	sl->body = copy;
+	sl->rq = *rq;               /* the memo owns the dict from here */
+	sl->rq.dict_borrowed = false;
+	rq->dict_borrowed = true;
+	m->next = (m->next + 1) % UMX_MEMO_SLOTS;
+	return 0;
+}
+
+void umx_memo_free(struct umx_memo *m)
+{
+	for (unsigned i = 0; i < UMX_MEMO_SLOTS; i++)
+		memo_slot_free(&m->slot[i]);
+	m->next = 0;
 }
 
 void umx_device_free(struct umx_device *d)

@@ -87,7 +87,9 @@ struct umx_request {
 				   * answers (BADDEV, BADCOMMAND), else 0 */
 	bool has_record_id;       /* Read/Save/DeletePairRecord */
 	char record_id[UMX_SERIAL_MAX + 1];
-	plist_t dict;             /* v1: the parsed body (owned), for forwarding */
+	plist_t dict;             /* v1: the parsed body, for forwarding: owned, or
+				   * borrowed from a memo (umx_request_decode_memo) */
+	bool dict_borrowed;
 };
 
 /* Decodes one complete request (header already checked by umx_hdr_get).
@@ -96,6 +98,35 @@ struct umx_request {
 int umx_request_decode(const struct umx_hdr *h, const uint8_t *body, size_t len,
 		       struct umx_request *rq);
 void umx_request_free(struct umx_request *rq);
+
+/* The questions clients repeat (ListDevices, ReadBUID, Listen,
+ * ListListeners) come byte for byte the same each time from a given client
+ * library: only the tag in the header changes. A memo keeps the decode of
+ * the last few such plist bodies, so that asking again costs a compare.
+ * Bounded: UMX_MEMO_SLOTS bodies of at most UMX_MEMO_BODY_MAX bytes, the
+ * oldest replaced first. Zeroed to start; umx_memo_free. */
+#define UMX_MEMO_SLOTS 8u
+#define UMX_MEMO_BODY_MAX 1024u
+
+struct umx_memo_slot {
+	uint32_t version, message;
+	size_t len;
+	uint8_t *body;             /* NULL: empty */
+	struct umx_request rq;     /* its decode; the memo owns rq.dict */
+};
+
+struct umx_memo {
+	struct umx_memo_slot slot[UMX_MEMO_SLOTS];
+	unsigned next;             /* the slot replaced next */
+	uint64_t hits, misses;
+};
+
+/* As umx_request_decode, through m: the same result for the same bytes.
+ * A request found in m, or kept there, has its dict borrowed from m (left
+ * alone by umx_request_free): valid until the next call with m. */
+int umx_request_decode_memo(struct umx_memo *m, const struct umx_hdr *h, const uint8_t *body,
+			    size_t len, struct umx_request *rq);
+void umx_memo_free(struct umx_memo *m);
 
 /* A device as the table holds it. props is the Properties dict as the
  * upstream sent it (owned), so that replies carry every key it had; it is

@@ -8,6 +8,7 @@ static int answer_result(struct route *r, uint32_t version, uint32_t tag, uint32
 {
 	r->kind = ROUTE_ANSWER;
 	r->local = true;
+	r->result = number;
 	return umx_encode_result(version, tag, number, &r->msg, &r->len);
 }
 

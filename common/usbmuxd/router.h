@@ -44,6 +44,7 @@ struct route {
 	enum route_refusal refusal;
 	bool close;          /* ANSWER: usbmuxd closes after this reply */
 	bool local;          /* answered without the upstream (for statistics) */
+	uint32_t result;     /* ANSWER that is a Result: its number */
 	unsigned upstream;   /* FORWARD */
 	uint8_t *msg;        /* ANSWER, FORWARD: a whole message (owned) */
 	size_t len;

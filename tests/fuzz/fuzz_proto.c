@@ -13,6 +13,30 @@
 #include <string.h>
 #include <strings.h>
 
+/* The broker's memo (kept across inputs, as the broker keeps it across
+ * clients) gives what the codec gives, the first time and again. */
+static struct umx_memo memo;
+
+static void check_memo(const struct umx_hdr *h, const uint8_t *body, size_t blen, int rc,
+		       const struct umx_request *plain)
+{
+	for (int pass = 0; pass < 2; pass++) {
+		struct umx_request rq;
+		int mrc = umx_request_decode_memo(&memo, h, body, blen, &rq);
+		if (mrc != rc)
+			abort();
+		if (rc < 0)
+			continue;
+		if (rq.type != plain->type || rq.tag != plain->tag || rq.version != plain->version ||
+		    rq.has_device_id != plain->has_device_id || rq.device_id != plain->device_id ||
+		    rq.port != plain->port || rq.malformed != plain->malformed ||
+		    rq.has_record_id != plain->has_record_id ||
+		    strcmp(rq.record_id, plain->record_id) != 0 || !rq.dict != !plain->dict)
+			abort();
+		umx_request_free(&rq);
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check_event_round_trip(const struct umx_event *ev)
@@ -143,13 +167,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	} else {
 		struct umx_request rq;
-		if (umx_request_decode(&h, body, blen, &rq) == 0) {
+		int rc = umx_request_decode(&h, body, blen, &rq);
+		if (rc == 0) {
 			if (rq.type >= UMX_REQ_NTYPES || (rq.dict && rq.version != UMX_V_PLIST))
 				abort();
 			check_route(&rq);
 			check_strict(&rq);
-			umx_request_free(&rq);
 		}
+		check_memo(&h, body, blen, rc, rc == 0 ? &rq : NULL);
+		if (rc == 0)
+			umx_request_free(&rq);
 	}
 	return 0;
 }

@@ -49,6 +49,15 @@ def session(path, timeout=WAIT):
     return s
 
 
+def read_to_eof(s):
+    got = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return got
+        got += chunk
+
+
 def ask(path, obj, tag=1):
     """One request on a fresh connection; the whole reply message as bytes."""
     with session(path) as s:
@@ -400,6 +409,50 @@ class WithDevices(unittest.TestCase):
         harness.wait_for(lambda: "a request after a Connect on the same connection"
                          in self.shim.stderr_text(), WAIT, what="the refusal logged")
         self.assertEqual(upstream_connections(self.dev), before + 3)
+
+    def test_bytes_sent_after_a_connect_before_its_result(self):
+        """The broker reads what a client sent in one call, so bytes sent
+        right after a Connect, before its result, arrive with it. On success
+        they are the device's: nothing lost or reordered. On failure they
+        were requests the broker never saw (they would skip its filter):
+        the connection is closed and none of them is answered. Both over
+        the UNIX upstream (session.c) and the tunnel (link.c)."""
+        svc = harness.DevSvc().start()
+        helper = Helper("unix:" + self.up).start()
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        dead_port = closed.getsockname()[1]
+        closed.close()  # nothing listens there: the device refuses (Result 3)
+
+        def pn(port):  # clients send htons(port) in a little-endian integer
+            return ((port & 0xff) << 8) | (port >> 8)
+
+        for upstream in (self.up, helper.tunnel):
+            path = os.path.join(self.d, "after-connect-%d.sock" % len(upstream))
+            shim = harness.Shim(path, upstream, "--broker").start()
+            harness.wait_for(lambda: "subscribed to the upstream" in shim.stderr_text(), WAIT,
+                             what="the subscription")
+            payload = b"ECHO\n" + bytes(range(256)) * 64
+            with session(path) as s:
+                s.sendall(raw({"MessageType": "Connect", "DeviceID": 2,
+                               "PortNumber": pn(svc.port)}, 3) + payload)
+                self.assertEqual(read_msg(s)[4], {"MessageType": "Result", "Number": 0})
+                want = payload[len(b"ECHO\n"):]
+                s.shutdown(socket.SHUT_WR)
+                got = read_to_eof(s)
+                self.assertEqual(got, want, upstream)
+            with session(path) as s:
+                s.sendall(raw({"MessageType": "Connect", "DeviceID": 2,
+                               "PortNumber": pn(dead_port)}, 4) + raw(LIST, 5))
+                got = read_to_eof(s)
+                self.assertNotIn(b"DeviceList", got, upstream)
+            harness.wait_for(lambda: "bytes after a Connect the device refused"
+                             in shim.stderr_text(), WAIT, what="the refusal logged")
+            st = json.loads(subprocess.run(
+                [harness.shim_binary(), "stats", "--json", "--listen", path],
+                capture_output=True, text=True, timeout=WAIT, check=True).stdout)
+            self.assertEqual(st["requests_refused"], 1, st)
+            shim.stop()
 
     def test_device_filter_from_environment_and_connection_type(self):
         env = dict(os.environ, MUXSHIM_DEVICES="fakedev-0001,fakedev-0003")

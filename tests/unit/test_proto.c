@@ -338,6 +338,100 @@ static void buid_and_other_replies(void)
 	CU_ASSERT_EQUAL(umx_event_decode(&h, zero, 4, &ev), -EPROTO);
 }
 
+static size_t xml_request(char *out, size_t cap, const char *dict_body)
+{
+	int n = snprintf(out, cap,
+			 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<plist version=\"1.0\">%s</plist>",
+			 dict_body);
+	CU_ASSERT_FATAL(n > 0 && (size_t)n < cap);
+	return (size_t)n;
+}
+
+/* The memo answers the same bytes with the same decode (the tag from the
+ * header), keeps only the repeated kinds, stays bounded, and its dicts are
+ * borrowed: freeing a request leaves them (ASan would see a double free). */
+static void memo_same_bytes_same_decode(void)
+{
+	struct umx_memo m;
+	memset(&m, 0, sizeof(m));
+	char list[512], buid[512], conn[512], other[512];
+	size_t nl = xml_request(list, sizeof(list), "<dict><key>MessageType</key><string>ListDevices"
+				"</string><key>ProgName</key><string>t</string></dict>");
+	size_t nb = xml_request(buid, sizeof(buid), "<dict><key>MessageType</key><string>ReadBUID"
+				"</string></dict>");
+	size_t nc = xml_request(conn, sizeof(conn), "<dict><key>MessageType</key><string>Connect"
+				"</string><key>DeviceID</key><integer>7</integer><key>PortNumber"
+				"</key><integer>32498</integer></dict>");
+	struct umx_request rq, plain;
+	for (uint32_t tag = 1; tag <= 5; tag++) {
+		struct umx_hdr h = { (uint32_t)(UMX_HDR_LEN + nl), UMX_V_PLIST, UMX_MSG_PLIST, tag };
+		CU_ASSERT_EQUAL(umx_request_decode_memo(&m, &h, (const uint8_t *)list, nl, &rq), 0);
+		CU_ASSERT_EQUAL(umx_request_decode(&h, (const uint8_t *)list, nl, &plain), 0);
+		CU_ASSERT_EQUAL(rq.type, UMX_REQ_LIST_DEVICES);
+		CU_ASSERT_EQUAL(rq.tag, tag);
+		CU_ASSERT_EQUAL(rq.version, plain.version);
+		CU_ASSERT_EQUAL(rq.has_device_id, plain.has_device_id);
+		CU_ASSERT_TRUE(rq.dict_borrowed);
+		char *a = NULL, *b = NULL;
+		uint32_t na = 0, nb2 = 0;
+		plist_to_xml(rq.dict, &a, &na);
+		plist_to_xml(plain.dict, &b, &nb2);
+		CU_ASSERT_TRUE(a && b && na == nb2 && memcmp(a, b, na) == 0);
+		free(a);
+		free(b);
+		umx_request_free(&rq);
+		umx_request_free(&plain);
+	}
+	CU_ASSERT_EQUAL(m.misses, 1);
+	CU_ASSERT_EQUAL(m.hits, 4);
+	/* One byte different: decoded afresh (here: another request kind). */
+	struct umx_hdr h = { (uint32_t)(UMX_HDR_LEN + nb), UMX_V_PLIST, UMX_MSG_PLIST, 9 };
+	CU_ASSERT_EQUAL(umx_request_decode_memo(&m, &h, (const uint8_t *)buid, nb, &rq), 0);
+	CU_ASSERT_EQUAL(rq.type, UMX_REQ_READ_BUID);
+	umx_request_free(&rq);
+	CU_ASSERT_EQUAL(m.misses, 2);
+	/* A Connect is decoded each time, never kept: its dict is the
+	 * caller's. */
+	h = (struct umx_hdr){ (uint32_t)(UMX_HDR_LEN + nc), UMX_V_PLIST, UMX_MSG_PLIST, 10 };
+	for (int i = 0; i < 2; i++) {
+		CU_ASSERT_EQUAL(umx_request_decode_memo(&m, &h, (const uint8_t *)conn, nc, &rq), 0);
+		CU_ASSERT_EQUAL(rq.type, UMX_REQ_CONNECT);
+		CU_ASSERT_EQUAL(rq.device_id, 7);
+		CU_ASSERT_FALSE(rq.dict_borrowed);
+		umx_request_free(&rq);
+	}
+	CU_ASSERT_EQUAL(m.hits, 4);
+	/* Many different bodies: the oldest are replaced, at most
+	 * UMX_MEMO_SLOTS kept; the first one is decoded afresh again. */
+	for (unsigned i = 0; i < 3 * UMX_MEMO_SLOTS; i++) {
+		char body[160];
+		snprintf(body, sizeof(body), "<dict><key>MessageType</key><string>ListDevices</string>"
+			 "<key>ProgName</key><string>p%u</string></dict>", i);
+		size_t n = xml_request(other, sizeof(other), body);
+		h = (struct umx_hdr){ (uint32_t)(UMX_HDR_LEN + n), UMX_V_PLIST, UMX_MSG_PLIST, i };
+		CU_ASSERT_EQUAL(umx_request_decode_memo(&m, &h, (const uint8_t *)other, n, &rq), 0);
+		umx_request_free(&rq);
+	}
+	unsigned kept = 0;
+	for (unsigned i = 0; i < UMX_MEMO_SLOTS; i++)
+		kept += m.slot[i].body != NULL;
+	CU_ASSERT_EQUAL(kept, UMX_MEMO_SLOTS);
+	uint64_t misses = m.misses;
+	h = (struct umx_hdr){ (uint32_t)(UMX_HDR_LEN + nl), UMX_V_PLIST, UMX_MSG_PLIST, 1 };
+	CU_ASSERT_EQUAL(umx_request_decode_memo(&m, &h, (const uint8_t *)list, nl, &rq), 0);
+	umx_request_free(&rq);
+	CU_ASSERT_EQUAL(m.misses, misses + 1);
+	/* What the codec refuses, the memo refuses: never kept. */
+	static const char bad[] = "<?xml version=\"1.0\"?><plist><dict><key>MessageType</key>";
+	h = (struct umx_hdr){ (uint32_t)(UMX_HDR_LEN + sizeof(bad) - 1), UMX_V_PLIST, UMX_MSG_PLIST, 2 };
+	for (int i = 0; i < 2; i++)
+		CU_ASSERT_TRUE(umx_request_decode_memo(&m, &h, (const uint8_t *)bad, sizeof(bad) - 1,
+						       &rq) < 0);
+	umx_memo_free(&m);
+	for (unsigned i = 0; i < UMX_MEMO_SLOTS; i++)
+		CU_ASSERT_PTR_NULL(m.slot[i].body);
+}
+
 int unit_proto(void)
 {
 	static const struct unit_test t[] = {
@@ -350,6 +444,7 @@ int unit_proto(void)
 		{ "empty DeviceList as usbmuxd sends it", empty_list_matches_usbmuxd },
 		{ "Result and BUID as usbmuxd sends them", replies_match_usbmuxd },
 		{ "BUID and other replies", buid_and_other_replies },
+		{ "request memo: same bytes, same decode; bounded", memo_same_bytes_same_decode },
 		{ NULL, NULL },
 	};
 	return unit_add_suite("usbmuxd protocol", t);

@@ -1,0 +1,147 @@
+#include "watch.h"
+
+#include <errno.h>
+#include <stdint.h>
+
+/* Statistics count requests by the codec's types, in the same order. */
+_Static_assert((int)UMX_REQ_NTYPES == (int)INSP_NTYPES && (int)UMX_REQ_OTHER == (int)INSP_OTHER &&
+		       (int)UMX_REQ_LIST_LISTENERS == (int)INSP_LIST_LISTENERS &&
+		       (int)UMX_REQ_CONNECT == (int)INSP_CONNECT,
+	       "request type order differs between the codec and the inspector");
+
+struct watch_ctx {
+	struct watch *w;
+	struct stats *st;
+	struct stats_session *ss;
+};
+
+static void on_event(void *ctx, const struct insp_event *ev)
+{
+	struct watch_ctx *c = ctx;
+	struct watch *w = c->w;
+	switch (ev->kind) {
+	case INSP_EV_REQUEST:
+		if (w->handed) {
+			/* usbmuxd would take another request after a refused
+			 * Connect; passed on as it is, it would skip the
+			 * broker's filter and ID mapping. Clients open a new
+			 * connection per Connect: this one is closed. */
+			insp_refuse(&w->insp, "a request after a Connect on the same connection "
+					      "(the broker takes one Connect per connection)");
+			return;
+		}
+		stats_request(c->st, c->ss, (enum umx_req)ev->type, ev->version);
+		if (ev->type == INSP_CONNECT)
+			w->pending_port = ev->port;
+		return;
+	case INSP_EV_CONNECT_RESULT:
+		stats_connect_result(c->st, w->pending_port, ev->result);
+		if (ev->result != 0 && w->trailing)
+			/* What followed the Connect is with usbmuxd already,
+			 * read as requests now: their answers must not
+			 * reach the client past the broker. */
+			insp_refuse(&w->insp, "bytes after a Connect the device refused "
+					      "(the broker takes one Connect per connection)");
+		return;
+	case INSP_EV_PARSE_ERROR:
+		stats_parse_error(c->st);
+		return;
+	case INSP_EV_REFUSED:
+		stats_request_refused(c->st);
+		return;
+	}
+}
+
+void watch_init(struct watch *w, bool on)
+{
+	*w = (struct watch){ .on = on };
+}
+
+static int feed_client(struct watch *w, struct stats *st, struct stats_session *ss,
+		       const uint8_t *p, size_t n)
+{
+	if (!w->started) {
+		insp_init(&w->insp, on_event, NULL);
+		w->started = true;
+	}
+	struct watch_ctx c = { w, st, ss };
+	w->insp.ctx = &c;
+	int rc = insp_client_bytes(&w->insp, p, n);
+	w->insp.ctx = NULL;
+	return rc;
+}
+
+int watch_init_handed(struct watch *w, bool on, struct stats *st, struct stats_session *ss,
+		      bool connect, uint32_t tag, uint16_t port, const uint8_t *rest,
+		      size_t nrest)
+{
+	*w = (struct watch){ .on = on };
+	if (!on)
+		return 0;
+	if (!connect) {
+		/* Started now, so that replies are framed from the first. */
+		insp_init(&w->insp, on_event, NULL);
+		w->started = true;
+		return nrest ? feed_client(w, st, ss, rest, nrest) : 0;
+	}
+	w->handed = true;
+	w->trailing = nrest > 0;
+	w->pending_port = port;
+	insp_init_connect(&w->insp, on_event, NULL, tag);
+	w->started = true;
+	return 0;
+}
+
+void watch_free(struct watch *w)
+{
+	if (w->started)
+		insp_free(&w->insp);
+}
+
+size_t watch_client_room(const struct watch *w)
+{
+	if (!w->on)
+		return SIZE_MAX;
+	if (!w->started)
+		return 16; /* the first header */
+	return insp_client_room(&w->insp);
+}
+
+bool watch_awaits_client(const struct watch *w, const struct stats_session *ss)
+{
+	if (ss->bytes_up == 0)
+		return true;
+	return w->on && w->started && insp_mid_request(&w->insp);
+}
+
+bool watch_done(const struct watch *w)
+{
+	return !w->on || (w->started && insp_done(&w->insp));
+}
+
+const char *watch_refused(const struct watch *w)
+{
+	return w->started ? w->insp.refused : NULL;
+}
+
+int watch_client_bytes(struct watch *w, struct stats *st, struct stats_session *ss,
+		       const uint8_t *p, size_t n)
+{
+	stats_bytes_up(st, ss, n);
+	if (watch_done(w))
+		return 0;
+	return feed_client(w, st, ss, p, n);
+}
+
+int watch_upstream_bytes(struct watch *w, struct stats *st, struct stats_session *ss,
+			 const uint8_t *p, size_t n)
+{
+	stats_bytes_down(st, ss, n);
+	if (!w->started || watch_done(w))
+		return 0;
+	struct watch_ctx c = { w, st, ss };
+	w->insp.ctx = &c;
+	insp_upstream_bytes(&w->insp, p, n);
+	w->insp.ctx = NULL;
+	return w->insp.state == INSP_REFUSED ? -EBADMSG : 0;
+}
