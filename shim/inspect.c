@@ -3,94 +3,16 @@
 #include "usbmuxd/plist_guard.h"
 
 #include <errno.h>
-#include <plist/plist.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { MSG_RESULT = 1, MSG_CONNECT = 2, MSG_LISTEN = 3, MSG_PLIST = 8 };
-
-static const struct {
-	const char *name;
-	enum insp_type type;
-} names[] = {
-	{ "ListDevices", INSP_LIST_DEVICES },
-	{ "Listen", INSP_LISTEN },
-	{ "Connect", INSP_CONNECT },
-	{ "ReadBUID", INSP_READ_BUID },
-	{ "ReadPairRecord", INSP_READ_PAIR_RECORD },
-	{ "SavePairRecord", INSP_SAVE_PAIR_RECORD },
-	{ "DeletePairRecord", INSP_DELETE_PAIR_RECORD },
-	{ "ListListeners", INSP_LIST_LISTENERS },
-};
-
-const char *insp_type_name(enum insp_type t)
+/* The usbmuxd codec's reasons, for the log line of a refused client. */
+static const char *refusal(int rc)
 {
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (names[i].type == t)
-			return names[i].name;
-	return "Other";
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-/* libplist sees nothing the plist guard has not bounded (a binary plist's
- * shared objects would otherwise be copied per reference: a 4 KB request
- * cost 96 MB). */
-static plist_t parse_guarded(const uint8_t *body, size_t len, int *rc, const char **why)
-{
-	struct umx_plist_report rep;
-	plist_t p = NULL;
-	*rc = umx_plist_check(body, len, &rep);
-	if (*rc < 0) {
-		*why = rep.why;
-		return NULL;
-	}
-	plist_from_memory((const char *)body, (uint32_t)len, &p);
-	return p;
-}
-
-int insp_parse_plist_request(const uint8_t *body, size_t len, enum insp_type *type,
-			     uint16_t *port, const char **why)
-{
-	int rc;
-	if (len == 0 || len > INSP_MSG_MAX)
-		return -EINVAL;
-	plist_t dict = parse_guarded(body, len, &rc, why);
-	if (rc < 0)
-		return rc;
-	if (!dict || plist_get_node_type(dict) != PLIST_DICT) {
-		plist_free(dict);
-		return -EINVAL;
-	}
-	rc = -EINVAL;
-	plist_t mt = plist_dict_get_item(dict, "MessageType");
-	const char *s = NULL;
-	uint64_t slen = 0;
-	/* Not plist_get_string_val: libplist 2.2 asserts (aborts the daemon)
-	 * on a string with an embedded NUL, which any client can send. */
-	if (mt && plist_get_node_type(mt) == PLIST_STRING)
-		s = plist_get_string_ptr(mt, &slen);
-	if (s) {
-		*type = INSP_OTHER;
-		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-			if (slen == strlen(names[i].name) && memcmp(s, names[i].name, slen) == 0)
-				*type = names[i].type;
-		*port = 0;
-		plist_t pn = plist_dict_get_item(dict, "PortNumber");
-		if (*type == INSP_CONNECT && pn && plist_get_node_type(pn) == PLIST_UINT) {
-			uint64_t v = 0;
-			plist_get_uint_val(pn, &v);
-			/* Clients send htons(port) in a little-endian integer. */
-			*port = (uint16_t)((v & 0xff) << 8 | (v >> 8 & 0xff));
-		}
-		rc = 0;
-	}
-	plist_free(dict);
-	return rc;
+	return rc == -E2BIG ? "a plist the guard refuses (expansion, nesting, references or a NUL "
+			      "beyond its bounds)"
+			    : "a request that cannot be held (out of memory)";
 }
 
 /* Inspection cannot follow the session any more (a reply it cannot read):
@@ -113,7 +35,7 @@ void insp_refuse(struct inspector *in, const char *why)
 	insp_free(in);
 }
 
-static void emit_request(struct inspector *in, enum insp_type type, unsigned version,
+static void emit_request(struct inspector *in, enum umx_req type, unsigned version,
 			 uint16_t port, uint32_t tag)
 {
 	struct insp_event ev = { .kind = INSP_EV_REQUEST, .type = type, .version = version,
@@ -121,80 +43,76 @@ static void emit_request(struct inspector *in, enum insp_type type, unsigned ver
 	in->cb(in->ctx, &ev);
 	if (in->state != INSP_COMMANDS)
 		return; /* the callback refused it */
-	if (type == INSP_LISTEN) {
+	if (type == UMX_REQ_LISTEN) {
 		in->state = INSP_DONE; /* from here on: a stream of events */
 		insp_free(in);
-	} else if (type == INSP_CONNECT) {
+	} else if (type == UMX_REQ_CONNECT) {
 		in->awaiting_connect = true;
 		in->connect_tag = tag;
 	}
 }
 
-/* A complete request: header in r->hdr, body (if kept) in r->body. */
+static void hdr_of(const struct insp_reader *r, struct umx_hdr *h)
+{
+	umx_hdr_get(r->hdr, h); /* the length was checked when it arrived */
+	h->length = UMX_HDR_LEN + r->body_len;
+}
+
+/* A complete request: header in r->hdr, body in r->body. Decoded by the
+ * usbmuxd codec, as the broker decodes it. */
 static void on_request(struct inspector *in, struct insp_reader *r)
 {
-	uint32_t version = get_le32(r->hdr + 4), message = get_le32(r->hdr + 8);
-	uint32_t tag = get_le32(r->hdr + 12);
-	if (version == 1 && message == MSG_PLIST) {
-		enum insp_type type;
-		uint16_t port;
-		const char *why = NULL;
-		int rc = insp_parse_plist_request(r->body, r->body_len, &type, &port, &why);
-		if (rc == -EINVAL) {
-			/* usbmuxd ignores it as well and keeps the connection
-			 * in command mode: so does the inspection. */
-			struct insp_event ev = { .kind = INSP_EV_PARSE_ERROR,
-						 .error = "unparseable plist request" };
-			in->cb(in->ctx, &ev);
-			return;
-		}
-		if (rc < 0) {
-			insp_refuse(in, why ? why : "plist request refused");
-			return;
-		}
-		emit_request(in, type, 1, port, tag);
-	} else if (version == 0 && message == MSG_CONNECT && r->body_len >= 6) {
-		uint16_t port = (uint16_t)(r->body[4] << 8 | r->body[5]); /* network order */
-		emit_request(in, INSP_CONNECT, 0, port, tag);
-	} else if (version == 0 && message == MSG_LISTEN) {
-		emit_request(in, INSP_LISTEN, 0, 0, tag);
-	} else {
-		emit_request(in, INSP_OTHER, version, 0, tag);
+	struct umx_hdr h;
+	struct umx_request rq;
+	hdr_of(r, &h);
+	int rc = umx_request_decode(&h, r->body, r->body_len, &rq);
+	if (rc == -EPROTO) {
+		/* usbmuxd ignores it as well and keeps the connection in
+		 * command mode: so does the inspection. */
+		struct insp_event ev = { .kind = INSP_EV_PARSE_ERROR,
+					 .error = "unparseable plist request" };
+		in->cb(in->ctx, &ev);
+		return;
 	}
+	if (rc < 0) {
+		insp_refuse(in, refusal(rc));
+		return;
+	}
+	emit_request(in, rq.type, rq.version, rq.port, rq.tag);
+	umx_request_free(&rq);
 }
 
 /* A complete reply: only the awaited Connect result matters. */
 static void on_reply(struct inspector *in, struct insp_reader *r)
 {
-	uint32_t version = get_le32(r->hdr + 4), message = get_le32(r->hdr + 8);
-	uint32_t tag = get_le32(r->hdr + 12);
+	struct umx_hdr h;
+	hdr_of(r, &h);
 	/* A reply that began before the Connect was sent cannot answer it
 	 * (and its body was not kept). */
-	if (!in->awaiting_connect || tag != in->connect_tag || !r->keep)
+	if (!in->awaiting_connect || h.tag != in->connect_tag || !r->keep)
 		return;
+	struct umx_event ev;
 	uint32_t result = UINT32_MAX;
-	if (version == 0 && message == MSG_RESULT && r->body_len >= 4) {
-		result = get_le32(r->body);
-	} else if (version == 1 && message == MSG_PLIST) {
-		int rc;
-		const char *why;
-		plist_t dict = parse_guarded(r->body, r->body_len, &rc, &why);
-		if (rc < 0) {
-			fail(in, "Connect reply refused by the plist guard");
-			return;
-		}
-		plist_t n = dict && plist_get_node_type(dict) == PLIST_DICT
-				    ? plist_dict_get_item(dict, "Number") : NULL;
-		if (n && plist_get_node_type(n) == PLIST_UINT) {
-			uint64_t v;
-			plist_get_uint_val(n, &v);
-			result = (uint32_t)v;
-		}
-		plist_free(dict);
+	/* The codec guards only binary replies (a long DeviceList in XML has
+	 * more keys than a request may); a Connect result is short either
+	 * way, so it gets the request's bounds. */
+	int rc = h.version == UMX_V_PLIST ? umx_plist_check(r->body, r->body_len, NULL) : 0;
+	if (rc == 0)
+		rc = umx_event_decode(&h, r->body, r->body_len, &ev);
+	else
+		rc = -E2BIG;
+	if (rc == -E2BIG) {
+		fail(in, "Connect reply refused by the plist guard");
+		return;
+	}
+	if (rc == 0) {
+		if (ev.kind == UMX_EV_RESULT)
+			result = ev.result;
+		umx_event_free(&ev);
 	}
 	in->awaiting_connect = false;
-	struct insp_event ev = { .kind = INSP_EV_CONNECT_RESULT, .result = result };
-	in->cb(in->ctx, &ev);
+	struct insp_event cr = { .kind = INSP_EV_CONNECT_RESULT, .result = result };
+	in->cb(in->ctx, &cr);
 	if (result == 0) {
 		in->state = INSP_DONE; /* a raw byte pipe to the device now */
 		insp_free(in);
@@ -215,8 +133,9 @@ static void feed(struct inspector *in, struct insp_reader *r, bool is_request,
 			n -= take;
 			if (r->hdr_have < 16)
 				return;
-			uint32_t len = get_le32(r->hdr);
-			if (len < 16 || len > INSP_MSG_MAX) {
+			struct umx_hdr h;
+			if ((is_request ? umx_hdr_get(r->hdr, &h) : umx_hdr_get_reply(r->hdr, &h)) < 0 ||
+			    (!is_request && h.length > INSP_MSG_MAX)) {
 				/* usbmuxd closes such a client itself. */
 				if (is_request)
 					insp_refuse(in, "bad request length");
@@ -224,7 +143,7 @@ static void feed(struct inspector *in, struct insp_reader *r, bool is_request,
 					fail(in, "bad reply length");
 				return;
 			}
-			r->body_len = len - 16;
+			r->body_len = h.length - UMX_HDR_LEN;
 			r->body_have = 0;
 			r->keep = is_request || in->awaiting_connect;
 			if (r->keep && r->body_len) {

@@ -2,6 +2,8 @@
  * the client asked for: message types (binary version 0 and plist version
  * 1), Connect ports and their results. It stops when the session becomes a
  * raw Connect pipe or a Listen subscription. Pure: bytes in, events out.
+ * It frames the stream incrementally; each whole message is decoded by the
+ * usbmuxd codec (common/usbmuxd/proto.h), as the broker decodes it.
  *
  * It is also the gate that keeps hostile requests from usbmuxd
  * (docs/SECURITY.md): the relay reads no further than the end of the
@@ -16,25 +18,13 @@
 #ifndef MUXSHIM_INSPECT_H
 #define MUXSHIM_INSPECT_H
 
+#include "usbmuxd/proto.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define INSP_MSG_MAX 65536 /* usbmuxd's own limit on one message */
-
-enum insp_type {
-	INSP_LIST_DEVICES,
-	INSP_LISTEN,
-	INSP_CONNECT,
-	INSP_READ_BUID,
-	INSP_READ_PAIR_RECORD,
-	INSP_SAVE_PAIR_RECORD,
-	INSP_DELETE_PAIR_RECORD,
-	INSP_LIST_LISTENERS,
-	INSP_OTHER,
-	INSP_NTYPES
-};
-const char *insp_type_name(enum insp_type t);
 
 /* PARSE_ERROR: a request libplist cannot read (usbmuxd ignores it too;
  * inspection goes on) or a reply that ends inspection. REFUSED: the client
@@ -44,7 +34,7 @@ enum insp_event_kind { INSP_EV_REQUEST, INSP_EV_CONNECT_RESULT, INSP_EV_PARSE_ER
 
 struct insp_event {
 	enum insp_event_kind kind;
-	enum insp_type type;   /* REQUEST */
+	enum umx_req type;     /* REQUEST */
 	unsigned version;      /* REQUEST: 0 binary, 1 plist */
 	uint16_t port;         /* REQUEST of CONNECT: device port, host order */
 	uint32_t result;       /* CONNECT_RESULT: 0 = now a raw pipe */
@@ -101,12 +91,5 @@ size_t insp_client_room(const struct inspector *in);
 int insp_client_bytes(struct inspector *in, const uint8_t *p, size_t n);
 /* Bytes usbmuxd answered, as relayed. */
 void insp_upstream_bytes(struct inspector *in, const uint8_t *p, size_t n);
-
-/* Classifies a plist request body (XML or binary plist) after the plist
- * guard: 0; -EINVAL when libplist cannot read it or it has no MessageType;
- * the guard's negative errno, with *why, when it must not be parsed at all.
- * Exposed for tests. */
-int insp_parse_plist_request(const uint8_t *body, size_t len, enum insp_type *type,
-			     uint16_t *port, const char **why);
 
 #endif

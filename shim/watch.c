@@ -3,12 +3,6 @@
 #include <errno.h>
 #include <stdint.h>
 
-/* Statistics count requests by the codec's types, in the same order. */
-_Static_assert((int)UMX_REQ_NTYPES == (int)INSP_NTYPES && (int)UMX_REQ_OTHER == (int)INSP_OTHER &&
-		       (int)UMX_REQ_LIST_LISTENERS == (int)INSP_LIST_LISTENERS &&
-		       (int)UMX_REQ_CONNECT == (int)INSP_CONNECT,
-	       "request type order differs between the codec and the inspector");
-
 struct watch_ctx {
 	struct watch *w;
 	struct stats *st;
@@ -30,8 +24,8 @@ static void on_event(void *ctx, const struct insp_event *ev)
 					      "(the broker takes one Connect per connection)");
 			return;
 		}
-		stats_request(c->st, c->ss, (enum umx_req)ev->type, ev->version);
-		if (ev->type == INSP_CONNECT)
+		stats_request(c->st, c->ss, ev->type, ev->version);
+		if (ev->type == UMX_REQ_CONNECT)
 			w->pending_port = ev->port;
 		return;
 	case INSP_EV_CONNECT_RESULT:

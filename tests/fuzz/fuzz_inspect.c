@@ -13,7 +13,7 @@ static unsigned events;
 static void count(void *ctx, const struct insp_event *ev)
 {
 	(void)ctx;
-	if (ev->kind == INSP_EV_REQUEST && ev->type >= INSP_NTYPES)
+	if (ev->kind == INSP_EV_REQUEST && ev->type >= UMX_REQ_NTYPES)
 		abort();
 	events++;
 }

@@ -69,9 +69,9 @@ static void requests_in_any_chunking(void)
 		for (size_t off = 0; off < n; off += chunk)
 			insp_client_bytes(&in, buf + off, off + chunk > n ? n - off : chunk);
 		CU_ASSERT_EQUAL(nev, 2);
-		CU_ASSERT_EQUAL(evs[0].type, INSP_LIST_DEVICES);
+		CU_ASSERT_EQUAL(evs[0].type, UMX_REQ_LIST_DEVICES);
 		CU_ASSERT_EQUAL(evs[0].version, 1);
-		CU_ASSERT_EQUAL(evs[1].type, INSP_READ_BUID);
+		CU_ASSERT_EQUAL(evs[1].type, UMX_REQ_READ_BUID);
 		CU_ASSERT_FALSE(insp_done(&in));
 		insp_free(&in);
 	}
@@ -86,7 +86,7 @@ static void connect_success_ends_inspection(void)
 	size_t rn = plist_req(req, 7, "Connect", 62078);
 	insp_client_bytes(&in, req, rn);
 	CU_ASSERT_EQUAL(nev, 1);
-	CU_ASSERT_EQUAL(evs[0].type, INSP_CONNECT);
+	CU_ASSERT_EQUAL(evs[0].type, UMX_REQ_CONNECT);
 	CU_ASSERT_EQUAL(evs[0].port, 62078);
 	size_t pn = plist_result(rep, 7, 0);
 	insp_upstream_bytes(&in, rep, pn);
@@ -130,7 +130,7 @@ static void binary_version_zero(void)
 	uint8_t payload[8] = { 1, 0, 0, 0, 0x1f, 0x90, 0, 0 }; /* device 1, port 8080 */
 	insp_client_bytes(&in, req, msg(req, 0, 2, 5, payload, sizeof(payload)));
 	CU_ASSERT_EQUAL(nev, 1);
-	CU_ASSERT_EQUAL(evs[0].type, INSP_CONNECT);
+	CU_ASSERT_EQUAL(evs[0].type, UMX_REQ_CONNECT);
 	CU_ASSERT_EQUAL(evs[0].version, 0);
 	CU_ASSERT_EQUAL(evs[0].port, 8080);
 	uint8_t res[4] = { 0, 0, 0, 0 };
@@ -142,7 +142,7 @@ static void binary_version_zero(void)
 	nev = 0;
 	insp_init(&in, record, NULL);
 	insp_client_bytes(&in, req, msg(req, 0, 3, 1, NULL, 0));
-	CU_ASSERT_EQUAL(evs[0].type, INSP_LISTEN);
+	CU_ASSERT_EQUAL(evs[0].type, UMX_REQ_LISTEN);
 	CU_ASSERT_TRUE(insp_done(&in)); /* a Listen session is an event stream */
 	insp_free(&in);
 }
@@ -171,7 +171,7 @@ static void bad_input_is_an_event_not_a_crash(void)
 	CU_ASSERT_FALSE(insp_done(&in)); /* still framing: the next request is seen */
 	CU_ASSERT_EQUAL(insp_client_bytes(&in, buf, plist_req(buf, 2, "ListDevices", -1)), 0);
 	CU_ASSERT_EQUAL(nev, 2);
-	CU_ASSERT_EQUAL(evs[1].type, INSP_LIST_DEVICES);
+	CU_ASSERT_EQUAL(evs[1].type, UMX_REQ_LIST_DEVICES);
 	insp_free(&in);
 
 	nev = 0;
@@ -273,19 +273,24 @@ static void amplifying_request_refused(void)
 
 static void unknown_and_plain_types(void)
 {
-	uint8_t buf[1024];
-	enum insp_type t;
-	uint16_t port;
-	const char *why = NULL;
-	size_t n = plist_req(buf, 1, "SomethingNew", -1);
-	CU_ASSERT_EQUAL(insp_parse_plist_request(buf + 16, n - 16, &t, &port, &why), 0);
-	CU_ASSERT_EQUAL(t, INSP_OTHER);
-	n = plist_req(buf, 1, "SavePairRecord", -1);
-	CU_ASSERT_EQUAL(insp_parse_plist_request(buf + 16, n - 16, &t, &port, &why), 0);
-	CU_ASSERT_EQUAL(t, INSP_SAVE_PAIR_RECORD);
-	CU_ASSERT_STRING_EQUAL(insp_type_name(INSP_LIST_DEVICES), "ListDevices");
-	CU_ASSERT_STRING_EQUAL(insp_type_name(INSP_OTHER), "Other");
-	CU_ASSERT_EQUAL(insp_parse_plist_request(buf, 0, &t, &port, &why), -EINVAL);
+	static const struct {
+		const char *type;
+		enum umx_req want;
+	} cases[] = { { "SomethingNew", UMX_REQ_OTHER }, { "SavePairRecord", UMX_REQ_SAVE_PAIR_RECORD } };
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint8_t buf[1024];
+		size_t n = plist_req(buf, 1, cases[i].type, -1);
+		struct inspector in;
+		nev = 0;
+		insp_init(&in, record, NULL);
+		CU_ASSERT_EQUAL(insp_client_bytes(&in, buf, n), 0);
+		CU_ASSERT_EQUAL_FATAL(nev, 1);
+		CU_ASSERT_EQUAL(evs[0].kind, INSP_EV_REQUEST);
+		CU_ASSERT_EQUAL(evs[0].type, cases[i].want);
+		insp_free(&in);
+	}
+	CU_ASSERT_STRING_EQUAL(umx_req_name(UMX_REQ_LIST_DEVICES), "ListDevices");
+	CU_ASSERT_STRING_EQUAL(umx_req_name(UMX_REQ_OTHER), "Other");
 }
 
 /* Found by fuzz_inspect: a MessageType string with an embedded NUL made
@@ -302,12 +307,22 @@ static void nul_in_message_type(void)
 		'a', 'g', 'e', 'T', 'y', 'p', 'e', 0x53, 'A', 0x00, 'B', 0x08, 0x0b, 0x17,
 		0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0,
 		0, 0, 0, 0, 0, 0, 0, 0x1b };
-	enum insp_type t = INSP_NTYPES;
-	uint16_t port;
-	const char *why = NULL;
-	insp_parse_plist_request((const uint8_t *)body, sizeof(body) - 1, &t, &port, &why);
-	CU_ASSERT_EQUAL(insp_parse_plist_request(bplist, sizeof(bplist), &t, &port, &why), 0);
-	CU_ASSERT_EQUAL(t, INSP_OTHER);
+	/* Neither is refused (usbmuxd reads them without harm: its binary
+	 * parser cuts the string at the NUL) nor aborts anything here. */
+	for (int i = 0; i < 2; i++) {
+		uint8_t m[512];
+		size_t blen = i ? sizeof(bplist) : sizeof(body) - 1;
+		struct umx_hdr h = { (uint32_t)(UMX_HDR_LEN + blen), 1, 8, 1 };
+		umx_hdr_put(m, &h);
+		memcpy(m + UMX_HDR_LEN, i ? (const void *)bplist : (const void *)body, blen);
+		struct inspector in;
+		nev = 0;
+		insp_init(&in, record, NULL);
+		insp_client_bytes(&in, m, UMX_HDR_LEN + blen);
+		CU_ASSERT_EQUAL(nev, 1);
+		CU_ASSERT_NOT_EQUAL(evs[0].kind, INSP_EV_REFUSED);
+		insp_free(&in);
+	}
 	FILE *f = fopen("tests/fuzz/regress/inspect/nul-in-messagetype", "rb");
 	CU_ASSERT_PTR_NOT_NULL_FATAL(f);
 	uint8_t buf[4096];
