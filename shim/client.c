@@ -27,6 +27,7 @@
 static void client_update(struct client *c);
 static void client_process(struct client *c);
 static void exchange_end(struct client *c);
+static bool awaits_client(struct client *c);
 
 void client_queue(struct client *c, const uint8_t *msg, size_t len)
 {
@@ -458,6 +459,9 @@ static void client_process(struct client *c)
 		if (!on_request(c, &h, p))
 			break;
 	}
+	/* What is left may be the start of the next request. */
+	if (c->state == CLIENT_COMMAND)
+		shim_request_clock(c->shim, awaits_client(c), &c->clock);
 	client_update(c);
 }
 

@@ -307,6 +307,28 @@ class RequestTimeout(unittest.TestCase):
             harness.wait_for(lambda: "stopped in the middle of a request" in shim.stderr_text(),
                              5, what="timeout log line")
 
+    def test_client_stalled_in_its_second_request_is_closed(self):
+        # One whole request and the start of the next in one write, to the
+        # broker (these tests' other shims relay): it reads both at once,
+        # answers the first, and the clock runs for the second.
+        msg = plist_msg({"MessageType": "ListDevices"})
+        d = harness.tempdir("rtimeout-broker")
+        for kind, up in (("unix", self.fd.socket), ("tunnel", self.helper.tunnel)):
+            shim = harness.Shim(os.path.join(d, kind + ".sock"), up, "--broker", "--request-timeout",
+                                str(self.TIMEOUT_MS), log_level="info").start()
+            try:
+                with self.subTest(kind):
+                    s = self.connect(shim.listen)
+                    s.settimeout(10)
+                    s.sendall(msg + msg[:20])
+                    self.assertIn("DeviceList", recv_msg(s)[3])
+                    self.assertIsNotNone(closed_within(s, 10))
+                    s.close()
+                    harness.wait_for(lambda: "stopped in the middle of a request"
+                                     in shim.stderr_text(), 5, what="timeout log line")
+            finally:
+                shim.stop()
+
     def test_slow_but_moving_client_is_not_closed(self):
         # Bytes that keep arriving restart the clock: a few every 30 ms for
         # 1.5 s (5 x the timeout) complete the request and get the answer.
