@@ -7,9 +7,10 @@
  *   COMMAND --(Connect, unknown)--> handed to a relay
  *
  * Flow control: the client is read only while nothing waits to be written
- * to it and it is in COMMAND, so a client that does not read its replies
- * stops being read; what it sent is held in c->in (at most UMX_MSG_MAX, one
- * whole request of the largest kind) and taken request by request.
+ * to it and it is in COMMAND, and never past the end of the request in hand
+ * (as usbmuxd reads): what it sends after a Connect or a Listen stays in its
+ * socket until the relay or the subscription decides what it is, and a
+ * client that does not read its replies stops being read.
  * Subscribers are not read at all (anything they send ends them, as with
  * usbmuxd); one whose queued events exceed --event-queue is dropped.
  *
@@ -129,12 +130,6 @@ static void hand_over(struct client *c, struct upstream *u, struct handover *h)
 	int rc = u->ops->adopt(u, fd, h);
 	if (rc < 0) {
 		loop_watch_init(&c->w, fd, NULL, c); /* client_close closes it */
-		if (rc == -EBADMSG) {
-			/* What followed the request is one the gate refuses. */
-			shim_request_refused(s, &c->stats, "a request after a forwarded one");
-			client_close(c, "request refused");
-			return;
-		}
 		log_warn("broker: cannot forward a request: %s", strerror(-rc));
 		client_close(c, "hand-over failed");
 		return;
@@ -148,24 +143,13 @@ static void hand_over(struct client *c, struct upstream *u, struct handover *h)
 
 /* A subscriber sent something. usbmuxd answers a command on a Listen
  * connection with BADCOMMAND (its tag, the subscriber's version) and
- * closes; EOF or an error just ends it. held: bytes read with the Listen
- * request, after it. */
+ * closes; EOF or an error just ends it. */
 static void listener_input(struct client *c)
 {
 	uint8_t hdr[UMX_HDR_LEN];
-	size_t held;
-	const uint8_t *p = buf_peek(&c->in, &held);
-	ssize_t r;
-	if (held) {
-		r = held < sizeof(hdr) ? 0 : (ssize_t)sizeof(hdr);
-		if (r)
-			memcpy(hdr, p, sizeof(hdr));
-		buf_consume(&c->in, held);
-	} else {
-		r = plat_read(c->w.fd, hdr, sizeof(hdr));
-		if (r == -EAGAIN)
-			return;
-	}
+	ssize_t r = plat_read(c->w.fd, hdr, sizeof(hdr));
+	if (r == -EAGAIN)
+		return;
 	if (r < (ssize_t)sizeof(hdr)) {
 		client_close(c, r == 0 ? NULL : "subscriber sent a partial header or failed");
 		return;
@@ -365,7 +349,6 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 		buf_consume(&c->in, h->length);
 		return true;
 	}
-	stats_request(&s->stats, &c->stats, rq.type, rq.version);
 	/* While a subscription is on its way the table is about to be right:
 	 * wait for it. Once an attempt has failed, the table is empty, and
 	 * that is the truth a client can act on: no device is reachable
@@ -377,6 +360,7 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 		umx_request_free(&rq);
 		return false;
 	}
+	stats_request(&s->stats, &c->stats, rq.type, rq.version);
 	struct route r;
 	struct router_view v;
 	plist_t ll;
@@ -405,8 +389,6 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 	case ROUTE_LISTEN:
 		b->n->local[type]++;
 		subscribe(c, &rq);
-		if (c->state == CLIENT_LISTEN && buf_len(&c->in))
-			listener_input(c); /* it sent more after its Listen */
 		break;
 	case ROUTE_FORWARD: {
 		b->n->forwarded[type]++;
@@ -416,23 +398,12 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 			exchange_start(c, u, r.msg, r.len);
 			break;
 		}
-		/* The rewritten request, then whatever the client sent after it. */
-		size_t n;
-		const uint8_t *p = buf_peek(&c->in, &n);
-		uint8_t *pre = malloc(r.len + n);
-		if (!pre) {
-			client_close(c, "out of memory");
-			break;
-		}
-		memcpy(pre, r.msg, r.len);
-		if (n)
-			memcpy(pre + r.len, p, n);
-		struct handover ho = { .pre = pre, .n = r.len + n, .req_len = r.len,
-				       .connect = type == UMX_REQ_CONNECT, .tag = rq.tag,
-				       .port = rq.port };
+		/* The rewritten request; nothing the client sent after it
+		 * was read (client_input). */
+		struct handover ho = { .msg = r.msg, .len = r.len, .connect = type == UMX_REQ_CONNECT,
+				       .tag = rq.tag, .port = rq.port };
 		stats_session_upstream(&s->stats, &c->stats, loop_now(s->loop));
 		hand_over(c, u, &ho);
-		free(pre);
 		break;
 	}
 	}
@@ -492,32 +463,48 @@ static bool awaits_client(struct client *c)
 	return c->stats.bytes_up == 0 || (buf_len(&c->in) && !request_in_hand(c));
 }
 
-/* Reads what the client sent, as much as c->in takes in one call: a
- * request's header and body usually arrive together, and a client that
- * sends several at once has them all read here. Returns false when the
- * client was closed. */
+/* How far the client may be read now: to the end of the request in hand
+ * (its header first), never past it. */
+static size_t request_room(struct client *c)
+{
+	size_t n;
+	const uint8_t *p = buf_peek(&c->in, &n);
+	struct umx_hdr h;
+	if (n < UMX_HDR_LEN)
+		return UMX_HDR_LEN - n;
+	if (umx_hdr_get(p, &h) < 0 || n >= h.length)
+		return 0; /* client_process refuses it, or takes it */
+	return h.length - n;
+}
+
+/* Reads what the client sent, up to the end of its request: the header,
+ * then at once the body, which usually came with it. Returns false when
+ * the client was closed. */
 static bool client_input(struct client *c)
 {
 	struct shim *s = c->shim;
-	size_t room = buf_space(&c->in);
-	if (room > sizeof(s->scratch))
-		room = sizeof(s->scratch);
-	if (room == 0)
-		return true;
-	ssize_t r = plat_read(c->w.fd, s->scratch, room);
-	if (r == -EAGAIN)
-		return true;
-	if (r <= 0) {
-		client_close(c, r == 0 ? NULL : "read failed");
-		return false;
+	for (;;) {
+		size_t room = request_room(c);
+		if (room > sizeof(s->scratch))
+			room = sizeof(s->scratch);
+		if (room == 0)
+			return true;
+		ssize_t r = plat_read(c->w.fd, s->scratch, room);
+		if (r == -EAGAIN)
+			return true;
+		if (r <= 0) {
+			client_close(c, r == 0 ? NULL : "read failed");
+			return false;
+		}
+		stats_bytes_up(&s->stats, &c->stats, (size_t)r);
+		if (buf_append(&c->in, s->scratch, (size_t)r) < 0) {
+			client_close(c, "out of memory");
+			return false;
+		}
+		shim_request_clock(s, awaits_client(c), &c->clock);
+		if ((size_t)r < room)
+			return true; /* drained: asking again would hear EAGAIN */
 	}
-	stats_bytes_up(&s->stats, &c->stats, (size_t)r);
-	if (buf_append(&c->in, s->scratch, (size_t)r) < 0) {
-		client_close(c, "out of memory");
-		return false;
-	}
-	shim_request_clock(s, awaits_client(c), &c->clock);
-	return true;
 }
 
 static void on_client_io(struct loop_watch *w, unsigned events)
@@ -565,12 +552,12 @@ static void client_update(struct client *c)
 	if (buf_len(&c->out))
 		want |= LOOP_OUT;
 	if (c->state == CLIENT_LISTEN ||
-	    (c->state == CLIENT_COMMAND && !c->close_after && !buf_len(&c->out) && buf_space(&c->in)))
+	    (c->state == CLIENT_COMMAND && !c->close_after && !buf_len(&c->out) && request_room(c)))
 		want |= LOOP_IN;
 	if (!want && c->state == CLIENT_COMMAND) {
-		/* Nothing to write and no room to read: c->in holds a whole
-		 * request of the largest kind, so client_process took every
-		 * request it held. Never wait for nothing. */
+		/* Nothing to write and nothing to read: a whole request in
+		 * hand that client_process did not take. Never wait for
+		 * nothing. */
 		log_warn("broker: client %llu: nothing left to wait for; closed",
 			 (unsigned long long)c->id);
 		client_close(c, "stalled");

@@ -158,14 +158,16 @@ static int half_read(struct shim *s, struct session *ss, struct half *h, int src
 			return 0;
 		}
 		h->bytes += (uint64_t)r;
-		int rc = h == &ss->up
-				 ? watch_client_bytes(&ss->watch, &s->stats, &ss->stats, s->scratch + *got,
-						      (size_t)r)
-				 : watch_upstream_bytes(&ss->watch, &s->stats, &ss->stats,
-							s->scratch + *got, (size_t)r);
-		if (rc < 0) {
-			shim_request_refused(s, &ss->stats, watch_refused(&ss->watch));
-			return rc; /* nothing of this read goes on */
+		if (h == &ss->up) {
+			int rc = watch_client_bytes(&ss->watch, &s->stats, &ss->stats, s->scratch + *got,
+						    (size_t)r);
+			if (rc < 0) {
+				shim_request_refused(s, &ss->stats, watch_refused(&ss->watch));
+				return rc; /* nothing of this read goes upstream */
+			}
+		} else {
+			watch_upstream_bytes(&ss->watch, &s->stats, &ss->stats, s->scratch + *got,
+					     (size_t)r);
 		}
 		*got += (size_t)r;
 		if ((size_t)r < want || !gated)
@@ -403,7 +405,7 @@ void session_start(struct upstream *u, int client_fd)
 int session_adopt(struct upstream *u, int client_fd, const struct handover *h)
 {
 	struct shim *s = u->shim;
-	if (h->n > SHIM_ADOPT_MAX)
+	if (h->len > SHIM_ADOPT_MAX)
 		return -EMSGSIZE;
 	struct session *ss = session_new(u, client_fd);
 	if (!ss)
@@ -412,10 +414,8 @@ int session_adopt(struct upstream *u, int client_fd, const struct handover *h)
 	/* What the broker read and decided goes out first; the client is not
 	 * read again before it has (a half reads only when nothing waits). */
 	buf_init(&ss->up.pending, SHIM_ADOPT_MAX);
-	int rc = watch_init_handed(&ss->watch, s->stats.inspect, &s->stats, &ss->stats, h->connect,
-				   h->tag, h->port, h->pre + h->req_len, h->n - h->req_len);
-	if (rc == 0)
-		rc = buf_append(&ss->up.pending, h->pre, h->n);
+	watch_init_handed(&ss->watch, s->stats.inspect, h->connect, h->tag, h->port);
+	int rc = buf_append(&ss->up.pending, h->msg, h->len);
 	if (rc < 0) {
 		watch_free(&ss->watch);
 		buf_release(&ss->up.pending);
@@ -424,7 +424,7 @@ int session_adopt(struct upstream *u, int client_fd, const struct handover *h)
 		return rc;
 	}
 	log_debug("session %llu: handed over by the broker (%zu bytes first)",
-		  (unsigned long long)ss->id, h->n);
+		  (unsigned long long)ss->id, h->len);
 	shim_request_clock(s, watch_awaits_client(&ss->watch, &ss->stats), &ss->clock);
 	session_try_connect(ss);
 	return 0;

@@ -238,16 +238,10 @@ static int client_bytes(struct link_stream *st, const uint8_t *p, size_t n)
 	return 0;
 }
 
-/* A refusal here (what followed a Connect the device refused) resets the
- * stream before these bytes reach the client. */
-static int upstream_bytes(struct link_stream *st, const uint8_t *p, size_t n)
+static void upstream_bytes(struct link_stream *st, const uint8_t *p, size_t n)
 {
 	struct tsession *ts = link_stream_ctx(st);
-	struct shim *s = ts->t->s;
-	int rc = watch_upstream_bytes(&ts->w, &s->stats, &ts->ss, p, n);
-	if (rc < 0)
-		shim_request_refused(s, &ts->ss, watch_refused(&ts->w));
-	return rc;
+	watch_upstream_bytes(&ts->w, &ts->t->s->stats, &ts->ss, p, n);
 }
 
 static const struct link_ops ops = {
@@ -462,17 +456,15 @@ static void tunnel_accept(struct upstream *u, int fd)
 static int tunnel_adopt(struct upstream *u, int fd, const struct handover *h)
 {
 	struct shim *s = u->shim;
-	if (h->n > SHIM_ADOPT_MAX)
+	if (h->len > SHIM_ADOPT_MAX)
 		return -EMSGSIZE;
 	struct tsession *ts = calloc(1, sizeof(*ts));
 	if (!ts)
 		return -ENOMEM;
 	loop_timer_init(&ts->clock, on_request_timeout, ts);
 	ts->ss = *h->stats;
-	int rc = watch_init_handed(&ts->w, s->stats.inspect, &s->stats, &ts->ss, h->connect, h->tag,
-				   h->port, h->pre + h->req_len, h->n - h->req_len);
-	if (rc == 0)
-		rc = tunnel_enter(u, fd, ts, h->pre, h->n);
+	watch_init_handed(&ts->w, s->stats.inspect, h->connect, h->tag, h->port);
+	int rc = tunnel_enter(u, fd, ts, h->msg, h->len);
 	if (rc < 0) {
 		watch_free(&ts->w);
 		free(ts);

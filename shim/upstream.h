@@ -28,16 +28,15 @@ struct tunnel;
 struct resolver;
 
 /* A client the broker hands to a relay: its statistics move into the
- * relay's session (already counted and attributed); pre goes upstream
- * first: the request the broker decided to forward (req_len bytes, as
- * rewritten for this upstream), then whatever the client sent after it. */
+ * relay's session (already counted and attributed); msg goes upstream
+ * first: the request the broker decided to forward, as rewritten for this
+ * upstream. Nothing after it was read from the client. */
 struct handover {
 	struct stats_session *stats;
-	const uint8_t *pre;
-	size_t n;
-	size_t req_len;
-	bool connect;     /* the request is a Connect (tag, device port): its
-			   * result says whether the rest is device data */
+	const uint8_t *msg;
+	size_t len;
+	bool connect;     /* msg is a Connect (tag, device port): the relay
+			   * awaits its result before it reads the client */
 	uint32_t tag;
 	uint16_t port;
 };

@@ -30,12 +30,6 @@ static void on_event(void *ctx, const struct insp_event *ev)
 		return;
 	case INSP_EV_CONNECT_RESULT:
 		stats_connect_result(c->st, w->pending_port, ev->result);
-		if (ev->result != 0 && w->trailing)
-			/* What followed the Connect is with usbmuxd already,
-			 * read as requests now: their answers must not
-			 * reach the client past the broker. */
-			insp_refuse(&w->insp, "bytes after a Connect the device refused "
-					      "(the broker takes one Connect per connection)");
 		return;
 	case INSP_EV_PARSE_ERROR:
 		stats_parse_error(c->st);
@@ -51,39 +45,17 @@ void watch_init(struct watch *w, bool on)
 	*w = (struct watch){ .on = on };
 }
 
-static int feed_client(struct watch *w, struct stats *st, struct stats_session *ss,
-		       const uint8_t *p, size_t n)
+void watch_init_handed(struct watch *w, bool on, bool connect, uint32_t tag, uint16_t port)
 {
-	if (!w->started) {
-		insp_init(&w->insp, on_event, NULL);
-		w->started = true;
-	}
-	struct watch_ctx c = { w, st, ss };
-	w->insp.ctx = &c;
-	int rc = insp_client_bytes(&w->insp, p, n);
-	w->insp.ctx = NULL;
-	return rc;
-}
-
-int watch_init_handed(struct watch *w, bool on, struct stats *st, struct stats_session *ss,
-		      bool connect, uint32_t tag, uint16_t port, const uint8_t *rest,
-		      size_t nrest)
-{
-	*w = (struct watch){ .on = on };
+	*w = (struct watch){ .on = on, .handed = connect, .pending_port = port };
 	if (!on)
-		return 0;
-	if (!connect) {
-		/* Started now, so that replies are framed from the first. */
+		return;
+	/* Started now, so that replies are framed from the first. */
+	if (connect)
+		insp_init_connect(&w->insp, on_event, NULL, tag);
+	else
 		insp_init(&w->insp, on_event, NULL);
-		w->started = true;
-		return nrest ? feed_client(w, st, ss, rest, nrest) : 0;
-	}
-	w->handed = true;
-	w->trailing = nrest > 0;
-	w->pending_port = port;
-	insp_init_connect(&w->insp, on_event, NULL, tag);
 	w->started = true;
-	return 0;
 }
 
 void watch_free(struct watch *w)
@@ -124,18 +96,25 @@ int watch_client_bytes(struct watch *w, struct stats *st, struct stats_session *
 	stats_bytes_up(st, ss, n);
 	if (watch_done(w))
 		return 0;
-	return feed_client(w, st, ss, p, n);
+	if (!w->started) {
+		insp_init(&w->insp, on_event, NULL);
+		w->started = true;
+	}
+	struct watch_ctx c = { w, st, ss };
+	w->insp.ctx = &c;
+	int rc = insp_client_bytes(&w->insp, p, n);
+	w->insp.ctx = NULL;
+	return rc;
 }
 
-int watch_upstream_bytes(struct watch *w, struct stats *st, struct stats_session *ss,
-			 const uint8_t *p, size_t n)
+void watch_upstream_bytes(struct watch *w, struct stats *st, struct stats_session *ss,
+			  const uint8_t *p, size_t n)
 {
 	stats_bytes_down(st, ss, n);
 	if (!w->started || watch_done(w))
-		return 0;
+		return;
 	struct watch_ctx c = { w, st, ss };
 	w->insp.ctx = &c;
 	insp_upstream_bytes(&w->insp, p, n);
 	w->insp.ctx = NULL;
-	return w->insp.state == INSP_REFUSED ? -EBADMSG : 0;
 }

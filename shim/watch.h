@@ -22,22 +22,14 @@ struct watch {
 	bool handed;             /* the broker handed the session over with a Connect:
 				  * a request after it (the Connect failed) would
 				  * bypass the broker */
-	bool trailing;           /* bytes the client sent after that Connect went
-				  * upstream with it, before its result */
 };
 
 /* A session relayed from its first byte. */
 void watch_init(struct watch *w, bool on);
 /* A session the broker hands over after a request it has counted and sent
- * on, with rest (nrest bytes: what the client sent after it) following it
- * upstream. A Connect (tag, device port): its result is the first reply
- * awaited, the client is not read before it, and rest is device data if it
- * succeeds (if it fails, rest was requests the broker never saw: the client
- * is refused). Another request: rest is inspected here as the start of what
- * follows. 0, or -EBADMSG when rest is refused (watch_refused says why). */
-int watch_init_handed(struct watch *w, bool on, struct stats *st, struct stats_session *ss,
-		      bool connect, uint32_t tag, uint16_t port, const uint8_t *rest,
-		      size_t nrest);
+ * on. A Connect (tag, device port): its result is the first reply awaited,
+ * and the client is not read before it. */
+void watch_init_handed(struct watch *w, bool on, bool connect, uint32_t tag, uint16_t port);
 void watch_free(struct watch *w);
 
 /* How many client bytes may be read now (the gate: inspect.h). */
@@ -48,13 +40,13 @@ bool watch_awaits_client(const struct watch *w, const struct stats_session *ss);
 /* Has the inspection finished (a Connect pipe, a Listen): bytes may move
  * unseen (splice). */
 bool watch_done(const struct watch *w);
-/* Bytes of each direction, before they are forwarded: 0, or -EBADMSG when
- * the client is refused (watch_refused says why): forward nothing of them
- * and close the session. */
+/* Client bytes, before they are forwarded: 0, or -EBADMSG when the client
+ * is refused (watch_refused says why): forward nothing of them and close
+ * the session. Then the upstream's, as relayed. */
 int watch_client_bytes(struct watch *w, struct stats *st, struct stats_session *ss,
 		       const uint8_t *p, size_t n);
-int watch_upstream_bytes(struct watch *w, struct stats *st, struct stats_session *ss,
-			 const uint8_t *p, size_t n);
+void watch_upstream_bytes(struct watch *w, struct stats *st, struct stats_session *ss,
+			  const uint8_t *p, size_t n);
 const char *watch_refused(const struct watch *w);
 
 #endif

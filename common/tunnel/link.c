@@ -609,10 +609,8 @@ static void on_data(struct link *l, struct tun_event *ev)
 {
 	struct link_stream *st = ev->stream->owner;
 	l->stats.bytes_in += ev->len;
-	if (l->ops->remote_bytes && ev->len && l->ops->remote_bytes(st, ev->data, ev->len) < 0) {
-		link_stream_reset(st, TUN_RESET_CANCEL, "refused by the request gate");
-		return;
-	}
+	if (l->ops->remote_bytes && ev->len)
+		l->ops->remote_bytes(st, ev->data, ev->len);
 	size_t off = 0;
 	/* Straight to the local socket when nothing is queued before it. */
 	if (st->w.fd >= 0 && buf_len(&st->inbound) == 0 && ev->len) {

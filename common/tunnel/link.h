@@ -51,11 +51,11 @@ struct link_ops {
 	 * it, one frame may gather several reads that each stop there. */
 	size_t (*local_room)(struct link_stream *st);
 	/* Optional: a stream's bytes read from its local socket, before they
-	 * are sent, and bytes received for it from the peer, before they are
-	 * written to the local socket (the shim inspects both): 0, or a
-	 * negative errno to reset the stream without passing them on. */
+	 * are sent: 0, or a negative errno to reset the stream without sending
+	 * them. And bytes received for it from the peer (the shim inspects
+	 * both). */
 	int (*local_bytes)(struct link_stream *st, const uint8_t *p, size_t n);
-	int (*remote_bytes)(struct link_stream *st, const uint8_t *p, size_t n);
+	void (*remote_bytes)(struct link_stream *st, const uint8_t *p, size_t n);
 	/* Optional: may the peer's complete AUTH be checked now? False refuses
 	 * it unchecked (GOAWAY AUTH, nothing logged here): the helper's limit
 	 * on guesses from one address. */

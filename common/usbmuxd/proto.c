@@ -129,17 +129,19 @@ static int parse_body(const uint8_t *body, size_t len, bool request, plist_t *ou
 		return -EPROTO;
 	int rc = request || plist_is_binary((const char *)body, (uint32_t)len)
 			 ? umx_plist_check(body, len, NULL) : 0;
-	if (rc == -E2BIG || rc == -ELOOP || rc == -EMSGSIZE)
-		return -E2BIG;  /* hostile: the caller refuses it */
+	if (rc == -ENOMEM)
+		return rc;
 	if (rc < 0)
-		return rc == -ENOMEM ? rc : -EPROTO;
+		return -E2BIG;  /* the guard refuses it: so does the caller */
 	plist_from_memory((const char *)body, (uint32_t)len, out);
 	if (!*out)
 		return -EPROTO;
 	if (!tree_clean(*out, 0)) {
+		/* A NUL inside a string: libplist's readers abort on it
+		 * (usbmuxd's among them): refused, never passed on. */
 		plist_free(*out);
 		*out = NULL;
-		return -EPROTO;
+		return -E2BIG;
 	}
 	return 0;
 }

@@ -7,8 +7,9 @@
  *
  * Errors: 0, or a negative errno: -EMSGSIZE (a length outside the protocol's
  * bounds), -EPROTO (a body that does not say what its header promises, or
- * that libplist could not parse), -E2BIG (a plist the guard refuses as
- * hostile: expansion, cycles, depth; the caller closes its sender), -ENOMEM. */
+ * that libplist could not parse), -E2BIG (a plist the guard refuses:
+ * expansion, cycles, depth, a NUL in the document or in a string, which
+ * libplist's readers abort on; never pass it on, close its sender), -ENOMEM. */
 #ifndef MUXSHIM_USBMUXD_PROTO_H
 #define MUXSHIM_USBMUXD_PROTO_H
 

@@ -410,12 +410,40 @@ class WithDevices(unittest.TestCase):
                          in self.shim.stderr_text(), WAIT, what="the refusal logged")
         self.assertEqual(upstream_connections(self.dev), before + 3)
 
+    def test_a_request_that_waits_for_the_subscription_is_counted_once(self):
+        # The upstream is stopped (SIGSTOP): the kernel accepts the
+        # broker's subscription, nobody answers it, and a ListDevices
+        # meanwhile waits (parks) for the table. Answered once the upstream
+        # runs again, it is one request in the statistics, not two.
+        self.dev.send_signal(signal.SIGSTOP)
+        try:
+            self.shim = harness.Shim(self.path, self.up, "--broker").start()
+
+            def stats():
+                return json.loads(subprocess.run(
+                    [harness.shim_binary(), "stats", "--json", "--listen", self.path],
+                    capture_output=True, text=True, timeout=WAIT, check=True).stdout)
+            s = session(self.path)
+            s.sendall(raw(LIST, 1))
+            harness.wait_for(lambda: stats()["broker"]["parked"] == 1, WAIT,
+                             what="the request parked")
+        finally:
+            self.dev.send_signal(signal.SIGCONT)
+        self.assertEqual(read_msg(s)[4].keys(), {"DeviceList"})
+        s.close()
+        st = stats()
+        mine = [p for p in st["processes"] if p["pid"] == os.getpid()]
+        self.assertEqual(len(mine), 1, st)
+        self.assertEqual(mine[0]["requests"]["ListDevices"], 1, st)
+        self.assertEqual(st["broker"]["local"]["ListDevices"], 1, st)
+
     def test_bytes_sent_after_a_connect_before_its_result(self):
-        """The broker reads what a client sent in one call, so bytes sent
-        right after a Connect, before its result, arrive with it. On success
-        they are the device's: nothing lost or reordered. On failure they
-        were requests the broker never saw (they would skip its filter):
-        the connection is closed and none of them is answered. Both over
+        """Bytes a client sends right after a Connect, before its result,
+        are not read with it: they stay in the socket, as usbmuxd leaves
+        them. On success the relay passes them to the device: nothing lost
+        or reordered. On failure they are a request the broker never saw
+        (it would skip its filter): the client gets its Result, then the
+        connection is closed and the request is not answered. Both over
         the UNIX upstream (session.c) and the tunnel (link.c)."""
         svc = harness.DevSvc().start()
         helper = Helper("unix:" + self.up).start()
@@ -444,9 +472,10 @@ class WithDevices(unittest.TestCase):
             with session(path) as s:
                 s.sendall(raw({"MessageType": "Connect", "DeviceID": 2,
                                "PortNumber": pn(dead_port)}, 4) + raw(LIST, 5))
+                self.assertEqual(read_msg(s)[4], {"MessageType": "Result", "Number": 3})
                 got = read_to_eof(s)
                 self.assertNotIn(b"DeviceList", got, upstream)
-            harness.wait_for(lambda: "bytes after a Connect the device refused"
+            harness.wait_for(lambda: "a request after a Connect on the same connection"
                              in shim.stderr_text(), WAIT, what="the refusal logged")
             st = json.loads(subprocess.run(
                 [harness.shim_binary(), "stats", "--json", "--listen", path],

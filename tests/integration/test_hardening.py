@@ -556,6 +556,25 @@ class AmplifyingPlist(unittest.TestCase):
                 finally:
                     shim.stop()
 
+    def test_nul_request_is_refused(self):
+        # A raw NUL inside an XML string: libplist 2.2 keeps it and its
+        # plist_get_string_val aborts, which usbmuxd calls on MessageType.
+        # Refused by the relay's gate and by the broker alike, unread by
+        # usbmuxd.
+        body = (b'<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0"><dict>'
+                b"<key>MessageType</key><string>List\0Devices</string></dict></plist>")
+        msg = bplist.usbmuxd_message(body, tag=9)
+        d = harness.tempdir("nulreq")
+        for kind, upstream in (("unix", self.mux.socket), ("tunnel", self.helper.tunnel)):
+            for mode in ("--passthrough", "--broker"):
+                with self.subTest(kind=kind, mode=mode):
+                    shim = harness.Shim(os.path.join(d, kind + mode + ".sock"), upstream, mode,
+                                        log_level="info").start()
+                    try:
+                        self.check(shim, msg)
+                    finally:
+                        shim.stop()
+
     def check(self, shim, msg):
         # A ListDevices first: the shim is warm, and usbmuxd's log shows
         # that it does log each request it reads (or the check below says

@@ -293,6 +293,43 @@ static void unknown_and_plain_types(void)
 	CU_ASSERT_STRING_EQUAL(umx_req_name(UMX_REQ_OTHER), "Other");
 }
 
+/* What aborts libplist's readers in usbmuxd (a raw NUL byte in an XML
+ * document; a NUL inside a string, e.g. U+0000 in UTF-16) is refused at the
+ * request's last byte, never shown to usbmuxd: the codec calls it hostile,
+ * not merely unparseable (which usbmuxd ignores and the relay forwards). */
+static void nul_plists_are_refused(void)
+{
+	static const char xml_nul[] =
+		"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<plist version=\"1.0\"><dict>"
+		"<key>MessageType</key><string>List\0Devices</string></dict></plist>";
+	/* bplist00, dict {MessageType: UTF-16 "A\0"} */
+	static const uint8_t utf16_nul[] = {
+		'b', 'p', 'l', 'i', 's', 't', '0', '0', 0xd1, 0x01, 0x02, 0x5b, 'M', 'e', 's', 's',
+		'a', 'g', 'e', 'T', 'y', 'p', 'e', 0x62, 0x00, 'A', 0x00, 0x00, 0x08, 0x0b, 0x17,
+		0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0,
+		0, 0, 0, 0, 0, 0, 0, 0x1c };
+	const struct {
+		const void *body;
+		size_t len;
+	} bad[] = { { xml_nul, sizeof(xml_nul) - 1 }, { utf16_nul, sizeof(utf16_nul) } };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		uint8_t m[512];
+		struct umx_hdr h = { (uint32_t)(UMX_HDR_LEN + bad[i].len), 1, 8, 1 };
+		umx_hdr_put(m, &h);
+		memcpy(m + UMX_HDR_LEN, bad[i].body, bad[i].len);
+		struct umx_request rq;
+		CU_ASSERT_EQUAL(umx_request_decode(&h, m + UMX_HDR_LEN, bad[i].len, &rq), -E2BIG);
+		struct inspector in;
+		nev = 0;
+		insp_init(&in, record, NULL);
+		CU_ASSERT_EQUAL(insp_client_bytes(&in, m, UMX_HDR_LEN + bad[i].len - 1), 0);
+		CU_ASSERT_EQUAL(insp_client_bytes(&in, m + UMX_HDR_LEN + bad[i].len - 1, 1), -EBADMSG);
+		CU_ASSERT_EQUAL_FATAL(nev, 1);
+		CU_ASSERT_EQUAL(evs[0].kind, INSP_EV_REFUSED);
+		insp_free(&in);
+	}
+}
+
 /* Found by fuzz_inspect: a MessageType string with an embedded NUL made
  * libplist's plist_get_string_val assert, killing the daemon. */
 static void nul_in_message_type(void)
@@ -366,6 +403,7 @@ int unit_inspect(void)
 		{ "the gate: room per request, none while a Connect is decided", gate_room },
 		{ "an amplifying request is refused at its last byte", amplifying_request_refused },
 		{ "NUL inside MessageType (fuzzer find)", nul_in_message_type },
+		{ "NUL in an XML document or a UTF-16 string: refused", nul_plists_are_refused },
 		{ "reply begun before the Connect (fuzzer find)", reply_begun_before_connect },
 		{ NULL, NULL },
 	};
