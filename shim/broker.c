@@ -214,5 +214,4 @@ void broker_shutdown(struct shim *s)
 		umx_sub_stop(&s->up[i]->sub);
 	umx_table_free(&b->table);
 	route_list_cache_free(&b->list_cache);
-	umx_memo_free(&b->memo);
 }

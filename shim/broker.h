@@ -64,7 +64,6 @@ struct broker {
 	struct stats_broker *n;   /* its numbers, in the shim's statistics */
 	struct log_ratelimit rl;
 	struct route_list_cache list_cache; /* the last ListDevices reply (client.c) */
-	struct umx_memo memo;        /* repeated requests' decode (client.c) */
 };
 
 /* broker.c */

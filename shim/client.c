@@ -337,7 +337,7 @@ static bool on_request(struct client *c, const struct umx_hdr *h, const uint8_t 
 	struct shim *s = c->shim;
 	struct broker *b = &s->broker;
 	struct umx_request rq;
-	int rc = umx_request_decode_memo(&b->memo, h, msg + UMX_HDR_LEN, h->length - UMX_HDR_LEN, &rq);
+	int rc = umx_request_decode_memo(&s->memo, h, msg + UMX_HDR_LEN, h->length - UMX_HDR_LEN, &rq);
 	if (rc == -E2BIG) {
 		refuse(c, "a plist request the guard refuses (expansion, nesting or references "
 			  "beyond its bounds)");

@@ -65,7 +65,8 @@ static void on_request(struct inspector *in, struct insp_reader *r)
 	struct umx_hdr h;
 	struct umx_request rq;
 	hdr_of(r, &h);
-	int rc = umx_request_decode(&h, r->body, r->body_len, &rq);
+	int rc = in->memo ? umx_request_decode_memo(in->memo, &h, r->body, r->body_len, &rq)
+			  : umx_request_decode(&h, r->body, r->body_len, &rq);
 	if (rc == -EPROTO) {
 		/* usbmuxd ignores it as well and keeps the connection in
 		 * command mode: so does the inspection. */

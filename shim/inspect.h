@@ -64,6 +64,8 @@ struct inspector {
 	const char *refused; /* why, once REFUSED */
 	insp_cb cb;
 	void *ctx;
+	struct umx_memo *memo;    /* optional (set after insp_init): repeated
+				   * requests decoded once */
 };
 
 void insp_init(struct inspector *in, insp_cb cb, void *ctx);

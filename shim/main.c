@@ -562,6 +562,7 @@ int main(int argc, char **argv)
 	session_close_all(s);
 	upstreams_stop(s);
 	upstreams_free(s);
+	umx_memo_free(&s->memo);
 	loop_free(s->loop);
 	return rc < 0 ? 1 : 0;
 }

@@ -141,7 +141,7 @@ static size_t half_room(struct shim *s, struct session *ss, const struct half *h
 static int half_read(struct shim *s, struct session *ss, struct half *h, int src, size_t *got,
 		     bool *eof)
 {
-	bool gated = h == &ss->up && !watch_done(&ss->watch);
+	bool gated = h == &ss->up && s->stats.inspect;
 	while (*got < sizeof(s->scratch)) {
 		size_t want = sizeof(s->scratch) - *got, room = half_room(s, ss, h);
 		if (room < want)
@@ -377,7 +377,7 @@ static struct session *session_new(struct upstream *u, int client_fd)
 	loop_timer_init(&ss->clock, on_request_timeout, ss);
 	half_init(&ss->up);
 	half_init(&ss->down);
-	watch_init(&ss->watch, s->stats.inspect);
+	watch_init(&ss->watch, s->stats.inspect, &s->memo);
 	ss->next = s->live;
 	if (s->live)
 		s->live->prev = ss;
@@ -414,7 +414,7 @@ int session_adopt(struct upstream *u, int client_fd, const struct handover *h)
 	/* What the broker read and decided goes out first; the client is not
 	 * read again before it has (a half reads only when nothing waits). */
 	buf_init(&ss->up.pending, SHIM_ADOPT_MAX);
-	watch_init_handed(&ss->watch, s->stats.inspect, h->connect, h->tag, h->port);
+	watch_init_handed(&ss->watch, s->stats.inspect, &s->memo, h->connect, h->tag, h->port);
 	int rc = buf_append(&ss->up.pending, h->msg, h->len);
 	if (rc < 0) {
 		watch_free(&ss->watch);

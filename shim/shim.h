@@ -123,6 +123,7 @@ struct shim {
 	struct upstream *up[UPSTREAM_MAX];
 	unsigned nup;
 	struct broker broker;
+	struct umx_memo memo;    /* repeated requests' decode: the broker's and the relays' */
 	uint8_t scratch[SHIM_IO_CHUNK];
 };
 

@@ -440,7 +440,7 @@ static void tunnel_accept(struct upstream *u, int fd)
 		return;
 	}
 	loop_timer_init(&ts->clock, on_request_timeout, ts);
-	watch_init(&ts->w, s->stats.inspect);
+	watch_init(&ts->w, s->stats.inspect, &s->memo);
 	s->nsessions++;
 	s->sessions_total++;
 	shim_attribute(s, &ts->ss, fd);
@@ -463,7 +463,7 @@ static int tunnel_adopt(struct upstream *u, int fd, const struct handover *h)
 		return -ENOMEM;
 	loop_timer_init(&ts->clock, on_request_timeout, ts);
 	ts->ss = *h->stats;
-	watch_init_handed(&ts->w, s->stats.inspect, h->connect, h->tag, h->port);
+	watch_init_handed(&ts->w, s->stats.inspect, &s->memo, h->connect, h->tag, h->port);
 	int rc = tunnel_enter(u, fd, ts, h->msg, h->len);
 	if (rc < 0) {
 		watch_free(&ts->w);

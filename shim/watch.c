@@ -40,14 +40,15 @@ static void on_event(void *ctx, const struct insp_event *ev)
 	}
 }
 
-void watch_init(struct watch *w, bool on)
+void watch_init(struct watch *w, bool on, struct umx_memo *memo)
 {
-	*w = (struct watch){ .on = on };
+	*w = (struct watch){ .on = on, .memo = memo };
 }
 
-void watch_init_handed(struct watch *w, bool on, bool connect, uint32_t tag, uint16_t port)
+void watch_init_handed(struct watch *w, bool on, struct umx_memo *memo, bool connect, uint32_t tag,
+		       uint16_t port)
 {
-	*w = (struct watch){ .on = on, .handed = connect, .pending_port = port };
+	*w = (struct watch){ .on = on, .handed = connect, .pending_port = port, .memo = memo };
 	if (!on)
 		return;
 	/* Started now, so that replies are framed from the first. */
@@ -55,6 +56,7 @@ void watch_init_handed(struct watch *w, bool on, bool connect, uint32_t tag, uin
 		insp_init_connect(&w->insp, on_event, NULL, tag);
 	else
 		insp_init(&w->insp, on_event, NULL);
+	w->insp.memo = w->memo;
 	w->started = true;
 }
 
@@ -98,6 +100,7 @@ int watch_client_bytes(struct watch *w, struct stats *st, struct stats_session *
 		return 0;
 	if (!w->started) {
 		insp_init(&w->insp, on_event, NULL);
+		w->insp.memo = w->memo;
 		w->started = true;
 	}
 	struct watch_ctx c = { w, st, ss };

@@ -22,14 +22,16 @@ struct watch {
 	bool handed;             /* the broker handed the session over with a Connect:
 				  * a request after it (the Connect failed) would
 				  * bypass the broker */
+	struct umx_memo *memo;   /* the shim's, shared with the broker */
 };
 
 /* A session relayed from its first byte. */
-void watch_init(struct watch *w, bool on);
+void watch_init(struct watch *w, bool on, struct umx_memo *memo);
 /* A session the broker hands over after a request it has counted and sent
  * on. A Connect (tag, device port): its result is the first reply awaited,
  * and the client is not read before it. */
-void watch_init_handed(struct watch *w, bool on, bool connect, uint32_t tag, uint16_t port);
+void watch_init_handed(struct watch *w, bool on, struct umx_memo *memo, bool connect, uint32_t tag,
+		       uint16_t port);
 void watch_free(struct watch *w);
 
 /* How many client bytes may be read now (the gate: inspect.h). */

@@ -9,6 +9,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static unsigned events;
+/* As in the shim: one memo across every session (inputs here). */
+static struct umx_memo memo;
 
 static void count(void *ctx, const struct insp_event *ev)
 {
@@ -22,6 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct inspector in;
 	insp_init(&in, count, NULL);
+	in.memo = &memo;
 	while (size) {
 		uint8_t ctl = data[0];
 		data++;
