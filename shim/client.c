@@ -142,18 +142,25 @@ static void hand_over(struct client *c, struct upstream *u, struct handover *h)
 }
 
 /* A subscriber sent something. usbmuxd answers a command on a Listen
- * connection with BADCOMMAND (its tag, the subscriber's version) and
- * closes; EOF or an error just ends it. */
+ * connection with BADCOMMAND (its tag, the subscriber's version) once its
+ * header is whole, and closes; EOF or an error just ends it. A header that
+ * comes in pieces waits in c->in, events flowing meanwhile. */
 static void listener_input(struct client *c)
 {
 	uint8_t hdr[UMX_HDR_LEN];
-	ssize_t r = plat_read(c->w.fd, hdr, sizeof(hdr));
+	size_t have = buf_len(&c->in);
+	ssize_t r = plat_read(c->w.fd, c->shim->scratch, UMX_HDR_LEN - have);
 	if (r == -EAGAIN)
 		return;
-	if (r < (ssize_t)sizeof(hdr)) {
-		client_close(c, r == 0 ? NULL : "subscriber sent a partial header or failed");
+	if (r <= 0 || buf_append(&c->in, c->shim->scratch, (size_t)r) < 0) {
+		client_close(c, r == 0 ? NULL : "subscriber read failed");
 		return;
 	}
+	if (buf_len(&c->in) < UMX_HDR_LEN)
+		return;
+	size_t n;
+	memcpy(hdr, buf_peek(&c->in, &n), sizeof(hdr));
+	buf_consume(&c->in, sizeof(hdr));
 	struct umx_hdr h;
 	umx_hdr_get(hdr, &h); /* any length: only the tag is answered */
 	/* Take in what else it sent, so that closing does not reset the

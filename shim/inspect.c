@@ -15,10 +15,17 @@ static const char *refusal(int rc)
 			    : "a request that cannot be held (out of memory)";
 }
 
+void insp_refuse(struct inspector *in, const char *why);
+
 /* Inspection cannot follow the session any more (a reply it cannot read):
- * the bytes flow on uninspected. */
+ * the bytes flow on uninspected; but while a Connect result is awaited,
+ * whether the client may still send requests is unknown: it is refused. */
 static void fail(struct inspector *in, const char *why)
 {
+	if (in->awaiting_connect) {
+		insp_refuse(in, why);
+		return;
+	}
 	struct insp_event ev = { .kind = INSP_EV_PARSE_ERROR, .error = why };
 	in->state = INSP_DONE;
 	in->cb(in->ctx, &ev);
@@ -40,6 +47,15 @@ static void emit_request(struct inspector *in, enum umx_req type, unsigned versi
 {
 	struct insp_event ev = { .kind = INSP_EV_REQUEST, .type = type, .version = version,
 				 .port = port };
+	if (type == UMX_REQ_CONNECT && in->owed) {
+		/* Its result could not be told from the replies before it
+		 * (tags are the client's to choose): a reply owed to an
+		 * earlier request, read as the Connect's success, would end
+		 * the gate while usbmuxd still reads requests. libusbmuxd
+		 * waits for each reply; usbmuxd would too. */
+		insp_refuse(in, "a Connect sent before the replies to earlier requests");
+		return;
+	}
 	in->cb(in->ctx, &ev);
 	if (in->state != INSP_COMMANDS)
 		return; /* the callback refused it */
@@ -49,6 +65,8 @@ static void emit_request(struct inspector *in, enum umx_req type, unsigned versi
 	} else if (type == UMX_REQ_CONNECT) {
 		in->awaiting_connect = true;
 		in->connect_tag = tag;
+	} else {
+		in->owed++;
 	}
 }
 
@@ -65,6 +83,16 @@ static void on_request(struct inspector *in, struct insp_reader *r)
 	struct umx_hdr h;
 	struct umx_request rq;
 	hdr_of(r, &h);
+	/* usbmuxd takes versions 0 and 1 alike and goes by the message: a
+	 * plist under a version-0 header is parsed as a plist all the same,
+	 * a binary Connect under version 1 is a Connect. Decoded as usbmuxd
+	 * will read it. */
+	if (h.version <= UMX_V_PLIST) {
+		if (h.message == UMX_MSG_PLIST)
+			h.version = UMX_V_PLIST;
+		else if (h.message == UMX_MSG_CONNECT || h.message == UMX_MSG_LISTEN)
+			h.version = UMX_V_BINARY;
+	}
 	int rc = in->memo ? umx_request_decode_memo(in->memo, &h, r->body, r->body_len, &rq)
 			  : umx_request_decode(&h, r->body, r->body_len, &rq);
 	if (rc == -EPROTO) {
@@ -88,9 +116,15 @@ static void on_reply(struct inspector *in, struct insp_reader *r)
 {
 	struct umx_hdr h;
 	hdr_of(r, &h);
-	/* A reply that began before the Connect was sent cannot answer it
-	 * (and its body was not kept). */
-	if (!in->awaiting_connect || h.tag != in->connect_tag || !r->keep)
+	if (!in->awaiting_connect) {
+		if (in->owed)
+			in->owed--;
+		return;
+	}
+	/* Nothing was owed before the Connect (emit_request), so this is its
+	 * reply; one under another tag is not usbmuxd's: the client stays
+	 * unread. */
+	if (h.tag != in->connect_tag || !r->keep)
 		return;
 	struct umx_event ev;
 	uint32_t result = UINT32_MAX;

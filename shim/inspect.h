@@ -61,6 +61,7 @@ struct inspector {
 	struct insp_reader rep;   /* usbmuxd -> client */
 	bool awaiting_connect;
 	uint32_t connect_tag;
+	uint32_t owed;            /* replies usbmuxd owes for requests before */
 	const char *refused; /* why, once REFUSED */
 	insp_cb cb;
 	void *ctx;

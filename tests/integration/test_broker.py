@@ -570,6 +570,21 @@ class WithDevices(unittest.TestCase):
             s.sendall(raw(LIST, 77))
             self.assertEqual(read_msg(s)[2:5:2], (77, {"MessageType": "Result", "Number": 1}))
             self.assertEqual(s.recv(1), b"")
+        # The same with the header in two pieces, an event between them
+        # (so that the shim has read the first piece alone): usbmuxd waits
+        # for the whole header, and so does the broker.
+        with session(self.path) as s:
+            s.sendall(raw({"MessageType": "Listen"}, 1))
+            for _ in range(4):
+                read_msg(s)
+            cmd = raw(LIST, 78)
+            s.sendall(cmd[:8])
+            self.dev.send_signal(signal.SIGUSR1)  # unplugs fakedev-0003
+            self.assertEqual(read_msg(s)[4]["MessageType"], "Detached")
+            s.sendall(cmd[8:])
+            self.assertEqual(read_msg(s)[2:5:2], (78, {"MessageType": "Result", "Number": 1}))
+            self.assertEqual(s.recv(1), b"")
+        self.dev.send_signal(signal.SIGUSR2)  # and back
         # Nothing of this stays behind in the shim. (At most: the count at
         # the start may still hold the harness's readiness probe, which a
         # slow shim, under ASan, closes a moment later.)

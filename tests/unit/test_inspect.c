@@ -106,10 +106,10 @@ static void connect_failure_keeps_command_mode(void)
 	struct inspector in;
 	nev = 0;
 	insp_init(&in, record, NULL);
-	/* a ListDevices reply with another tag comes first and is skipped */
+	/* a ListDevices answered first, then the Connect */
 	insp_client_bytes(&in, req, plist_req(req, 1, "ListDevices", -1));
-	insp_client_bytes(&in, req, plist_req(req, 2, "Connect", 8100));
 	insp_upstream_bytes(&in, rep, plist_result(rep, 1, 0));
+	insp_client_bytes(&in, req, plist_req(req, 2, "Connect", 8100));
 	CU_ASSERT_EQUAL(nev, 2);
 	insp_upstream_bytes(&in, rep, plist_result(rep, 2, 3));
 	CU_ASSERT_EQUAL(nev, 3);
@@ -118,6 +118,70 @@ static void connect_failure_keeps_command_mode(void)
 	insp_client_bytes(&in, req, plist_req(req, 3, "Connect", 9100));
 	CU_ASSERT_EQUAL(nev, 4);
 	CU_ASSERT_EQUAL(evs[3].port, 9100);
+	insp_free(&in);
+}
+
+/* Tags are the client's: a Connect pipelined behind a request usbmuxd has
+ * not answered yet (here a SavePairRecord-like request under the same tag,
+ * whose Result 0 would read as the Connect's success and end the gate) is
+ * refused before anything of it goes on. One after the reply is fine. */
+static void connect_behind_unanswered_requests_refused(void)
+{
+	uint8_t req[1024], rep[1024];
+	struct inspector in;
+	nev = 0;
+	insp_init(&in, record, NULL);
+	CU_ASSERT_EQUAL(insp_client_bytes(&in, req, plist_req(req, 7, "SavePairRecord", -1)), 0);
+	CU_ASSERT_EQUAL(insp_client_bytes(&in, req, plist_req(req, 7, "Connect", 8100)), -EBADMSG);
+	CU_ASSERT_EQUAL_FATAL(nev, 2);
+	CU_ASSERT_EQUAL(evs[1].kind, INSP_EV_REFUSED);
+	CU_ASSERT_EQUAL(insp_client_room(&in), 0);
+	insp_free(&in);
+
+	nev = 0;
+	insp_init(&in, record, NULL);
+	insp_client_bytes(&in, req, plist_req(req, 7, "SavePairRecord", -1));
+	insp_upstream_bytes(&in, rep, plist_result(rep, 7, 0));
+	CU_ASSERT_EQUAL(insp_client_bytes(&in, req, plist_req(req, 7, "Connect", 8100)), 0);
+	CU_ASSERT_EQUAL(insp_client_room(&in), 0); /* its result is awaited */
+	insp_upstream_bytes(&in, rep, plist_result(rep, 7, 0));
+	CU_ASSERT_TRUE(insp_done(&in));
+	insp_free(&in);
+}
+
+/* usbmuxd goes by the message, not the version: a plist under a version-0
+ * header is parsed as a plist (and checked here as one: a NUL in it is
+ * refused), a binary Connect record under version 1 is a Connect. */
+static void message_decides_not_version(void)
+{
+	static const char nul[] =
+		"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<plist version=\"1.0\"><dict>"
+		"<key>MessageType</key><string>List\0Devices</string></dict></plist>";
+	uint8_t m[512];
+	struct inspector in;
+	nev = 0;
+	insp_init(&in, record, NULL);
+	size_t n = msg(m, 0, 8, 3, nul, sizeof(nul) - 1);
+	CU_ASSERT_EQUAL(insp_client_bytes(&in, m, n), -EBADMSG);
+	CU_ASSERT_EQUAL(evs[0].kind, INSP_EV_REFUSED);
+	insp_free(&in);
+
+	nev = 0;
+	insp_init(&in, record, NULL);
+	n = plist_req(m, 4, "ListDevices", -1);
+	m[4] = 0; /* version 0, message 8 */
+	CU_ASSERT_EQUAL(insp_client_bytes(&in, m, n), 0);
+	CU_ASSERT_EQUAL(evs[0].type, UMX_REQ_LIST_DEVICES);
+	insp_free(&in);
+
+	static const uint8_t rec[8] = { 1, 0, 0, 0, 0x1f, 0x90, 0, 0 }; /* device 1, port 8080 */
+	nev = 0;
+	insp_init(&in, record, NULL);
+	n = msg(m, 1, 2, 5, (const char *)rec, sizeof(rec));
+	CU_ASSERT_EQUAL(insp_client_bytes(&in, m, n), 0);
+	CU_ASSERT_EQUAL(evs[0].type, UMX_REQ_CONNECT);
+	CU_ASSERT_EQUAL(evs[0].port, 8080);
+	CU_ASSERT_EQUAL(insp_client_room(&in), 0);
 	insp_free(&in);
 }
 
@@ -398,6 +462,8 @@ int unit_inspect(void)
 		{ "Connect success ends inspection", connect_success_ends_inspection },
 		{ "Connect failure keeps command mode", connect_failure_keeps_command_mode },
 		{ "binary version 0", binary_version_zero },
+		{ "a Connect behind unanswered requests is refused", connect_behind_unanswered_requests_refused },
+		{ "the message decides, not the version", message_decides_not_version },
 		{ "bad input is an event, not a crash", bad_input_is_an_event_not_a_crash },
 		{ "unknown and plain types", unknown_and_plain_types },
 		{ "the gate: room per request, none while a Connect is decided", gate_room },
