@@ -499,6 +499,11 @@ static void stream_local_fin(struct link_stream *st)
 	}
 	if (!st->ts.fin_sent)
 		stream_send_fin(st);
+	/* Still unacknowledged after CLOSE_WAIT_MS (a loaded upstream), or
+	 * unknown: a reset could lose those bytes, so this one ends with a
+	 * FIN too, and is counted as such. */
+	if (unacked != 0)
+		l->stats.graceful_closes++;
 	stream_free(st, unacked == 0);
 	link_update(l);
 }
