@@ -603,7 +603,11 @@ class BadInputWhileStreaming(unittest.TestCase):
         log = chains[0].shim.stderr_text()
         self.assertRegex(log, r"session \d+: closed on client side error: Bad message "
                               r"\(16 bytes up, 0 down\)")
-        self.assertNotIn("error:", log.replace("side error:", ""))
+        # A silent client this test keeps open past --request-timeout (10 s:
+        # a slow machine, or ASan) is closed by it, as it should be; no
+        # other session may end in an error.
+        self.assertNotIn("error:", log.replace("side error:", "")
+                         .replace("closed on request timeout error:", ""))
 
     def test_garbage_on_the_tunnel_port(self):
         """Frames of every type with a bad length, hellos with limits out of
@@ -1769,10 +1773,13 @@ class LogDestinations(unittest.TestCase):
         try:
             shim, path = self.start_shim(stuck_pipe())
             helper, port = self.start_helper(stuck_pipe())
-            daemons = (("muxshim", shim, ends[0], lambda: self.serves(path, timeout=15),
+            # A daemon blocked in write() never serves again, so the bound
+            # only ends the wait for one: 120 s, generous for 2,000 sessions
+            # under ASan on a loaded machine.
+            daemons = (("muxshim", shim, ends[0], lambda: self.serves(path, timeout=120),
                         lambda: harness.muxconn("--list-loop", 1, socket=path)),
                        ("muxshim-host", helper, ends[2],
-                        lambda: self.serves(None, port, timeout=15),
+                        lambda: self.serves(None, port, timeout=120),
                         lambda: tunnel_churn(port, 1)))
             for name, p, r, load, one_more in daemons:
                 try:
