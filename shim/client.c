@@ -451,23 +451,12 @@ void client_resume(struct client *c)
 	client_process(c);
 }
 
-/* Is a whole request at the front of c->in (or one client_process will
- * refuse for its length)? */
-static bool request_in_hand(struct client *c)
-{
-	size_t n;
-	const uint8_t *p = buf_peek(&c->in, &n);
-	struct umx_hdr h;
-	if (!p || n < UMX_HDR_LEN)
-		return false;
-	return umx_hdr_get(p, &h) < 0 || n >= h.length;
-}
-
 /* --request-timeout runs while the client owes us bytes: nothing sent
  * yet, or a request begun and not finished. */
+static size_t request_room(struct client *c);
 static bool awaits_client(struct client *c)
 {
-	return c->stats.bytes_up == 0 || (buf_len(&c->in) && !request_in_hand(c));
+	return c->stats.bytes_up == 0 || (buf_len(&c->in) && request_room(c));
 }
 
 /* How far the client may be read now: to the end of the request in hand

@@ -15,8 +15,6 @@ static const char *refusal(int rc)
 			    : "a request that cannot be held (out of memory)";
 }
 
-void insp_refuse(struct inspector *in, const char *why);
-
 /* Inspection cannot follow the session any more (a reply it cannot read):
  * the bytes flow on uninspected; but while a Connect result is awaited,
  * whether the client may still send requests is unknown: it is refused. */

@@ -40,56 +40,50 @@ static void on_event(void *ctx, const struct insp_event *ev)
 	}
 }
 
-void watch_init(struct watch *w, bool on, struct umx_memo *memo)
-{
-	*w = (struct watch){ .on = on, .memo = memo };
-}
-
 void watch_init_handed(struct watch *w, bool on, struct umx_memo *memo, bool connect, uint32_t tag,
 		       uint16_t port)
 {
-	*w = (struct watch){ .on = on, .handed = connect, .pending_port = port, .memo = memo };
+	*w = (struct watch){ .on = on, .handed = connect, .pending_port = port };
 	if (!on)
 		return;
-	/* Started now, so that replies are framed from the first. */
 	if (connect)
 		insp_init_connect(&w->insp, on_event, NULL, tag);
 	else
 		insp_init(&w->insp, on_event, NULL);
-	w->insp.memo = w->memo;
-	w->started = true;
+	w->insp.memo = memo;
+}
+
+void watch_init(struct watch *w, bool on, struct umx_memo *memo)
+{
+	watch_init_handed(w, on, memo, false, 0, 0);
 }
 
 void watch_free(struct watch *w)
 {
-	if (w->started)
+	if (w->on)
 		insp_free(&w->insp);
 }
 
 size_t watch_client_room(const struct watch *w)
 {
-	if (!w->on)
-		return SIZE_MAX;
-	if (!w->started)
-		return 16; /* the first header */
-	return insp_client_room(&w->insp);
+	return w->on ? insp_client_room(&w->insp) : SIZE_MAX;
 }
 
 bool watch_awaits_client(const struct watch *w, const struct stats_session *ss)
 {
 	if (ss->bytes_up == 0)
 		return true;
-	return w->on && w->started && insp_mid_request(&w->insp);
+	return w->on && insp_mid_request(&w->insp);
 }
 
 bool watch_done(const struct watch *w)
 {
-	return !w->on || (w->started && insp_done(&w->insp));
+	return !w->on || insp_done(&w->insp);
 }
 
 const char *watch_refused(const struct watch *w)
 {
-	return w->started ? w->insp.refused : NULL;
+	return w->on ? w->insp.refused : NULL;
 }
 
 int watch_client_bytes(struct watch *w, struct stats *st, struct stats_session *ss,
@@ -98,11 +92,6 @@ int watch_client_bytes(struct watch *w, struct stats *st, struct stats_session *
 	stats_bytes_up(st, ss, n);
 	if (watch_done(w))
 		return 0;
-	if (!w->started) {
-		insp_init(&w->insp, on_event, NULL);
-		w->insp.memo = w->memo;
-		w->started = true;
-	}
 	struct watch_ctx c = { w, st, ss };
 	w->insp.ctx = &c;
 	int rc = insp_client_bytes(&w->insp, p, n);
@@ -114,7 +103,7 @@ void watch_upstream_bytes(struct watch *w, struct stats *st, struct stats_sessio
 			  const uint8_t *p, size_t n)
 {
 	stats_bytes_down(st, ss, n);
-	if (!w->started || watch_done(w))
+	if (watch_done(w))
 		return;
 	struct watch_ctx c = { w, st, ss };
 	w->insp.ctx = &c;

@@ -16,16 +16,15 @@
 
 struct watch {
 	struct inspector insp;
-	bool on;                 /* inspecting (until the inspector is done) */
-	bool started;            /* the inspector is initialised */
+	bool on;                 /* inspecting (the inspector is set up) */
 	uint16_t pending_port;   /* the Connect awaiting its result */
 	bool handed;             /* the broker handed the session over with a Connect:
 				  * a request after it (the Connect failed) would
 				  * bypass the broker */
-	struct umx_memo *memo;   /* the shim's, shared with the broker */
 };
 
-/* A session relayed from its first byte. */
+/* A session relayed from its first byte. memo: the shim's, shared with
+ * the broker. */
 void watch_init(struct watch *w, bool on, struct umx_memo *memo);
 /* A session the broker hands over after a request it has counted and sent
  * on. A Connect (tag, device port): its result is the first reply awaited,

@@ -267,23 +267,23 @@ static void memo_slot_free(struct umx_memo_slot *sl)
 int umx_request_decode_memo(struct umx_memo *m, const struct umx_hdr *h, const uint8_t *body,
 			    size_t len, struct umx_request *rq)
 {
-	bool plist = h->version == UMX_V_PLIST && h->message == UMX_MSG_PLIST;
-	if (plist && len <= UMX_MEMO_BODY_MAX) {
-		m->misses++; /* taken back on a hit */
+	bool kept = h->version == UMX_V_PLIST && h->message == UMX_MSG_PLIST &&
+		    len <= UMX_MEMO_BODY_MAX; /* a body the memo may hold */
+	if (kept) {
 		for (unsigned i = 0; i < UMX_MEMO_SLOTS; i++) {
 			const struct umx_memo_slot *sl = &m->slot[i];
 			if (sl->body && sl->len == len && memcmp(sl->body, body, len) == 0) {
 				*rq = sl->rq;
 				rq->tag = h->tag;
 				rq->dict_borrowed = true;
-				m->misses--;
 				m->hits++;
 				return 0;
 			}
 		}
+		m->misses++;
 	}
 	int rc = umx_request_decode(h, body, len, rq);
-	if (rc < 0 || !plist || len > UMX_MEMO_BODY_MAX || !memo_kind(rq->type))
+	if (rc < 0 || !kept || !memo_kind(rq->type))
 		return rc;
 	struct umx_memo_slot *sl = &m->slot[m->next];
 	uint8_t *copy = malloc(len ? len : 1);

@@ -378,9 +378,8 @@ static void nul_plists_are_refused(void)
 	} bad[] = { { xml_nul, sizeof(xml_nul) - 1 }, { utf16_nul, sizeof(utf16_nul) } };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		uint8_t m[512];
+		msg(m, 1, 8, 1, bad[i].body, bad[i].len);
 		struct umx_hdr h = { (uint32_t)(UMX_HDR_LEN + bad[i].len), 1, 8, 1 };
-		umx_hdr_put(m, &h);
-		memcpy(m + UMX_HDR_LEN, bad[i].body, bad[i].len);
 		struct umx_request rq;
 		CU_ASSERT_EQUAL(umx_request_decode(&h, m + UMX_HDR_LEN, bad[i].len, &rq), -E2BIG);
 		struct inspector in;
@@ -413,9 +412,7 @@ static void nul_in_message_type(void)
 	for (int i = 0; i < 2; i++) {
 		uint8_t m[512];
 		size_t blen = i ? sizeof(bplist) : sizeof(body) - 1;
-		struct umx_hdr h = { (uint32_t)(UMX_HDR_LEN + blen), 1, 8, 1 };
-		umx_hdr_put(m, &h);
-		memcpy(m + UMX_HDR_LEN, i ? (const void *)bplist : (const void *)body, blen);
+		msg(m, 1, 8, 1, i ? (const void *)bplist : (const void *)body, blen);
 		struct inspector in;
 		nev = 0;
 		insp_init(&in, record, NULL);
