@@ -361,7 +361,10 @@ class Faults(unittest.TestCase):
 
     def test_usbmuxd_down_then_up(self):
         port = harness.free_tcp_port()  # nothing listens yet
-        helper = WineHelper("tcp:127.0.0.1:%d" % port).start()
+        # A refusal, not a timeout, is what this test reads: under load wine
+        # can report a refused loopback connect after the default 2 s
+        # --connect-timeout (seen in CI), which is the timeout's line.
+        helper = WineHelper("tcp:127.0.0.1:%d" % port, "--connect-timeout", 60000).start()
         path = os.path.join(harness.tempdir("wine-down"), "shim.sock")
         shim = harness.Shim(path, helper.tunnel).start()
         t0 = time.monotonic()
@@ -371,10 +374,10 @@ class Faults(unittest.TestCase):
         # last until run_client's own 60 s bound
         self.assertLess(time.monotonic() - t0, 45, "the client must be closed, not hang")
         harness.wait_for(lambda: "Connection refused" in helper.stderr_text(), 10,
-                         what="the helper's refused line")
+                         what="the helper's refused line", show=(helper, shim))
         self.assertIn("Apple Mobile Device Service", helper.stderr_text())
         harness.wait_for(lambda: "the host side says: cannot connect to usbmuxd" in
-                         shim.stderr_text(), 10, what="the shim's line")
+                         shim.stderr_text(), 10, what="the shim's line", show=(helper, shim))
         # usbmuxd comes up: the next session works, nothing was restarted.
         mux = harness.PrivateUsbmuxd().start()
         harness.TcpRelay(mux.socket, port, name="usbmuxd-tcp").start()
