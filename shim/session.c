@@ -126,9 +126,8 @@ static int half_pump_splice(struct shim *s, struct session *ss, struct half *h, 
  * the request gate (inspect.h), which stops reads at each request's end and
  * while a Connect result is awaited; once usbmuxd has closed, nothing it
  * could parse is left to protect and the client is read to notice its EOF. */
-static size_t half_room(struct shim *s, struct session *ss, const struct half *h)
+static size_t half_room(const struct session *ss, const struct half *h)
 {
-	(void)s;
 	if (h != &ss->up || ss->down.eof)
 		return SIZE_MAX;
 	return watch_client_room(&ss->watch);
@@ -143,7 +142,7 @@ static int half_read(struct shim *s, struct session *ss, struct half *h, int src
 {
 	bool gated = h == &ss->up && s->stats.inspect;
 	while (*got < sizeof(s->scratch)) {
-		size_t want = sizeof(s->scratch) - *got, room = half_room(s, ss, h);
+		size_t want = sizeof(s->scratch) - *got, room = half_room(ss, h);
 		if (room < want)
 			want = room;
 		if (want == 0)
@@ -207,9 +206,9 @@ static int half_pump(struct shim *s, struct session *ss, struct half *h, int src
 	return 0;
 }
 
-static bool half_wants_read(struct shim *s, struct session *ss, const struct half *h)
+static bool half_wants_read(const struct session *ss, const struct half *h)
 {
-	return !h->eof && buf_len(&h->pending) == 0 && h->piped == 0 && half_room(s, ss, h) > 0;
+	return !h->eof && buf_len(&h->pending) == 0 && h->piped == 0 && half_room(ss, h) > 0;
 }
 
 static void on_client(struct loop_watch *w, unsigned ev)
@@ -266,11 +265,11 @@ static void session_update(struct session *ss)
 	}
 	struct loop *l = ss->shim->loop;
 	unsigned cw = 0, uw = 0;
-	if (half_wants_read(ss->shim, ss, &ss->up))
+	if (half_wants_read(ss, &ss->up))
 		cw |= LOOP_IN;
 	if (buf_len(&ss->down.pending) || ss->down.piped)
 		cw |= LOOP_OUT;
-	if (half_wants_read(ss->shim, ss, &ss->down))
+	if (half_wants_read(ss, &ss->down))
 		uw |= LOOP_IN;
 	if (buf_len(&ss->up.pending) || ss->up.piped)
 		uw |= LOOP_OUT;
