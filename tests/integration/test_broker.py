@@ -10,11 +10,13 @@ counted at the upstream (fakedev --verbose logs each one).
 import json
 import os
 import plistlib
+import queue
 import signal
 import socket
 import subprocess
 import struct
 import sys
+import threading
 import time
 import unittest
 
@@ -79,6 +81,61 @@ def appium(path, *ops):
         raise AssertionError("usbmux_client.js %s: rc %d: %s" % (" ".join(map(str, ops)),
                                                                   r.returncode, r.stderr))
     return json.loads(r.stdout)
+
+
+class NodeUsbmuxListener:
+    """node-usbmux (npm: usbmux) listening on path, through
+    tests/clients/node/usbmux_listen.js: its events, one dict each."""
+
+    SCRIPT = os.path.join(os.path.dirname(NODE_CLIENT), "usbmux_listen.js")
+
+    def __init__(self, path):
+        if not os.path.isdir(os.path.join(os.path.dirname(NODE_CLIENT), "node_modules", "usbmux")):
+            raise AssertionError("the npm clients are not installed: run `make clients` "
+                                 "(this test fails rather than skips without them)")
+        self.events = queue.Queue()
+        self.p = subprocess.Popen(["node", self.SCRIPT, path], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            self.events.put(json.loads(line))
+        self.events.put({"ev": "exit"})
+
+    def take(self, n, what):
+        """The next n events; a client that has not sent them within the
+        bound has lost them."""
+        got = []
+        deadline = time.monotonic() + 60
+        while len(got) < n:
+            try:
+                got.append(self.events.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                raise AssertionError("node-usbmux: %s: %d of %d events: %r"
+                                     % (what, len(got), n, got)) from None
+        return got
+
+    def pending(self):
+        """Events already here (after an exchange that proves the earlier
+        ones were delivered: nothing more can be owed)."""
+        got = []
+        while not self.events.empty():
+            got.append(self.events.get())
+        return got
+
+    def tunnel(self, udid, port):
+        self.p.stdin.write("tunnel %s %d\n" % (udid, port))
+        self.p.stdin.flush()
+        return self.take(1, "tunnel to " + udid)[0]
+
+    def close(self):
+        self.p.kill()
+        self.p.wait()
+        self.reader.join(10)  # it reads to the EOF of the pipe
+        self.p.stdin.close()
+        self.p.stdout.close()
 
 
 def upstream_connections(fakedev):
@@ -338,6 +395,64 @@ class WithDevices(unittest.TestCase):
         rc, out, err = harness.run_client([harness.tool("lmclient"), "all", "--expect-devices", 3,
                                            "--no-pair-check"], self.path)
         self.assertEqual(rc, 0, out + err)
+
+    def test_node_usbmux_through_plugs_and_restarts(self):
+        # A real client the other tests do not use (npm: usbmux), on the
+        # UNIX and the tunnel upstream, and through a filter: its Listen sees
+        # the same devices as direct, plugs and unplugs, every device leave
+        # and come back when fakedev or the helper restarts, and never an
+        # EOF; its getTunnel (ListDevices by UDID, then Connect) echoes.
+        svc = harness.DevSvc().start()
+        helper = Helper("unix:" + self.up).start()
+        paths = {"unix": self.path, "tunnel": os.path.join(self.d, "tunnel.sock"),
+                 "filter": os.path.join(self.d, "filter.sock")}
+        shims = [harness.Shim(paths["unix"], self.up, "--broker").start(),
+                 harness.Shim(paths["tunnel"], helper.tunnel, "--broker").start(),
+                 harness.Shim(paths["filter"], self.up, "--broker",
+                              "--device", "fakedev-0002").start()]
+        for shim in shims:
+            harness.wait_for(lambda: "subscribed to the upstream" in shim.stderr_text(), WAIT,
+                             what="the subscription")
+        all3 = ["fakedev-0001", "fakedev-0002", "fakedev-0003"]
+        seen = {"direct": all3, "unix": all3, "tunnel": all3, "filter": ["fakedev-0002"]}
+        ls = {k: NodeUsbmuxListener(self.up if k == "direct" else paths[k]) for k in seen}
+        try:
+            def expect(keys, ev, what, order=sorted):
+                for k in keys:
+                    got = ls[k].take(len(seen[k]), "%s, %s" % (k, what))
+                    self.assertEqual(order((e["ev"], e.get("udid")) for e in got),
+                                     order((ev, u) for u in seen[k]), "%s, %s" % (k, what))
+            expect(ls, "attached", "the first Attached", order=list)
+            for k, l in ls.items():
+                self.assertEqual(l.tunnel("fakedev-0002", svc.port),
+                                 {"ev": "tunnel", "udid": "fakedev-0002", "ok": True}, k)
+            self.assertIn("not connected", ls["filter"].tunnel("fakedev-0001", svc.port)["error"])
+            self.dev.send_signal(signal.SIGUSR1)   # unplugs fakedev-0003
+            for k in ("direct", "unix", "tunnel"):
+                self.assertEqual(ls[k].take(1, k + ", unplug"),
+                                 [{"ev": "detached", "udid": "fakedev-0003"}])
+            self.dev.send_signal(signal.SIGUSR2)   # and back
+            for k in ("direct", "unix", "tunnel"):
+                self.assertEqual(ls[k].take(1, k + ", plug"),
+                                 [{"ev": "attached", "udid": "fakedev-0003"}])
+            ls.pop("direct").close()  # its usbmuxd is about to go
+            self.dev.stop()
+            expect(ls, "detached", "fakedev stopped")
+            self.dev = harness.FakeDev(self.up, 3, "--verbose").start()
+            expect(ls, "attached", "fakedev back")
+            port = helper.port
+            helper.stop()
+            expect(["tunnel"], "detached", "helper stopped")
+            Helper("unix:" + self.up, port=port).start()
+            expect(["tunnel"], "attached", "helper back")
+            for k, l in ls.items():
+                self.assertEqual(l.tunnel("fakedev-0002", svc.port)["ok"], True, k)
+                # The filter hid the unplug and the helper's restart; the
+                # UNIX shims never saw the helper: nothing else came.
+                self.assertEqual(l.pending(), [], k)
+        finally:
+            for l in ls.values():
+                l.close()
 
     def test_binary_v0_listen(self):
         self.start_shim()
