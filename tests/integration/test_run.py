@@ -26,8 +26,26 @@ TRAP_SCRIPT = "".join("trap 'echo got %s' %s; " % (s, s) for s in SIGNALS[1:]) +
 
 def wait_text(proc, pattern, timeout=20, where="stdout"):
     read = proc.stdout_text if where == "stdout" else proc.stderr_text
-    return harness.wait_for(lambda: pattern in read(), timeout,
+    return harness.wait_for(lambda: pattern in read(), timeout, show=(proc,),
                             what="%r in %s of %s" % (pattern, where, proc.name))
+
+
+def signal_state(pid):
+    """pid and its descendants: name, state and signal masks (what a lost
+    signal's report needs)."""
+    lines, todo = [], [pid]
+    while todo:
+        p = todo.pop(0)
+        todo += harness._children(p)
+        try:
+            with open("/proc/%d/status" % p) as f:
+                st = dict(l.split(":", 1) for l in f if ":" in l)
+            lines.append("%d %s %s pending %s shared %s blocked %s caught %s" % (
+                p, st["Name"].strip(), st["State"].strip(), st["SigPnd"].strip(),
+                st["ShdPnd"].strip(), st["SigBlk"].strip(), st["SigCgt"].strip()))
+        except (OSError, KeyError):
+            lines.append("%d gone" % p)
+    return "\n".join(lines)
 
 
 def children_named(pid, comm):
@@ -107,7 +125,10 @@ class Wrapper(unittest.TestCase):
         self.assertEqual(len(shims), 1, harness._children(w.pid))
         for name in SIGNALS[1:]:
             w.send_signal(getattr(signal, "SIG" + name))
-            wait_text(w, "got %s\n" % name)
+            try:
+                wait_text(w, "got %s\n" % name)
+            except harness.HarnessError as e:
+                raise AssertionError("%s\n%s" % (e, signal_state(w.pid))) from None
         self.assertEqual(children_named(w.pid, "muxshim"), shims, "muxshim was disturbed")
         w.send_signal(signal.SIGTERM)
         self.assertEqual(w.wait(20), 7)

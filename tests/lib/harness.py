@@ -287,7 +287,7 @@ def write_token(path, mode=0o600):
 def wait_for(pred, timeout, interval=0.02, what="condition", show=()):
     """Poll pred() until it returns a true value (returned) or raise
     HarnessError after max(timeout, WAIT_MIN_S) seconds. show: processes
-    whose stderr tail the error carries (what the test was waiting to read)."""
+    whose log tails the error carries (what the test was waiting to read)."""
     timeout = max(timeout, WAIT_MIN_S)
     deadline = time.monotonic() + timeout
     while True:
@@ -295,8 +295,7 @@ def wait_for(pred, timeout, interval=0.02, what="condition", show=()):
         if v:
             return v
         if time.monotonic() >= deadline:
-            tails = "".join("\n--- %s stderr (tail) ---\n%s" % (p.name, p.stderr_text()[-3000:])
-                            for p in show)
+            tails = "".join("\n" + p.log_tail() for p in show)
             raise HarnessError("timed out after %.1f s waiting for %s%s" % (timeout, what, tails))
         time.sleep(interval)
 
