@@ -1086,14 +1086,17 @@ class Abandoned(unittest.TestCase):
             abandon_unix(path, 2000)
         for path in (unix, tun):
             settle(lambda: shim_stats(path)["sessions_open"], 0)
-        # Three batches. The helper's RSS is the high-water mark of the
+        # Five batches. The helper's RSS is the high-water mark of the
         # streams open at once, which a busy machine raises (clients pile up
         # while the daemons wait for CPU and usbmuxd for its backlog of 5):
-        # a batch may raise it (seen twice in a row on a machine at load 8).
-        # A leak grows with every batch: each process must stay within its
-        # bound in at least one of the three.
+        # a batch may raise it (seen twice in a row on a machine at load 8,
+        # three times on an idle one: 3.3, 3.1 and 2.8 MiB, where another
+        # run of the same build grew 0.4, 0.5 and 0). A leak grows with every
+        # batch: each process must stay within its bound in at least one.
+        # (Where RSS is not measured, ASan and valgrind, three batches still
+        # test that nothing is kept and that the daemons keep serving.)
         growth = {p.name + str(i): [] for i, p in enumerate(procs)}
-        for batch in (1, 2, 3):
+        for batch in range(1, 4 if harness.rss_unmeasurable() else 6):
             before = self.measure(procs)
             t0 = time.monotonic()
             for path in (unix, tun):
@@ -1114,8 +1117,8 @@ class Abandoned(unittest.TestCase):
             tunnel = p.name == "muxshim-host" or getattr(p, "upstream", "").startswith("tunnel:")
             bound_kib = TUNNEL_RSS_SLACK // KiB if tunnel else 512
             g = growth[p.name + str(i)]
-            rss_bound(self, "%s RSS, the smallest growth of three batches (%s KiB)" % (p.name, g),
-                      min(g), bound_kib)
+            rss_bound(self, "%s RSS, the smallest growth of %d batches (%s KiB)"
+                      % (p.name, len(g), g), min(g), bound_kib)
         self.assertEqual([p.pid for p in procs], pids)
         for path in (unix, tun):
             assert_same_answers(self, path, mux.socket)
