@@ -451,9 +451,10 @@ void client_resume(struct client *c)
 	client_process(c);
 }
 
+static size_t request_room(struct client *c);
+
 /* --request-timeout runs while the client owes us bytes: nothing sent
  * yet, or a request begun and not finished. */
-static size_t request_room(struct client *c);
 static bool awaits_client(struct client *c)
 {
 	return c->stats.bytes_up == 0 || (buf_len(&c->in) && request_room(c));
